@@ -1,0 +1,349 @@
+"""The restoration job: one pydantic model that is the job file, the flow parameter and the cache identity.
+
+A job file is YAML with the top-level keys of ``docs/jobs.md``. :func:`load_job` reads it (with
+``--set key=value`` overrides), validates it before anything runs and names the offending field in
+the error. :meth:`Job.job_hash` is the identity of the *result*: two jobs with the same hash produce
+the same restored pixels, so shard records carry it and a re-run reuses only shards whose record
+matches. Fields that change how the work is scheduled (runner, batch size, device string, metrics,
+storage options, output location) are left out of the hash on purpose.
+
+No Prefect here: the same model is used by the CLI, the flows and plain Python.
+"""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+JOB_SCHEMA_VERSION = 1
+BUILTIN_KERNELS = ("gaussian", "motion")
+BUILTIN_MASKS = ("box", "random")
+FULL_REFERENCE_METRICS = frozenset({"psnr", "ssim", "lpips", "fid"})
+_SECRET_KEYS = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
+_TAGGED = ("task", "runner")  # pydantic puts the union tag after these in error locations
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+class JobError(ValueError):
+    """A job that cannot run: the message names each offending field (``task.scale: ...``)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SRTask(_Strict):
+    """Super-resolution: y = bicubic downscale by ``scale`` (+ noise); data step with the ×scale bicubic kernel."""
+
+    kind: Literal["sr"] = "sr"
+    scale: int = Field(4, ge=2, le=8, description="upscaling factor; the image size must be a multiple of it")
+    noise_sigma: float = Field(0.05, ge=0.0, le=1.0, description="AWGN std on the [0, 1] scale")
+
+
+class DeblurTask(_Strict):
+    """Deblurring with a known kernel: a generated Gaussian/motion kernel per image, or one kernel file."""
+
+    kind: Literal["deblur"] = "deblur"
+    kernel: str = Field("gaussian", description="gaussian | motion | URI of a kernel (.npy or grayscale image)")
+    kernel_size: int = Field(61, ge=3, le=255, description="size of generated kernels (odd)")
+    kernel_std: float | None = Field(
+        None, gt=0.0, description="Gaussian std; null = the reference's per-image std 3·(1+2U)"
+    )
+    noise_sigma: float = Field(0.05, ge=0.0, le=1.0, description="AWGN std on the [0, 1] scale")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"must be odd so the kernel has a centre pixel, got {v}")
+        return v
+
+
+class InpaintTask(_Strict):
+    """Inpainting with a known mask (1 = known pixel): a generated box/random mask, or one mask file."""
+
+    kind: Literal["inpaint"] = "inpaint"
+    mask: str = Field("box", description="box | random | URI of a mask image (white = known)")
+    mask_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="random masks: fraction of missing pixels")
+    box_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="box masks: box side / image side")
+    noise_sigma: float = Field(0.0, ge=0.0, le=1.0, description="AWGN std on the [0, 1] scale")
+
+
+TaskSpec = Annotated[SRTask | DeblurTask | InpaintTask, Field(discriminator="kind")]
+
+
+class LocalRunner(_Strict):
+    """Threads in the flow process; ``max_workers`` shards at a time (1 = one model call at a time)."""
+
+    kind: Literal["local"] = "local"
+    max_workers: int = Field(1, ge=1, le=256)
+
+
+class DaskRunner(_Strict):
+    """A Dask cluster: an existing scheduler (``address``) or one created for the run (``cluster_class``)."""
+
+    kind: Literal["dask"] = "dask"
+    address: str | None = Field(None, description="tcp://host:8786 of a running scheduler")
+    cluster_class: str | None = Field(
+        None, description="dotted class, e.g. distributed.LocalCluster or dask_cuda.LocalCUDACluster"
+    )
+    cluster_kwargs: dict[str, Any] = Field(default_factory=dict)
+    adapt_kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. {minimum: 1, maximum: 8}")
+    gpus_per_task: int | None = Field(
+        None, ge=0, le=16, description="Dask resource GPU per shard task; null = 1 on CUDA devices, else 0"
+    )
+    gpu_wait_s: float = Field(
+        30.0, ge=0.0, description="how long to wait for a worker with enough GPU resources before failing"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "DaskRunner":
+        if self.address and (self.cluster_class or self.cluster_kwargs or self.adapt_kwargs):
+            raise ValueError(
+                "give either address (an existing scheduler) or cluster_class/cluster_kwargs/adapt_kwargs "
+                "(a cluster created for the run), not both"
+            )
+        if self.address and not re.match(r"^(tcp|tls|inproc|ucx)://", self.address):
+            raise ValueError(f"address must look like tcp://host:port, got {self.address!r}")
+        return self
+
+
+RunnerSpec = Annotated[LocalRunner | DaskRunner, Field(discriminator="kind")]
+
+
+class IngestOptions(_Strict):
+    """How images enter the input store (see docs/store-layout.md)."""
+
+    size_policy: Literal["native", "center_crop", "resize", "modcrop"] = "native"
+    size: int | None = Field(None, ge=8, description="working size for center_crop/resize (square)")
+    modulo: int = Field(32, ge=1, description="modcrop multiple; the UNet needs multiples of 32")
+
+
+class ReportOptions(_Strict):
+    """What goes into report.md / report.html."""
+
+    samples: int = Field(8, ge=0, le=256, description="images shown in the degraded | restored | truth grid")
+
+
+class Job(_Strict):
+    """A restoration job (the job YAML). Every field has a default except ``input`` and ``output``."""
+
+    input: str = Field(description="image folder, s3://bucket/prefix, or an existing .zarr store")
+    output: str = Field(description="output store (restored shards, records, reports), local path or s3://")
+    mode: Literal["evaluate", "restore"] = Field(
+        "evaluate",
+        description="evaluate: ground truth in, degradation synthesised, full-reference metrics; "
+        "restore: degraded images in, no-reference checks",
+    )
+    task: TaskSpec = Field(default_factory=SRTask)
+    prior: str = Field("demo", min_length=1, description="demo | ffhq_256 | imagenet_256 | a local .safetensors/.pt path")
+    sampler: dict[str, Any] = Field(
+        default_factory=dict, description="DiffPIRConfig overrides on top of the task preset"
+    )
+    shard_size: int = Field(16, ge=1, le=4096)
+    batch_size: int = Field(4, ge=1, le=1024)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    runner: RunnerSpec = Field(default_factory=LocalRunner)
+    metrics: list[Literal["psnr", "ssim", "lpips", "fid", "consistency"]] | None = Field(
+        None, description="null = [psnr, ssim] for evaluate, [consistency] for restore"
+    )
+    seed: int = Field(0, ge=0)
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for input/output")
+    name: str | None = Field(None, description="dataset label in run names; null = last part of input")
+    ingest: IngestOptions = Field(default_factory=IngestOptions)
+    report: ReportOptions = Field(default_factory=ReportOptions)
+    retries: int = Field(2, ge=0, le=20, description="retries of a shard after a transient error")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE.match(v):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+    @field_validator("input", "output")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("must be a path or URI, got an empty string")
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from diffpir_core.sampling import DiffPIRConfig
+
+        unknown = sorted(set(v) - set(DiffPIRConfig.model_fields))
+        if unknown:
+            known = ", ".join(sorted(DiffPIRConfig.model_fields))
+            raise ValueError(f"unknown sampler field(s) {unknown}; DiffPIRConfig fields are: {known}")
+        if "noise_sigma" in v:
+            raise ValueError("set the noise level with task.noise_sigma, not sampler.noise_sigma")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Job":
+        if self.precision != "fp32" and self.device == "cpu":
+            raise ValueError(f"precision: {self.precision} needs a GPU; use precision fp32 with device cpu")
+        if self.mode == "restore":
+            bad = sorted(FULL_REFERENCE_METRICS & set(self.metrics or ()))
+            if bad:
+                raise ValueError(
+                    f"metrics: {bad} need ground truth, which mode restore does not have; "
+                    "use [consistency] or mode evaluate"
+                )
+            kind = self.task.kind
+            if kind == "deblur" and self.task.kernel in BUILTIN_KERNELS:
+                raise ValueError(
+                    "task.kernel: mode restore needs the real blur kernel of the images (a file URI), "
+                    f"not a generated {self.task.kernel!r} kernel"
+                )
+            if kind == "inpaint" and self.task.mask in BUILTIN_MASKS:
+                raise ValueError(
+                    "task.mask: mode restore needs the real mask of the images (a file URI), "
+                    f"not a generated {self.task.mask!r} mask"
+                )
+        if self.ingest.size_policy in ("center_crop", "resize") and self.ingest.size is None:
+            raise ValueError(f"ingest.size is required with ingest.size_policy {self.ingest.size_policy}")
+        self.sampler_config()
+        return self
+
+    def effective_metrics(self) -> list[str]:
+        """The metrics to compute: the configured list or the mode's default."""
+        if self.metrics is not None:
+            return list(self.metrics)
+        return ["psnr", "ssim"] if self.mode == "evaluate" else ["consistency"]
+
+    def sampler_config(self) -> Any:
+        """The ``DiffPIRConfig`` this job samples with: task preset, then ``sampler`` overrides, then σ."""
+        from diffpir_core.sampling import DiffPIRConfig, task_preset
+
+        base = task_preset(self.task.kind).model_dump()
+        base.update(self.sampler)
+        base["noise_sigma"] = self.task.noise_sigma
+        return DiffPIRConfig(**base)
+
+    def dataset_name(self) -> str:
+        """A short dataset label for run names: ``name`` or the last part of ``input``."""
+        if self.name:
+            return self.name
+        stem = self.input.rstrip("/").rsplit("/", 1)[-1]
+        return re.sub(r"\.zarr$", "", stem) or "dataset"
+
+    def task_label(self) -> str:
+        """``sr4``, ``deblur-gaussian``, ``inpaint-box``: the task part of run names and reports."""
+        t = self.task
+        if t.kind == "sr":
+            return f"sr{t.scale}"
+        source = t.kernel if t.kind == "deblur" else t.mask
+        return f"{t.kind}-{source if source in BUILTIN_KERNELS + BUILTIN_MASKS else 'file'}"
+
+    def job_hash(self) -> str:
+        """sha256 of everything that determines the restored pixels (see the module docstring)."""
+        identity = {
+            "schema": JOB_SCHEMA_VERSION,
+            "input": self.input,
+            "mode": self.mode,
+            "task": self.task.model_dump(mode="json"),
+            "prior": self.prior,
+            "sampler": self.sampler_config().model_dump(mode="json"),
+            "shard_size": self.shard_size,
+            "precision": self.precision,
+            "seed": self.seed,
+            "ingest": self.ingest.model_dump(mode="json"),
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+    def public_dict(self) -> dict[str, Any]:
+        """The job as plain data with secrets in ``storage_options`` replaced by ``***``."""
+        data = self.model_dump(mode="json")
+        data["storage_options"] = _redact(data["storage_options"])
+        return data
+
+    def to_yaml(self, *, redact: bool = True) -> str:
+        """The job as YAML (secrets redacted unless ``redact=False``); ``load_job`` reads it back."""
+        data = self.public_dict() if redact else self.model_dump(mode="json")
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEYS.search(str(k)) else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: ``task.scale: Input should be less than or equal to 8 (got 16)``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for i, p in enumerate(e["loc"]) if not (i == 1 and e["loc"][0] in _TAGGED))
+        msg = e["msg"].removeprefix("Value error, ")
+        got = f" (got {e['input']!r})" if e["type"] not in ("missing", "value_error") and not isinstance(e["input"], dict) else ""
+        lines.append(f"{loc or 'job'}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def parse_job(data: dict[str, Any]) -> Job:
+    """Validate plain data into a :class:`Job`; raise :class:`JobError` naming every bad field."""
+    if not isinstance(data, dict):
+        raise JobError(f"a job must be a mapping of fields (input, output, task, ...), got {type(data).__name__}")
+    try:
+        return Job.model_validate(data)
+    except ValidationError as err:
+        raise JobError("invalid job:\n" + format_validation_error(err)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to job data; returns a new dict."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise JobError(f"--set {item!r}: expected key=value, e.g. --set task.scale=4")
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise JobError(f"--set {item!r}: {p} is not a mapping, cannot set {key}")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def load_job(path: str | Path, overrides: list[str] | None = None) -> Job:
+    """Read a job YAML file, apply ``--set`` overrides, validate; relative local paths resolve from the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise JobError(f"job file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise JobError(f"job file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise JobError(f"job file {path} must hold a mapping of fields (input, output, task, ...)")
+    data = apply_overrides(data, overrides or [])
+    for key in ("input", "output", "prior"):
+        data[key] = _resolve_relative(data.get(key), path.parent)
+    task = data.get("task")
+    if isinstance(task, dict):
+        for key in ("kernel", "mask"):
+            task[key] = _resolve_relative(task.get(key), path.parent)
+    return parse_job(data)
+
+
+def _resolve_relative(value: Any, base: Path) -> Any:
+    """A relative local path (``./x``, ``a/b``, ``x.npy``) resolved from ``base``; names and URIs unchanged."""
+    if not isinstance(value, str) or "://" in value or Path(value).is_absolute():
+        return value
+    if "/" not in value and "." not in value:
+        return value
+    return str((base / value).resolve())

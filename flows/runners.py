@@ -1,0 +1,83 @@
+"""Task runners built from a job's ``runner`` section, and the guard against GPU tasks no worker can take.
+
+The local runner is always bounded (Prefect's default thread pool is unbounded). The Dask runner
+connects to a scheduler or creates a cluster; shard tasks ask for ``GPU`` worker resources through
+Dask annotations, so one GPU task runs per GPU. A task that asks for a resource no worker has would
+stay Pending forever in Dask, so :func:`check_gpu_workers` fails the run with a clear message first.
+"""
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from diffpir_core.job import DaskRunner, Job
+
+
+def build_task_runner(job: Job) -> TaskRunner:
+    """The task runner the shard tasks of ``job`` run on."""
+    spec = job.runner
+    if isinstance(spec, DaskRunner):
+        from prefect_dask import DaskTaskRunner
+
+        if spec.address:
+            return DaskTaskRunner(address=spec.address)
+        return DaskTaskRunner(
+            cluster_class=spec.cluster_class,
+            cluster_kwargs=dict(spec.cluster_kwargs),
+            adapt_kwargs=dict(spec.adapt_kwargs) or None,
+        )
+    return ThreadPoolTaskRunner(max_workers=spec.max_workers)
+
+
+def gpus_per_task(job: Job, device: str) -> int:
+    """GPU resources one shard task asks for: the runner's setting, else 1 on CUDA and 0 elsewhere."""
+    spec = job.runner
+    if not isinstance(spec, DaskRunner):
+        return 0
+    if spec.gpus_per_task is not None:
+        return spec.gpus_per_task
+    return 1 if device.startswith("cuda") else 0
+
+
+@contextlib.contextmanager
+def gpu_annotations(gpus: int) -> Iterator[None]:
+    """Dask ``resources`` annotations around ``.map``/``.submit`` calls; a no-op for 0 GPUs."""
+    if gpus <= 0:
+        yield
+        return
+    import dask
+
+    with dask.annotate(resources={"GPU": gpus}):
+        yield
+
+
+def worker_gpu_capacity(task_runner: Any) -> dict[str, float]:
+    """``{worker address: GPU resource}`` of the Dask workers behind ``task_runner`` ({} if not Dask)."""
+    client = getattr(task_runner, "client", None)
+    if client is None:
+        return {}
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return {addr: float(info.get("resources", {}).get("GPU", 0)) for addr, info in workers.items()}
+
+
+def check_gpu_workers(task_runner: Any, gpus: int, wait_s: float) -> None:
+    """Raise ``RuntimeError`` unless some Dask worker offers ``gpus`` GPU resources within ``wait_s``."""
+    if gpus <= 0:
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        capacity = worker_gpu_capacity(task_runner)
+        if any(v >= gpus for v in capacity.values()):
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    seen = ", ".join(f"{a}: GPU={v:g}" for a, v in sorted(capacity.items())) or "no workers"
+    raise RuntimeError(
+        f"each shard task asks for GPU={gpus}, but no Dask worker offers that after {wait_s:g} s ({seen}). "
+        "Start one worker per GPU with `dask worker ... --resources GPU=1` (for a created cluster pass "
+        "runner.cluster_kwargs.resources: {GPU: 1}), or set runner.gpus_per_task: 0 to run without GPU slots."
+    )
