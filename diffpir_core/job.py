@@ -19,10 +19,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from diffpir_core.sampling import DiffPIRConfig, task_preset
+
 JOB_SCHEMA_VERSION = 1
 BUILTIN_KERNELS = ("gaussian", "motion")
 BUILTIN_MASKS = ("box", "random")
-FULL_REFERENCE_METRICS = frozenset({"psnr", "ssim", "lpips", "fid"})
+FULL_REFERENCE_METRICS = frozenset({"psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid"})
 _SECRET_KEYS = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 _TAGGED = ("task", "runner")  # pydantic puts the union tag after these in error locations
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -41,7 +43,7 @@ class SRTask(_Strict):
 
     kind: Literal["sr"] = "sr"
     scale: int = Field(4, ge=2, le=8, description="upscaling factor; the image size must be a multiple of it")
-    noise_sigma: float = Field(0.05, ge=0.0, le=1.0, description="AWGN std on the [0, 1] scale")
+    noise_sigma: float = Field(0.05, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
 
 
 class DeblurTask(_Strict):
@@ -53,7 +55,7 @@ class DeblurTask(_Strict):
     kernel_std: float | None = Field(
         None, gt=0.0, description="Gaussian std; null = the reference's per-image std 3·(1+2U)"
     )
-    noise_sigma: float = Field(0.05, ge=0.0, le=1.0, description="AWGN std on the [0, 1] scale")
+    noise_sigma: float = Field(0.05, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
 
     @field_validator("kernel_size")
     @classmethod
@@ -70,7 +72,7 @@ class InpaintTask(_Strict):
     mask: str = Field("box", description="box | random | URI of a mask image (white = known)")
     mask_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="random masks: fraction of missing pixels")
     box_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="box masks: box side / image side")
-    noise_sigma: float = Field(0.0, ge=0.0, le=1.0, description="AWGN std on the [0, 1] scale")
+    noise_sigma: float = Field(0.0, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
 
 
 TaskSpec = Annotated[SRTask | DeblurTask | InpaintTask, Field(discriminator="kind")]
@@ -118,9 +120,9 @@ RunnerSpec = Annotated[LocalRunner | DaskRunner, Field(discriminator="kind")]
 class IngestOptions(_Strict):
     """How images enter the input store (see docs/store-layout.md)."""
 
-    size_policy: Literal["native", "center_crop", "resize", "modcrop"] = "native"
+    size_policy: Literal["native", "center_crop", "resize", "modcrop"] = "modcrop"
     size: int | None = Field(None, ge=8, description="working size for center_crop/resize (square)")
-    modulo: int = Field(32, ge=1, description="modcrop multiple; the UNet needs multiples of 32")
+    multiple: int = Field(32, ge=1, description="sizes are made multiples of this (the UNet needs 32)")
 
 
 class ReportOptions(_Strict):
@@ -149,7 +151,7 @@ class Job(_Strict):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     runner: RunnerSpec = Field(default_factory=LocalRunner)
-    metrics: list[Literal["psnr", "ssim", "lpips", "fid", "consistency"]] | None = Field(
+    metrics: list[Literal["psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid", "consistency"]] | None = Field(
         None, description="null = [psnr, ssim] for evaluate, [consistency] for restore"
     )
     seed: int = Field(0, ge=0)
@@ -158,6 +160,7 @@ class Job(_Strict):
     ingest: IngestOptions = Field(default_factory=IngestOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
     retries: int = Field(2, ge=0, le=20, description="retries of a shard after a transient error")
+    retry_delay_s: float = Field(5.0, ge=0.0, le=3600.0, description="first retry delay; doubles per retry")
 
     @field_validator("device")
     @classmethod
@@ -177,14 +180,16 @@ class Job(_Strict):
     @field_validator("sampler")
     @classmethod
     def _sampler(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from diffpir_core.sampling import DiffPIRConfig
-
         unknown = sorted(set(v) - set(DiffPIRConfig.model_fields))
         if unknown:
             known = ", ".join(sorted(DiffPIRConfig.model_fields))
             raise ValueError(f"unknown sampler field(s) {unknown}; DiffPIRConfig fields are: {known}")
         if "noise_sigma" in v:
             raise ValueError("set the noise level with task.noise_sigma, not sampler.noise_sigma")
+        try:
+            DiffPIRConfig(**v)
+        except ValidationError as err:
+            raise ValueError(format_validation_error(err).replace("\n", "; ")) from None
         return v
 
     @model_validator(mode="after")
@@ -210,7 +215,7 @@ class Job(_Strict):
                     f"not a generated {self.task.mask!r} mask"
                 )
         if self.ingest.size_policy in ("center_crop", "resize") and self.ingest.size is None:
-            raise ValueError(f"ingest.size is required with ingest.size_policy {self.ingest.size_policy}")
+            raise ValueError(f"ingest.size: required with ingest.size_policy {self.ingest.size_policy}")
         self.sampler_config()
         return self
 
@@ -220,14 +225,9 @@ class Job(_Strict):
             return list(self.metrics)
         return ["psnr", "ssim"] if self.mode == "evaluate" else ["consistency"]
 
-    def sampler_config(self) -> Any:
+    def sampler_config(self) -> DiffPIRConfig:
         """The ``DiffPIRConfig`` this job samples with: task preset, then ``sampler`` overrides, then σ."""
-        from diffpir_core.sampling import DiffPIRConfig, task_preset
-
-        base = task_preset(self.task.kind).model_dump()
-        base.update(self.sampler)
-        base["noise_sigma"] = self.task.noise_sigma
-        return DiffPIRConfig(**base)
+        return task_preset(self.task.kind, **{**self.sampler, "noise_sigma": self.task.noise_sigma})
 
     def dataset_name(self) -> str:
         """A short dataset label for run names: ``name`` or the last part of ``input``."""
@@ -287,7 +287,7 @@ def format_validation_error(err: ValidationError) -> str:
         loc = ".".join(str(p) for i, p in enumerate(e["loc"]) if not (i == 1 and e["loc"][0] in _TAGGED))
         msg = e["msg"].removeprefix("Value error, ")
         got = f" (got {e['input']!r})" if e["type"] not in ("missing", "value_error") and not isinstance(e["input"], dict) else ""
-        lines.append(f"{loc or 'job'}: {msg}{got}")
+        lines.append(f"{loc}: {msg}{got}" if loc else msg)
     return "\n".join(lines)
 
 
@@ -331,12 +331,10 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> Job:
     if not isinstance(data, dict):
         raise JobError(f"job file {path} must hold a mapping of fields (input, output, task, ...)")
     data = apply_overrides(data, overrides or [])
-    for key in ("input", "output", "prior"):
-        data[key] = _resolve_relative(data.get(key), path.parent)
     task = data.get("task")
-    if isinstance(task, dict):
-        for key in ("kernel", "mask"):
-            task[key] = _resolve_relative(task.get(key), path.parent)
+    for node, key in [(data, "input"), (data, "output"), (data, "prior"), (task, "kernel"), (task, "mask")]:
+        if isinstance(node, dict) and key in node:
+            node[key] = _resolve_relative(node[key], path.parent)
     return parse_job(data)
 
 

@@ -1,7 +1,93 @@
-"""CLI commands: data (placeholder until its issue lands)."""
+"""CLI commands for data: ``diffpir ingest`` (images -> Zarr store) and ``diffpir export`` (store -> PNG files).
+
+S3 credentials come from the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_PROFILE``);
+``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) points at a non-AWS S3 API such as MinIO.
+"""
+
+from typing import Annotated
 
 import typer
+from tqdm import tqdm
+
+from diffpir_core.io import IMAGES, SizePolicy, StoreError, export_images, ingest
+from diffpir_core.io.uris import StorageOptions, is_local
+
+EndpointOption = Annotated[
+    str | None, typer.Option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 API endpoint (MinIO, moto, ...)")
+]
+
+
+def _options(uri: str, endpoint_url: str | None) -> StorageOptions | None:
+    if is_local(uri) or endpoint_url is None:
+        return None
+    return {"endpoint_url": endpoint_url}
+
+
+def ingest_command(
+    input_uri: Annotated[str, typer.Argument(metavar="INPUT", help="folder, s3://bucket/prefix, or Zarr store of images")],
+    output: Annotated[str, typer.Argument(metavar="OUTPUT", help="the dataset store to create (path or URL)")],
+    size_policy: Annotated[SizePolicy, typer.Option(help="native, modcrop, center_crop or resize")] = SizePolicy.NATIVE,
+    size: Annotated[int | None, typer.Option(help="working size for center_crop/resize")] = None,
+    multiple: Annotated[int, typer.Option(help="height/width multiple for modcrop")] = 1,
+    shard_size: Annotated[int, typer.Option(help="images per shard (the unit of work)")] = 64,
+    workers: Annotated[int, typer.Option(help="decode threads")] = 4,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing store at OUTPUT")] = False,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Ingest images into a sharded Zarr v3 dataset store; bad files are quarantined and listed."""
+    with tqdm(desc="ingest", unit="file") as bar:
+        try:
+            summary = ingest(
+                input_uri,
+                output,
+                size_policy=size_policy,
+                size=size,
+                multiple=multiple,
+                shard_size=shard_size,
+                workers=workers,
+                overwrite=overwrite,
+                storage_options=_options(input_uri, endpoint_url),
+                store_storage_options=_options(output, endpoint_url),
+                progress=bar.update,
+            )
+        except (StoreError, ValueError, FileNotFoundError) as err:
+            raise typer.BadParameter(str(err)) from err
+    groups = ", ".join(f"{name}: {count}" for name, count in summary.groups.items()) or "none"
+    typer.echo(
+        f"ingested {summary.ingested} images into {summary.store} ({summary.shards} shards; groups {groups}) "
+        f"in {summary.seconds:.1f} s; quarantined {summary.quarantined}, ignored {summary.ignored} non-image files"
+    )
+    for entry in summary.quarantine_sample:
+        typer.echo(f"  quarantined {entry.id}: {entry.reason}")
+    if summary.quarantined > len(summary.quarantine_sample):
+        typer.echo(f"  ... and {summary.quarantined - len(summary.quarantine_sample)} more (see quarantine/ in the store)")
+
+
+def export_command(
+    store: Annotated[str, typer.Argument(metavar="STORE", help="a dataset store")],
+    out_uri: Annotated[str, typer.Argument(metavar="OUT_URI", help="folder or s3://bucket/prefix for the PNGs")],
+    array: Annotated[str, typer.Option(help="'images' or an output array such as jobs/<job>/restored")] = IMAGES,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Write a store's images (or a restored output) as PNG files named after the original ids."""
+    with tqdm(desc="export", unit="image") as bar:
+        try:
+            summary = export_images(
+                store,
+                out_uri,
+                array=array,
+                storage_options=_options(store, endpoint_url),
+                out_storage_options=_options(out_uri, endpoint_url),
+                progress=bar.update,
+            )
+        except (StoreError, ValueError) as err:
+            raise typer.BadParameter(str(err)) from err
+    typer.echo(f"exported {summary.exported} PNGs ({summary.bytes_written / 1e6:.1f} MB) to {summary.out} in {summary.seconds:.1f} s")
+    if summary.skipped_shards:
+        typer.echo(f"skipped {len(summary.skipped_shards)} shards without a matching completion record: {summary.skipped_shards[:10]}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``diffpir`` app."""
+    app.command("ingest")(ingest_command)
+    app.command("export")(export_command)

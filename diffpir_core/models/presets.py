@@ -74,7 +74,7 @@ class Preset:
             raise PresetError(
                 f"preset {self.name!r} has no model card at {self.card}: the demo prior is produced by "
                 "the project's prior training (see docs/quality.md) and shipped in "
-                f"{WEIGHTS_DIR}; build it, or use another preset ({', '.join(_official_names())})"
+                f"{WEIGHTS_DIR}; build it, or use another preset ({', '.join(downloadable_names())})"
             )
         card = json.loads(self.card.read_text())
         if not isinstance(card.get("config"), dict):
@@ -111,7 +111,7 @@ FFHQ_GDRIVE_ID = "1BGwhRWUoguF-D8wlZ65tf227gp3cDUDh"
 PRESETS: dict[str, Preset] = {
     "ffhq_256": Preset(
         name="ffhq_256",
-        description="FFHQ 256x256 unconditional DDPM (Choi et al., ILVR), the prior of DiffPIR's face results",
+        description="FFHQ 256x256 unconditional guided-diffusion model (ffhq_10m.pt of DPS and DiffPIR), the face prior",
         filename="diffusion_ffhq_10m.pt",
         config=_guided_config(),
         num_params=93_563_910,
@@ -134,7 +134,7 @@ PRESETS: dict[str, Preset] = {
         name="imagenet_256",
         description="ImageNet 256x256 unconditional guided-diffusion model (Dhariwal & Nichol, 2021)",
         filename="256x256_diffusion_uncond.pt",
-        config=_guided_config(num_channels=256, num_res_blocks=2, attention_resolutions="32,16,8"),
+        config=_guided_config(num_channels=256, num_res_blocks=2, attention_resolutions="8,16,32"),
         num_params=552_814_086,
         sources=(
             Source(
@@ -156,7 +156,8 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def _official_names() -> list[str]:
+def downloadable_names() -> list[str]:
+    """Presets that have download sources (the official checkpoints)."""
     return [name for name, preset in PRESETS.items() if preset.sources]
 
 

@@ -71,6 +71,10 @@ class Schedule:
         tables = (betas, alphas_cumprod, sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod, sigma_bar)
         return cls(*(torch.as_tensor(v).detach().cpu().clone() for v in tables))
 
+    def to(self, device: torch.device | str) -> Schedule:
+        """The same tables on ``device``."""
+        return Schedule(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
+
     @property
     def num_train_timesteps(self) -> int:
         return int(self.betas.shape[0])

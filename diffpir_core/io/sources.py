@@ -1,0 +1,164 @@
+"""Image sources for ingest: a folder tree of image files or an existing Zarr store, at any fsspec URL.
+
+A source lists its items in a deterministic order (sorted by id) and loads them in batches as
+:class:`~diffpir_core.io.decode.DecodedImage` or :class:`~diffpir_core.io.decode.ImageDecodeError`.
+An item's id is its key relative to the dataset root (``sub/dir/img_001.png``), so results map back to source files.
+"""
+
+import hashlib
+import posixpath
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import zarr
+
+from diffpir_core.io.decode import IMAGE_EXTENSIONS, DecodedImage, ImageDecodeError, decode_image, to_rgb_uint8
+from diffpir_core.io.store import DatasetStore, StoreError
+from diffpir_core.io.uris import StorageOptions, filesystem, is_local, join, redact_uri, zarr_store
+
+DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
+
+LoadResult = DecodedImage | ImageDecodeError
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One image of a source: its id, where it comes from (credentials removed), its size in bytes if known."""
+
+    id: str
+    uri: str
+    nbytes: int | None = None
+
+
+class ImageSource(Protocol):
+    """What ingest needs from a source."""
+
+    uri: str
+    ignored: list[str]
+
+    def items(self) -> list[SourceItem]:
+        """Every candidate image, sorted by id."""
+        ...
+
+    def load(self, items: Sequence[SourceItem], pool: Executor) -> list[LoadResult]:
+        """Load a batch, one result per item in the same order."""
+        ...
+
+
+def open_source(uri: str, storage_options: StorageOptions | None = None, *, max_pixels: int, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ImageSource:
+    """A :class:`ZarrSource` when ``uri`` holds a Zarr store (``zarr.json`` at its root), else a :class:`FolderSource`."""
+    fs, root = filesystem(uri, storage_options)
+    if fs.exists(join(root, "zarr.json")):
+        return ZarrSource(uri, storage_options)
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"input {redact_uri(uri)} is not a folder or Zarr store; check the path and credentials")
+    return FolderSource(uri, storage_options, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
+
+
+class FolderSource:
+    """Image files under a folder or prefix. Hidden files and non-image extensions are ignored (and reported)."""
+
+    def __init__(self, uri: str, storage_options: StorageOptions | None, *, max_pixels: int, max_file_bytes: int):
+        self.uri = uri
+        self._fs, self._root = filesystem(uri, storage_options)
+        self._max_pixels = max_pixels
+        self._max_file_bytes = max_file_bytes
+        self._paths: dict[str, str] = {}
+        self.ignored: list[str] = []
+
+    def items(self) -> list[SourceItem]:
+        """Files with an image extension, sorted by their key relative to the root."""
+        found = self._fs.find(self._root, detail=True)
+        items = []
+        for path, info in found.items():
+            key = posixpath.relpath(path, self._root) if path != self._root else posixpath.basename(path)
+            if any(part.startswith(".") for part in key.split("/")) or posixpath.splitext(key)[1].lower() not in IMAGE_EXTENSIONS:
+                self.ignored.append(key)
+                continue
+            self._paths[key] = path
+            items.append(SourceItem(id=key, uri=self._uri_of(key), nbytes=info.get("size")))
+        self.ignored.sort()
+        return sorted(items, key=lambda item: item.id)
+
+    def _uri_of(self, key: str) -> str:
+        return join(self._root, key) if is_local(self.uri) else redact_uri(join(self.uri, key))
+
+    def load(self, items: Sequence[SourceItem], pool: Executor) -> list[LoadResult]:
+        """Fetch the files (concurrently on object stores) and decode them on ``pool``."""
+        too_big = {item.id for item in items if item.nbytes is not None and item.nbytes > self._max_file_bytes}
+        wanted = [self._paths[item.id] for item in items if item.id not in too_big]
+        fetched = self._fs.cat(wanted, on_error="return") if wanted else {}
+        payloads = [
+            ImageDecodeError(f"file of {item.nbytes} bytes exceeds max_file_bytes={self._max_file_bytes}")
+            if item.id in too_big
+            else fetched[self._paths[item.id]]
+            for item in items
+        ]
+        return list(pool.map(self._decode, items, payloads))
+
+    def _decode(self, item: SourceItem, payload: bytes | Exception) -> LoadResult:
+        if isinstance(payload, ImageDecodeError):
+            return payload
+        if isinstance(payload, Exception):
+            return ImageDecodeError(f"could not read the file ({type(payload).__name__}: {payload})")
+        try:
+            return decode_image(payload, item.id, max_pixels=self._max_pixels)
+        except ImageDecodeError as err:
+            return err
+
+
+class ZarrSource:
+    """Images already in Zarr: a diffpir dataset store (ids kept) or a plain (N, H, W[, C]) array (ids = row numbers)."""
+
+    def __init__(self, uri: str, storage_options: StorageOptions | None):
+        self.uri = uri
+        self.ignored: list[str] = []
+        self._rows: dict[str, tuple[str, int]] = {}
+        node = zarr.open(zarr_store(uri, storage_options, read_only=True), mode="r", zarr_format=3)
+        self._plain: zarr.Array | None = None
+        self._dataset: DatasetStore | None = None
+        if isinstance(node, zarr.Array):
+            self._plain = node
+        else:
+            try:
+                self._dataset = DatasetStore.open(uri, storage_options)
+            except StoreError as err:
+                raise StoreError(f"{err}; to ingest a plain Zarr array, point the input at the array itself") from err
+
+    def items(self) -> list[SourceItem]:
+        """Every image, in the store's own order for a dataset store, by row for a plain array."""
+        items = []
+        if self._dataset is not None:
+            for ref in self._dataset.shards():
+                for row, image_id in enumerate(ref.ids, start=ref.start):
+                    self._rows[image_id] = (ref.group, row)
+                    items.append(SourceItem(id=image_id, uri=f"{redact_uri(self.uri)}#{ref.group}/{row}"))
+            return sorted(items, key=lambda item: item.id)
+        array = self._plain
+        assert array is not None
+        if array.ndim not in (3, 4):
+            raise StoreError(f"{redact_uri(self.uri)} has shape {array.shape}; expected (N, H, W) or (N, H, W, C) images")
+        width = max(6, len(str(array.shape[0] - 1)))
+        for row in range(array.shape[0]):
+            image_id = f"{row:0{width}d}"
+            self._rows[image_id] = ("", row)
+            items.append(SourceItem(id=image_id, uri=f"{redact_uri(self.uri)}#{row}"))
+        return items
+
+    def load(self, items: Sequence[SourceItem], pool: Executor) -> list[LoadResult]:
+        """Read the rows (on ``pool``) and convert them by the decode policy."""
+        return list(pool.map(self._load_one, items))
+
+    def _load_one(self, item: SourceItem) -> LoadResult:
+        group, row = self._rows[item.id]
+        try:
+            raw = self._dataset.read_image(group, row) if self._dataset is not None else np.asarray(self._plain[row])
+            pixels = np.ascontiguousarray(to_rgb_uint8(raw))
+        except ImageDecodeError as err:
+            return err
+        except Exception as err:  # an unreadable chunk is quarantined like an unreadable file.
+            return ImageDecodeError(f"could not read row {row} ({type(err).__name__}: {err})")
+        return DecodedImage(pixels=pixels, source_mode=f"zarr:{raw.dtype}", sha256=hashlib.sha256(raw.tobytes()).hexdigest())

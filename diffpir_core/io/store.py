@@ -1,0 +1,530 @@
+"""The dataset store: a Zarr v3 group of size groups, each holding images and per-image arrays on one shard grid.
+
+Layout (full description in ``docs/store-layout.md``)::
+
+    <store>/                         root group; attributes["diffpir"] = schema version, creation info, ingest options
+      groups/<H>x<W>/images          (N, H, W, 3) uint8, chunk = 1 image, shard = shard_size images
+      groups/<H>x<W>/ids             (N,) str   image id = key relative to the dataset root
+      groups/<H>x<W>/sources         (N,) str   source URI (credentials removed)
+      groups/<H>x<W>/sha256          (N,) str   sha256 of the source file's bytes
+      groups/<H>x<W>/source_shape    (N, 2) int32  (height, width) upright, before the size policy
+      groups/<H>x<W>/source_mode     (N,) str   Pillow mode of the source (e.g. "I;16", "P", "RGBA")
+      groups/<H>x<W>/<name>          (N, *per_image_shape) extra per-image arrays (y, kernel, mask, seed, restored ...)
+      quarantine/{ids,sources,reasons}  (M,) str   files that were not ingested, and why
+      records/<H>x<W>/<name>/<shard>  one completion record per written shard (a group whose attributes hold it)
+
+The shard grid is the unit of work: every array of a size group shares it, one writer writes one whole shard, and a
+shard counts as done only when its record exists *and* its checksum matches the data in the store.
+"""
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+import zarr
+from pydantic import BaseModel, ConfigDict, Field
+from zarr.codecs import ZstdCodec
+
+from diffpir_core import __version__
+from diffpir_core.io.uris import StorageOptions, filesystem, join, put_atomic, redact_uri, zarr_store
+
+SCHEMA_VERSION = 1
+IMAGES = "images"
+METADATA_ARRAYS = ("ids", "sources", "sha256", "source_shape", "source_mode")
+_RESERVED = frozenset(METADATA_ARRAYS)
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_COMPRESSOR = ZstdCodec(level=3)
+
+
+class StoreError(RuntimeError):
+    """The store is missing, incomplete or does not have the expected layout."""
+
+
+class SizeGroup(BaseModel):
+    """One size group: all its images are ``height`` x ``width``."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    height: int
+    width: int
+    count: int
+
+
+class ShardRef(BaseModel):
+    """One shard of one size group: images ``start:stop`` of the group's arrays. Small and picklable."""
+
+    model_config = ConfigDict(frozen=True)
+    group: str
+    index: int
+    start: int
+    stop: int
+    ids: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of images in the shard (the last shard of a group may be short)."""
+        return self.stop - self.start
+
+    @property
+    def key(self) -> str:
+        """A stable, human-readable name, e.g. ``256x256/000003`` (for logs and cache keys)."""
+        return f"{self.group}/{self.index:06d}"
+
+
+class ShardRecord(BaseModel):
+    """The completion record of one shard of one array, written only after the data is in the store."""
+
+    status: Literal["done"] = "done"
+    array: str
+    group: str
+    shard: int
+    start: int
+    stop: int
+    checksum: str
+    identity: dict[str, str] = Field(default_factory=dict, description="job / model / code / config identity")
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds, by phase")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="per-shard metrics (JSON values)")
+    written_at: str = ""
+
+
+class QuarantineEntry(BaseModel):
+    """A source file that was not ingested."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    source: str
+    reason: str
+
+
+class ImageMeta(BaseModel):
+    """Per-image provenance stored next to the pixels."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    source: str
+    sha256: str
+    source_shape: tuple[int, int]
+    source_mode: str
+
+
+def shard_checksum(data: np.ndarray) -> str:
+    """``sha256:<hex>`` over dtype, shape and C-order bytes: identifies exactly the data of one shard."""
+    array = np.ascontiguousarray(data)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(array.tobytes() if array.dtype.kind not in "OTU" else json.dumps(array.tolist()).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def group_name(height: int, width: int) -> str:
+    """The size-group name for images of ``height`` x ``width``."""
+    return f"{height}x{width}"
+
+
+class DatasetStore:
+    """A dataset in a Zarr v3 store (local path or fsspec URL). Open with :meth:`open`, make with :meth:`create`.
+
+    Pickles as (uri, storage_options, mode), so Dask/Prefect workers reopen it themselves.
+    """
+
+    def __init__(self, uri: str, storage_options: StorageOptions | None, root: zarr.Group, *, writable: bool):
+        self.uri = uri
+        self.storage_options = dict(storage_options or {})
+        self._root = root
+        self._writable = writable
+        self._append_nodes: dict[tuple[int, int], dict[str, zarr.Array]] = {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (self.uri, self.storage_options, self._writable))
+
+    def __repr__(self) -> str:
+        return f"DatasetStore({redact_uri(self.uri)!r})"
+
+    # ------------------------------------------------------------------ opening and creating
+    @classmethod
+    def open(cls, uri: str, storage_options: StorageOptions | None = None, *, writable: bool = False) -> "DatasetStore":
+        """Open an existing, completely ingested store. ``writable=True`` to add arrays, outputs and records."""
+        try:
+            root = zarr.open_group(zarr_store(uri, storage_options, read_only=not writable), mode="r+" if writable else "r", zarr_format=3)
+        except FileNotFoundError as err:
+            raise StoreError(f"no dataset store at {redact_uri(uri)}; create one with `diffpir ingest`") from err
+        info = root.attrs.get("diffpir")
+        if not isinstance(info, dict) or "schema_version" not in info:
+            raise StoreError(f"{redact_uri(uri)} is a Zarr group but not a diffpir dataset store (no 'diffpir' attribute)")
+        if info["schema_version"] > SCHEMA_VERSION:
+            raise StoreError(
+                f"{redact_uri(uri)} has store schema {info['schema_version']}, newer than this code "
+                f"({SCHEMA_VERSION}); upgrade diffpir-flow"
+            )
+        if not info.get("complete", False):
+            raise StoreError(f"{redact_uri(uri)} was not completely written (interrupted ingest?); run the ingest again")
+        return cls(uri, storage_options, root, writable=writable)
+
+    @classmethod
+    def create(
+        cls,
+        uri: str,
+        storage_options: StorageOptions | None = None,
+        *,
+        shard_size: int,
+        attributes: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> "DatasetStore":
+        """Create an empty store (marked incomplete until :meth:`mark_complete`). ``attributes`` go into ``diffpir``."""
+        if shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        store = zarr_store(uri, storage_options, read_only=False)
+        try:
+            root = zarr.open_group(store, mode="w" if overwrite else "w-", zarr_format=3)
+        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as err:
+            raise StoreError(f"{redact_uri(uri)} already exists; pass overwrite=True (--overwrite) to replace it") from err
+        info = {
+            "schema_version": SCHEMA_VERSION,
+            "complete": False,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "created_by": {"package": "diffpir-flow", "version": __version__},
+            "shard_size": shard_size,
+            **dict(attributes or {}),
+        }
+        root.attrs["diffpir"] = info
+        for name in ("ids", "sources", "reasons"):
+            root.create_array(f"quarantine/{name}", shape=(0,), dtype=str, chunks=(1024,))
+        root.create_group("groups")
+        root.create_group("records")
+        return cls(uri, storage_options, root, writable=True)
+
+    @classmethod
+    def create_aligned(
+        cls, uri: str, source: "DatasetStore", storage_options: StorageOptions | None = None, *, overwrite: bool = False
+    ) -> "DatasetStore":
+        """A new store on ``source``'s shard grid with its ids and provenance but no images (for outputs elsewhere)."""
+        target = cls.create(
+            uri,
+            storage_options,
+            shard_size=source.shard_size,
+            attributes={"kind": "aligned", "aligned_with": redact_uri(source.uri), "groups": source.info.get("groups", [])},
+            overwrite=overwrite,
+        )
+        for group in source.groups():
+            node = target._root.create_group(f"groups/{group.name}", attributes={"height": group.height, "width": group.width})
+            for name in METADATA_ARRAYS:
+                src = source._array(group.name, name)
+                node.create_array(name, data=src[:], chunks=src.chunks)
+            target._root.create_group(f"records/{group.name}")
+        target.mark_complete()
+        return target
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def info(self) -> dict[str, Any]:
+        """The ``diffpir`` root attributes (schema version, creation info, ingest options and counts)."""
+        return dict(self._root.attrs["diffpir"])
+
+    @property
+    def shard_size(self) -> int:
+        """Images per shard (the last shard of each group may hold fewer)."""
+        return int(self.info["shard_size"])
+
+    def groups(self) -> list[SizeGroup]:
+        """The size groups, ordered by (height, width)."""
+        result = []
+        for name, node in self._root["groups"].groups():
+            ids = node["ids"]
+            result.append(SizeGroup(name=name, height=node.attrs["height"], width=node.attrs["width"], count=ids.shape[0]))
+        return sorted(result, key=lambda g: (g.height, g.width))
+
+    def shards(self, group: str | None = None) -> list[ShardRef]:
+        """Every shard in deterministic order (groups by size, then index); only ``group``'s when given."""
+        refs = []
+        for size_group in self.groups():
+            if group is not None and size_group.name != group:
+                continue
+            ids = self._array(size_group.name, "ids")[:].tolist()
+            step = self.shard_size
+            for index, start in enumerate(range(0, len(ids), step)):
+                stop = min(start + step, len(ids))
+                refs.append(ShardRef(group=size_group.name, index=index, start=start, stop=stop, ids=tuple(ids[start:stop])))
+        return refs
+
+    def read_images(self, ref: ShardRef) -> np.ndarray:
+        """The shard's input images, (n, H, W, 3) ``uint8``."""
+        return self.read_array(ref, IMAGES)
+
+    def read_array(self, ref: ShardRef, name: str) -> np.ndarray:
+        """Rows ``ref.start:ref.stop`` of the group's array ``name``."""
+        return np.asarray(self._array(ref.group, name)[ref.start : ref.stop])
+
+    def read_image(self, group: str, row: int) -> np.ndarray:
+        """One input image, (H, W, 3) ``uint8``, by its row in the size group."""
+        return np.asarray(self._array(group, IMAGES)[row])
+
+    def read_meta(self, ref: ShardRef) -> list[ImageMeta]:
+        """Provenance of the shard's images (id, source URI, sha256, source shape and mode)."""
+        columns = {name: self.read_array(ref, name) for name in METADATA_ARRAYS}
+        return [
+            ImageMeta(
+                id=str(columns["ids"][i]),
+                source=str(columns["sources"][i]),
+                sha256=str(columns["sha256"][i]),
+                source_shape=(int(columns["source_shape"][i, 0]), int(columns["source_shape"][i, 1])),
+                source_mode=str(columns["source_mode"][i]),
+            )
+            for i in range(ref.size)
+        ]
+
+    def array_names(self, group: str) -> list[str]:
+        """Names of the per-image arrays of ``group`` (``images`` and any outputs), nested names included."""
+        node = self._root[f"groups/{group}"]
+        return sorted(path for path, member in node.members(max_depth=None) if isinstance(member, zarr.Array))
+
+    def has_array(self, group: str, name: str) -> bool:
+        """True when ``group`` has the array ``name``."""
+        return f"groups/{group}/{name}" in self._root
+
+    def quarantine(self, limit: int | None = None) -> list[QuarantineEntry]:
+        """Files the ingest skipped, with the reason for each (the first ``limit`` when given)."""
+        node = self._root["quarantine"]
+        columns = [node[name][:limit].tolist() for name in ("ids", "sources", "reasons")]
+        return [QuarantineEntry(id=i, source=s, reason=r) for i, s, r in zip(*columns, strict=True)]
+
+    def iter_images(self, refs: Sequence[ShardRef] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """(id, (H, W, 3) uint8 image) for every image, one shard in memory at a time."""
+        for ref in self.shards() if refs is None else refs:
+            images = self.read_images(ref)
+            yield from zip(ref.ids, images, strict=True)
+
+    # ------------------------------------------------------------------ per-image arrays and outputs
+    def create_array(
+        self,
+        group: str,
+        name: str,
+        per_image_shape: Sequence[int],
+        dtype: str | np.dtype,
+        *,
+        fill_value: Any = 0,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create ``groups/<group>/<name>`` on the group's shard grid; a no-op if it exists with the same layout.
+
+        Use it for evaluation inputs (``y``, possibly low-resolution, ``kernel``, ``mask``, ``seed`` with
+        ``per_image_shape=()``) and for outputs (``restored``, or namespaced, e.g. ``jobs/<job>/restored``).
+        """
+        self._require_writable()
+        _check_name(name)
+        shape = (self._group_count(group), *(int(n) for n in per_image_shape))
+        dtype = np.dtype(dtype)
+        path = f"groups/{group}/{name}"
+        if path in self._root:
+            existing = self._root[path]
+            if not isinstance(existing, zarr.Array) or existing.shape != shape or existing.dtype != dtype:
+                raise StoreError(
+                    f"{path} exists with shape {getattr(existing, 'shape', None)} / {getattr(existing, 'dtype', None)}, "
+                    f"not {shape} / {dtype}; use another array name or a new store"
+                )
+            return
+        self._root.create_array(
+            path,
+            shape=shape,
+            dtype=dtype,
+            chunks=(1, *shape[1:]),
+            shards=(self.shard_size, *shape[1:]),
+            compressors=_COMPRESSOR,
+            fill_value=fill_value,
+            dimension_names=["image", *(f"d{i}" for i in range(1, len(shape)))],
+            attributes=dict(attributes or {}),
+        )
+        self._root.require_group(f"records/{group}/{name}")
+
+    def write_shard_output(self, ref: ShardRef, name: str, data: np.ndarray) -> str:
+        """Write one whole shard of array ``name`` and return its checksum (for :meth:`write_record`).
+
+        Any earlier record of the shard is removed first, so a record never describes other data. Only one
+        process may write a given shard at a time (the task grid equals the shard grid).
+        """
+        self._require_writable()
+        array = self._array(ref.group, name)
+        expected = (ref.size, *array.shape[1:])
+        if data.shape != expected or data.dtype != array.dtype:
+            raise ValueError(
+                f"shard {ref.key} of {name!r} needs an array of shape {expected} and dtype {array.dtype}, "
+                f"got {data.shape} {data.dtype}; convert it explicitly before writing"
+            )
+        self.delete_record(ref, name)
+        array[ref.start : ref.stop] = data
+        return shard_checksum(data)
+
+    # ------------------------------------------------------------------ completion records
+    def write_record(
+        self,
+        ref: ShardRef,
+        name: str,
+        *,
+        checksum: str,
+        identity: Mapping[str, str],
+        timings: Mapping[str, float] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> ShardRecord:
+        """Record that shard ``ref`` of ``name`` is complete, after re-reading it to confirm ``checksum``.
+
+        ``checksum`` is what :meth:`write_shard_output` returned; if the store holds different data (another writer,
+        a lost write), this raises instead of writing a record. The record is one atomic object.
+        """
+        self._require_writable()
+        stored = shard_checksum(self.read_array(ref, name))
+        if stored != checksum:
+            raise StoreError(
+                f"shard {ref.key} of {name!r} holds data with checksum {stored}, not the {checksum} that was written; "
+                "another writer touched this shard; write it again (one writer per shard)"
+            )
+        record = ShardRecord(
+            array=name,
+            group=ref.group,
+            shard=ref.index,
+            start=ref.start,
+            stop=ref.stop,
+            checksum=checksum,
+            identity=dict(identity),
+            timings=dict(timings or {}),
+            metrics=dict(metrics or {}),
+            written_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        node = {"zarr_format": 3, "node_type": "group", "attributes": {"diffpir_record": record.model_dump(mode="json")}}
+        fs, path = self._record_path(ref, name)
+        put_atomic(fs, path, json.dumps(node, indent=1).encode())
+        return record
+
+    def read_record(self, ref: ShardRef, name: str) -> ShardRecord | None:
+        """The shard's completion record, or None when there is none."""
+        fs, path = self._record_path(ref, name)
+        try:
+            node = json.loads(fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+        return ShardRecord.model_validate(node["attributes"]["diffpir_record"])
+
+    def record_matches(self, ref: ShardRef, name: str, expected_identity: Mapping[str, str] | None = None) -> bool:
+        """True when the shard is done: a record exists, covers ``ref``, carries every ``expected_identity`` item,
+        and its checksum equals that of the data now in the store (unreadable data counts as not done)."""
+        record = self.read_record(ref, name)
+        if record is None or (record.group, record.shard, record.start, record.stop) != (ref.group, ref.index, ref.start, ref.stop):
+            return False
+        if any(record.identity.get(key) != value for key, value in (expected_identity or {}).items()):
+            return False
+        try:
+            data = self.read_array(ref, name)
+        except Exception:  # a torn or corrupt shard object: the shard is simply not done.
+            return False
+        return shard_checksum(data) == record.checksum
+
+    def delete_record(self, ref: ShardRef, name: str) -> None:
+        """Remove the shard's record if there is one (the shard then counts as not done)."""
+        fs, path = self._record_path(ref, name)
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+
+    # ------------------------------------------------------------------ used by ingest
+    def append(self, group: tuple[int, int], images: np.ndarray, metas: Sequence[ImageMeta]) -> None:
+        """Append images (k, H, W, 3) with their provenance to the size group (created on first use).
+
+        Ingest is the only writer of a store being created; it appends whole shards except when flushing a
+        partial buffer early to bound memory (then the same writer completes the shard later).
+        """
+        self._require_writable()
+        if group not in self._append_nodes:  # this process is the only writer: array handles stay valid
+            node = self._require_size_group(*group)
+            self._append_nodes[group] = {name: node[name] for name in (IMAGES, *METADATA_ARRAYS)}
+        arrays = self._append_nodes[group]
+        count = arrays["ids"].shape[0]
+        new = count + len(metas)
+        columns: dict[str, np.ndarray] = {
+            IMAGES: images,
+            "ids": np.array([m.id for m in metas], dtype=object),
+            "sources": np.array([m.source for m in metas], dtype=object),
+            "sha256": np.array([m.sha256 for m in metas], dtype=object),
+            "source_shape": np.array([m.source_shape for m in metas], dtype=np.int32).reshape(-1, 2),
+            "source_mode": np.array([m.source_mode for m in metas], dtype=object),
+        }
+        for name, values in columns.items():
+            array = arrays[name]
+            array.resize((new, *array.shape[1:]))
+            array[count:new] = values
+
+    def add_quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
+        """Append entries to the quarantine list."""
+        self._require_writable()
+        node = self._root["quarantine"]
+        count = node["ids"].shape[0]
+        for name, values in (("ids", [e.id for e in entries]), ("sources", [e.source for e in entries]), ("reasons", [e.reason for e in entries])):
+            node[name].resize((count + len(entries),))
+            node[name][count:] = np.array(values, dtype=object)
+
+    def mark_complete(self, **attributes: Any) -> None:
+        """Mark the store complete (readers refuse incomplete stores) and merge ``attributes`` into ``diffpir``."""
+        self._require_writable()
+        self._root.attrs["diffpir"] = {**self.info, **attributes, "complete": True}
+
+    # ------------------------------------------------------------------ internals
+    def _array(self, group: str, name: str) -> zarr.Array:
+        try:
+            array = self._root[f"groups/{group}/{name}"]
+        except KeyError as err:
+            raise StoreError(f"{redact_uri(self.uri)} has no array {name!r} in size group {group!r}") from err
+        assert isinstance(array, zarr.Array)
+        return array
+
+    def _group_count(self, group: str) -> int:
+        return self._array(group, "ids").shape[0]
+
+    def _require_size_group(self, height: int, width: int) -> zarr.Group:
+        name = group_name(height, width)
+        path = f"groups/{name}"
+        if path in self._root:
+            return self._root[path]
+        node = self._root.create_group(path, attributes={"height": height, "width": width})
+        shard = self.shard_size
+        node.create_array(
+            IMAGES,
+            shape=(0, height, width, 3),
+            dtype="uint8",
+            chunks=(1, height, width, 3),
+            shards=(shard, height, width, 3),
+            compressors=_COMPRESSOR,
+            dimension_names=["image", "y", "x", "c"],
+            attributes={"layout": "NHWC", "range": "0..255"},
+        )
+        for column in ("ids", "sources", "sha256", "source_mode"):
+            node.create_array(column, shape=(0,), dtype=str, chunks=(shard,))
+        node.create_array("source_shape", shape=(0, 2), dtype="int32", chunks=(shard, 2))
+        self._root.require_group(f"records/{name}")
+        return node
+
+    def _record_path(self, ref: ShardRef, name: str) -> tuple[Any, str]:
+        _check_name(name)
+        fs, base = self._fs
+        return fs, join(base, f"records/{ref.group}/{name}/{ref.index:06d}/zarr.json")
+
+    @cached_property
+    def _fs(self) -> tuple[Any, str]:
+        return filesystem(self.uri, self.storage_options)
+
+    def _require_writable(self) -> None:
+        if not self._writable:
+            raise StoreError(f"{redact_uri(self.uri)} was opened read-only; open it with writable=True to write")
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name) or name in _RESERVED:
+        raise ValueError(
+            f"invalid array name {name!r}: use letters, digits, '_', '-', '.', with '/' to nest; "
+            f"{sorted(_RESERVED)} are reserved"
+        )
+
+
+def _reopen(uri: str, storage_options: StorageOptions, writable: bool) -> DatasetStore:
+    return DatasetStore.open(uri, storage_options, writable=writable)

@@ -1,0 +1,22 @@
+"""Deblurring: circular convolution with a per-image or shared kernel (spec §2.3.1 with sf = 1)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .base import Operator, check_images
+from .convolution import CircularConvolution
+
+
+class Blur(CircularConvolution, Operator):
+    """y = k ⊛ x (circular). ``kernel`` is (kh, kw) shared or (B, kh, kw) per image, summing to 1."""
+
+    init_is_noisy_measurement = True
+
+    def __init__(self, kernel: Tensor) -> None:
+        super().__init__(kernel, sf=1)
+
+    def init_image(self, y: Tensor) -> Tensor:
+        """The blurred measurement itself (x_T uses the t_y form, spec §2.6)."""
+        check_images(y, "y")
+        return y

@@ -1,0 +1,106 @@
+"""Aggregate per-image metric rows and run facts into the JSON-ready summary that every report renders."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from diffpir_core.metrics.unavailable import MetricUnavailable
+
+Row = Mapping[str, Any]
+ROW_KEYS = ("id", "shard", "task")  # identity columns: not metrics
+NON_METRIC_KEYS = (*ROW_KEYS, "seconds", "error")
+METRIC_ORDER = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "consistency")
+
+
+@dataclass
+class RunInfo:
+    """Facts about a run that the rows do not carry.
+
+    ``task`` is a display label ("sr x4, sigma 0.05"); ``fid`` the dataset FID (or why it is missing);
+    ``unavailable`` the per-image metrics that could not be computed; ``failed`` / ``quarantined``
+    one mapping per shard or image with at least an ``id`` (or ``shard``) and an ``error``.
+    """
+
+    task: str
+    dataset: str
+    prior: str
+    nfes: int
+    wall_seconds: float
+    mode: str = "evaluate"
+    config: Mapping[str, Any] = field(default_factory=dict)
+    fid: float | MetricUnavailable | None = None
+    unavailable: Sequence[MetricUnavailable] = ()
+    failed: Sequence[Mapping[str, Any]] = ()
+    quarantined: Sequence[Mapping[str, Any]] = ()
+
+
+def metric_names(rows: Sequence[Row]) -> list[str]:
+    """Numeric metric columns present in ``rows``: known metrics first, others in first-seen order."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key not in NON_METRIC_KEYS and (value is None or _is_number(value)):
+                seen.setdefault(key, None)
+    known = [name for name in METRIC_ORDER if name in seen]
+    return known + [name for name in seen if name not in METRIC_ORDER]
+
+
+def build_summary(rows: Sequence[Row], info: RunInfo) -> dict[str, Any]:
+    """The run's summary: identity, throughput, per-metric statistics, FID, what failed or is missing.
+
+    A metric column without any value is listed as unavailable even when ``info`` gives no reason.
+    Values are plain JSON types; a statistic over no values is None, an infinite PSNR stays ``inf``
+    (:func:`~diffpir_core.reporting.write.write_report` serialises it as the string "inf").
+    """
+    images = len(rows)
+    metrics = {name: _statistics([row.get(name) for row in rows]) for name in metric_names(rows)}
+    unavailable = {item.metric.lower(): item.message for item in info.unavailable}
+    for name, stats in metrics.items():
+        if stats["count"] == 0 and images and name not in unavailable:
+            unavailable[name] = f"{name}: no image has a value (the scoring step recorded none)"
+    fid: float | None = None
+    if isinstance(info.fid, MetricUnavailable):
+        unavailable["fid"] = info.fid.message
+    elif info.fid is not None:
+        fid = float(info.fid)
+    return {
+        "task": info.task,
+        "mode": info.mode,
+        "dataset": info.dataset,
+        "prior": info.prior,
+        "images": images,
+        "nfes": info.nfes,
+        "wall_seconds": info.wall_seconds,
+        "images_per_second": images / info.wall_seconds if info.wall_seconds > 0 else None,
+        "metrics": metrics,
+        "fid": fid,
+        "unavailable": unavailable,
+        "failed": [dict(item) for item in info.failed],
+        "quarantined": [dict(item) for item in info.quarantined],
+        "config": dict(info.config),
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _statistics(values: Sequence[Any]) -> dict[str, float | int | None]:
+    """count, mean, population std, min, max of the values that are present (None/NaN skipped)."""
+    present = [float(value) for value in values if value is not None]
+    present = [value for value in present if not math.isnan(value)]
+    if not present:
+        return {"count": 0, "mean": None, "std": None, "min": None, "max": None}
+    mean = math.fsum(present) / len(present)
+    std = None
+    if math.isfinite(mean):
+        std = math.sqrt(math.fsum((value - mean) ** 2 for value in present) / len(present))
+    return {"count": len(present), "mean": mean, "std": std, "min": min(present), "max": max(present)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

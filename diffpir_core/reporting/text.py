@@ -1,0 +1,168 @@
+"""Text renderings of a run: the paper-shaped markdown table, ``report.md``, ``metrics.csv``, JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from diffpir_core.reporting.summary import ROW_KEYS, Row, metric_names
+
+# (metric, column title) of the paper's table: task x PSNR / SSIM / LPIPS, then FID.
+PAPER_COLUMNS = (("psnr", "PSNR ↑ (dB)"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"))
+DECIMALS = {"psnr": 2, "psnr_y": 2, "ssim": 4, "ssim_y": 4, "lpips": 4, "fid": 2, "consistency": 4}
+
+
+def format_number(value: float | None, decimals: int = 4) -> str:
+    """Fixed decimals; None -> "n/a", infinity -> "inf"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{decimals}f}"
+
+
+def format_duration(seconds: float) -> str:
+    """3.2 s, 12 min 05 s, 2 h 03 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def paper_table_rows(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the aggregate table, one line per summary (shared by markdown and HTML).
+
+    The measurement-consistency column (restore mode) appears only when some summary has it.
+    """
+    with_consistency = any(_mean(summary, "consistency") is not None for summary in summaries)
+    header = ["task", *(title for _, title in PAPER_COLUMNS), "FID ↓"]
+    header += ["‖y − A(x̂)‖ RMS"] if with_consistency else []
+    header += ["NFEs", "wall time", "images/s", "images"]
+    lines = []
+    for summary in summaries:
+        cells = [str(summary["task"])]
+        cells += [format_number(_mean(summary, key), DECIMALS[key]) for key, _ in PAPER_COLUMNS]
+        cells.append(format_number(summary["fid"], DECIMALS["fid"]))
+        if with_consistency:
+            cells.append(format_number(_mean(summary, "consistency"), DECIMALS["consistency"]))
+        cells += [
+            str(summary["nfes"]),
+            format_duration(summary["wall_seconds"]),
+            format_number(summary["images_per_second"], 3),
+            str(summary["images"]),
+        ]
+        lines.append(cells)
+    return header, lines
+
+
+def _mean(summary: Mapping[str, Any], metric: str) -> float | None:
+    return (summary["metrics"].get(metric) or {}).get("mean")
+
+
+def markdown_table(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """The aggregate table in the paper's shape as GitHub markdown (the Prefect UI report artifact)."""
+    header, lines = paper_table_rows(summaries)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    out += ["| " + " | ".join(_md_escape(cell) for cell in cells) + " |" for cells in lines]
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(summary: Mapping[str, Any]) -> str:
+    """``report.md``: run facts, the paper table, per-metric statistics, missing metrics, failures."""
+    parts = [
+        f"# DiffPIR restoration report: {summary['task']}",
+        "",
+        f"- dataset: `{summary['dataset']}`",
+        f"- prior: `{summary['prior']}`",
+        f"- mode: {summary['mode']}",
+        f"- images scored: {summary['images']}, failed: {len(summary['failed'])}, "
+        f"quarantined: {len(summary['quarantined'])}",
+        f"- generated: {summary['generated_at']}",
+        "",
+        "## Results",
+        "",
+        markdown_table([summary]),
+        "## Per-image statistics",
+        "",
+        "| metric | mean | std | min | max | images |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, stats in summary["metrics"].items():
+        d = DECIMALS.get(name, 4)
+        cells = [format_number(stats[key], d) for key in ("mean", "std", "min", "max")]
+        parts.append(f"| {name} | " + " | ".join(cells) + f" | {stats['count']} |")
+    if summary["unavailable"]:
+        parts += ["", "## Unavailable metrics", ""]
+        parts += [f"- {_md_escape(message)}" for message in summary["unavailable"].values()]
+    for title, key in (("Failed", "failed"), ("Quarantined", "quarantined")):
+        if summary[key]:
+            parts += ["", f"## {title}", ""]
+            parts += [f"- {_md_escape(problem_line(item))}" for item in summary[key]]
+    parts += ["", "## Configuration", "", "```json", to_json(summary["config"]), "```", ""]
+    return "\n".join(parts)
+
+
+def problem_line(item: Mapping[str, Any]) -> str:
+    """"shard-0003 (attempts 3): CUDA out of memory" from a failed/quarantined entry."""
+    name = item.get("id", item.get("shard", "?"))
+    extras = [f"{key} {value}" for key, value in item.items() if key not in ("id", "shard", "error")]
+    label = f"{name} ({', '.join(extras)})" if extras else str(name)
+    return f"{label}: {item.get('error', 'no reason recorded')}"
+
+
+def csv_columns(rows: Sequence[Row]) -> list[str]:
+    """Columns of the per-image table: id/shard/task first, then metrics, then the other keys."""
+    if not rows:
+        return list(ROW_KEYS)
+    columns = [key for key in ROW_KEYS if any(key in row for row in rows)]
+    columns += metric_names(rows)
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    return columns
+
+
+def metrics_csv(rows: Sequence[Row]) -> str:
+    """``metrics.csv``: one line per image with the columns of :func:`csv_columns`; empty = missing."""
+    columns = csv_columns(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(row.get(key)) for key in columns})
+    return buffer.getvalue()
+
+
+def to_json(data: Any) -> str:
+    """Strict JSON (no NaN/Infinity tokens): infinities become "inf"/"-inf", NaN becomes null."""
+    return json.dumps(_json_safe(data), indent=2, ensure_ascii=False)
+
+
+def _json_safe(data: Any) -> Any:
+    if isinstance(data, Mapping):
+        return {str(key): _json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_json_safe(value) for value in data]
+    if hasattr(data, "item") and hasattr(data, "dtype"):  # numpy scalars
+        data = data.item()
+    if isinstance(data, float) and not math.isfinite(data):
+        return None if math.isnan(data) else ("inf" if data > 0 else "-inf")
+    return data
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if hasattr(value, "item") and hasattr(value, "dtype"):
+        return value.item()
+    return value
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

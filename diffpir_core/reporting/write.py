@@ -1,0 +1,54 @@
+"""Write a run's report files (``metrics.csv``, ``summary.json``, ``report.md``, ``report.html``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from diffpir_core.reporting.html import ReportSample, render_html
+from diffpir_core.reporting.summary import Row, RunInfo, build_summary
+from diffpir_core.reporting.text import metrics_csv, render_markdown, to_json
+
+REPORT_FILES = ("metrics.csv", "summary.json", "report.md", "report.html")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where the report went and the summary it rendered (for UI artifacts and return values)."""
+
+    uris: dict[str, str]
+    summary: dict[str, Any]
+
+
+def write_report(
+    output_uri: str,
+    rows: Sequence[Row],
+    info: RunInfo,
+    samples: Sequence[ReportSample] = (),
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> ReportFiles:
+    """Render all four report files into the folder ``output_uri`` (local path or fsspec URI).
+
+    ``rows``: one mapping per image (``id``, ``shard``, ``task``, metric values, ``seconds``, …);
+    ``samples``: the images of the HTML grid (pick a handful: each costs its PNG size in the page).
+    Files are overwritten, so re-running the report task is idempotent.
+    """
+    summary = build_summary(rows, info)
+    contents = {
+        "metrics.csv": metrics_csv(rows),
+        "summary.json": to_json(summary) + "\n",
+        "report.md": render_markdown(summary),
+        "report.html": render_html(summary, rows, samples),
+    }
+    fs, root = fsspec.core.url_to_fs(output_uri, **dict(storage_options or {}))
+    fs.makedirs(root, exist_ok=True)
+    uris = {}
+    for name, text in contents.items():
+        path = f"{root.rstrip('/')}/{name}"
+        fs.pipe_file(path, text.encode("utf-8"))
+        uris[name] = f"{output_uri.rstrip('/')}/{name}"
+    return ReportFiles(uris, summary)

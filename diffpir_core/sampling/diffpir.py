@@ -1,0 +1,230 @@
+"""The DiffPIR sampler (Zhu et al., "Denoising Diffusion Models for Plug-and-Play Image Restoration",
+NTIRE 2023, Algorithm 1) as the reference implementation computes it (spec §2).
+
+Each visited step t → t': the network gives a clean estimate x̃0 (``X0Predictor``); the operator's
+closed-form data step x_p = argmin ‖y − A(x)‖² + ρ_t‖x − x̃0‖² pulls it towards the measurement,
+x̂0 = x̃0 + g·(x_p − x̃0); then x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂ with
+ε̂' = (x_t − a_t·x̂0)/b_t. The float32 operation order follows the reference so that its test vectors
+are reproduced bit for bit on PyTorch CPU; the sampler never looks at which task it is solving.
+
+Randomness comes only from the generators passed in. With one generator per image, every draw of an
+image (x_T, one discarded draw per network call as the reference's unused ancestral sample, n₁ then n₂
+per update) comes from its own generator, so its result does not depend on the rest of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from diffpir_core.models import X0Predictor
+from diffpir_core.sampling.config import DiffPIRConfig
+from diffpir_core.sampling.schedule import Schedule, rho_weight, visited_timesteps
+
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+"""``callback(i, t, x, x0, x0_hat)``: step index, timestep, state after the step, x̃0, x̂0 (diffusion space)."""
+
+GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
+
+
+class DataTerm(Protocol):
+    """What ``operator.prepare(y)`` returns: the data step on diffusion-space tensors (spec §2.3)."""
+
+    def prox(self, x0: torch.Tensor, rho: torch.Tensor) -> torch.Tensor: ...
+
+
+class Operator(Protocol):
+    """The part of the operator interface (``diffpir_core.operators``) that the sampler uses."""
+
+    init_is_noisy_measurement: bool
+
+    def init_image(self, y: torch.Tensor) -> torch.Tensor: ...
+
+    def prepare(self, y: torch.Tensor) -> DataTerm: ...
+
+
+@lru_cache(maxsize=1)
+def reference_schedule() -> Schedule:
+    """The linear 1000-step schedule every DiffPIR prior was trained with."""
+    return Schedule.linear()
+
+
+class _NoiseSource:
+    """N(0, I) draws of batch shape: per image from its own generator, from one shared generator, or
+    (no generator) from PyTorch's global RNG. Drawn on the generator's device, then moved, so CPU
+    generators give the same noise whatever device the sampler runs on."""
+
+    def __init__(self, generator: GeneratorArg, batch: int, device: torch.device) -> None:
+        if isinstance(generator, Sequence) and len(generator) != batch:
+            raise ValueError(
+                f"got {len(generator)} generators for a batch of {batch} images: pass one per image "
+                "(or a single generator, which makes results depend on the batch composition)"
+            )
+        self.generator = generator
+        self.device = device
+
+    def draw(self, shape: torch.Size) -> torch.Tensor:
+        gen = self.generator
+        if isinstance(gen, Sequence):
+            per_image = (1, *shape[1:])
+            noise = torch.cat([torch.randn(per_image, generator=g, device=g.device) for g in gen])
+        elif gen is None:
+            noise = torch.randn(shape, device=self.device)
+        else:
+            noise = torch.randn(shape, generator=gen, device=gen.device)
+        return noise.to(self.device)
+
+
+def _as_image_batch(y: torch.Tensor) -> torch.Tensor:
+    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[1] != 3:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y must be a (B, 3, h, w) tensor of RGB images in [0, 1], got {shape}")
+    if not y.is_floating_point():
+        raise ValueError(f"y must be float in [0, 1], got dtype {y.dtype}: convert uint8 with y.float() / 255")
+    if not torch.isfinite(y).all():
+        raise ValueError("y contains NaN or infinite values")
+    return y.float().contiguous()
+
+
+def _check_image_size(unet: nn.Module, height: int, width: int) -> None:
+    factor = getattr(unet, "downsample_factor", None)
+    if factor is None or (height % factor == 0 and width % factor == 0):
+        return
+    pad_h, pad_w = -height % factor, -width % factor
+    raise ValueError(
+        f"the restored image would be {height}×{width}, but this UNet needs H and W to be multiples of "
+        f"{factor} (2^levels): pad the measurement by {pad_h} rows and {pad_w} columns (reflect padding, "
+        f"then crop the result) or crop it to {height - height % factor}×{width - width % factor}"
+        " (scaled down by the SR factor for a low-resolution y)"
+    )
+
+
+def _initial_state(
+    operator: Operator, init: torch.Tensor, sigmas: list[float], schedule: Schedule, t_start: int,
+    noise: _NoiseSource,
+) -> torch.Tensor:
+    """x_T (spec §2.6): SR a_s·P(x_up) + b_s·n; deblur/inpainting r·P(y) + √(b_s² − r²b_y²)·n with
+    t_y the timestep whose σ̄ matches the measurement noise 2σ and r = a_s/a_{t_y}, per image."""
+    a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
+    n = noise.draw(init.shape)
+    x_init = 2 * init - 1
+    if not operator.init_is_noisy_measurement:
+        return (a[t_start] * x_init + b[t_start] * n).contiguous()
+    t_y = torch.tensor([schedule.nearest_timestep(2 * s) for s in sigmas], device=a.device)
+    r = a[t_start] / a[t_y]
+    std = torch.sqrt(b[t_start] ** 2 - r**2 * b[t_y] ** 2)
+    return (r[:, None, None, None] * x_init + std[:, None, None, None] * n).contiguous()
+
+
+def _checked_x_T(x_T: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    if not isinstance(x_T, torch.Tensor) or x_T.shape != shape:
+        got = tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else type(x_T).__name__
+        raise ValueError(f"x_T must have the shape of the restored batch {tuple(shape)} (diffusion space), got {got}")
+    return x_T.float().contiguous()
+
+
+def diffpir_sample(
+    model: nn.Module,
+    operator: Operator,
+    y: torch.Tensor,
+    config: DiffPIRConfig,
+    *,
+    x_T: torch.Tensor | None = None,
+    generator: GeneratorArg = None,
+    callback: StepCallback | None = None,
+    schedule: Schedule | None = None,
+) -> torch.Tensor:
+    """Restore the batch ``y`` (B, 3, h, w) in [0, 1] with DiffPIR; returns (B, 3, H, W), unclamped.
+
+    ``model`` is the bare ε-predicting UNet (or an ``X0Predictor``), in eval mode, on y's device.
+    ``operator`` gives the initial estimate and the data step; ``x_T`` (diffusion space) replaces the
+    reference initialisation; ``generator`` is one ``torch.Generator`` per image (batch-invariant
+    results), a single one, or None for PyTorch's global RNG. ``schedule`` defaults to the reference
+    linear schedule (pass ``Schedule.from_tensors`` for bit-level checks on another platform).
+    """
+    y = _as_image_batch(y)
+    predictor = model if isinstance(model, X0Predictor) else X0Predictor(model)
+    if predictor.unet.training:
+        raise ValueError("the model is in training mode (dropout active): call model.eval() before sampling")
+    batch, device = y.shape[0], y.device
+    sigmas = config.noise_sigmas(batch)
+    noise = _NoiseSource(generator, batch, device)
+    schedule = (schedule or reference_schedule()).to(device)
+    steps = visited_timesteps(config.iter_num, config.skip_type, config.t_start, schedule.num_train_timesteps)
+    weight = rho_weight(config.lambda_, sigmas).to(device)
+
+    with torch.no_grad():
+        init = operator.init_image(y)
+        _check_image_size(predictor.unet, init.shape[-2], init.shape[-1])
+        if x_T is None:
+            x = _initial_state(operator, init, sigmas, schedule, config.t_start, noise)
+        else:
+            x = _checked_x_T(x_T.to(device), init.shape)
+        data_dtype = torch.float64 if config.data_step_dtype == "float64" else torch.float32
+        data = operator.prepare(y.to(data_dtype))
+        for i, t in enumerate(steps):
+            x, x0, x0_hat = _step(predictor, data, x, i, steps, weight, schedule, config, noise)
+            if callback is not None:
+                callback(i, t, x, x0, x0_hat)
+    out = x0_hat if config.return_mode == "x0_hat" else x
+    return out / 2 + 0.5
+
+
+def _step(
+    predictor: X0Predictor, data: DataTerm, x: torch.Tensor, i: int, steps: list[int], weight: torch.Tensor,
+    schedule: Schedule, config: DiffPIRConfig, noise: _NoiseSource,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One visited step (spec §2.2); the last step only evaluates the network."""
+    t = steps[i]
+    t_vec = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    last = i == len(steps) - 1
+    repeats = 1 if last else config.iter_num_U
+    for u in range(repeats):
+        x0 = predictor(x.contiguous(), t_vec)  # layout changes the UNet's float32 rounding
+        noise.draw(x.shape)  # the reference's unused ancestral sample: keeps the RNG stream aligned
+        if last:
+            return x, x0, x0
+        x0_hat = _data_step(data, x0, schedule.rho(t, weight), config)
+        x = _update(x, x0_hat, t, steps[i + 1], schedule, config, noise)
+        if u < repeats - 1:
+            x = _renoise(x, t, steps[i + 1], schedule, noise)
+    return x, x0, x0_hat
+
+
+def _data_step(data: DataTerm, x0: torch.Tensor, rho: torch.Tensor, config: DiffPIRConfig) -> torch.Tensor:
+    """x̂0 = x̃0 + g·(x_p − x̃0), evaluated literally even for g = 1 (it moves results by ulps, §2.3)."""
+    if config.data_step_dtype == "float64":
+        x_p = data.prox(x0.double(), rho.double()).float()
+    else:
+        x_p = data.prox(x0, rho)
+    return x0 + config.guidance_scale * (x_p - x0)
+
+
+def _update(
+    x: torch.Tensor, x0_hat: torch.Tensor, t: int, t_next: int, schedule: Schedule, config: DiffPIRConfig,
+    noise: _NoiseSource,
+) -> torch.Tensor:
+    """x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂ (spec §2.4); n₁, n₂ always drawn."""
+    a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
+    eps = (x - a[t] * x0_hat) / b[t]
+    sigma_eta = config.eta * b[t_next] / b[t] * torch.sqrt(schedule.betas[t])
+    n1 = noise.draw(x.shape)
+    n2 = noise.draw(x.shape)
+    zeta = config.zeta
+    return (
+        a[t_next] * x0_hat
+        + (1.0 - zeta) ** 0.5 * (torch.sqrt(b[t_next] ** 2 - sigma_eta**2) * eps + sigma_eta * n1)
+        + zeta**0.5 * b[t_next] * n2
+    )
+
+
+def _renoise(x: torch.Tensor, t: int, t_next: int, schedule: Schedule, noise: _NoiseSource) -> torch.Tensor:
+    """RePaint-style return from t' to t for ``iter_num_U`` > 1: x ← r·x + √(b_t² − r²b_t'²)·n, r = a_t/a_t'."""
+    a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
+    r = a[t] / a[t_next]
+    return r * x + torch.sqrt(b[t] ** 2 - r**2 * b[t_next] ** 2) * noise.draw(x.shape)
+

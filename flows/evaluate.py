@@ -1,0 +1,116 @@
+"""The ``evaluate`` flow (metrics and report for a job's existing outputs) and the scoring step it shares
+with ``restore``: per-shard metrics tasks, the report files, and the UI artifacts.
+
+UI artifacts of a run: the progress artifact (shards restored, in ``restore-shards``), a table
+artifact ``<dataset>-<task>-shards`` with one row per shard (status, images, seconds, attempts,
+mean metrics, error), and a markdown artifact ``<dataset>-<task>-report`` with the paper-shaped
+aggregate table (task × PSNR / SSIM / LPIPS / FID, NFEs, wall time, images/s) and the report files.
+"""
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from diffpir_core.io import DatasetStore, ShardRef
+from diffpir_core.job import Job
+from diffpir_core.reporting import markdown_table
+from flows.naming import evaluate_run_name
+from tasks.errors import describe
+from tasks.ingest import ingest_input, plan_run
+from tasks.metrics import shard_metrics
+from tasks.plan import RunPlan, input_checksum
+from tasks.report import artifact_key, write_job_report
+
+_SHARD_COLUMNS = ("shard", "status", "images", "seconds", "sample_seconds", "attempts", "batch_size")
+
+
+def _shard_table(
+    refs: list[ShardRef], manifests: dict[str, dict[str, Any]], failed: dict[str, str], rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One row per shard for the table artifact: the manifest's facts, mean metrics and the error if any."""
+    by_shard: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_shard.setdefault(row["shard"], []).append(row)
+    table = []
+    for ref in refs:
+        manifest = manifests.get(ref.key, {})
+        entry: dict[str, Any] = {key: manifest.get(key) for key in _SHARD_COLUMNS}
+        entry.update(shard=ref.key, images=ref.size, status=manifest.get("status", "failed" if ref.key in failed else "pending"))
+        for name in ("psnr", "ssim", "lpips", "measurement_rms"):
+            values = [r[name] for r in by_shard.get(ref.key, []) if r.get(name) is not None]
+            if values:
+                entry[name] = round(sum(values) / len(values), 4)
+        entry["error"] = failed.get(ref.key)
+        table.append(entry)
+    return table
+
+
+def score_and_report(
+    job: Job,
+    plan: RunPlan,
+    refs: list[ShardRef],
+    manifests: dict[str, dict[str, Any]],
+    failed: dict[str, str],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """Score the finished shards (cached per data checksum), write the report, publish the UI artifacts.
+
+    ``failed`` gains an entry for every shard whose scoring failed. Returns the report task's result.
+    """
+    done = [ref for ref in refs if ref.key in manifests and manifests[ref.key].get("checksum")]
+    futures = shard_metrics.map(
+        unmapped(job), unmapped(plan), done, [manifests[ref.key]["checksum"] for ref in done]
+    )
+    rows: list[dict[str, Any]] = []
+    for ref, future in zip(done, futures, strict=True):
+        result = future.result(raise_on_failure=False)
+        if future.state.is_completed():
+            rows.extend(result)
+        else:
+            failed[ref.key] = f"metrics: {describe(result) if isinstance(result, BaseException) else future.state.message}"
+    scored = [ref for ref in done if ref.key not in failed]
+    report = write_job_report(job, plan, scored, rows, failed, wall_seconds)
+    create_table_artifact(
+        key=artifact_key(job, "shards"),
+        table=_shard_table(refs, manifests, failed, rows),
+        description=f"Per-shard results of {job.task_label()} on {job.dataset_name()}",
+    )
+    links = "\n".join(f"- [{name}]({uri})" for name, uri in report["uris"].items())
+    problems = "".join(f"\n- **{key}**: {reason}" for key, reason in sorted(failed.items()))
+    create_markdown_artifact(
+        key=artifact_key(job, "report"),
+        markdown=(
+            f"# {job.task_label()} on {job.dataset_name()} ({job.mode})\n\n{markdown_table([report['summary']])}\n"
+            f"Output: `{job.output}`\n\n{links}\n" + (f"\n## Failed shards\n{problems}\n" if failed else "")
+        ),
+        description="Aggregate results in the paper's shape",
+    )
+    return report
+
+
+def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, dict[str, Any]]:
+    """Manifests of the shards whose records match the plan (what ``evaluate`` scores)."""
+    source = DatasetStore.open(plan.input_store, job.storage_options)
+    out = DatasetStore.open(plan.output_store, job.storage_options)
+    manifests = {}
+    for ref in refs:
+        if out.record_matches(ref, plan.restored_array, plan.identity(input_checksum(source, ref))):
+            record = out.read_record(ref, plan.restored_array)
+            manifests[ref.key] = {"shard": ref.key, "images": ref.size, "status": "done", "checksum": record.checksum}
+    return manifests
+
+
+@flow(name="evaluate", flow_run_name=evaluate_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def evaluate(job: Job) -> dict[str, Any]:
+    """Metrics and report for the outputs a job has already written (shards not done are listed as pending)."""
+    started = time.perf_counter()
+    source = ingest_input(job)
+    plan = plan_run(job, source["store"])
+    refs = DatasetStore.open(plan.input_store, job.storage_options).shards()
+    manifests = done_manifests(job, plan, refs)
+    get_run_logger().info("%d of %d shard(s) are done and will be scored", len(manifests), len(refs))
+    report = score_and_report(job, plan, refs, manifests, {}, time.perf_counter() - started)
+    return {"done": len(manifests), "shards": len(refs), "report": report["uris"].get("report.html")}

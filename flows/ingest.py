@@ -1,0 +1,15 @@
+"""The ``ingest`` flow: bring a job's input into a dataset store (reused when it is already there)."""
+
+from typing import Any
+
+from prefect import flow
+
+from diffpir_core.job import Job
+from flows.naming import ingest_run_name
+from tasks.ingest import ingest_input
+
+
+@flow(name="ingest", flow_run_name=ingest_run_name)
+def ingest(job: Job) -> dict[str, Any]:
+    """Ingest ``job.input`` into ``<job.output>/input.zarr`` (or check that the input already is a store)."""
+    return ingest_input(job)

@@ -1,0 +1,94 @@
+"""The ``restore`` flow: ingest if needed → one ``restore-shard`` task per shard → metrics → report.
+
+The shard tasks run in a sub-flow (``restore-shards``) whose task runner comes from the job
+(bounded threads, or Dask with GPU resources), so one deployment serves local and cluster jobs.
+A job in which some shards failed ends **Failed**, naming the shards and why; running it again
+(CLI, deployment run, or the UI's Retry) skips every shard whose record matches and runs the rest.
+"""
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.context import FlowRunContext
+from prefect.futures import as_completed
+from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from diffpir_core.io import DatasetStore, ShardRef
+from diffpir_core.job import DaskRunner, Job
+from flows.evaluate import score_and_report
+from flows.naming import job_run_name, shards_run_name
+from flows.progress import ShardProgress
+from flows.runners import build_task_runner, check_gpu_workers, gpu_annotations, gpus_per_task
+from tasks.errors import describe
+from tasks.ingest import ingest_input, plan_run
+from tasks.plan import RunPlan
+from tasks.restore import restore_shard
+
+
+@flow(name="restore-shards", flow_run_name=shards_run_name)
+def restore_shards(job: Job, plan: RunPlan, shards: list[ShardRef]) -> dict[str, Any]:
+    """Map ``restore-shard`` over ``shards``; returns manifests of finished shards and reasons of failed ones."""
+    logger = get_run_logger()
+    gpus = gpus_per_task(job, plan.device)
+    if isinstance(job.runner, DaskRunner):
+        check_gpu_workers(FlowRunContext.get().task_runner, gpus, job.runner.gpu_wait_s)
+    progress = ShardProgress(len(shards), f"shards restored: {job.task_label()} on {job.dataset_name()}")
+    shard_task = restore_shard.with_options(
+        retries=job.retries, retry_delay_seconds=exponential_backoff(job.retry_delay_s), retry_jitter_factor=0.2
+    )
+    with gpu_annotations(gpus):
+        futures = shard_task.map(unmapped(job), unmapped(plan), shards)
+    by_run = {future.task_run_id: ref for future, ref in zip(futures, shards, strict=True)}
+    manifests: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    for future in as_completed(list(futures)):
+        ref = by_run[future.task_run_id]
+        outcome = future.result(raise_on_failure=False)
+        if future.state.is_completed():
+            manifests[ref.key] = outcome
+        else:
+            failed[ref.key] = describe(outcome) if isinstance(outcome, BaseException) else str(future.state.message)
+            logger.error("shard %s failed: %s", ref.key, failed[ref.key])
+        progress.advance(outcome)
+    return {"manifests": manifests, "failed": failed}
+
+
+def select_shards(store: DatasetStore, keys: list[str] | None) -> list[ShardRef]:
+    """All shards of the store, or those named in ``keys`` (e.g. ``64x64/000003``); unknown keys are an error."""
+    refs = store.shards()
+    if keys is None:
+        return refs
+    known = {ref.key: ref for ref in refs}
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        raise ValueError(f"unknown shard(s) {unknown}; this store has {sorted(known)[:5]}... ({len(known)} shards)")
+    return [known[key] for key in keys]
+
+
+@flow(name="restore", flow_run_name=job_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
+def restore(job: Job, shards: list[str] | None = None) -> Any:
+    """Restore a dataset: every shard not yet done (or only ``shards``), then metrics and the report."""
+    started = time.perf_counter()
+    source = ingest_input(job)
+    plan = plan_run(job, source["store"])
+    refs = select_shards(DatasetStore.open(plan.input_store, job.storage_options), shards)
+    outcome = restore_shards.with_options(task_runner=build_task_runner(job))(job=job, plan=plan, shards=refs)
+    failed: dict[str, str] = outcome["failed"]
+    report = score_and_report(job, plan, refs, outcome["manifests"], failed, time.perf_counter() - started)
+    summary = {
+        "shards": len(refs),
+        "done": len(outcome["manifests"]),
+        "restored": sum(m["status"] == "restored" for m in outcome["manifests"].values()),
+        "skipped": sum(m["status"] == "skipped" for m in outcome["manifests"].values()),
+        "failed": failed,
+        "report": report["uris"].get("report.html"),
+        "output": job.output,
+    }
+    if failed:
+        listed = "; ".join(f"{key}: {reason}" for key, reason in sorted(failed.items())[:10])
+        more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
+        return Failed(message=f"{len(failed)}/{len(refs)} shard(s) failed: {listed}{more}", data=summary)
+    return summary

@@ -1,0 +1,79 @@
+"""The prior, loaded once per worker process and shared by every shard task that runs there.
+
+Loading a prior (hundreds of MB for the official checkpoints) costs seconds; a worker restores many
+shards, so the UNet is cached at module level, keyed by (file, sha256, device, dtype). The file's
+sha256 is known without loading the network (:func:`prior_sha256`), so finished shards are
+recognised and skipped before any model is loaded.
+"""
+
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+from diffpir_core.models import Prior, get_preset, load_prior
+from diffpir_core.models.files import sha256_file
+
+_PRIORS: dict[tuple[str, str, str, str], Prior] = {}
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_LOCK = threading.Lock()
+_LOADS = 0
+
+
+def prior_path(name_or_path: str) -> Path:
+    """The weights file of a preset name (``demo``, ``ffhq_256``, ...) or of a path, as ``load_prior`` reads it."""
+    if any(sep in name_or_path for sep in "/\\") or "." in name_or_path:
+        return Path(name_or_path).expanduser()
+    return get_preset(name_or_path).path()
+
+
+def prior_sha256(name_or_path: str) -> str:
+    """sha256 of the prior's file, cached per (path, size, mtime); raises FileNotFoundError if it is absent."""
+    path = prior_path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"prior {name_or_path!r}: {path} does not exist; download it with `diffpir models download "
+            f"{name_or_path}`, or set job.prior to a local .safetensors/.pt file"
+        )
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _LOCK:
+        if key not in _DIGESTS:
+            _DIGESTS[key] = sha256_file(path)
+        return _DIGESTS[key]
+
+
+def get_prior(name_or_path: str, sha256: str, device: str, dtype: torch.dtype = torch.float32) -> Prior:
+    """The loaded prior for this process (loaded on first use); refuses a file whose sha256 changed."""
+    global _LOADS
+    key = (str(prior_path(name_or_path)), sha256, device, str(dtype))
+    with _LOCK:
+        prior = _PRIORS.get(key)
+        if prior is None:
+            prior = load_prior(name_or_path, device=device, dtype=dtype)
+            if prior.sha256 != sha256:
+                raise RuntimeError(
+                    f"prior {name_or_path!r} changed while the job ran (sha256 {prior.sha256[:12]}..., the job "
+                    f"planned with {sha256[:12]}...); run the job again to restore with the new file"
+                )
+            _PRIORS[key] = prior
+            _LOADS += 1
+        return prior
+
+
+def prior_loads() -> int:
+    """How many priors this process has loaded (a skipped shard must not load one)."""
+    return _LOADS
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``; explicit CUDA devices must exist."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {device!r} was requested but this process sees no CUDA device "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use device: auto or cpu"
+        )
+    return device

@@ -1,0 +1,91 @@
+"""``write_job_report``: report files in the output (report.md/html, metrics.csv, summary.json), FID, samples."""
+
+import re
+from typing import Any
+
+from prefect import task
+
+from diffpir_core.io import DatasetStore, ShardRef
+from diffpir_core.job import Job, SRTask
+from diffpir_core.metrics import FIDStats, MetricUnavailable, fid_from_stats, load_inception, uint8_to_float
+from diffpir_core.metrics.convert import float_to_uint8
+from diffpir_core.reporting import ReportSample, RunInfo, write_report
+from diffpir_core.sampling import visited_timesteps
+from tasks.errors import retry_transient
+from tasks.metrics import measurement_inputs
+from tasks.plan import RunPlan
+
+
+def nfes(job: Job) -> int:
+    """Network evaluations per image: visited timesteps times inner repeats."""
+    config = job.sampler_config()
+    return len(visited_timesteps(config.iter_num, config.skip_type, config.t_start)) * config.iter_num_U
+
+
+def task_title(job: Job) -> str:
+    """``sr x4, σ=0.05`` style label for report tables."""
+    t = job.task
+    what = f"sr x{t.scale}" if isinstance(t, SRTask) else job.task_label().replace("-", " ")
+    return f"{what}, σ={t.noise_sigma:g}"
+
+
+def artifact_key(job: Job, suffix: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) naming the dataset and task."""
+    raw = f"{job.dataset_name()}-{job.task_label()}-{suffix}".lower()
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
+
+
+def _samples(job: Job, plan: RunPlan, done: list[ShardRef]) -> list[ReportSample]:
+    source = DatasetStore.open(plan.input_store, job.storage_options)
+    out = DatasetStore.open(plan.output_store, job.storage_options)
+    samples: list[ReportSample] = []
+    for ref in done:
+        if len(samples) >= job.report.samples:
+            break
+        restored = out.read_array(ref, plan.restored_array)
+        degraded = float_to_uint8(measurement_inputs(job, plan, source, out, ref).y)
+        truth = source.read_images(ref) if job.mode == "evaluate" else None
+        for i, image_id in enumerate(ref.ids[: job.report.samples - len(samples)]):
+            samples.append(ReportSample(image_id, degraded[i], restored[i], None if truth is None else truth[i]))
+    return samples
+
+
+def _fid(job: Job, plan: RunPlan, done: list[ShardRef]) -> float | MetricUnavailable | None:
+    if "fid" not in job.effective_metrics():
+        return None
+    inception = load_inception(plan.device)
+    if isinstance(inception, MetricUnavailable):
+        return inception
+    source = DatasetStore.open(plan.input_store, job.storage_options)
+    out = DatasetStore.open(plan.output_store, job.storage_options)
+    restored, truth = FIDStats.empty(), FIDStats.empty()
+    for ref in done:
+        restored.update(inception(uint8_to_float(out.read_array(ref, plan.restored_array))))
+        truth.update(inception(uint8_to_float(source.read_images(ref))))
+    return fid_from_stats(restored, truth)
+
+
+@task(name="report", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
+def write_job_report(
+    job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, str], wall_seconds: float
+) -> dict[str, Any]:
+    """Write the four report files into ``job.output``; returns their URIs and the summary."""
+    source = DatasetStore.open(plan.input_store, job.storage_options)
+    quarantined = [{"id": q.id, "error": q.reason} for q in source.quarantine()]
+    info = RunInfo(
+        task=task_title(job),
+        dataset=job.dataset_name(),
+        prior=job.prior,
+        nfes=nfes(job),
+        wall_seconds=wall_seconds,
+        mode=job.mode,
+        config={"job_hash": plan.job_hash, "model_sha256": plan.model_sha256, **job.sampler_config().model_dump(mode="json")},
+        fid=_fid(job, plan, done),
+        failed=[{"shard": key, "error": reason} for key, reason in sorted(failed.items())],
+        quarantined=quarantined,
+    )
+    files = write_report(
+        job.output, rows, info, _samples(job, plan, done), storage_options=job.storage_options
+    )
+    return {"uris": files.uris, "summary": files.summary}
+

@@ -1,0 +1,74 @@
+"""Fixtures of the reporting tests: a small run's rows and facts, a moto S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from diffpir_core.metrics import MetricUnavailable
+from diffpir_core.reporting import ReportSample, RunInfo
+
+LPIPS_MISSING = MetricUnavailable("LPIPS", "cannot import torchvision", "pip install x")
+
+
+@pytest.fixture
+def rows() -> list[dict]:
+    """Four scored images in two shards; LPIPS unavailable (None)."""
+    values = [(27.25, 0.80), (25.5, 0.70), (30.125, 0.90), (24.0, 0.60)]
+    return [
+        {"id": f"img{i:03d}", "shard": f"shard-{i // 2:05d}", "task": "sr_x4", "psnr": p, "ssim": s,
+         "lpips": None, "seconds": 1.5 + i}
+        for i, (p, s) in enumerate(values)
+    ]
+
+
+@pytest.fixture
+def info() -> RunInfo:
+    return RunInfo(
+        task="sr x4 | sigma 0.05",
+        dataset="s3://bucket/faces",
+        prior="demo",
+        nfes=100,
+        wall_seconds=8.0,
+        config={"sampler": {"lambda_": 7.0, "zeta": 0.3}, "seed": 0},
+        fid=59.654321,
+        unavailable=[LPIPS_MISSING],
+        failed=[{"shard": "shard-00007", "attempts": 3, "error": "CUDA out of memory <b>"}],
+        quarantined=[{"id": "broken.png", "error": "not a PNG file"}],
+    )
+
+
+@pytest.fixture
+def samples() -> list[ReportSample]:
+    rng = np.random.default_rng(0)
+    return [
+        ReportSample(
+            f"img{i:03d}",
+            degraded=rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+            restored=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+            truth=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+        )
+        for i in range(2)
+    ]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API (moto server) on a free loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_options(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}

@@ -1,0 +1,110 @@
+"""Per-image arrays on the shard grid, whole-shard outputs and completion records."""
+
+import numpy as np
+import pytest
+
+from diffpir_core.io import DatasetStore, StoreError, ingest, shard_checksum
+
+IDENTITY = {"job": "j1", "model": "sha256:abc", "code": "0.1.0"}
+
+
+@pytest.fixture
+def store(rgb_folder, tmp_path) -> DatasetStore:
+    root, _ = rgb_folder
+    ingest(str(root), str(tmp_path / "s.zarr"), shard_size=3)
+    return DatasetStore.open(str(tmp_path / "s.zarr"), writable=True)
+
+
+def _restore(images: np.ndarray) -> np.ndarray:
+    return 255 - images
+
+
+def test_output_and_record_round_trip(store):
+    ref = store.shards("24x32")[1]
+    store.create_array(ref.group, "jobs/j1/restored", (24, 32, 3), "uint8")
+    assert not store.record_matches(ref, "jobs/j1/restored", IDENTITY)
+    out = _restore(store.read_images(ref))
+    checksum = store.write_shard_output(ref, "jobs/j1/restored", out)
+    assert checksum == shard_checksum(out)
+    assert store.read_record(ref, "jobs/j1/restored") is None
+    record = store.write_record(ref, "jobs/j1/restored", checksum=checksum, identity=IDENTITY, timings={"restore": 1.5}, metrics={"psnr": 30.25})
+    assert store.read_record(ref, "jobs/j1/restored") == record
+    assert (record.group, record.shard, record.start, record.stop, record.metrics) == ("24x32", 1, 3, 6, {"psnr": 30.25})
+    assert store.record_matches(ref, "jobs/j1/restored", IDENTITY)
+    assert store.record_matches(ref, "jobs/j1/restored", {"job": "j1"})
+    assert not store.record_matches(ref, "jobs/j1/restored", {**IDENTITY, "model": "sha256:other"})
+    assert not store.record_matches(store.shards("24x32")[0], "jobs/j1/restored", IDENTITY)
+    np.testing.assert_array_equal(store.read_array(ref, "jobs/j1/restored"), out)
+    assert "jobs/j1/restored" in store.array_names(ref.group)
+
+
+def test_rewriting_a_shard_is_idempotent_and_drops_the_stale_record(store):
+    ref = store.shards()[0]
+    store.create_array(ref.group, "restored", (16, 16, 3), "uint8")
+    store.create_array(ref.group, "restored", (16, 16, 3), "uint8")  # same layout: a no-op
+    out = _restore(store.read_images(ref))
+    for _ in range(2):
+        checksum = store.write_shard_output(ref, "restored", out)
+        store.write_record(ref, "restored", checksum=checksum, identity=IDENTITY)
+        assert store.record_matches(ref, "restored", IDENTITY)
+    store.write_shard_output(ref, "restored", out // 2)
+    assert store.read_record(ref, "restored") is None and not store.record_matches(ref, "restored")
+
+
+def test_record_is_refused_when_the_store_holds_other_data(store):
+    ref = store.shards()[0]
+    store.create_array(ref.group, "restored", (16, 16, 3), "uint8")
+    checksum = store.write_shard_output(ref, "restored", _restore(store.read_images(ref)))
+    store.write_shard_output(ref, "restored", store.read_images(ref))  # a second writer got in between
+    with pytest.raises(StoreError, match="another writer touched this shard"):
+        store.write_record(ref, "restored", checksum=checksum, identity=IDENTITY)
+    assert store.read_record(ref, "restored") is None
+
+
+def test_record_stops_matching_when_data_changes_underneath(store, tmp_path):
+    ref = store.shards()[0]
+    store.create_array(ref.group, "restored", (16, 16, 3), "uint8")
+    checksum = store.write_shard_output(ref, "restored", _restore(store.read_images(ref)))
+    store.write_record(ref, "restored", checksum=checksum, identity=IDENTITY)
+    shard_file = tmp_path / "s.zarr" / "groups" / ref.group / "restored" / "c" / "0" / "0" / "0" / "0"
+    shard_file.write_bytes(shard_file.read_bytes()[:100])  # torn write
+    assert store.read_record(ref, "restored") is not None
+    assert not store.record_matches(ref, "restored", IDENTITY)
+
+
+def test_evaluation_arrays_share_the_shard_grid(store):
+    ref = store.shards("24x32")[2]
+    store.create_array(ref.group, "y", (6, 8, 3), "float32")
+    store.create_array(ref.group, "kernel", (5, 5), "float32")
+    store.create_array(ref.group, "seed", (), "int64")
+    y = np.random.default_rng(0).random((ref.size, 6, 8, 3), dtype=np.float32)
+    store.write_shard_output(ref, "y", y)
+    store.write_shard_output(ref, "seed", np.array([11, 12], dtype=np.int64))
+    np.testing.assert_array_equal(store.read_array(ref, "y"), y)
+    assert store.read_array(ref, "seed").tolist() == [11, 12]
+    assert store.read_array(store.shards("24x32")[0], "seed").tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match=r"needs an array of shape \(2, 5, 5\) and dtype float32"):
+        store.write_shard_output(ref, "kernel", np.zeros((2, 5, 5), dtype=np.float64))
+    with pytest.raises(StoreError, match="exists with shape"):
+        store.create_array(ref.group, "y", (12, 16, 3), "float32")
+    with pytest.raises(ValueError, match="invalid array name"):
+        store.create_array(ref.group, "ids", (), "int64")
+
+
+def test_read_only_store_refuses_writes(store):
+    reader = DatasetStore.open(store.uri)
+    with pytest.raises(StoreError, match="opened read-only"):
+        reader.create_array("16x16", "restored", (16, 16, 3), "uint8")
+
+
+def test_aligned_output_store_has_the_same_grid(store, tmp_path):
+    out = DatasetStore.create_aligned(str(tmp_path / "out.zarr"), store)
+    assert out.shards() == store.shards()
+    assert out.info["kind"] == "aligned"
+    ref = out.shards()[-1]
+    out.create_array(ref.group, "restored", (24, 32, 3), "uint8")
+    checksum = out.write_shard_output(ref, "restored", _restore(store.read_images(ref)))
+    out.write_record(ref, "restored", checksum=checksum, identity=IDENTITY)
+    reopened = DatasetStore.open(str(tmp_path / "out.zarr"))
+    assert reopened.record_matches(ref, "restored", IDENTITY)
+    assert [m.id for m in reopened.read_meta(ref)] == list(ref.ids)

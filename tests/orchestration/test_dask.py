@@ -1,0 +1,52 @@
+"""Shard tasks on a real Dask LocalCluster (loopback, worker processes with GPU=1 resources)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import LocalCluster
+
+from diffpir_core.io import DatasetStore
+from flows.restore import restore
+from tasks.plan import RunPlan
+
+
+@pytest.fixture(scope="module")
+def gpu_cluster() -> Iterator[LocalCluster]:
+    """Two worker processes, one thread each, each advertising the resource GPU=1."""
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, resources={"GPU": 1},
+        host="127.0.0.1", dashboard_address=None,
+    ) as cluster:
+        yield cluster
+
+
+def _restored(output: Path) -> np.ndarray:
+    plan = RunPlan.model_validate_json((output / "run.json").read_text())
+    store = DatasetStore.open(plan.output_store)
+    return np.concatenate([store.read_array(ref, plan.restored_array) for ref in store.shards()])
+
+
+def test_dask_runner_restores_on_workers_like_the_local_runner(
+    gpu_cluster: LocalCluster, make_job, images_8: Path, tmp_path: Path
+) -> None:
+    runner = {"kind": "dask", "address": gpu_cluster.scheduler_address, "gpus_per_task": 1}
+    dask_job = make_job(images_8, tmp_path / "dask", runner=runner)
+    state = restore(job=dask_job, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["restored"] == 2
+
+    local_job = make_job(images_8, tmp_path / "local")
+    assert restore(job=local_job, return_state=True).is_completed()
+    np.testing.assert_array_equal(_restored(tmp_path / "dask"), _restored(tmp_path / "local"))
+
+
+def test_gpu_request_no_worker_can_take_fails_fast_with_a_clear_message(
+    gpu_cluster: LocalCluster, make_job, images_8: Path, tmp_path: Path
+) -> None:
+    runner = {"kind": "dask", "address": gpu_cluster.scheduler_address, "gpus_per_task": 2, "gpu_wait_s": 1}
+    job = make_job(images_8, tmp_path / "out", runner=runner)
+    state = restore(job=job, return_state=True)
+    assert state.is_failed()
+    assert "GPU=2" in state.message and "--resources GPU=1" in state.message

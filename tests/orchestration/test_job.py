@@ -1,0 +1,144 @@
+"""The job model: YAML in and out, validation that names the field, overrides, the job hash."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+import diffpir_core.job as job_module
+from diffpir_core.job import Job, JobError, apply_overrides, load_job, parse_job
+
+REPO = Path(__file__).resolve().parents[2]
+MINIMAL = {"input": "/data/faces", "output": "/runs/faces"}
+
+
+def test_defaults_and_yaml_round_trip(tmp_path: Path) -> None:
+    job = parse_job(MINIMAL)
+    assert (job.mode, job.task.kind, job.task.scale, job.task.noise_sigma) == ("evaluate", "sr", 4, 0.05)
+    assert (job.prior, job.shard_size, job.batch_size, job.device, job.precision) == ("demo", 16, 4, "auto", "fp32")
+    assert job.runner.kind == "local" and job.runner.max_workers == 1
+    assert job.effective_metrics() == ["psnr", "ssim"]
+    path = tmp_path / "job.yaml"
+    path.write_text(job.to_yaml())
+    again = load_job(path)
+    assert again == job and again.job_hash() == job.job_hash()
+
+
+def test_issue_example_keys_parse(tmp_path: Path) -> None:
+    text = """
+input: ./images
+output: s3://bucket/jobs/faces-sr4
+mode: evaluate
+task: {kind: sr, scale: 4, noise_sigma: 0.05}
+prior: demo
+sampler: {iter_num: 100, lambda_: 7.0, zeta: 0.3}
+shard_size: 16
+batch_size: 4
+device: auto
+precision: fp32
+runner: {kind: local}
+metrics: [psnr, ssim, lpips, fid]
+seed: 0
+storage_options: {endpoint_url: http://127.0.0.1:5000}
+"""
+    (tmp_path / "job.yaml").write_text(text)
+    job = load_job(tmp_path / "job.yaml")
+    assert job.input == str((tmp_path / "images").resolve())  # relative to the job file
+    assert job.output == "s3://bucket/jobs/faces-sr4"
+    config = job.sampler_config()
+    assert (config.iter_num, config.lambda_, config.zeta, config.noise_sigma) == (100, 7.0, 0.3, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"task": {"kind": "sr", "scale": 16}}, "task.scale"),
+        ({"task": {"kind": "blur"}}, "task"),
+        ({"task": {"kind": "deblur", "kernel_size": 60}}, "task.kernel_size"),
+        ({"sampler": {"lamda": 3}}, "sampler"),
+        ({"sampler": {"iter_num": 0}}, "sampler"),
+        ({"shard_size": 0}, "shard_size"),
+        ({"device": "gpu"}, "device"),
+        ({"runner": {"kind": "dask", "address": "tcp://h:8786", "cluster_kwargs": {"n_workers": 2}}}, "runner"),
+        ({"mode": "restore", "metrics": ["psnr"]}, "metrics"),
+        ({"mode": "restore", "task": {"kind": "deblur", "kernel": "gaussian"}}, "task.kernel"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_job_names_the_field(change: dict, field: str) -> None:
+    with pytest.raises(JobError) as err:
+        parse_job({**MINIMAL, **change})
+    assert f"\n{field}:" in str(err.value)
+
+
+def test_missing_required_fields_are_listed() -> None:
+    with pytest.raises(JobError, match=r"input: Field required[\s\S]*output: Field required"):
+        parse_job({})
+
+
+def test_overrides_set_nested_fields_with_yaml_values(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump({**MINIMAL, "task": {"kind": "sr", "scale": 4}}))
+    job = load_job(tmp_path / "job.yaml", ["task.scale=2", "sampler.lambda_=3.5", "runner={kind: local, max_workers: 3}"])
+    assert job.task.scale == 2 and job.sampler == {"lambda_": 3.5} and job.runner.max_workers == 3
+    with pytest.raises(JobError, match="expected key=value"):
+        apply_overrides({}, ["task.scale"])
+
+
+def test_job_hash_follows_the_pixels_not_the_scheduling() -> None:
+    base = parse_job(MINIMAL)
+    same = [
+        {"runner": {"kind": "dask", "address": "tcp://127.0.0.1:8786"}},
+        {"batch_size": 1},
+        {"metrics": ["psnr"]},
+        {"output": "/elsewhere"},
+        {"storage_options": {"endpoint_url": "http://x"}},
+    ]
+    different = [
+        {"sampler": {"lambda_": 3.0}},
+        {"prior": "ffhq_256"},
+        {"seed": 1},
+        {"task": {"kind": "sr", "scale": 2}},
+        {"shard_size": 8},
+        {"precision": "bf16"},
+    ]
+    for change in same:
+        assert parse_job({**MINIMAL, **change}).job_hash() == base.job_hash(), change
+    hashes = {parse_job({**MINIMAL, **change}).job_hash() for change in different}
+    assert len(hashes) == len(different) and base.job_hash() not in hashes
+
+
+def test_secrets_never_leave_in_yaml() -> None:
+    job = parse_job({**MINIMAL, "storage_options": {"key": "AKIA123", "secret": "s3cr3t", "endpoint_url": "http://e"}})
+    text = job.to_yaml()
+    assert "s3cr3t" not in text and "AKIA123" not in text and "http://e" in text
+
+
+def test_run_labels() -> None:
+    job = parse_job({**MINIMAL, "task": {"kind": "deblur", "kernel": "motion"}})
+    assert (job.task_label(), job.dataset_name()) == ("deblur-motion", "faces")
+    assert parse_job({**MINIMAL, "input": "s3://b/sets/celeba.zarr/"}).dataset_name() == "celeba"
+
+
+def test_every_job_field_is_documented() -> None:
+    doc = (REPO / "docs" / "jobs.md").read_text()
+    documented = set(re.findall(r"^\|\s*`([a-z_.]+)`", doc, flags=re.MULTILINE))
+    fields = set(Job.model_fields)
+    for name in ("task", "runner", "ingest", "report"):
+        fields.discard(name)
+    for prefix, model in (
+        ("task", ("SRTask", "DeblurTask", "InpaintTask")),
+        ("runner", ("LocalRunner", "DaskRunner")),
+        ("ingest", ("IngestOptions",)),
+        ("report", ("ReportOptions",)),
+    ):
+        for class_name in model:
+            fields |= {f"{prefix}.{f}" for f in getattr(job_module, class_name).model_fields}
+    assert fields <= documented, sorted(fields - documented)
+
+
+def test_example_jobs_are_valid() -> None:
+    files = sorted((REPO / "jobs").rglob("*.yaml"))
+    assert len(files) >= 14
+    for path in files:
+        load_job(path)

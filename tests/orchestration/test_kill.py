@@ -1,0 +1,71 @@
+"""SIGKILL of a process running a job after some shards finished: the re-run recomputes no finished
+shard and the output equals that of an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from diffpir_core.io import DatasetStore
+from flows.restore import restore
+from tasks.plan import RunPlan
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _records(output: Path) -> dict[str, int]:
+    """Record file -> mtime (ns) of every restored-shard record in the output."""
+    return {str(p): p.stat().st_mtime_ns for p in output.glob("restored.zarr/records/*/runs/*/restored/*/zarr.json")}
+
+
+def _restored(output: Path) -> np.ndarray:
+    plan = RunPlan.model_validate_json((output / "run.json").read_text())
+    store = DatasetStore.open(plan.output_store)
+    return np.concatenate([store.read_array(ref, plan.restored_array) for ref in store.shards()])
+
+
+def test_killed_job_resumes_without_recomputing_finished_shards(
+    prefect_api: str, make_job, image_writer, tmp_path: Path
+) -> None:
+    images = tmp_path / "images"
+    image_writer(images, 16, seed=3)
+    job = make_job(images, tmp_path / "killed", shard_size=2, batch_size=2, sampler={"iter_num": 8})
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(job.to_yaml())
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,  # the session's test server, not an ephemeral one of its own
+        "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "OMP_NUM_THREADS": "1",
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from flows.cli import main; main()", "run", str(job_file)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(_records(tmp_path / "killed")) < 2:
+            assert child.poll() is None, f"the job ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "no shard finished in time"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    finished = _records(tmp_path / "killed")
+    assert child.returncode == -signal.SIGKILL and 2 <= len(finished) < 8
+
+    state = restore(job=job, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["skipped"] >= len(finished) and summary["restored"] == 8 - summary["skipped"]
+    after = _records(tmp_path / "killed")
+    assert {path: after[path] for path in finished} == finished  # no finished shard was rewritten
+
+    uninterrupted = make_job(images, tmp_path / "clean", shard_size=2, batch_size=2, sampler={"iter_num": 8})
+    assert restore(job=uninterrupted, return_state=True).is_completed()
+    np.testing.assert_array_equal(_restored(tmp_path / "killed"), _restored(tmp_path / "clean"))

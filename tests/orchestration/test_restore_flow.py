@@ -1,0 +1,143 @@
+"""The restore flow on the local runner: outputs, records, reports, artifacts, re-runs, status."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from prefect.client.orchestration import get_client
+from typer.testing import CliRunner
+
+from diffpir_core.io import DatasetStore
+from flows.cli import app
+from flows.restore import restore
+from flows.status import job_status
+from tasks.plan import RunPlan
+from tasks.priors import prior_loads
+
+
+def _plan(output: Path) -> RunPlan:
+    return RunPlan.model_validate_json((output / "run.json").read_text())
+
+
+def _restored(output: Path) -> np.ndarray:
+    plan = _plan(output)
+    out = DatasetStore.open(plan.output_store)
+    return np.concatenate([out.read_array(ref, plan.restored_array) for ref in out.shards()])
+
+
+def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, images_8: Path, tmp_path: Path) -> None:
+    job = make_job(images_8, tmp_path / "out", metrics=["psnr", "ssim", "consistency"])
+    state = restore(job=job, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert (summary["shards"], summary["restored"], summary["skipped"], summary["failed"]) == (2, 2, 0, {})
+
+    out = tmp_path / "out"
+    for name in ("job.yaml", "run.json", "report.md", "report.html", "metrics.csv", "summary.json"):
+        assert (out / name).is_file(), name
+    restored = _restored(out)
+    assert restored.shape == (8, 32, 32, 3) and restored.dtype == np.uint8 and restored.std() > 0
+    report = json.loads((out / "summary.json").read_text())
+    assert report["images"] == 8 and report["nfes"] == 3
+    assert report["metrics"]["psnr"]["count"] == 8 and 0 < report["metrics"]["psnr"]["mean"] < 60
+    assert report["metrics"]["measurement_rms"]["count"] == 8
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 9
+    assert "<img" in (out / "report.html").read_text()
+
+    loads = prior_loads()
+    again = restore(job=job, return_state=True)
+    assert again.is_completed()
+    assert (again.result()["restored"], again.result()["skipped"]) == (0, 2)
+    assert prior_loads() == loads  # finished shards are skipped without loading the prior
+    np.testing.assert_array_equal(_restored(out), restored)
+
+    status = job_status(str(out))
+    assert status["counts"] == {"done": 2, "failed": 0, "pending": 0, "quarantined": 0}
+    assert {s["id"] for s in status["shards"]} == {"32x32/000000", "32x32/000001"}
+
+
+def test_changed_job_never_reuses_shards_and_results_do_not_depend_on_batching(
+    make_job, images_8: Path, tmp_path: Path
+) -> None:
+    first = make_job(images_8, tmp_path / "a", batch_size=1)
+    assert restore(job=first, return_state=True).is_completed()
+    rebatched = make_job(images_8, tmp_path / "b", batch_size=4, shard_size=4)
+    assert restore(job=rebatched, return_state=True).is_completed()
+    np.testing.assert_array_equal(_restored(tmp_path / "a"), _restored(tmp_path / "b"))
+
+    other_lambda = make_job(images_8, tmp_path / "a", batch_size=1, sampler={"iter_num": 3, "lambda_": 2.0})
+    state = restore(job=other_lambda, return_state=True)
+    assert state.result()["restored"] == 2  # nothing reused from the λ = preset run
+    assert _plan(tmp_path / "a").job_hash == other_lambda.job_hash() != first.job_hash()
+    assert not np.array_equal(_restored(tmp_path / "a"), _restored(tmp_path / "b"))
+
+
+def test_restore_mode_with_a_mask_file(make_job, image_writer, tmp_path: Path) -> None:
+    folder = tmp_path / "masked"
+    images = image_writer(folder, 3)
+    mask = np.ones((32, 32), dtype=np.uint8) * 255
+    mask[8:24, 8:24] = 0
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    for name, pixels in images.items():
+        Image.fromarray(pixels * (mask[..., None] > 0)).save(folder / name)
+    job = make_job(
+        folder, tmp_path / "out", mode="restore", metrics=None,
+        task={"kind": "inpaint", "mask": str(tmp_path / "mask.png"), "noise_sigma": 0.0},
+    )
+    state = restore(job=job, return_state=True)
+    assert state.is_completed(), state.message
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rms = summary["metrics"]["measurement_rms"]
+    assert rms["count"] == 3 and rms["max"] < 0.05  # known pixels are kept: A(x̂) ≈ y
+
+
+def test_ui_artifacts_and_run_names(make_job, images_8: Path, tmp_path: Path) -> None:
+    job = make_job(images_8, tmp_path / "out", name="faces")
+    state = restore(job=job, return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        assert run.name == "sr2-faces-evaluate"
+        artifacts = client.read_artifacts()
+    keyed = {a.key: a for a in artifacts if a.key}
+    table = keyed["faces-sr2-shards"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [r["shard"] for r in rows] == ["32x32/000000", "32x32/000001"]
+    assert all(r["status"] == "restored" and r["psnr"] > 0 for r in rows)
+    report = keyed["faces-sr2-report"].data
+    assert "PSNR" in report and "| sr x2" in report
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert progress and max(float(a.data) for a in progress) == 100.0
+
+
+def test_cli_run_status_and_validation(make_job, images_8: Path, tmp_path: Path) -> None:
+    job = make_job(images_8, tmp_path / "out")
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(job.to_yaml())
+    runner = CliRunner()
+    bad = runner.invoke(app, ["run", str(job_file), "--set", "task.scale=16"])
+    assert bad.exit_code == 2 and "task.scale" in bad.output
+
+    result = runner.invoke(app, ["run", str(job_file), "--set", "name=cli"])
+    assert result.exit_code == 0, result.output
+    status = runner.invoke(app, ["status", str(tmp_path / "out"), "--json"])
+    data = json.loads(status.output)
+    assert data["counts"] == {"done": 2, "failed": 0, "pending": 0, "quarantined": 0}
+    assert set(data["shards"][0]) == {"id", "state", "attempts", "finished_at", "error"}
+    text = runner.invoke(app, ["status", str(tmp_path / "out")])
+    assert "2 done, 0 failed, 0 pending" in text.output
+
+
+@pytest.mark.parametrize("kind", ["deblur", "inpaint"])
+def test_other_tasks_evaluate(kind: str, make_job, images_8: Path, tmp_path: Path) -> None:
+    task = {"kind": "deblur", "kernel": "gaussian", "kernel_size": 7} if kind == "deblur" else {"kind": "inpaint", "mask": "random"}
+    job = make_job(images_8, tmp_path / "out", task=task, shard_size=8)
+    state = restore(job=job, return_state=True)
+    assert state.is_completed(), state.message
+    plan = _plan(tmp_path / "out")
+    out = DatasetStore.open(plan.output_store)
+    name = "kernel" if kind == "deblur" else "mask"
+    params = out.read_array(out.shards()[0], f"{plan.measurement_prefix}/{name}")
+    assert params.shape[0] == 8 and len({p.tobytes() for p in params}) == 8  # one seeded kernel/mask per image

@@ -1,0 +1,39 @@
+"""A job from S3 to S3 (moto server on 127.0.0.1): restored shards, records, metrics and report in the bucket."""
+
+import json
+from pathlib import Path
+
+import s3fs
+
+from diffpir_core.io import DatasetStore
+from flows.restore import restore
+from flows.status import job_status
+from tasks.plan import RunPlan
+
+
+def test_s3_to_s3_job_completes_with_metrics_and_report(make_job, images_8: Path, s3_bucket) -> None:
+    bucket, options = s3_bucket
+    fs = s3fs.S3FileSystem(**options)
+    for path in sorted(images_8.glob("*.png"))[:6]:
+        fs.pipe_file(f"{bucket}/faces/{path.name}", path.read_bytes())
+    job = make_job(f"{bucket}/faces", f"{bucket}/jobs/faces-sr2", storage_options=options)
+
+    state = restore(job=job, return_state=True)
+    assert state.is_completed(), state.message
+    assert state.result()["restored"] == 2  # 6 images in shards of 4
+
+    out = f"{bucket}/jobs/faces-sr2"
+    summary = json.loads(fs.cat_file(f"{out}/summary.json"))
+    assert summary["images"] == 6 and summary["metrics"]["psnr"]["count"] == 6
+    assert fs.exists(f"{out}/report.html") and fs.exists(f"{out}/metrics.csv")
+    job_yaml = fs.cat_file(f"{out}/job.yaml").decode()
+    assert options["secret"] not in job_yaml and options["key"] not in job_yaml
+
+    plan = RunPlan.model_validate_json(fs.cat_file(f"{out}/run.json"))
+    store = DatasetStore.open(plan.output_store, options)
+    restored = [store.read_array(ref, plan.restored_array) for ref in store.shards()]
+    assert [r.shape for r in restored] == [(4, 32, 32, 3), (2, 32, 32, 3)]
+    assert job_status(out, options)["counts"]["done"] == 2
+
+    again = restore(job=job, return_state=True)
+    assert again.result()["skipped"] == 2
