@@ -48,13 +48,17 @@ def run(
         state = restore(job=job, return_state=True)
     bar.close()
     summary = state.result(raise_on_failure=False)
+    summary = summary if isinstance(summary, dict) else {}
     if state.is_completed():
-        typer.echo(f"completed: {summary.get('done', 0)} shard(s); report: {summary.get('report')}")
+        typer.echo(
+            f"completed: {summary['restored']} shard(s) restored, {summary['skipped']} already done; "
+            f"report: {summary['report']}"
+        )
         return
     typer.echo(f"failed: {state.message}", err=True)
-    for shard, reason in sorted((summary or {}).get("failed", {}).items() if isinstance(summary, dict) else []):
+    for shard, reason in sorted(summary.get("failed", {}).items()):
         typer.echo(f"  shard {shard}: {reason}", err=True)
-    typer.echo(f"re-run `diffpir run {job_file}` to retry only the failed shards", err=True)
+    typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
     raise typer.Exit(1)
 
 

@@ -8,6 +8,8 @@ Policy, in order:
    so that 16-bit data is converted by the rule below rather than Pillow's truncation.
 3. Sample values become ``uint8``: 16-bit (and Pillow's 32-bit ``I`` mode) values ``v`` map to ``round(v / 257)``
    (0 -> 0, 65535 -> 255, linear); floating-point values are taken as [0, 1], clipped and scaled by 255.
+   Exception: 16-bit *colour* PNGs are reduced by Pillow itself to ``v >> 8`` (at most 1 below ``round(v / 257)``);
+   their ``source_mode`` is ``RGB;16`` / ``RGBA;16``.
 4. Channels become RGB: grayscale is replicated; palette images are expanded through their palette; CMYK/YCbCr/LAB
    are converted by Pillow; an alpha channel (RGBA, LA, palette transparency) is composited over white.
 5. The EXIF/TIFF orientation tag is applied, so the stored image is upright as viewers show it.
@@ -114,6 +116,8 @@ def _decode_pixels(image: Image.Image, data: bytes) -> tuple[np.ndarray, str]:
         image = image.convert("L")
     elif mode in _PILLOW_RGB_MODES:
         image = image.convert("RGB")
+    if image.format == "PNG" and mode in ("RGB", "RGBA") and data[24] == 16:
+        mode += ";16"  # Pillow itself reduced the 16-bit colour samples to 8 bits (v >> 8); see the module docstring
     return np.asarray(image), mode
 
 

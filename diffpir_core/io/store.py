@@ -21,6 +21,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Literal
@@ -213,7 +214,10 @@ class DatasetStore:
             node = target._root.create_group(f"groups/{group.name}", attributes={"height": group.height, "width": group.width})
             for name in METADATA_ARRAYS:
                 src = source._array(group.name, name)
-                node.create_array(name, data=src[:], chunks=src.chunks)
+                dst = node.create_array(name, shape=src.shape, dtype=src.dtype, chunks=src.chunks)
+                step = src.chunks[0] * 64  # bounded memory, whole chunks per write
+                for start in range(0, src.shape[0], step):
+                    dst[start : start + step] = src[start : start + step]
             target._root.create_group(f"records/{group.name}")
         target.mark_complete()
         return target
@@ -450,10 +454,15 @@ class DatasetStore:
             "source_shape": np.array([m.source_shape for m in metas], dtype=np.int32).reshape(-1, 2),
             "source_mode": np.array([m.source_mode for m in metas], dtype=object),
         }
-        for name, values in columns.items():
+
+        def grow_and_write(name: str) -> None:
             array = arrays[name]
             array.resize((new, *array.shape[1:]))
-            array[count:new] = values
+            array[count:new] = columns[name]
+
+        # The arrays are independent objects: write them concurrently (one round trip deep on object stores).
+        with ThreadPoolExecutor(max_workers=len(columns), thread_name_prefix="store-append") as pool:
+            list(pool.map(grow_and_write, columns))
 
     def add_quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
         """Append entries to the quarantine list."""

@@ -1,8 +1,9 @@
 """Score one batch of restorations: the per-image numbers of a report row.
 
 Metric names are the job file's: ``psnr``, ``psnr_y``, ``ssim``, ``ssim_y``, ``lpips`` (need ground
-truth), ``consistency`` (needs the operator and measurement: restore mode) and ``fid`` (dataset-level,
-accepted and skipped here: accumulate :class:`~diffpir_core.metrics.fid.FIDStats` instead).
+truth), ``consistency`` (needs the operator and measurement: restore mode; reported in the column
+``measurement_rms``) and ``fid`` (dataset-level, accepted and skipped here: accumulate
+:class:`~diffpir_core.metrics.fid.FIDStats` instead).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _PIXEL_METRICS = {
 }
 FULL_REFERENCE_METRICS = (*_PIXEL_METRICS, "lpips")
 KNOWN_METRICS = (*FULL_REFERENCE_METRICS, "consistency", "fid")
+CONSISTENCY_COLUMN = "measurement_rms"
 
 
 @dataclass
@@ -60,7 +62,8 @@ def score_batch(
 
     ``reference_u8``: uint8 (B, H, W, 3) ground truth, None in restore mode. PSNR/SSIM (and the
     ``_y`` luma variants) score the quantised output, LPIPS the clamped float output, like the
-    reference; ``consistency`` is :func:`measurement_rms` of ``operator`` and ``measurement``.
+    reference; ``consistency`` is :func:`measurement_rms` of ``operator`` and ``measurement``, under
+    the name ``measurement_rms``.
     LPIPS reports :class:`MetricUnavailable` instead of failing; wrong requests raise ValueError.
     """
     unknown = [name for name in metrics if name not in KNOWN_METRICS]
@@ -85,5 +88,5 @@ def score_batch(
             else:
                 scores.values[name] = scorer(restored, uint8_to_float(reference_u8))
         elif name == "consistency":
-            scores.values[name] = measurement_rms(operator, restored, measurement)
+            scores.values[CONSISTENCY_COLUMN] = measurement_rms(operator, restored, measurement)
     return scores

@@ -27,13 +27,15 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm with 32 groups evaluated in float32 whatever the activation dtype."""
+    """GroupNorm with 32 groups evaluated in at least float32 whatever the activation/weight dtype."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(32, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        dtype = torch.float64 if torch.float64 in (x.dtype, self.weight.dtype) else torch.float32
+        out = F.group_norm(x.to(dtype), self.num_groups, self.weight.to(dtype), self.bias.to(dtype), self.eps)
+        return out.type(x.dtype)
 
 
 def zero_module(module: nn.Module) -> nn.Module:

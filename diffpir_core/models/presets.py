@@ -69,7 +69,8 @@ class Preset:
         """The ``create_model`` kwargs, from the preset itself or from its model card."""
         if self.config is not None:
             return dict(self.config)
-        assert self.card is not None
+        if self.card is None:
+            raise PresetError(f"preset {self.name!r} has neither a config nor a model card: give it one of them")
         if not self.card.is_file():
             raise PresetError(
                 f"preset {self.name!r} has no model card at {self.card}: the demo prior is produced by "

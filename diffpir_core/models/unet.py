@@ -90,7 +90,6 @@ class UNetModel(nn.Module):
         self.out_channels = out_channels
         self.channel_mult = tuple(channel_mult)
         self.num_classes = num_classes
-        self.dtype = torch.float16 if use_fp16 else torch.float32
 
         emb_dim = model_channels * 4
         self.time_embed = nn.Sequential(
@@ -147,6 +146,11 @@ class UNetModel(nn.Module):
             self.convert_to_fp16()
 
     @property
+    def torso_dtype(self) -> torch.dtype:
+        """The dtype the blocks compute in (float16 after ``convert_to_fp16``, else the weights' dtype)."""
+        return self.input_blocks[0][0].weight.dtype
+
+    @property
     def downsample_factor(self) -> int:
         """H and W must be multiples of this."""
         return 2 ** (len(self.channel_mult) - 1)
@@ -167,11 +171,12 @@ class UNetModel(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if (y is not None) != (self.num_classes is not None):
             raise ValueError("pass class labels y exactly when the model is class-conditional")
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        t_emb = timestep_embedding(timesteps, self.model_channels)
+        emb = self.time_embed(t_emb.to(self.time_embed[0].weight.dtype))
         if self.num_classes is not None:
             emb = emb + self.label_emb(y)
         hs = []
-        h = x.type(self.dtype)
+        h = x.type(self.torso_dtype)
         for module in self.input_blocks:
             h = module(h, emb)
             hs.append(h)

@@ -114,6 +114,15 @@ def as_kernel(kernel: Tensor, normalise_tolerance: float = KERNEL_SUM_TOLERANCE)
     return k
 
 
+def check_estimate(x0: Tensor, shape: torch.Size) -> None:
+    """The network estimate given to ``prox`` must have the shape of the restored batch."""
+    if tuple(x0.shape) != tuple(shape):
+        raise ValueError(
+            f"x0 has shape {tuple(x0.shape)} but this measurement batch restores to {tuple(shape)}; "
+            "call prepare() with the measurement of this batch"
+        )
+
+
 def rho_column(rho: Tensor | float, batch: int, like: Tensor) -> Tensor:
     """rho as a (B|1, 1, 1, 1) tensor of ``like``'s dtype/device (a scalar, (1,) or (B,) accepted)."""
     r = torch.as_tensor(rho, dtype=like.dtype, device=like.device).reshape(-1)

@@ -10,6 +10,16 @@ from .base import as_kernel, check_batch, check_images
 from .fft_solve import FFTDataTerm, kernel_otf, zero_upsample
 
 
+def check_multiple_of_scale(x: Tensor, sf: int) -> None:
+    """Decimation by sf needs H and W divisible by sf."""
+    height, width = x.shape[-2:]
+    if height % sf or width % sf:
+        raise ValueError(
+            f"image size {height}x{width} is not a multiple of the scale {sf}; crop it to "
+            f"{height - height % sf}x{width - width % sf} first (modcrop)"
+        )
+
+
 class CircularConvolution:
     """x -> (k ⊛ x)[::sf, ::sf], circular, kernel centred at (kh // 2, kw // 2), one kernel per image or shared."""
 
@@ -31,17 +41,9 @@ class CircularConvolution:
             )
         return self.kernel.to(device=ref.device, dtype=ref.dtype).unsqueeze(1)
 
-    def _check_image_size(self, x: Tensor) -> None:
-        height, width = x.shape[-2:]
-        if height % self.sf or width % self.sf:
-            raise ValueError(
-                f"image size {height}x{width} is not a multiple of the scale {self.sf}; crop it to "
-                f"{height - height % self.sf}x{width - width % self.sf} first (modcrop)"
-            )
-
     def A(self, x: Tensor) -> Tensor:
         check_images(x, "x")
-        self._check_image_size(x)
+        check_multiple_of_scale(x, self.sf)
         otf = kernel_otf(self._kernel_like(x, *x.shape[-2:]), *x.shape[-2:])
         blurred = torch.real(torch.fft.ifftn(otf * torch.fft.fftn(x, dim=(-2, -1)), dim=(-2, -1)))
         return blurred[..., :: self.sf, :: self.sf]

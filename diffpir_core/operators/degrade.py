@@ -23,7 +23,9 @@ def blur_uint8(images: Tensor | np.ndarray, kernel: Tensor | np.ndarray) -> Tens
     k = torch.as_tensor(kernel).detach().cpu()
     k = k[None].expand(imgs.shape[0], -1, -1) if k.ndim == 2 else k
     if k.ndim != 3 or k.shape[0] != imgs.shape[0]:
-        raise ValueError(f"kernel must be (kh, kw) or one per image (N, kh, kw); got {tuple(k.shape)} for {imgs.shape[0]} images")
+        raise ValueError(
+            f"kernel must be (kh, kw) or one per image (N, kh, kw); got {tuple(k.shape)} for {imgs.shape[0]} images"
+        )
     out = [
         torch.from_numpy(ndimage.convolve(img.numpy(), ki.numpy()[..., None], mode="wrap"))
         for img, ki in zip(imgs.cpu(), k)

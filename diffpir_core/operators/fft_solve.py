@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import rho_column
+from .base import check_estimate, rho_column
 
 
 def kernel_otf(kernel: Tensor, height: int, width: int) -> Tensor:
@@ -46,11 +46,11 @@ def block_mean(a: Tensor, sf: int) -> Tensor:
 
 @dataclass(frozen=True)
 class FFTDataTerm:
-    """Per-measurement Fourier quantities: K, conj(K), |K|^2 and conj(K) * FFT(U(y))."""
+    """Per-measurement Fourier quantities: K, conj(K), block mean of |K|^2 and conj(K) * FFT(U(y))."""
 
     otf: Tensor
     otf_conj: Tensor
-    otf_abs2: Tensor
+    otf_abs2_mean: Tensor
     otf_conj_fy: Tensor
     sf: int
 
@@ -60,21 +60,22 @@ class FFTDataTerm:
         height, width = y.shape[-2] * sf, y.shape[-1] * sf
         otf = kernel_otf(kernel, height, width)
         otf_conj = torch.conj(otf)
-        otf_abs2 = torch.pow(torch.abs(otf), 2)
+        otf_abs2_mean = block_mean(torch.pow(torch.abs(otf), 2), sf)
         otf_conj_fy = otf_conj * torch.fft.fftn(zero_upsample(y, sf), dim=(-2, -1))
-        return cls(otf, otf_conj, otf_abs2, otf_conj_fy, sf)
+        return cls(otf, otf_conj, otf_abs2_mean, otf_conj_fy, sf)
 
     def solve(self, z: Tensor, tau: Tensor) -> Tensor:
         """Image-space x_p for z (B, 3, H, W) and tau (B|1, 1, 1, 1), both real of the term's precision."""
         sf = self.sf
         r = self.otf_conj_fy + torch.fft.fftn(tau * z, dim=(-2, -1))
         q = self.otf.mul(r)
-        v = block_mean(q, sf).div(block_mean(self.otf_abs2, sf) + tau)
+        v = block_mean(q, sf).div(self.otf_abs2_mean + tau)
         correction = self.otf_conj * v.repeat(1, 1, sf, sf)
         return torch.real(torch.fft.ifftn((r - correction) / tau, dim=(-2, -1)))
 
     def prox(self, x0: Tensor, rho: Tensor | float) -> Tensor:
         """Diffusion-space x_p: solve on z = x0/2 + 0.5 in image space and map back with 2u - 1."""
-        z = x0.to(self.otf_abs2.dtype) / 2 + 0.5
+        check_estimate(x0, self.otf_conj_fy.shape)
+        z = x0.to(self.otf_abs2_mean.dtype) / 2 + 0.5
         tau = rho_column(rho, z.shape[0], z)
         return self.solve(z, tau) * 2 - 1

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Operator, check_batch, check_images, rho_column
+from .base import Operator, check_batch, check_estimate, check_images, rho_column
 
 
 def as_mask(mask: Tensor) -> Tensor:
@@ -35,6 +35,7 @@ class InpaintDataTerm:
 
     def prox(self, x0: Tensor, rho: Tensor | float) -> Tensor:
         """x_p = (m ⊙ P(y) + rho x0) / (m + rho), all in diffusion space (spec §2.3.3)."""
+        check_estimate(x0, self.y_pm.shape)
         x0 = x0.to(self.y_pm.dtype)
         tau = rho_column(rho, x0.shape[0], x0)
         return (self.mask * self.y_pm + tau * x0) / (self.mask + tau)

@@ -19,7 +19,7 @@ def _per_image(value: float | Sequence[float], batch: int, name: str) -> list:
 
 
 def add_noise(x: Tensor, sigma: float | Sequence[float], seed: int | Sequence[int]) -> Tensor:
-    """x + N(0, sigma²) per image, sigma on the [0, 1] scale, result not clipped.
+    """x + N(0, sigma²) per image, sigma on the [0, 1] scale; float32 result, not clipped.
 
     As the reference does it: in diffusion space u = 2x − 1 (float32), NumPy's legacy RNG seeded with
     the image's seed adds one float64 N(0, (2σ)²) draw per element in (H, W, 3) C order, then

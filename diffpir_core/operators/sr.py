@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Operator, check_images, rho_column
-from .convolution import CircularConvolution
+from .base import DataTerm, Operator, check_estimate, check_images, rho_column
+from .convolution import CircularConvolution, check_multiple_of_scale
 from .resize import bicubic_upsample, imresize, imresize_adjoint
 from .sr_kernels import bicubic_kernel, check_scale
 
@@ -31,6 +30,7 @@ class BackProjectionDataTerm:
     iterations: int
 
     def prox(self, x0: Tensor, rho: Tensor | float) -> Tensor:
+        check_estimate(x0, (*self.y.shape[:-2], self.y.shape[-2] * self.sf, self.y.shape[-1] * self.sf))
         x0 = x0.to(self.y.dtype)
         tau = rho_column(rho, x0.shape[0], x0)
         for _ in range(self.iterations):
@@ -62,33 +62,35 @@ class SuperResolution(Operator):
         self.mode = mode
         self.gamma = gamma
         self.iterations = iterations
-        self._conv = CircularConvolution(bicubic_kernel(self.sf) if kernel is None else kernel, self.sf)
+        self._conv = None
+        if mode == "blur":
+            self._conv = CircularConvolution(bicubic_kernel(self.sf) if kernel is None else kernel, self.sf)
 
     @property
-    def kernel(self) -> Tensor:
-        """The float64 blur kernel(s) (B|1, kh, kw) of blur mode."""
-        return self._conv.kernel
+    def kernel(self) -> Tensor | None:
+        """The float64 blur kernel(s) (B|1, kh, kw) of blur mode; None in cubic mode."""
+        return None if self._conv is None else self._conv.kernel
 
     @property
     def batch_size(self) -> int | None:
         """Number of per-image kernels (blur mode), or None when shared."""
-        return self._conv.batch_size if self.mode == "blur" else None
+        return None if self._conv is None else self._conv.batch_size
 
     def A(self, x: Tensor) -> Tensor:
-        if self.mode == "blur":
+        if self._conv is not None:
             return self._conv.A(x)
         check_images(x, "x")
-        self._conv._check_image_size(x)
+        check_multiple_of_scale(x, self.sf)
         return imresize(x, 1 / self.sf)
 
     def A_adjoint(self, y: Tensor) -> Tensor:
-        if self.mode == "blur":
+        if self._conv is not None:
             return self._conv.A_adjoint(y)
         check_images(y, "y")
         return imresize_adjoint(y, (y.shape[-2] * self.sf, y.shape[-1] * self.sf), 1 / self.sf)
 
-    def prepare(self, y: Tensor):
-        if self.mode == "blur":
+    def prepare(self, y: Tensor) -> DataTerm:
+        if self._conv is not None:
             return self._conv.prepare(y)
         check_images(y, "y")
         return BackProjectionDataTerm(y, self.sf, self.gamma, self.iterations)

@@ -16,7 +16,7 @@ from diffpir_core.metrics.unavailable import MetricUnavailable
 Row = Mapping[str, Any]
 ROW_KEYS = ("id", "shard", "task")  # identity columns: not metrics
 NON_METRIC_KEYS = (*ROW_KEYS, "seconds", "error")
-METRIC_ORDER = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "consistency")
+METRIC_ORDER = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "measurement_rms")
 
 
 @dataclass

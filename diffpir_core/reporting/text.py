@@ -13,7 +13,7 @@ from diffpir_core.reporting.summary import ROW_KEYS, Row, metric_names
 
 # (metric, column title) of the paper's table: task x PSNR / SSIM / LPIPS, then FID.
 PAPER_COLUMNS = (("psnr", "PSNR ↑ (dB)"), ("ssim", "SSIM ↑"), ("lpips", "LPIPS ↓"))
-DECIMALS = {"psnr": 2, "psnr_y": 2, "ssim": 4, "ssim_y": 4, "lpips": 4, "fid": 2, "consistency": 4}
+DECIMALS = {"psnr": 2, "psnr_y": 2, "ssim": 4, "ssim_y": 4, "lpips": 4, "fid": 2, "measurement_rms": 4}
 
 
 def format_number(value: float | None, decimals: int = 4) -> str:
@@ -41,7 +41,7 @@ def paper_table_rows(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[str],
 
     The measurement-consistency column (restore mode) appears only when some summary has it.
     """
-    with_consistency = any(_mean(summary, "consistency") is not None for summary in summaries)
+    with_consistency = any(_mean(summary, "measurement_rms") is not None for summary in summaries)
     header = ["task", *(title for _, title in PAPER_COLUMNS), "FID ↓"]
     header += ["‖y − A(x̂)‖ RMS"] if with_consistency else []
     header += ["NFEs", "wall time", "images/s", "images"]
@@ -51,7 +51,7 @@ def paper_table_rows(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[str],
         cells += [format_number(_mean(summary, key), DECIMALS[key]) for key, _ in PAPER_COLUMNS]
         cells.append(format_number(summary["fid"], DECIMALS["fid"]))
         if with_consistency:
-            cells.append(format_number(_mean(summary, "consistency"), DECIMALS["consistency"]))
+            cells.append(format_number(_mean(summary, "measurement_rms"), DECIMALS["measurement_rms"]))
         cells += [
             str(summary["nfes"]),
             format_duration(summary["wall_seconds"]),

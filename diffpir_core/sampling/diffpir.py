@@ -56,9 +56,14 @@ def reference_schedule() -> Schedule:
 class _NoiseSource:
     """N(0, I) draws of batch shape: per image from its own generator, from one shared generator, or
     (no generator) from PyTorch's global RNG. Drawn on the generator's device, then moved, so CPU
-    generators give the same noise whatever device the sampler runs on."""
+    generators give the same noise whatever device the sampler runs on.
 
-    def __init__(self, generator: GeneratorArg, batch: int, device: torch.device) -> None:
+    ``reference_order``: fill the tensor in H×W×C memory order, as the reference's channels-last
+    tensors are filled. A non-contiguous tensor makes PyTorch use its scalar normal sampler instead of
+    the vectorised one, so this (not a plain ``randn``) reproduces the reference's noise bit for bit.
+    """
+
+    def __init__(self, generator: GeneratorArg, batch: int, device: torch.device, reference_order: bool) -> None:
         if isinstance(generator, Sequence) and len(generator) != batch:
             raise ValueError(
                 f"got {len(generator)} generators for a batch of {batch} images: pass one per image "
@@ -66,17 +71,29 @@ class _NoiseSource:
             )
         self.generator = generator
         self.device = device
+        self.reference_order = reference_order
 
-    def draw(self, shape: torch.Size) -> torch.Tensor:
+    def draw(self, shape: torch.Size, reference_order: bool | None = None) -> torch.Tensor:
+        """Noise of ``shape`` (B, C, H, W); ``reference_order`` overrides the source's default."""
+        order = self.reference_order if reference_order is None else reference_order
         gen = self.generator
         if isinstance(gen, Sequence):
-            per_image = (1, *shape[1:])
-            noise = torch.cat([torch.randn(per_image, generator=g, device=g.device) for g in gen])
+            noise = torch.cat([_normal((1, *shape[1:]), g, g.device, order) for g in gen])
         elif gen is None:
-            noise = torch.randn(shape, device=self.device)
+            noise = _normal(shape, None, self.device, order)
         else:
-            noise = torch.randn(shape, generator=gen, device=gen.device)
+            noise = _normal(shape, gen, gen.device, order)
         return noise.to(self.device)
+
+
+def _normal(
+    shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device: torch.device, hwc_order: bool
+) -> torch.Tensor:
+    if not hwc_order:
+        return torch.randn(shape, generator=generator, device=device)
+    b, c, h, w = shape
+    noise = torch.empty((b, h, w, c), device=device).permute(0, 3, 1, 2)
+    return noise.normal_(generator=generator).contiguous()
 
 
 def _as_image_batch(y: torch.Tensor) -> torch.Tensor:
@@ -110,7 +127,7 @@ def _initial_state(
     """x_T (spec §2.6): SR a_s·P(x_up) + b_s·n; deblur/inpainting r·P(y) + √(b_s² − r²b_y²)·n with
     t_y the timestep whose σ̄ matches the measurement noise 2σ and r = a_s/a_{t_y}, per image."""
     a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
-    n = noise.draw(init.shape)
+    n = noise.draw(init.shape, reference_order=False)  # the reference vectors' x_T noise is a plain randn
     x_init = 2 * init - 1
     if not operator.init_is_noisy_measurement:
         return (a[t_start] * x_init + b[t_start] * n).contiguous()
@@ -152,7 +169,7 @@ def diffpir_sample(
         raise ValueError("the model is in training mode (dropout active): call model.eval() before sampling")
     batch, device = y.shape[0], y.device
     sigmas = config.noise_sigmas(batch)
-    noise = _NoiseSource(generator, batch, device)
+    noise = _NoiseSource(generator, batch, device, config.reference_noise)
     schedule = (schedule or reference_schedule()).to(device)
     steps = visited_timesteps(config.iter_num, config.skip_type, config.t_start, schedule.num_train_timesteps)
     weight = rho_weight(config.lambda_, sigmas).to(device)
@@ -185,7 +202,8 @@ def _step(
     repeats = 1 if last else config.iter_num_U
     for u in range(repeats):
         x0 = predictor(x.contiguous(), t_vec)  # layout changes the UNet's float32 rounding
-        noise.draw(x.shape)  # the reference's unused ancestral sample: keeps the RNG stream aligned
+        if config.reference_noise:
+            noise.draw(x.shape)  # the reference's unused ancestral sample: keeps the RNG stream aligned
         if last:
             return x, x0, x0
         x0_hat = _data_step(data, x0, schedule.rho(t, weight), config)

@@ -34,6 +34,9 @@ DEMO_MODEL_CONFIG: dict[str, Any] = {
 }
 
 
+_NOT_IN_DIGEST = {"steps", "checkpoint_every", "log_every"}
+
+
 class TrainConfig(BaseModel):
     """Settings of one training run (everything that changes the weights it produces)."""
 
@@ -73,5 +76,7 @@ class TrainConfig(BaseModel):
         return model
 
     def digest(self) -> str:
-        """Short hash of the config, stored in checkpoints to refuse resuming with other settings."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """Short hash of the settings that shape the weights, stored in checkpoints to refuse resuming with
+        other ones. ``steps`` and the logging/checkpoint intervals are left out: a run may be extended."""
+        fields = self.model_dump(mode="json", exclude=_NOT_IN_DIGEST)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from diffpir_core.training.config import TrainConfig
 from diffpir_core.training.data import PatchSampler
-from diffpir_core.training.objective import DiffusionObjective
+from diffpir_core.training.objective import DiffusionObjective, LossTerms
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
@@ -93,6 +93,33 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
         yield event
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, objective: DiffusionObjective,
+                sampler: PatchSampler, generator: torch.Generator, config: TrainConfig, step: int,
+                device: torch.device) -> LossTerms:
+    """One optimizer step on a fresh batch (draw order: patches, timesteps, noise — fixed for resume)."""
+    x0 = sampler.sample(config.batch_size, generator).to(device)
+    t = objective.sample_timesteps(config.batch_size, generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    for group in optimizer.param_groups:
+        group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
+    x_t = objective.q_sample(x0, t, noise)
+    terms = objective.loss(model(x_t, t), x0, x_t, t, noise)
+    optimizer.zero_grad(set_to_none=True)
+    terms.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return terms
+
+
+def _log_entry(step: int, window: list[tuple[float, float, float]], batches_per_s: float, lr: float,
+               elapsed_seconds: float) -> dict[str, float]:
+    """One line of log.jsonl: mean loss terms over the window of steps since the last line."""
+    n = len(window)
+    return {"step": step, "loss": sum(w[0] for w in window) / n, "mse": sum(w[1] for w in window) / n,
+            "vlb": sum(w[2] for w in window) / n, "images_per_s": n * batches_per_s, "lr": lr,
+            "elapsed_seconds": elapsed_seconds}
 
 
 def train(
@@ -169,33 +196,14 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, max_seconds
     bar = tqdm(total=target, initial=step, disable=not progress, desc="train-prior", unit="step", dynamic_ncols=True)
     with _stop_on_sigterm() as sigterm, open(run_dir / LOG_NAME, "a") as log:
         while step < target:
-            x0 = sampler.sample(config.batch_size, generator).to(device)
-            t = objective.sample_timesteps(config.batch_size, generator).to(device)
-            noise = torch.randn(x0.shape, generator=generator).to(device)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
-            x_t = objective.q_sample(x0, t, noise)
-            terms = objective.loss(model(x_t, t), x0, x_t, t, noise)
-            optimizer.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            terms = _train_step(model, optimizer, objective, sampler, generator, config, step, device)
             step += 1
             ema.update(model, step)
             window.append((terms.loss.item(), terms.mse.item(), terms.vlb.item()))
-
             if step % config.log_every == 0 or step == target:
                 now = time.perf_counter()
-                n = len(window)
-                last_log = {
-                    "step": step,
-                    "loss": sum(w[0] for w in window) / n,
-                    "mse": sum(w[1] for w in window) / n,
-                    "vlb": sum(w[2] for w in window) / n,
-                    "images_per_s": n * config.batch_size / max(now - window_start, 1e-9),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "elapsed_seconds": elapsed(),
-                }
+                last_log = _log_entry(step, window, config.batch_size / max(now - window_start, 1e-9),
+                                      optimizer.param_groups[0]["lr"], elapsed())
                 log.write(json.dumps(last_log) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{last_log['loss']:.4f}", img_s=f"{last_log['images_per_s']:.1f}")

@@ -60,6 +60,19 @@ def test_16bit_png_scales_like_tiff(encode_image):
     np.testing.assert_array_equal(decoded.pixels[0, :, 0], [0, 1, 4, 255])
 
 
+def test_16bit_colour_png_is_flagged():
+    rows = b"".join(b"\x00" + np.array([[0, 257, 1000], [65535, 384, 32767]], dtype=">u2").tobytes() for _ in range(2))
+    header = struct.pack(">IIBBBBB", 2, 2, 16, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    decoded = decode_image(png, "rgb16.png")
+    assert decoded.source_mode == "RGB;16"
+    np.testing.assert_array_equal(decoded.pixels[0], [[0, 1, 3], [255, 1, 127]])  # Pillow's v >> 8
+
+
 def test_grayscale_is_replicated(encode_image):
     gray = RGB[:, :, 0]
     decoded = decode_image(encode_image(gray), "g.png")

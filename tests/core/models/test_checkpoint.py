@@ -184,8 +184,10 @@ def test_preset_sha256_is_enforced(
 def test_demo_preset_loads_or_explains_why_not() -> None:
     demo = PRESETS["demo"]
     if demo.shipped.is_file() and demo.card.is_file():
-        prior = load_prior("demo")
-        assert prior.config == json.loads(demo.card.read_text())["config"]
+        prior, card = load_prior("demo"), json.loads(demo.card.read_text())
+        assert prior.config == card["config"]
+        assert prior.sha256 == card.get("sha256", prior.sha256)
+        assert inspect_checkpoint(demo.shipped).matches == "demo"
     else:
         with pytest.raises((CheckpointError, PresetError), match="demo"):
             load_prior("demo")

@@ -57,7 +57,7 @@ def test_tiny_diffpir_prior_loads_and_gives_the_reference_x0(reference_dir: Path
     x0_of = X0Predictor(prior.unet)
     x = case["x_T"]
     with torch.no_grad():
-        for step in case["trace"]:
+        for step in case["trace"][:4]:  # t = 999, 666, 528, 422: the ill-conditioned end of the schedule
             t = torch.tensor([step["t_i"]])
             err = (x0_of(x, t) - step["x0_model"]).abs().max().item() / x0_of.c1[t].item()
             assert err < 5e-5, f"step {step['i']} (t={step['t_i']}): max abs err / c1_t = {err:.2e}"

@@ -62,6 +62,16 @@ def test_rho_count_must_match_batch():
         Blur(gaussian_kernel(5, 1.0)).prepare(IMAGES).prox(IMAGES, torch.ones(3))
 
 
+@pytest.mark.parametrize(
+    "op",
+    [Blur(gaussian_kernel(5, 1.0)), SuperResolution(2, kernel=gaussian_kernel(5, 1.0)), Inpainting(torch.ones(16, 16))],
+)
+def test_prox_estimate_must_match_measurement(op):
+    y = op.A(IMAGES)
+    with pytest.raises(ValueError, match="call prepare"):
+        op.prepare(y).prox(IMAGES[:1], 0.1)
+
+
 def test_mask_shape_size_and_values():
     with pytest.raises(ValueError, match="does not match|but y is"):
         Inpainting(torch.ones(32, 32)).prepare(IMAGES)

@@ -54,7 +54,7 @@ def test_markdown_table_has_the_paper_shape(rows, info) -> None:
 
 
 def test_restore_mode_table_shows_measurement_consistency(info) -> None:
-    rows = [{"id": f"img{i}", "consistency": 0.05 + 0.01 * i, "seconds": 1.0} for i in range(3)]
+    rows = [{"id": f"img{i}", "measurement_rms": 0.05 + 0.01 * i, "seconds": 1.0} for i in range(3)]
     summary = build_summary(rows, RunInfo(**{**info.__dict__, "mode": "restore", "fid": None}))
     header, *_, line = markdown_table([summary]).strip().splitlines()
     assert "‖y − A(x̂)‖ RMS" in header and "| 0.0600 |" in line
