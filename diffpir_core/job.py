@@ -27,7 +27,7 @@ BUILTIN_MASKS = ("box", "random")
 FULL_REFERENCE_METRICS = frozenset({"psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid"})
 _SECRET_KEYS = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 _TAGGED = ("task", "runner")  # pydantic puts the union tag after these in error locations
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 class JobError(ValueError):

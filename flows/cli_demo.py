@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -96,8 +97,10 @@ def demo(
     = Path("runs/demo"),
     iter_num: Annotated[int | None, typer.Option(help="Sampler steps for every task (default: the tuned "
                                                  "values of docs/quality.md: 100 SR/deblur, 20 inpainting).")] = None,
-    images: Annotated[int, typer.Option(min=1, max=len(DEMO_TILES), help="How many held-out tiles to restore.")] = len(DEMO_TILES),
-    tasks: Annotated[list[str] | None, typer.Option("--task", help=f"Task(s) to run: {', '.join(DEMO_TASKS)} (default: all).")] = None,
+    images: Annotated[int, typer.Option(min=1, max=len(DEMO_TILES),
+                                        help="How many held-out tiles to restore.")] = len(DEMO_TILES),
+    tasks: Annotated[list[str] | None, typer.Option(
+        "--task", help=f"Task(s) to run: {', '.join(DEMO_TASKS)} (default: all).")] = None,
     prior: Annotated[str, typer.Option(help="Prior preset or checkpoint path.")] = "demo",
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads. 1 by default: on a shared 2-core "
                                          "machine more threads spin against each other and run ~10x slower.")] = 1,
@@ -112,6 +115,8 @@ def demo(
 
     from flows.restore import restore
 
+    # The demo runs offline: the temporary Prefect server's start-up telemetry would only log an error.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     torch.set_num_threads(threads)
     started = time.perf_counter()
     out = out.resolve()
@@ -136,7 +141,8 @@ def demo(
     index.write_text(_index_html(rows))
     typer.echo(f"\n{'task':<24} {'images':>6} {'NFEs':>5} {'PSNR':>7} {'SSIM':>7} {'seconds':>8}")
     for r in rows:
-        typer.echo(f"{r['task']:<24} {r['images']:>6} {r['nfes']:>5} {r['psnr']:>7.2f} {r['ssim']:>7.4f} {r['seconds']:>8.1f}")
+        typer.echo(f"{r['task']:<24} {r['images']:>6} {r['nfes']:>5} {r['psnr']:>7.2f} {r['ssim']:>7.4f} "
+                   f"{r['seconds']:>8.1f}")
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; report: {index}")
 
 

@@ -28,8 +28,9 @@ def _resolve_device(device: str) -> str:
 def train_prior(
     run_dir: Annotated[Path, typer.Option(help="Folder of the run: checkpoint, log.jsonl, config.json. "
                                          "An existing checkpoint there is resumed.")] = Path("runs/train-prior"),
-    config: Annotated[Path | None, typer.Option(help="YAML file of TrainConfig fields (model, images, crop, "
-                                                "batch_size, lr, steps, seed, ...); options below override it.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="YAML file of TrainConfig fields (model, images, crop, batch_size, lr, steps, seed, ...); "
+        "options below override it.")] = None,
     steps: Annotated[int | None, typer.Option(help="Total optimizer steps of the run.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Patches per step.")] = None,
     crop: Annotated[int | None, typer.Option(help="Training patch size in px.")] = None,
@@ -74,8 +75,8 @@ def train_prior(
         raise _fail(str(exc)) from exc
     loss = f", loss {state.last_log['loss']:.4f}" if state.last_log else ""
     verb = "stopped (run again to resume)" if state.stopped_early else "finished"
-    typer.echo(f"{verb} at step {state.step}/{train_config.steps}{loss}, {state.elapsed_seconds / 60:.1f} min in total; "
-               f"checkpoint in {run_dir}")
+    typer.echo(f"{verb} at step {state.step}/{train_config.steps}{loss}, "
+               f"{state.elapsed_seconds / 60:.1f} min in total; checkpoint in {run_dir}")
     if export is not None:
         card = export_prior(run_dir, export)
         typer.echo(f"exported {export} (sha256 {card['sha256'][:12]}…) and its model card")

@@ -28,9 +28,16 @@ from tasks.plan import RunPlan
 from tasks.restore import restore_shard
 
 
+def _failed_message(failed: dict[str, str], total: int) -> str:
+    listed = "; ".join(f"{key}: {reason}" for key, reason in sorted(failed.items())[:10])
+    more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
+    return f"{len(failed)}/{total} shard(s) failed: {listed}{more}"
+
+
 @flow(name="restore-shards", flow_run_name=shards_run_name)
-def restore_shards(job: Job, plan: RunPlan, shards: list[ShardRef]) -> dict[str, Any]:
-    """Map ``restore-shard`` over ``shards``; returns manifests of finished shards and reasons of failed ones."""
+def restore_shards(job: Job, plan: RunPlan, shards: list[ShardRef]) -> Any:
+    """Map ``restore-shard`` over ``shards``: manifests of finished shards and reasons of failed ones
+    (as the Failed state's data when any shard failed, so the sub-flow run shows it too)."""
     logger = get_run_logger()
     gpus = gpus_per_task(job, plan.device)
     if isinstance(job.runner, DaskRunner):
@@ -53,7 +60,8 @@ def restore_shards(job: Job, plan: RunPlan, shards: list[ShardRef]) -> dict[str,
             failed[ref.key] = describe(outcome) if isinstance(outcome, BaseException) else str(future.state.message)
             logger.error("shard %s failed: %s", ref.key, failed[ref.key])
         progress.advance(outcome)
-    return {"manifests": manifests, "failed": failed}
+    outcome = {"manifests": manifests, "failed": failed}
+    return Failed(message=_failed_message(failed, len(shards)), data=outcome) if failed else outcome
 
 
 def select_shards(store: DatasetStore, keys: list[str] | None) -> list[ShardRef]:
@@ -75,9 +83,22 @@ def restore(job: Job, shards: list[str] | None = None) -> Any:
     source = ingest_input(job)
     plan = plan_run(job, source["store"])
     refs = select_shards(DatasetStore.open(plan.input_store, job.storage_options), shards)
-    outcome = restore_shards.with_options(task_runner=build_task_runner(job))(job=job, plan=plan, shards=refs)
+    prepared = time.perf_counter()
+    shards_state = restore_shards.with_options(task_runner=build_task_runner(job))(
+        job=job, plan=plan, shards=refs, return_state=True
+    )
+    outcome = shards_state.result(raise_on_failure=False)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    restored = time.perf_counter()
     failed: dict[str, str] = outcome["failed"]
     report = score_and_report(job, plan, refs, outcome["manifests"], failed, time.perf_counter() - started)
+    timings = {
+        "prepare": prepared - started,
+        "restore": restored - prepared,
+        "report": time.perf_counter() - restored,
+        "sampling": sum(m.get("sample_seconds", 0.0) for m in outcome["manifests"].values()),
+    }
     summary = {
         "shards": len(refs),
         "done": len(outcome["manifests"]),
@@ -86,9 +107,8 @@ def restore(job: Job, shards: list[str] | None = None) -> Any:
         "failed": failed,
         "report": report["uris"].get("report.html"),
         "output": job.output,
+        "seconds": {key: round(value, 3) for key, value in timings.items()},
     }
     if failed:
-        listed = "; ".join(f"{key}: {reason}" for key, reason in sorted(failed.items())[:10])
-        more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
-        return Failed(message=f"{len(failed)}/{len(refs)} shard(s) failed: {listed}{more}", data=summary)
+        return Failed(message=_failed_message(failed, len(refs)), data=summary)
     return summary

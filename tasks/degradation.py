@@ -41,6 +41,11 @@ def measurement_arrays(job: Job, height: int, width: int) -> dict[str, tuple[tup
     return {"y": ((height, width, 3), "float32"), "mask": ((height, width), "uint8")}
 
 
+def measurement_paths(job: Job, prefix: str, height: int, width: int) -> dict[str, str]:
+    """``{"y": "<prefix>/y", "kernel" | "mask": ...}``: the stored measurement arrays of a size group."""
+    return {name: f"{prefix}/{name}" for name in measurement_arrays(job, height, width)}
+
+
 def synthesise(job: Job, ids: list[str], truth_u8: np.ndarray) -> dict[str, np.ndarray]:
     """Degrade ground truth (n, H, W, 3) uint8: ``y`` (n, h, w, 3) float32 plus ``kernel`` or ``mask``."""
     task = job.task

@@ -15,9 +15,9 @@ from prefect.context import TaskRunContext
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job, SRTask
 from diffpir_core.metrics import measurement_rms, score_batch, uint8_to_float
-from tasks.degradation import inputs_as_given, inputs_from_arrays, measurement_arrays
+from tasks.degradation import inputs_as_given, inputs_from_arrays, measurement_paths
 from tasks.errors import retry_transient
-from tasks.plan import RunPlan
+from tasks.plan import RunPlan, group_of
 from tasks.restoration import ShardInputs, make_operator
 
 
@@ -36,10 +36,9 @@ def measurement_inputs(job: Job, plan: RunPlan, source: DatasetStore, out: Datas
     """The shard's measurements and operator parameters as the sampler saw them."""
     if plan.measurement_prefix is None:
         return inputs_as_given(job, list(ref.ids), source.read_images(ref))
-    group = next(g for g in source.groups() if g.name == ref.group)
-    names = measurement_arrays(job, group.height, group.width)
-    arrays = {name: out.read_array(ref, f"{plan.measurement_prefix}/{name}") for name in names}
-    return inputs_from_arrays(list(ref.ids), arrays)
+    group = group_of(source, ref)
+    paths = measurement_paths(job, plan.measurement_prefix, group.height, group.width)
+    return inputs_from_arrays(list(ref.ids), {name: out.read_array(ref, path) for name, path in paths.items()})
 
 
 def score_shard(job: Job, plan: RunPlan, shard: ShardRef) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict
 
 from diffpir_core import __version__
-from diffpir_core.io import DatasetStore, ShardRef, shard_checksum
+from diffpir_core.io import DatasetStore, ShardRef, SizeGroup, shard_checksum
 from diffpir_core.io.uris import filesystem, join, put_atomic
 
 # Bump when the restoration of a shard changes its pixels for the same job (seeding, batching, quantisation).
@@ -56,6 +56,11 @@ class RunPlan(BaseModel):
     def status_path(self, ref: ShardRef) -> str:
         """Where the shard's attempt status lives (relative to ``output``)."""
         return f"status/{self.job_hash[:16]}/{ref.group}/{ref.index:06d}.json"
+
+
+def group_of(store: DatasetStore, ref: ShardRef) -> SizeGroup:
+    """The size group a shard belongs to (its image height and width)."""
+    return next(group for group in store.groups() if group.name == ref.group)
 
 
 def input_checksum(source: DatasetStore, ref: ShardRef) -> str:

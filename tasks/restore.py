@@ -19,20 +19,18 @@ from prefect.runtime import task_run
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job, SRTask
-from tasks.degradation import inputs_as_given, inputs_from_arrays, measurement_arrays, synthesise
+from tasks.degradation import inputs_as_given, inputs_from_arrays, measurement_paths, synthesise
 from tasks.errors import describe, retry_transient
-from tasks.plan import RunPlan, input_checksum, write_status
+from tasks.plan import RunPlan, group_of, input_checksum, write_status
 from tasks.priors import get_prior
 from tasks.restoration import ShardInputs, restore_batchwise
 
 
 def _measurements(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef, checksum: str) -> ShardInputs:
     """Evaluate mode: the shard's stored measurements, synthesised and recorded first if missing."""
-    assert plan.measurement_prefix is not None
-    group = next(g for g in source.groups() if g.name == ref.group)
-    names = list(measurement_arrays(job, group.height, group.width))
-    identity = {"measurement": plan.measurement_prefix, "input": checksum, "code_version": plan.code_version}
-    arrays = {name: f"{plan.measurement_prefix}/{name}" for name in names}
+    group = group_of(source, ref)
+    arrays = measurement_paths(job, str(plan.measurement_prefix), group.height, group.width)
+    identity = {"measurement": str(plan.measurement_prefix), "input": checksum, "code_version": plan.code_version}
     if all(out.record_matches(ref, path, identity) for path in arrays.values()):
         data = {name: out.read_array(ref, path) for name, path in arrays.items()}
     else:

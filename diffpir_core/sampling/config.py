@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -55,7 +56,10 @@ class DiffPIRConfig(BaseModel):
         if isinstance(value, torch.Tensor):
             if value.ndim > 1:
                 raise ValueError(f"noise_sigma must be a scalar or 1-D (one per image), got shape {tuple(value.shape)}")
-            return value.double().tolist()
+            if value.dtype == torch.float64:
+                return value.tolist()
+            # float32 0.05 is 0.0500000007: take the shortest decimal that rounds to it (what was meant)
+            return [float(np.format_float_positional(v, unique=True)) for v in value.float().numpy().reshape(-1)]
         return value
 
     @field_validator("noise_sigma")

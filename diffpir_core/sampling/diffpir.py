@@ -3,9 +3,13 @@ NTIRE 2023, Algorithm 1) as the reference implementation computes it (spec §2).
 
 Each visited step t → t': the network gives a clean estimate x̃0 (``X0Predictor``); the operator's
 closed-form data step x_p = argmin ‖y − A(x)‖² + ρ_t‖x − x̃0‖² pulls it towards the measurement,
-x̂0 = x̃0 + g·(x_p − x̃0); then x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂ with
-ε̂' = (x_t − a_t·x̂0)/b_t. The float32 operation order follows the reference so that its test vectors
-are reproduced bit for bit on PyTorch CPU; the sampler never looks at which task it is solving.
+x̂0 = x̃0 + g·(x_p − x̃0); then, with ε̂' = (x_t − a_t·x̂0)/b_t,
+x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂. The float32 operation order
+follows the reference so that its test vectors are reproduced bit for bit on PyTorch CPU; the sampler
+never looks at which task it is solving.
+
+The UNet always receives a contiguous x: float32 convolutions round differently by memory layout (and
+thread count), and a fixed layout keeps results independent of how the caller's tensors are laid out.
 
 Randomness comes only from the generators passed in. With one generator per image, every draw of an
 image (x_T, one discarded draw per network call as the reference's unused ancestral sample, n₁ then n₂
@@ -16,12 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Protocol
-
 import torch
 from torch import nn
 
 from diffpir_core.models import X0Predictor
+from diffpir_core.operators import DataTerm, Operator
 from diffpir_core.sampling.config import DiffPIRConfig
 from diffpir_core.sampling.schedule import Schedule, rho_weight, visited_timesteps
 
@@ -29,22 +32,6 @@ StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], No
 """``callback(i, t, x, x0, x0_hat)``: step index, timestep, state after the step, x̃0, x̂0 (diffusion space)."""
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
-
-
-class DataTerm(Protocol):
-    """What ``operator.prepare(y)`` returns: the data step on diffusion-space tensors (spec §2.3)."""
-
-    def prox(self, x0: torch.Tensor, rho: torch.Tensor) -> torch.Tensor: ...
-
-
-class Operator(Protocol):
-    """The part of the operator interface (``diffpir_core.operators``) that the sampler uses."""
-
-    init_is_noisy_measurement: bool
-
-    def init_image(self, y: torch.Tensor) -> torch.Tensor: ...
-
-    def prepare(self, y: torch.Tensor) -> DataTerm: ...
 
 
 @lru_cache(maxsize=1)
@@ -165,7 +152,7 @@ def diffpir_sample(
     """
     y = _as_image_batch(y)
     predictor = model if isinstance(model, X0Predictor) else X0Predictor(model)
-    if predictor.unet.training:
+    if any(isinstance(m, nn.Dropout) and m.training for m in predictor.unet.modules()):
         raise ValueError("the model is in training mode (dropout active): call model.eval() before sampling")
     batch, device = y.shape[0], y.device
     sigmas = config.noise_sigmas(batch)
@@ -180,7 +167,7 @@ def diffpir_sample(
         if x_T is None:
             x = _initial_state(operator, init, sigmas, schedule, config.t_start, noise)
         else:
-            x = _checked_x_T(x_T.to(device), init.shape)
+            x = _checked_x_T(x_T, init.shape).to(device)
         data_dtype = torch.float64 if config.data_step_dtype == "float64" else torch.float32
         data = operator.prepare(y.to(data_dtype))
         for i, t in enumerate(steps):
@@ -201,7 +188,7 @@ def _step(
     last = i == len(steps) - 1
     repeats = 1 if last else config.iter_num_U
     for u in range(repeats):
-        x0 = predictor(x.contiguous(), t_vec)  # layout changes the UNet's float32 rounding
+        x0 = predictor(x.contiguous(), t_vec)  # convolutions round by layout: keep one, whatever y's is
         if config.reference_noise:
             noise.draw(x.shape)  # the reference's unused ancestral sample: keeps the RNG stream aligned
         if last:
@@ -226,7 +213,10 @@ def _update(
     x: torch.Tensor, x0_hat: torch.Tensor, t: int, t_next: int, schedule: Schedule, config: DiffPIRConfig,
     noise: _NoiseSource,
 ) -> torch.Tensor:
-    """x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂ (spec §2.4); n₁, n₂ always drawn."""
+    """x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂ (spec §2.4).
+
+    n₁ then n₂ are always drawn (even when ζ or η makes them irrelevant) to keep the RNG stream aligned.
+    """
     a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
     eps = (x - a[t] * x0_hat) / b[t]
     sigma_eta = config.eta * b[t_next] / b[t] * torch.sqrt(schedule.betas[t])
@@ -241,7 +231,7 @@ def _update(
 
 
 def _renoise(x: torch.Tensor, t: int, t_next: int, schedule: Schedule, noise: _NoiseSource) -> torch.Tensor:
-    """RePaint-style return from t' to t for ``iter_num_U`` > 1: x ← r·x + √(b_t² − r²b_t'²)·n, r = a_t/a_t'."""
+    """RePaint-style return from t' to t (``iter_num_U`` > 1): x ← r·x + √(b_t² − r²b_t'²)·n, r = a_t/a_t'."""
     a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
     r = a[t] / a[t_next]
     return r * x + torch.sqrt(b[t] ** 2 - r**2 * b[t_next] ** 2) * noise.draw(x.shape)

@@ -7,8 +7,9 @@ values it actually runs (noise σ on the [0, 1] scale).
 SR: the reference sweeps λ = 2, 3, …, 12 at ζ = 0.25 and keeps every result, so it has no single λ. We
 take **λ = 7**: the middle of the sweep; the value the reference runs for deblurring at the same
 σ = 0.05, whose data step is the same FFT closed form on the same ρ_t scale (SR only adds decimation);
-and close to the only value the author endorses for SR (λ = 9 at ζ = 0.5, ImageNet, issue #43 of the
-reference). Small λ (2–3) trusts the measurement more, large λ (10–12) the prior; override per dataset.
+and near the λ = 9 (at ζ = 0.5) that the author calls his best ImageNet SR result (reference issue #43,
+unverified). Small λ (2–3) trusts the measurement more, large λ (10–12) the prior: tune it per prior
+and dataset (the sweep was never resolved in the reference, and no FFHQ run was possible here).
 """
 
 from __future__ import annotations

@@ -73,7 +73,8 @@ def export_prior(
         "held_out": list(HELD_OUT_IMAGES),
         "augmentation": "random downscale (short side {}-{} px), random crop, flips, 90-degree rotations".format(
             *config["short_sides"]),
-        "objective": "DDPM epsilon MSE + learned-variance VLB with stop-grad on the mean (improved-DDPM hybrid, lambda=0.001)",
+        "objective": "DDPM epsilon MSE + learned-variance VLB with stop-grad on the mean "
+                     "(improved-DDPM hybrid, lambda=0.001)",
         "schedule": {"kind": "linear", "num_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02},
         "optimizer": {"kind": "Adam", "lr": config["lr"], "warmup_steps": config["warmup_steps"],
                       "grad_clip": config["grad_clip"], "batch_size": config["batch_size"]},

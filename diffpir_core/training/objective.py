@@ -77,7 +77,8 @@ class DiffusionObjective:
                    t: torch.Tensor) -> torch.Tensor:
         """L_t in bits/dim: KL(q(x_{t−1}|x_t, x0) ‖ p(x_{t−1}|x_t)) for t > 0, the discretised
         decoder NLL of x0 for t = 0. ``eps`` is detached, so only the variance receives gradient."""
-        x0_pred = self._at(self.sqrt_recip_alphas_cumprod, t) * x_t - self._at(self.sqrt_recipm1_alphas_cumprod, t) * eps
+        x0_pred = (self._at(self.sqrt_recip_alphas_cumprod, t) * x_t
+                   - self._at(self.sqrt_recipm1_alphas_cumprod, t) * eps)
         mean_p = self._at(self.posterior_mean_coef_x0, t) * x0_pred + self._at(self.posterior_mean_coef_xt, t) * x_t
         mean_q = self._at(self.posterior_mean_coef_x0, t) * x0 + self._at(self.posterior_mean_coef_xt, t) * x_t
         frac = (var_out + 1.0) / 2.0

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from diffpir_core.models import build_unet
 from diffpir_core.training.config import TrainConfig
 from diffpir_core.training.data import PatchSampler
 from diffpir_core.training.objective import DiffusionObjective, LossTerms
@@ -45,8 +46,6 @@ class ConfigMismatchError(RuntimeError):
 
 def build_model(config: TrainConfig) -> torch.nn.Module:
     """The guided-diffusion UNet of ``config.model`` (learned variance: 6 output channels)."""
-    from diffpir_core.models import build_unet
-
     return build_unet(**config.model)
 
 

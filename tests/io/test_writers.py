@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from distributed import Client, LocalCluster
 from diffpir_core.io import DatasetStore, ShardRef, ingest
 
 IDENTITY = {"job": "writers", "code": "test"}
+REPO_ROOT = Path(__file__).resolve().parents[2]  # writer processes import this checkout's diffpir_core
 
 
 def _expected_output(ref: ShardRef, shape: tuple[int, ...]) -> np.ndarray:
@@ -29,6 +31,9 @@ def many_shards(tmp_path, encode_image) -> str:
     return str(root)
 
 
+# Without a dashboard the scheduler still serves its health routes on 127.0.0.1:8787, or on a free port (with this
+# warning) when another local cluster holds 8787.
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")
 def test_shards_written_concurrently_by_dask_worker_processes(many_shards, s3_bucket, s3_options):
     uri = f"{s3_bucket}/s.zarr"
     ingest(many_shards, uri, shard_size=4, store_storage_options=s3_options)
@@ -82,7 +87,7 @@ WRITER = textwrap.dedent(
 
 def _run_writer_until(uri: str, line: str, pause_after: int = -1) -> None:
     """Start a writer process and SIGKILL it as soon as it prints ``line``."""
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, uri, str(pause_after)], stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, uri, str(pause_after)], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:
         for output in writer.stdout:
             if output.strip() == line:
@@ -116,7 +121,7 @@ def test_killed_writer_leaves_no_record_for_unfinished_shards(tmp_path, encode_i
     assert store.read_record(refs[1], "restored") is None  # the rewrite removed the old record first
     assert store.record_matches(refs[0], "restored")
 
-    subprocess.run([sys.executable, "-c", WRITER, uri, "-1"], check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, "-c", WRITER, uri, "-1"], check=True, capture_output=True, timeout=120, cwd=REPO_ROOT)
     for ref in refs:  # rewriting every shard again is harmless
         assert store.record_matches(ref, "restored", {"job": "kill"})
         expected = np.random.default_rng(ref.index).integers(0, 256, (ref.size, 256, 256, 3), dtype=np.uint8)

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from distributed import LocalCluster
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
 
 from diffpir_core.io import DatasetStore
 from flows.restore import restore
@@ -36,6 +38,14 @@ def test_dask_runner_restores_on_workers_like_the_local_runner(
     state = restore(job=dask_job, return_state=True)
     assert state.is_completed(), state.message
     assert state.result()["restored"] == 2
+    with get_client(sync_client=True) as client:  # the workers reported to this server, not to one of their own
+        (shards_run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [state.state_details.flow_run_id]})
+        )
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [shards_run.id]}))
+    assert sorted((t.name, t.state.type.value) for t in task_runs) == [
+        ("restore-32x32/000000", "COMPLETED"), ("restore-32x32/000001", "COMPLETED")
+    ]
 
     local_job = make_job(images_8, tmp_path / "local")
     assert restore(job=local_job, return_state=True).is_completed()

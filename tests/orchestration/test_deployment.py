@@ -1,9 +1,11 @@
 """The deployments/README.md walkthrough, for real on 127.0.0.1: `prefect server start`, a process work
-pool, `prefect deploy` from prefect.yaml, a worker, and one small run to completion."""
+pool, `prefect deploy` from prefect.yaml, a worker, a run that fails (its prior is missing) and the UI's
+Retry (`prefect flow-run retry`) that completes it once the prior is there."""
 
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -61,7 +64,7 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout: float 
 
 
 @pytest.mark.slow
-def test_deployment_walkthrough(make_job, images_8: Path, tmp_path: Path) -> None:
+def test_deployment_walkthrough(make_job, images_8: Path, tiny_prior: Path, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{_free_port()}/api"
     env = {
         **os.environ,
@@ -86,12 +89,23 @@ def test_deployment_walkthrough(make_job, images_8: Path, tmp_path: Path) -> Non
         assert "restore/local" in done.stdout
 
         worker_cmd = [PREFECT, "worker", "start", "--pool", "diffpir-process", "--limit", "1"]
-        with _background(worker_cmd, env, tmp_path / "worker.log"):
-            job = make_job(images_8, tmp_path / "deployed", name="deployed")
-            with temporary_settings({PREFECT_API_URL: url}):
-                run = run_deployment("restore/local", parameters={"job": job.public_dict()}, timeout=240, poll_interval=1)
-        assert run.state.is_completed(), f"{run.state}: {(tmp_path / 'worker.log').read_text()[-3000:]}"
-        assert run.name == "sr2-deployed-evaluate"
+        with _background(worker_cmd, env, tmp_path / "worker.log"), temporary_settings({PREFECT_API_URL: url}):
+            # First run: the prior file is not there yet, so the run fails; then the UI's Retry completes it.
+            prior = tmp_path / "later" / tiny_prior.name
+            job = make_job(images_8, tmp_path / "deployed", name="deployed", prior=str(prior))
+            run = run_deployment("restore/local", parameters={"job": job.public_dict()}, timeout=240, poll_interval=1)
+            assert run.state.is_failed() and "does not exist" in run.state.message, run.state
+            assert run.name == "sr2-deployed-evaluate"
+            prior.parent.mkdir()
+            shutil.copy(tiny_prior, prior)
+            retry = subprocess.run([PREFECT, "flow-run", "retry", str(run.id)], env=env, capture_output=True, text=True)
+            assert retry.returncode == 0, retry.stdout + retry.stderr
+            with get_client(sync_client=True) as client:
+                deadline = time.monotonic() + 240
+                while not (state := client.read_flow_run(run.id).state).is_final():
+                    assert time.monotonic() < deadline, state
+                    time.sleep(1)
+        assert state.is_completed(), f"{state}: {(tmp_path / 'worker.log').read_text()[-3000:]}"
     summary = json.loads((tmp_path / "deployed" / "summary.json").read_text())
     assert summary["images"] == 8 and summary["metrics"]["psnr"]["count"] == 8
 

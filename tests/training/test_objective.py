@@ -10,7 +10,8 @@ from diffpir_core.training.objective import DiffusionObjective, discretized_gaus
 def test_discretised_likelihood_sums_to_one_over_the_256_levels() -> None:
     levels = torch.arange(256, dtype=torch.float64) / 127.5 - 1.0
     for mean, log_scale in [(0.1, -3.0), (-0.95, -2.0), (0.99, -1.0)]:
-        logp = discretized_gaussian_log_likelihood(levels, torch.full_like(levels, mean), torch.full_like(levels, log_scale))
+        means, log_scales = torch.full_like(levels, mean), torch.full_like(levels, log_scale)
+        logp = discretized_gaussian_log_likelihood(levels, means, log_scales)
         assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
 
 

@@ -187,5 +187,11 @@ def oracle_for(ref_cases: ReferenceCases):
 
 
 @pytest.fixture(scope="session")
+def oracle_of():
+    """``oracle_of(clean)`` -> the oracle network of clean images (B, 3, H, W) in [0, 1]."""
+    return lambda clean: OracleUNet(clean * 2 - 1)
+
+
+@pytest.fixture(scope="session")
 def reference_layout_unet(tiny_unet: nn.Module) -> ReferenceLayoutUNet:
     return ReferenceLayoutUNet(tiny_unet)

@@ -46,26 +46,53 @@ def test_oracle_network_matches_reference_and_its_psnr(name, ref_cases, oracle_f
         model, ref_cases.operator(case), ref_cases.measurement(case), ref_cases.config(case),
         generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
     )
-    assert _max_abs(out, case["out_x0_oracle_zeta0"]) <= 1e-4
+    # measured: bitwise except SR (3.6e-7, from the bicubic x_T); the issue's bar is 1e-4
+    assert _max_abs(out, case["out_x0_oracle_zeta0"]) <= 1e-5
     border = ref_cases.psnr_border(case)
     value = psnr(float_to_uint8(out)[0], case["gt_uint8"].numpy(), border=border)
     assert value == pytest.approx(ORACLE_PSNR[name], abs=0.1)
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
-def test_tiny_unet_bitwise_in_reference_layout(name, ref_cases, reference_layout_unet, stored_schedule, reference_threads):
-    """With the network evaluated as the reference did (2 threads, its memory layouts) the whole
-    trajectory from the reference x_T — ζ = 0, and the stochastic run from seed 0 — is reproduced."""
+def test_tiny_unet_bitwise_in_reference_layout(
+    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads
+):
+    """With the network evaluated as the reference did (2 threads, its memory layouts), ζ = 0 from the
+    reference x_T reproduces the whole trajectory (measured: bitwise, also from our own x_T except SR)."""
     case = ref_cases.case(name)
-    model = reference_layout_unet
-    op, y = ref_cases.operator(case), ref_cases.measurement(case)
-    out = diffpir_sample(model, op, y, ref_cases.config(case), x_T=case["x_T"], schedule=stored_schedule)
-    assert _max_abs(out, case["out_x0"]) <= 1e-5
     out = diffpir_sample(
-        model, op, y, ref_cases.config(case, stochastic=True), x_T=case["x_T"],
-        generator=[torch.Generator().manual_seed(0)], schedule=stored_schedule,
+        reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case), ref_cases.config(case),
+        x_T=case["x_T"], schedule=stored_schedule,
+    )
+    assert _max_abs(out, case["out_x0"]) <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["deblur_gaussian", "inpaint_box"])
+def test_tiny_unet_stochastic_run_bitwise(name, ref_cases, reference_layout_unet, stored_schedule, reference_threads):
+    """ζ > 0 with a CPU generator seeded 0 (ζ = 0.3 uses both noise terms, ζ = 1 only n₂): the sampler's
+    draw order and noise reproduce the reference's stochastic run (measured: bitwise in all five cases)."""
+    case = ref_cases.case(name)
+    out = diffpir_sample(
+        reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case),
+        ref_cases.config(case, stochastic=True), x_T=case["x_T"], generator=[torch.Generator().manual_seed(0)],
+        schedule=stored_schedule,
     )
     assert _max_abs(out, case["out_x0_stochastic_seed0"]) <= 1e-5
+
+
+@pytest.mark.parametrize("name", list(ORACLE_PSNR))
+def test_stochastic_updates_replay_reference_trace(name, ref_cases, stored_schedule):
+    """Every stochastic update from the reference's own x̂0, with the noise of a generator seeded 0 drawn
+    in the reference's order (one draw per network call, then n₁, n₂): bit for bit, no network needed."""
+    case = ref_cases.case(name)
+    config = ref_cases.config(case, stochastic=True)
+    noise = _NoiseSource([torch.Generator().manual_seed(0)], 1, torch.device("cpu"), reference_order=True)
+    x = case["x_T"]
+    for step in case["trace_stochastic_seed0"][:-1]:
+        noise.draw(x.shape)  # the network call's discarded draw
+        x_next = _update(x, step["x0_hat"], step["t_i"], step["t_im1"], stored_schedule, config, noise)
+        assert torch.equal(x_next, step["x_next"])
+        x = step["x_next"]
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
@@ -97,15 +124,16 @@ def test_tiny_unet_teacher_forced_steps(name, ref_cases, tiny_unet, stored_sched
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
 def test_tiny_unet_end_to_end_stays_near_reference(name, ref_cases, tiny_unet, stored_schedule):
-    """With the sampler's own (contiguous) network input the chaotic SR/deblur trajectories drift by up
-    to ~0.09 (spec §8.4); the output must still be close and keep the reference's uint8 PSNR to 0.1 dB."""
+    """With the sampler's own contiguous network input (1 thread) the UNet rounds differently by ~1e-6
+    per call; the early data steps amplify that to 0.5–1.4e-4 on the outputs (measured; spec §8.4
+    expects 0.6–1.3e-4 for 1e-6 network noise), and the uint8 PSNR is the reference's to 0.01 dB."""
     case = ref_cases.case(name)
     out = diffpir_sample(
         tiny_unet, ref_cases.operator(case), ref_cases.measurement(case), ref_cases.config(case),
         generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
     )
-    assert _max_abs(out, case["out_x0"]) <= 0.1
+    assert _max_abs(out, case["out_x0"]) <= 1e-3
     border = ref_cases.psnr_border(case)
     ours = psnr(float_to_uint8(out)[0], case["gt_uint8"].numpy(), border=border)
     theirs = psnr(case["out_uint8"].numpy(), case["gt_uint8"].numpy(), border=border)
-    assert ours == pytest.approx(theirs, abs=0.1)
+    assert ours == pytest.approx(theirs, abs=0.01)
