@@ -40,7 +40,8 @@ def run(
     bar = tqdm(total=0, unit="shard", desc=f"{job.task_label()} {job.dataset_name()}", dynamic_ncols=True)
 
     def on_shard(done: int, total: int, item: object) -> None:
-        bar.total = total
+        if done == 0:
+            bar.reset(total=total)  # the clock starts with the shards, not with ingest and server start-up
         bar.n = done
         bar.refresh()
 

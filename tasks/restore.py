@@ -90,7 +90,13 @@ def _shard_run_name() -> str:
     return f"restore-{task_run.parameters['shard'].key}"
 
 
-@task(name="restore-shard", task_run_name=_shard_run_name, cache_policy=NO_CACHE, retry_condition_fn=retry_transient)
+@task(
+    name="restore-shard",
+    task_run_name=_shard_run_name,
+    tags=["diffpir-restore"],  # `prefect concurrency-limit create diffpir-restore N` caps shards in flight
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_transient,
+)
 def restore_shard(job: Job, plan: RunPlan, shard: ShardRef) -> dict[str, Any]:
     """Prefect task: :func:`restore_shard_fn` with attempt bookkeeping for ``diffpir status``."""
     attempt = task_run.run_count or 1

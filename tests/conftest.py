@@ -1,10 +1,13 @@
-"""Fixtures shared by the whole suite: where the reference test vectors live, GPU skipping."""
+"""Fixtures shared by the whole suite: reference test vectors, a real S3 API (moto), GPU skipping."""
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from moto.server import ThreadedMotoServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +36,34 @@ def reference_dir(testvectors: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent: the DiffPIR reference vectors are needed for this test")
     return path
+
+
+# Distinctive, so that tests can prove credentials never land in a store or a report.
+S3_KEY = "diffpir-test-key"
+S3_SECRET = "diffpir-test-secret-9f3c"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """URL of a moto S3 server on 127.0.0.1 (random port), started once for the session."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_options(s3_endpoint: str) -> dict:
+    """s3fs storage options for the moto server (credentials are passed, never stored)."""
+    return {
+        "endpoint_url": s3_endpoint,
+        "key": S3_KEY,
+        "secret": S3_SECRET,
+        "client_kwargs": {"region_name": "eu-west-1"},
+        "use_listings_cache": False,
+    }
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -24,7 +24,7 @@ class DiffPIRConfig(BaseModel):
     :mod:`diffpir_core.sampling.presets`.
 
     ``noise_sigma`` is the measurement's AWGN std on the [0, 1] scale, one float for the batch or one per
-    image (a list, or a 1-D tensor converted to a list); it sets ρ_t and the deblur/inpainting x_T.
+    image (a list, or a 1-D tensor/array converted to a list); it sets ρ_t and the deblur/inpainting x_T.
     ``return_mode``: ``x_t0`` returns x/2+0.5 after the last update, as the reference (spec §2.5, a t = 0
     sample carrying ≈ 0.01 residual noise); ``x0_hat`` returns the network's clean estimate at the last
     step instead. ``data_step_dtype="float64"`` solves the data step in double precision (more accurate
@@ -45,22 +45,29 @@ class DiffPIRConfig(BaseModel):
     t_start: int = Field(999, ge=0, le=999, description="x_T is built at t_start; later steps only")
     noise_sigma: float | list[float] = Field(0.0, description="AWGN std on [0,1], scalar or per image")
     guidance_scale: float = Field(1.0, description="g: x̂0 = x̃0 + g·(x_p − x̃0)")
-    iter_num_U: int = Field(1, ge=1, description="inner repeats per step with re-noising (RePaint-style)")
+    iter_num_U: int = Field(1, ge=1, description="repeats per step with re-noising (RePaint-style; not the last step)")
     return_mode: ReturnMode = Field("x_t0", description="x_t0 (reference) or x0_hat (clean estimate)")
     data_step_dtype: DataStepDtype = Field("float32", description="float32 (reference) or float64")
     reference_noise: bool = Field(True, description="draw per-step noise exactly as the reference")
 
     @field_validator("noise_sigma", mode="before")
     @classmethod
-    def _tensor_to_list(cls, value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            if value.ndim > 1:
-                raise ValueError(f"noise_sigma must be a scalar or 1-D (one per image), got shape {tuple(value.shape)}")
-            if value.dtype == torch.float64:
-                return value.tolist()
-            # float32 0.05 is 0.0500000007: take the shortest decimal that rounds to it (what was meant)
-            return [float(np.format_float_positional(v, unique=True)) for v in value.float().numpy().reshape(-1)]
-        return value
+    def _array_to_floats(cls, value: Any) -> Any:
+        """Tensors/arrays become Python floats; float32 ones via the shortest decimal that rounds to them
+        (float32 0.05 is 0.0500000007, which would move ρ by an ulp: 0.05 is what was meant)."""
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        if not isinstance(value, torch.Tensor):
+            return value
+        if value.ndim > 1:
+            raise ValueError(f"noise_sigma must be a scalar or 1-D (one per image), got shape {tuple(value.shape)}")
+        array = value.detach().cpu().numpy()
+        if value.dtype != torch.float64:
+            array = array.astype(np.float32)
+            floats = [float(np.format_float_positional(v, unique=True)) for v in array.reshape(-1)]
+        else:
+            floats = array.reshape(-1).tolist()
+        return floats[0] if value.ndim == 0 else floats
 
     @field_validator("noise_sigma")
     @classmethod

@@ -146,7 +146,7 @@ def diffpir_sample(
 
     ``model`` is the bare ε-predicting UNet (or an ``X0Predictor``), in eval mode, on y's device.
     ``operator`` gives the initial estimate and the data step; ``x_T`` (diffusion space) replaces the
-    reference initialisation; ``generator`` is one ``torch.Generator`` per image (batch-invariant
+    reference initialisation and its noise draw; ``generator`` is one ``torch.Generator`` per image (batch-invariant
     results), a single one, or None for PyTorch's global RNG. ``schedule`` defaults to the reference
     linear schedule (pass ``Schedule.from_tensors`` for bit-level checks on another platform).
     """

@@ -7,6 +7,7 @@ weights, checkpoint and exact resume. ``export_prior`` writes the safetensors fi
 
 from diffpir_core.training.config import DEMO_MODEL_CONFIG, TrainConfig
 from diffpir_core.training.data import HELD_OUT_IMAGES, TRAIN_IMAGES, PatchSampler, held_out_tiles, load_rgb_u8
+from diffpir_core.training.export import export_prior
 from diffpir_core.training.objective import DiffusionObjective
 from diffpir_core.training.trainer import TrainState, load_checkpoint, train
 
@@ -18,6 +19,7 @@ __all__ = [
     "PatchSampler",
     "TrainConfig",
     "TrainState",
+    "export_prior",
     "held_out_tiles",
     "load_checkpoint",
     "load_rgb_u8",

@@ -93,9 +93,9 @@ class TaskResult:
     def summary(self) -> dict[str, Any]:
         keys = ("diffpir_psnr", "baseline_psnr", "diffpir_ssim", "baseline_ssim")
         means = {k: self.mean(k) for k in keys}
+        gain = means["diffpir_psnr"] - means["baseline_psnr"]
         return {"task": self.task, "baseline": self.baseline, "sampler": self.sampler,
-                "seconds": round(self.seconds, 1), "mean": means, "psnr_gain_db": means["diffpir_psnr"] - means["baseline_psnr"],
-                "per_image": self.per_image}
+                "seconds": round(self.seconds, 1), "mean": means, "psnr_gain_db": gain, "per_image": self.per_image}
 
 
 def _scores(out: Tensor, truth_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,43 +1,13 @@
-"""Fixtures for the data-layer tests: a real S3 API (moto server on 127.0.0.1) and small image folders."""
+"""Fixtures for the data-layer tests: fresh S3 buckets (on the root conftest's moto server) and small image folders."""
 
 import io
-import logging
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import s3fs
-from moto.server import ThreadedMotoServer
 from PIL import Image
-
-# Distinctive so tests can prove it never lands in a store.
-S3_KEY = "diffpir-test-key"
-S3_SECRET = "diffpir-test-secret-9f3c"
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """URL of a moto S3 server on 127.0.0.1 (random port), for the whole session."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def s3_options(s3_endpoint: str) -> dict:
-    """s3fs storage options for the moto server (the credentials are passed, never stored)."""
-    return {
-        "endpoint_url": s3_endpoint,
-        "key": S3_KEY,
-        "secret": S3_SECRET,
-        "client_kwargs": {"region_name": "eu-west-1"},
-        "use_listings_cache": False,
-    }
 
 
 @pytest.fixture

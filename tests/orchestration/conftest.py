@@ -6,7 +6,6 @@ Everything is real: Prefect's API (``prefect_test_harness``), S3 (moto in server
 a few tens of milliseconds of compute and the tests measure orchestration, not diffusion.
 """
 
-import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +16,6 @@ import numpy as np
 import pytest
 import s3fs
 import torch
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -48,8 +46,6 @@ TINY_UNET = {
 # convolutions ~30x slower (measured: 21.8 s vs 0.6 s for one 4-image shard on 2 loaded cores).
 torch.set_num_threads(1)
 
-S3_KEY = "orchestration-test-key"
-S3_SECRET = "orchestration-test-secret-51e7"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -128,27 +124,10 @@ def make_job(tiny_prior: Path, tmp_path: Path) -> Callable[..., Job]:
     return factory
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """URL of a moto S3 server on 127.0.0.1 (random port) for the session."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def s3_bucket(s3_endpoint: str) -> tuple[str, dict[str, Any]]:
+def s3_bucket(s3_options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A fresh bucket ``s3://<name>`` and the s3fs storage options that reach it."""
-    options = {
-        "endpoint_url": s3_endpoint,
-        "key": S3_KEY,
-        "secret": S3_SECRET,
-        "client_kwargs": {"region_name": "eu-west-1"},
-        "use_listings_cache": False,
-    }
+    options = dict(s3_options)
     name = f"orch-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(**options).mkdir(name)
     return f"s3://{name}", options

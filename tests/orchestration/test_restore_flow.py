@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
 from typer.testing import CliRunner
 
 from diffpir_core.io import DatasetStore
 from flows.cli import app
+from flows.evaluate import evaluate
 from flows.restore import restore
 from flows.status import job_status
 from tasks.plan import RunPlan
@@ -52,6 +54,9 @@ def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, 
     assert (again.result()["restored"], again.result()["skipped"]) == (0, 2)
     assert prior_loads() == loads  # finished shards are skipped without loading the prior
     np.testing.assert_array_equal(_restored(out), restored)
+    with get_client(sync_client=True) as client:  # unchanged shards are not re-scored: Prefect cache hits
+        metric_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [again.state_details.flow_run_id]}))
+    assert sorted(t.state.name for t in metric_runs if t.name.startswith("metrics-")) == ["Cached", "Cached"]
 
     status = job_status(str(out))
     assert status["counts"] == {"done": 2, "failed": 0, "pending": 0, "quarantined": 0}
@@ -141,3 +146,13 @@ def test_other_tasks_evaluate(kind: str, make_job, images_8: Path, tmp_path: Pat
     name = "kernel" if kind == "deblur" else "mask"
     params = out.read_array(out.shards()[0], f"{plan.measurement_prefix}/{name}")
     assert params.shape[0] == 8 and len({p.tobytes() for p in params}) == 8  # one seeded kernel/mask per image
+
+
+def test_evaluate_flow_scores_what_is_done_and_lists_the_rest(make_job, images_8: Path, tmp_path: Path) -> None:
+    job = make_job(images_8, tmp_path / "out")
+    assert restore(job=job, shards=["32x32/000001"], return_state=True).is_completed()
+    result = evaluate(job=job)
+    assert (result["done"], result["shards"]) == (1, 2)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["images"] == 4 and summary["metrics"]["psnr"]["count"] == 4
+    assert [s["state"] for s in job_status(str(tmp_path / "out"))["shards"]] == ["pending", "done"]

@@ -59,8 +59,6 @@ def hwc_to_batch(image: torch.Tensor) -> torch.Tensor:
 class ReferenceCases:
     """The reference cases of ``diffpir_reference/`` and how to rebuild their inputs with our API."""
 
-    names = CASES
-
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 

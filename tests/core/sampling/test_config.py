@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -28,6 +29,7 @@ def test_yaml_round_trip_with_per_image_sigma():
 def test_noise_sigmas_per_batch():
     assert DiffPIRConfig(noise_sigma=0.05).noise_sigmas(3) == [0.05, 0.05, 0.05]
     assert DiffPIRConfig(noise_sigma=[0.01, 0.02]).noise_sigmas(2) == [0.01, 0.02]
+    assert DiffPIRConfig(noise_sigma=np.array([0.01, 0.02])).noise_sigmas(2) == [0.01, 0.02]
     with pytest.raises(ValueError, match="one per image"):
         DiffPIRConfig(noise_sigma=[0.01, 0.02]).noise_sigmas(3)
 

@@ -160,7 +160,7 @@ def test_float64_data_step_option(ref_cases, oracle_for):
     out = diffpir_sample(*args, config, x_T=case["x_T"])
     assert out.dtype == torch.float32
     difference = float((out - case["out_x0_oracle_zeta0"]).abs().max())
-    assert 0.0 < difference <= 1e-3  # more accurate, hence not bitwise
+    assert 0.0 < difference <= 2e-4  # measured 6.7e-5: more accurate, hence not bitwise
 
 
 def test_inner_repeats_and_eta_options(ref_cases, oracle_for):
