@@ -8,5 +8,6 @@ export PREFECT_HOME="$(mktemp -d)/prefect"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW=ignore
 export PREFECT_UI_ENABLED=false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 export DIFFPIR_MODEL_DIR="${DIFFPIR_MODEL_DIR:-$(mktemp -d)/models}"
 exec "$venv/bin/python" -m pytest "$@"

@@ -1,7 +1,8 @@
 """Size policies: how images of any size become arrays the UNet can take, without silent distortion.
 
-- ``native``: pixels untouched; images are grouped by size (one array per size group). Restoration pads each
-  group to the model's multiple itself and crops back.
+- ``native``: pixels untouched; images are grouped by size (one array per size group). Sizes must already
+  suit the UNet (multiples of its downsampling factor, 32 for the 256² priors): restoration refuses other
+  groups as a permanent shard error that names the size and the fix (``modcrop``/``center_crop``/``resize``).
 - ``modcrop``: crop the bottom/right edge so height and width are multiples of ``multiple`` (as in KAIR's modcrop).
 - ``center_crop``: the central ``size`` x ``size`` window; images smaller than ``size`` on a side are
   reflect-padded to it (the original shape is stored, so the padding is known and can be removed).

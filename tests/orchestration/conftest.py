@@ -47,7 +47,6 @@ TINY_UNET = {
 torch.set_num_threads(1)
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prefect server for the whole session; returns its API URL (subprocesses can be pointed at it)."""
