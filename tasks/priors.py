@@ -8,24 +8,16 @@ recognised and skipped before any model is loaded.
 
 import os
 import threading
-from pathlib import Path
 
 import torch
 
-from diffpir_core.models import Prior, get_preset, load_prior
+from diffpir_core.models import Prior, load_prior, prior_path
 from diffpir_core.models.files import sha256_file
 
 _PRIORS: dict[tuple[str, str, str, str], Prior] = {}
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _LOCK = threading.Lock()
 _LOADS = 0
-
-
-def prior_path(name_or_path: str) -> Path:
-    """The weights file of a preset name (``demo``, ``ffhq_256``, ...) or of a path, as ``load_prior`` reads it."""
-    if any(sep in name_or_path for sep in "/\\") or "." in name_or_path:
-        return Path(name_or_path).expanduser()
-    return get_preset(name_or_path).path()
 
 
 def prior_sha256(name_or_path: str) -> str:

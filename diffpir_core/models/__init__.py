@@ -6,6 +6,7 @@ from diffpir_core.models.checkpoint import (
     Prior,
     inspect_checkpoint,
     load_prior,
+    prior_path,
     read_checkpoint,
     save_prior,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "inspect_checkpoint",
     "load_prior",
     "optimize_for_inference",
+    "prior_path",
     "read_checkpoint",
     "resolve_unet_config",
     "save_prior",

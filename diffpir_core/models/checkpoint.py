@@ -323,6 +323,12 @@ def load_prior(
     return Prior(unet=unet, config=cfg, sha256=digest, name=name, path=path)
 
 
+def prior_path(name_or_path: str | Path, model_dir: Path | None = None) -> Path:
+    """The weights file ``load_prior`` reads for a preset name or a path (it need not exist yet)."""
+    preset = _as_preset(name_or_path)
+    return preset.path(model_dir) if preset is not None else Path(name_or_path).expanduser()
+
+
 def _as_preset(name_or_path: str | Path) -> Preset | None:
     """The preset meant by a name; ``None`` for something that is a path."""
     if isinstance(name_or_path, Path) or any(sep in name_or_path for sep in "/\\") or "." in name_or_path:
