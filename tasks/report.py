@@ -7,7 +7,14 @@ from prefect import task
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job, SRTask
-from diffpir_core.metrics import FIDStats, MetricUnavailable, fid_from_stats, load_inception, uint8_to_float
+from diffpir_core.metrics import (
+    FIDStats,
+    MetricUnavailable,
+    fid_from_stats,
+    load_inception,
+    load_lpips,
+    uint8_to_float,
+)
 from diffpir_core.metrics.convert import float_to_uint8
 from diffpir_core.reporting import ReportSample, RunInfo, write_report
 from diffpir_core.sampling import visited_timesteps
@@ -65,6 +72,14 @@ def _fid(job: Job, plan: RunPlan, done: list[ShardRef]) -> float | MetricUnavail
     return fid_from_stats(restored, truth)
 
 
+def _unavailable(job: Job, plan: RunPlan) -> list[MetricUnavailable]:
+    """Why a requested per-image backbone metric has no values (the scorer is cached per process)."""
+    if "lpips" not in job.effective_metrics():
+        return []
+    scorer = load_lpips(plan.device)
+    return [scorer] if isinstance(scorer, MetricUnavailable) else []
+
+
 @task(name="report", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
 def write_job_report(
     job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, str], wall_seconds: float
@@ -81,6 +96,7 @@ def write_job_report(
         mode=job.mode,
         config={"job_hash": plan.job_hash, "model_sha256": plan.model_sha256, **job.sampler_config().model_dump(mode="json")},
         fid=_fid(job, plan, done),
+        unavailable=_unavailable(job, plan),
         failed=[{"shard": key, "error": reason} for key, reason in sorted(failed.items())],
         quarantined=quarantined,
     )

@@ -156,3 +156,15 @@ def test_evaluate_flow_scores_what_is_done_and_lists_the_rest(make_job, images_8
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["images"] == 4 and summary["metrics"]["psnr"]["count"] == 4
     assert [s["state"] for s in job_status(str(tmp_path / "out"))["shards"]] == ["pending", "done"]
+
+
+def test_unavailable_backbone_metrics_are_reported_with_their_reason(make_job, images_8: Path, tmp_path: Path) -> None:
+    job = make_job(images_8, tmp_path / "out", metrics=["psnr", "lpips", "fid"])
+    state = restore(job=job, return_state=True)
+    assert state.is_completed(), state.message
+    report = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert report["metrics"]["psnr"]["count"] == 8
+    for name in ("lpips", "fid"):
+        reason = report["unavailable"][name]
+        assert "no image has a value" not in reason and ("install" in reason or "TORCH_HOME" in reason or "hub" in reason)
+        assert reason in (tmp_path / "out" / "report.md").read_text()
