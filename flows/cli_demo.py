@@ -96,7 +96,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder of the demo: input images, one output store per task, reports.")]
     = Path("runs/demo"),
     iter_num: Annotated[int | None, typer.Option(help="Sampler steps for every task (default: the tuned "
-                                                 "values of docs/quality.md: 100 SR/deblur, 20 inpainting).")] = None,
+                                                 "values of docs/quality.md: 100 for each task).")] = None,
     images: Annotated[int, typer.Option(min=1, max=len(DEMO_TILES),
                                         help="How many held-out tiles to restore.")] = len(DEMO_TILES),
     tasks: Annotated[list[str] | None, typer.Option(
