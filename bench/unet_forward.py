@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffpir_core.models import PRESETS, InferenceOptions, build_unet, optimize_for_inference
+from diffpir_core.models import PRESETS, InferenceOptions, build_unet, optimize_for_inference, random_unet
 
 NFE = 100  # network evaluations of a typical DiffPIR run (iter_num 100)
 
@@ -122,17 +122,6 @@ def time_forward(fast: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, warmup
     return times, out
 
 
-def random_unet(config: dict, device: torch.device) -> torch.nn.Module:
-    """Seeded random weights with the zero-initialised output layers refilled, so outputs are not 0."""
-    torch.manual_seed(0)
-    unet = build_unet(**config)
-    with torch.no_grad():
-        for p in unet.parameters():
-            if not p.any():
-                p.normal_(0, 0.02)
-    return unet.to(device).eval()
-
-
 def _inputs(size: int, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(batch)
     x = torch.randn(batch, 3, size, size, generator=g)
@@ -161,7 +150,7 @@ def run_plan(plan: Plan, device: torch.device, args: argparse.Namespace, env: di
         config = CONFIGS[config_name]
         gflop = forward_gflop(config)
         size = int(config["image_size"])
-        base = random_unet(config, device)
+        base = random_unet(seed=0, zero_std=0.02, **config).to(device).eval()
         x_ref, t_ref = _inputs(size, batches[0], device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         with torch.no_grad():

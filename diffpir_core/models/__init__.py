@@ -13,7 +13,7 @@ from diffpir_core.models.checkpoint import (
 from diffpir_core.models.download import ChecksumError, DownloadError, download, download_preset
 from diffpir_core.models.inference import InferenceOptions, optimize_for_inference
 from diffpir_core.models.presets import MODEL_DIR_ENV, PRESETS, Preset, PresetError, default_model_dir, get_preset
-from diffpir_core.models.unet import UNET_DEFAULTS, UNetModel, build_unet, resolve_unet_config
+from diffpir_core.models.unet import UNET_DEFAULTS, UNetModel, build_unet, random_unet, resolve_unet_config
 from diffpir_core.models.x0 import X0Predictor
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "load_prior",
     "optimize_for_inference",
     "prior_path",
+    "random_unet",
     "read_checkpoint",
     "resolve_unet_config",
     "save_prior",

@@ -246,3 +246,18 @@ def build_unet(**kwargs: Any) -> UNetModel:
         resblock_updown=bool(cfg["resblock_updown"]),
         use_new_attention_order=bool(cfg["use_new_attention_order"]),
     )
+
+
+def random_unet(seed: int = 0, zero_std: float = 0.05, **kwargs: Any) -> UNetModel:
+    """A seeded random UNet whose zero-initialised layers are refilled from N(0, zero_std²).
+
+    Every layer then affects the output, which tests and benchmarks need; real priors come from
+    ``load_prior``. Seeds (and draws from) the global torch RNG, like the reference's test vectors.
+    """
+    torch.manual_seed(seed)
+    unet = build_unet(**kwargs)
+    with torch.no_grad():
+        for p in unet.parameters():
+            if not p.any():
+                p.normal_(0, zero_std)
+    return unet

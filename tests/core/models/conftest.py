@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffpir_core.models import build_unet
+from diffpir_core.models import random_unet
 
 # A small guided-diffusion UNet (about 0.3 M parameters): big enough to have every block type.
 TINY_CONFIG = {
@@ -42,12 +42,7 @@ def tiny_config() -> dict[str, object]:
 @pytest.fixture(scope="session")
 def tiny_state_dict() -> dict[str, torch.Tensor]:
     """Random weights of ``TINY_CONFIG`` (seeded), with the zero-initialised layers refilled."""
-    torch.manual_seed(0)
-    unet = build_unet(**TINY_CONFIG)
-    with torch.no_grad():
-        for p in unet.parameters():
-            if not p.any():
-                p.normal_(0, 0.05)
+    unet = random_unet(seed=0, zero_std=0.05, **TINY_CONFIG)
     return {k: v.clone() for k, v in unet.state_dict().items()}
 
 
