@@ -40,8 +40,7 @@ from diffpir_core.io import DatasetStore  # noqa: E402
 from diffpir_core.job import Job, parse_job  # noqa: E402
 from diffpir_core.models import build_unet, load_prior, save_prior  # noqa: E402
 from flows.restore import restore  # noqa: E402
-from tasks.degradation import inputs_from_arrays, synthesise  # noqa: E402
-from tasks.restoration import restore_batchwise  # noqa: E402
+from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise  # noqa: E402
 
 TINY_UNET = {
     "image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1",
@@ -67,10 +66,13 @@ def _sampler_seconds(job: Job, input_store: str) -> float:
     source = DatasetStore.open(input_store)
     prior = load_prior(job.prior)
     config = job.sampler_config()
-    shards = [(ref, inputs_from_arrays(list(ref.ids), synthesise(job, list(ref.ids), source.read_images(ref)))) for ref in source.shards()]
+    shards = [
+        (ref, inputs_from_arrays(job.task, list(ref.ids), synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, {})))
+        for ref in source.shards()
+    ]
     started = time.perf_counter()
     for _, inputs in shards:
-        restore_batchwise(prior.unet, inputs, "sr", config, seed=job.seed, batch_size=job.batch_size, device="cpu", scale=2)
+        restore_batchwise(prior.unet, inputs, job.task, config, seed=job.seed, batch_size=job.batch_size, device="cpu")
     return time.perf_counter() - started
 
 

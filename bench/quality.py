@@ -16,7 +16,7 @@ import torch
 
 from diffpir_core.models import load_prior
 from diffpir_core.training import held_out_tiles
-from diffpir_core.training.quality import PROBLEMS, evaluate_task
+from diffpir_core.training.quality import QUALITY_TASKS, evaluate_task
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 
@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", default="demo", help="preset name or checkpoint path (default: demo)")
     parser.add_argument("--images", type=int, default=16, help="number of held-out 64x64 tiles (max 16)")
-    parser.add_argument("--tasks", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--tasks", nargs="+", default=list(QUALITY_TASKS), choices=list(QUALITY_TASKS))
     parser.add_argument("--iter-num", type=int, default=None, help="override the sampler's steps for every task")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"{'task':<8} {'baseline':<11} {'NFE':>4} {'PSNR DiffPIR':>12} {'PSNR base':>10} {'gain dB':>8} "
           f"{'SSIM DiffPIR':>12} {'SSIM base':>10} {'time s':>7}")
     for task in args.tasks:
-        summary = evaluate_task(prior.unet, task, tiles, sampler=overrides).summary()
+        summary = evaluate_task(prior.unet, task, tiles, prior=args.prior, sampler=overrides).summary()
         m = summary["mean"]
         print(f"{task:<8} {summary['baseline']:<11} {summary['sampler']['iter_num']:>4} {m['diffpir_psnr']:>12.2f} "
               f"{m['baseline_psnr']:>10.2f} {summary['psnr_gain_db']:>+8.2f} {m['diffpir_ssim']:>12.4f} "

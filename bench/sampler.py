@@ -22,7 +22,8 @@ from torch import nn
 
 from diffpir_core.models import PRESETS, build_unet
 from diffpir_core.operators import Blur, gaussian_kernel
-from diffpir_core.sampling import diffpir_sample, task_preset
+from diffpir_core.sampling import diffpir_sample
+from diffpir_core.task_kinds import task_preset
 
 TINY_CONFIG = {  # the reference test-vector UNet (testvectors/diffpir_reference/summary.json)
     "image_size": 64, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "",

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
-from diffpir_core.sampling import DiffPIRConfig, task_preset
+from diffpir_core.models import recommended_sampler
+from diffpir_core.sampling import DiffPIRConfig, ResolvedSampler, SamplerOverrides, resolve_sampler
+from diffpir_core.task_kinds import TaskSpec, default_task
 
 JOB_SCHEMA_VERSION = 1
-BUILTIN_KERNELS = ("gaussian", "motion")
-BUILTIN_MASKS = ("box", "random")
 FULL_REFERENCE_METRICS = frozenset({"psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid"})
 _SECRET_KEYS = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 _TAGGED = ("task", "runner")  # pydantic puts the union tag after these in error locations
@@ -36,46 +36,6 @@ class JobError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SRTask(_Strict):
-    """Super-resolution: y = bicubic downscale by ``scale`` (+ noise); data step with the ×scale bicubic kernel."""
-
-    kind: Literal["sr"] = "sr"
-    scale: int = Field(4, ge=2, le=8, description="upscaling factor; the image size must be a multiple of it")
-    noise_sigma: float = Field(0.05, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
-
-
-class DeblurTask(_Strict):
-    """Deblurring with a known kernel: a generated Gaussian/motion kernel per image, or one kernel file."""
-
-    kind: Literal["deblur"] = "deblur"
-    kernel: str = Field("gaussian", description="gaussian | motion | URI of a kernel (.npy or grayscale image)")
-    kernel_size: int = Field(61, ge=3, le=255, description="size of generated kernels (odd)")
-    kernel_std: float | None = Field(
-        None, gt=0.0, description="Gaussian std; null = the reference's per-image std 3·(1+2U)"
-    )
-    noise_sigma: float = Field(0.05, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError(f"must be odd so the kernel has a centre pixel, got {v}")
-        return v
-
-
-class InpaintTask(_Strict):
-    """Inpainting with a known mask (1 = known pixel): a generated box/random mask, or one mask file."""
-
-    kind: Literal["inpaint"] = "inpaint"
-    mask: str = Field("box", description="box | random | URI of a mask image (white = known)")
-    mask_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="random masks: fraction of missing pixels")
-    box_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="box masks: box side / image side")
-    noise_sigma: float = Field(0.0, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
-
-
-TaskSpec = Annotated[SRTask | DeblurTask | InpaintTask, Field(discriminator="kind")]
 
 
 class LocalRunner(_Strict):
@@ -141,10 +101,11 @@ class Job(_Strict):
         description="evaluate: ground truth in, degradation synthesised, full-reference metrics; "
         "restore: degraded images in, no-reference checks",
     )
-    task: TaskSpec = Field(default_factory=SRTask)
+    task: TaskSpec = Field(default_factory=default_task)
     prior: str = Field("demo", min_length=1, description="demo | ffhq_256 | imagenet_256 | a local .safetensors/.pt path")
-    sampler: dict[str, Any] = Field(
-        default_factory=dict, description="DiffPIRConfig overrides on top of the task preset"
+    sampler: SamplerOverrides = Field(  # type: ignore[valid-type]
+        default_factory=SamplerOverrides,
+        description="DiffPIRConfig overrides on top of the task preset and the prior card's recommendation",
     )
     shard_size: int = Field(16, ge=1, le=4096)
     batch_size: int = Field(4, ge=1, le=1024)
@@ -177,20 +138,9 @@ class Job(_Strict):
             raise ValueError("must be a path or URI, got an empty string")
         return v
 
-    @field_validator("sampler")
-    @classmethod
-    def _sampler(cls, v: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(v) - set(DiffPIRConfig.model_fields))
-        if unknown:
-            known = ", ".join(sorted(DiffPIRConfig.model_fields))
-            raise ValueError(f"unknown sampler field(s) {unknown}; DiffPIRConfig fields are: {known}")
-        if "noise_sigma" in v:
-            raise ValueError("set the noise level with task.noise_sigma, not sampler.noise_sigma")
-        try:
-            DiffPIRConfig(**v)
-        except ValidationError as err:
-            raise ValueError(format_validation_error(err).replace("\n", "; ")) from None
-        return v
+    @field_serializer("sampler")
+    def _sampler_set_fields(self, sampler: SamplerOverrides) -> dict[str, Any]:  # type: ignore[valid-type]
+        return sampler.model_dump(mode="json", exclude_none=True)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Job":
@@ -203,20 +153,13 @@ class Job(_Strict):
                     f"metrics: {bad} need ground truth, which mode restore does not have; "
                     "use [consistency] or mode evaluate"
                 )
-            kind = self.task.kind
-            if kind == "deblur" and self.task.kernel in BUILTIN_KERNELS:
-                raise ValueError(
-                    "task.kernel: mode restore needs the real blur kernel of the images (a file URI), "
-                    f"not a generated {self.task.kernel!r} kernel"
-                )
-            if kind == "inpaint" and self.task.mask in BUILTIN_MASKS:
-                raise ValueError(
-                    "task.mask: mode restore needs the real mask of the images (a file URI), "
-                    f"not a generated {self.task.mask!r} mask"
-                )
+        self.task.check_mode(self.mode)
         if self.ingest.size_policy in ("center_crop", "resize") and self.ingest.size is None:
             raise ValueError(f"ingest.size: required with ingest.size_policy {self.ingest.size_policy}")
-        self.sampler_config()
+        try:
+            self.sampler_settings()
+        except ValidationError as err:
+            raise ValueError("sampler: " + format_validation_error(err).replace("\n", "; ")) from None
         return self
 
     def effective_metrics(self) -> list[str]:
@@ -225,9 +168,23 @@ class Job(_Strict):
             return list(self.metrics)
         return ["psnr", "ssim"] if self.mode == "evaluate" else ["consistency"]
 
+    def sampler_settings(self) -> ResolvedSampler:
+        """The effective sampler settings and where each came from: task preset → prior card → ``sampler``."""
+        return resolve_sampler(
+            self.task.PRESET,
+            recommended_sampler(self.prior, self.task.kind),
+            self.sampler.model_dump(exclude_none=True),
+            self.task.noise_sigma,
+            card_name=f"prior card ({self.prior})",
+        )
+
     def sampler_config(self) -> DiffPIRConfig:
-        """The ``DiffPIRConfig`` this job samples with: task preset, then ``sampler`` overrides, then σ."""
-        return task_preset(self.task.kind, **{**self.sampler, "noise_sigma": self.task.noise_sigma})
+        """The ``DiffPIRConfig`` this job samples with (see :meth:`sampler_settings`)."""
+        return self.sampler_settings().config
+
+    def output_scale(self) -> int:
+        """Restored size / stored input size: the task's scale in restore mode (evaluate stores ground truth)."""
+        return self.task.output_scale if self.mode == "restore" else 1
 
     def dataset_name(self) -> str:
         """A short dataset label for run names: ``name`` or the last part of ``input``."""
@@ -238,11 +195,7 @@ class Job(_Strict):
 
     def task_label(self) -> str:
         """``sr4``, ``deblur-gaussian``, ``inpaint-box``: the task part of run names and reports."""
-        t = self.task
-        if t.kind == "sr":
-            return f"sr{t.scale}"
-        source = t.kernel if t.kind == "deblur" else t.mask
-        return f"{t.kind}-{source if source in BUILTIN_KERNELS + BUILTIN_MASKS else 'file'}"
+        return self.task.label()
 
     def job_hash(self) -> str:
         """sha256 of everything that determines the restored pixels (see the module docstring)."""

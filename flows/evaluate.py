@@ -18,7 +18,7 @@ from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
 from diffpir_core.reporting import markdown_table
 from flows.naming import evaluate_run_name
-from tasks.errors import describe
+from tasks.errors import describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
 from tasks.metrics import shard_metrics
 from tasks.plan import RunPlan, input_checksum
@@ -61,7 +61,7 @@ def score_and_report(
     ``failed`` gains an entry for every shard whose scoring failed. Returns the report task's result.
     """
     done = [ref for ref in refs if ref.key in manifests and manifests[ref.key].get("checksum")]
-    futures = shard_metrics.map(
+    futures = with_job_retries(shard_metrics, job).map(
         unmapped(job), unmapped(plan), done, [manifests[ref.key]["checksum"] for ref in done]
     )
     rows: list[dict[str, Any]] = []
@@ -72,7 +72,7 @@ def score_and_report(
         else:
             failed[ref.key] = f"metrics: {describe(result) if isinstance(result, BaseException) else future.state.message}"
     scored = [ref for ref in done if ref.key not in failed]
-    report = write_job_report(job, plan, scored, rows, failed, wall_seconds)
+    report = with_job_retries(write_job_report, job)(job, plan, scored, rows, failed, wall_seconds)
     create_table_artifact(
         key=artifact_key(job, "shards"),
         table=_shard_table(refs, manifests, failed, rows),
@@ -107,8 +107,8 @@ def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, d
 def evaluate(job: Job) -> dict[str, Any]:
     """Metrics and report for the outputs a job has already written (shards not done are listed as pending)."""
     started = time.perf_counter()
-    source = ingest_input(job)
-    plan = plan_run(job, source["store"])
+    source = with_job_retries(ingest_input, job)(job)
+    plan = with_job_retries(plan_run, job)(job, source["store"])
     refs = DatasetStore.open(plan.input_store, job.storage_options).shards()
     manifests = done_manifests(job, plan, refs)
     get_run_logger().info("%d of %d shard(s) are done and will be scored", len(manifests), len(refs))

@@ -14,7 +14,6 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import DaskRunner, Job
@@ -22,7 +21,7 @@ from flows.evaluate import score_and_report
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
 from flows.runners import build_task_runner, check_gpu_workers, gpu_annotations, gpus_per_task
-from tasks.errors import describe
+from tasks.errors import describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
 from tasks.plan import RunPlan
 from tasks.restore import restore_shard
@@ -43,9 +42,7 @@ def restore_shards(job: Job, plan: RunPlan, shards: list[ShardRef]) -> Any:
     if isinstance(job.runner, DaskRunner):
         check_gpu_workers(FlowRunContext.get().task_runner, gpus, job.runner.gpu_wait_s)
     progress = ShardProgress(len(shards), f"shards restored: {job.task_label()} on {job.dataset_name()}")
-    shard_task = restore_shard.with_options(
-        retries=job.retries, retry_delay_seconds=exponential_backoff(job.retry_delay_s), retry_jitter_factor=0.2
-    )
+    shard_task = with_job_retries(restore_shard, job)
     with gpu_annotations(gpus):
         futures = shard_task.map(unmapped(job), unmapped(plan), shards)
     by_run = {future.task_run_id: ref for future, ref in zip(futures, shards, strict=True)}
@@ -80,8 +77,8 @@ def select_shards(store: DatasetStore, keys: list[str] | None) -> list[ShardRef]
 def restore(job: Job, shards: list[str] | None = None) -> Any:
     """Restore a dataset: every shard not yet done (or only ``shards``), then metrics and the report."""
     started = time.perf_counter()
-    source = ingest_input(job)
-    plan = plan_run(job, source["store"])
+    source = with_job_retries(ingest_input, job)(job)
+    plan = with_job_retries(plan_run, job)(job, source["store"])
     refs = select_shards(DatasetStore.open(plan.input_store, job.storage_options), shards)
     prepared = time.perf_counter()
     shards_state = restore_shards.with_options(task_runner=build_task_runner(job))(

@@ -5,11 +5,16 @@ kernel file, a ``StoreError`` from a damaged store, a checkpoint that does not l
 at once, with its message, instead of burning retries and delay.
 """
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from prefect import Task
+from prefect.tasks import exponential_backoff
 
 from diffpir_core.io import StoreError
+from diffpir_core.job import Job
+
+T = TypeVar("T", bound=Task)
 
 _PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -29,6 +34,13 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry only when the failure is transient."""
     exc = state.result(raise_on_failure=False)
     return isinstance(exc, BaseException) and is_transient(exc)
+
+
+def with_job_retries(task: T, job: Job) -> T:
+    """``task`` retrying transient errors as the job says (``retries``, ``retry_delay_s`` doubling, 20 % jitter)."""
+    return task.with_options(
+        retries=job.retries, retry_delay_seconds=exponential_backoff(job.retry_delay_s), retry_jitter_factor=0.2
+    )
 
 
 def describe(exc: BaseException) -> str:

@@ -10,8 +10,7 @@ from prefect import get_run_logger, task
 
 from diffpir_core.io import DatasetStore, StoreError, ingest
 from diffpir_core.io.uris import filesystem, join, redact_uri
-from diffpir_core.job import Job, SRTask
-from tasks.degradation import measurement_arrays
+from diffpir_core.job import Job
 from tasks.errors import retry_transient
 from tasks.plan import CODE_VERSION, RunPlan, measurement_hash, write_text
 from tasks.priors import prior_sha256, resolve_device
@@ -40,7 +39,7 @@ def _reusable(uri: str, job: Job) -> bool:
     return all(info.get(key) == value for key, value in wanted.items())
 
 
-@task(name="ingest", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
+@task(name="ingest", retry_condition_fn=retry_transient)
 def ingest_input(job: Job) -> dict[str, Any]:
     """The job's input as a dataset store: the input itself, a reusable earlier ingest, or a new ingest."""
     logger = get_run_logger()
@@ -88,7 +87,7 @@ def _aligned_output(job: Job, source: DatasetStore) -> DatasetStore:
     return DatasetStore.create_aligned(uri, source, job.storage_options, overwrite=True)
 
 
-@task(name="plan-run", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
+@task(name="plan-run", retry_condition_fn=retry_transient)
 def plan_run(job: Job, input_store: str) -> RunPlan:
     """Resolve device and prior digest, prepare the output store and its arrays, write job.yaml and run.json."""
     device = resolve_device(job.device)
@@ -109,11 +108,11 @@ def plan_run(job: Job, input_store: str) -> RunPlan:
         restored_array=f"runs/{job_hash[:16]}/restored",
         measurement_prefix=prefix,
     )
-    scale = job.task.scale if isinstance(job.task, SRTask) and job.mode == "restore" else 1
+    scale = job.output_scale()
     for group in source.groups():
         out.create_array(group.name, plan.restored_array, (group.height * scale, group.width * scale, 3), "uint8")
         if prefix is not None:
-            for name, (shape, dtype) in measurement_arrays(job, group.height, group.width).items():
+            for name, (shape, dtype) in job.task.measurement_arrays(group.height, group.width, job.storage_options).items():
                 out.create_array(group.name, f"{prefix}/{name}", shape, dtype)
     write_text(job.output, "job.yaml", job.to_yaml(), job.storage_options)
     write_text(job.output, "run.json", plan.model_dump_json(indent=1), job.storage_options)

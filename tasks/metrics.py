@@ -13,12 +13,11 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.job import Job, SRTask
+from diffpir_core.job import Job
 from diffpir_core.metrics import measurement_rms, score_batch, uint8_to_float
-from tasks.degradation import inputs_as_given, inputs_from_arrays, measurement_paths
 from tasks.errors import retry_transient
-from tasks.plan import RunPlan, group_of
-from tasks.restoration import ShardInputs, make_operator
+from tasks.measurements import measurement_inputs
+from tasks.plan import RunPlan
 
 
 def shard_metrics_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -30,15 +29,6 @@ def shard_metrics_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
     return (
         f"metrics/{plan.job_hash[:16]}/{shard.key}/{plan.model_sha256[:16]}/{plan.code_version}/{digest}/{metrics}"
     )
-
-
-def measurement_inputs(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef) -> ShardInputs:
-    """The shard's measurements and operator parameters as the sampler saw them."""
-    if plan.measurement_prefix is None:
-        return inputs_as_given(job, list(ref.ids), source.read_images(ref))
-    group = group_of(source, ref)
-    paths = measurement_paths(job, plan.measurement_prefix, group.height, group.width)
-    return inputs_from_arrays(list(ref.ids), {name: out.read_array(ref, path) for name, path in paths.items()})
 
 
 def score_shard(job: Job, plan: RunPlan, shard: ShardRef) -> list[dict[str, Any]]:
@@ -54,14 +44,12 @@ def score_shard(job: Job, plan: RunPlan, shard: ShardRef) -> list[dict[str, Any]
     ]
     pixel = [m for m in wanted if m not in ("consistency", "fid")]
     if pixel:
-        border = job.task.scale if isinstance(job.task, SRTask) else 0
-        scores = score_batch(restored, source.read_images(shard), pixel, border=border, device=plan.device)
+        scores = score_batch(restored, source.read_images(shard), pixel, border=job.task.metric_border, device=plan.device)
         for row, values in zip(rows, scores.rows(), strict=True):
             row.update(values)
     if "consistency" in wanted:
         inputs = measurement_inputs(job, plan, source, out, shard)
-        scale = job.task.scale if isinstance(job.task, SRTask) else 1
-        operator = make_operator(job.task.kind, inputs.params, scale=scale)
+        operator = job.task.operator(inputs.params)
         rms = measurement_rms(operator, restored, inputs.y.to(torch.float32))
         for row, value in zip(rows, rms, strict=True):
             row["measurement_rms"] = float(value)
@@ -77,8 +65,6 @@ def score_shard(job: Job, plan: RunPlan, shard: ShardRef) -> list[dict[str, Any]
     cache_key_fn=shard_metrics_key,
     cache_expiration=timedelta(days=30),
     persist_result=True,
-    retries=2,
-    retry_delay_seconds=2,
     retry_condition_fn=retry_transient,
 )
 def shard_metrics(job: Job, plan: RunPlan, shard: ShardRef, checksum: str) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from typing import Any
 from prefect import task
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.job import Job, SRTask
+from diffpir_core.job import Job
 from diffpir_core.metrics import (
     FIDStats,
     MetricUnavailable,
@@ -17,23 +17,9 @@ from diffpir_core.metrics import (
 )
 from diffpir_core.metrics.convert import float_to_uint8
 from diffpir_core.reporting import ReportSample, RunInfo, write_report
-from diffpir_core.sampling import visited_timesteps
 from tasks.errors import retry_transient
-from tasks.metrics import measurement_inputs
+from tasks.measurements import measurement_inputs
 from tasks.plan import RunPlan
-
-
-def nfes(job: Job) -> int:
-    """Network evaluations per image: visited timesteps times inner repeats."""
-    config = job.sampler_config()
-    return len(visited_timesteps(config.iter_num, config.skip_type, config.t_start)) * config.iter_num_U
-
-
-def task_title(job: Job) -> str:
-    """``sr x4, σ=0.05`` style label for report tables."""
-    t = job.task
-    what = f"sr x{t.scale}" if isinstance(t, SRTask) else job.task_label().replace("-", " ")
-    return f"{what}, σ={t.noise_sigma:g}"
 
 
 def artifact_key(job: Job, suffix: str) -> str:
@@ -80,7 +66,7 @@ def _unavailable(job: Job, plan: RunPlan) -> list[MetricUnavailable]:
     return [scorer] if isinstance(scorer, MetricUnavailable) else []
 
 
-@task(name="report", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
+@task(name="report", retry_condition_fn=retry_transient)
 def write_job_report(
     job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, str], wall_seconds: float
 ) -> dict[str, Any]:
@@ -88,10 +74,10 @@ def write_job_report(
     source = DatasetStore.open(plan.input_store, job.storage_options)
     quarantined = [{"id": q.id, "error": q.reason} for q in source.quarantine()]
     info = RunInfo(
-        task=task_title(job),
+        task=job.task.title(),
         dataset=job.dataset_name(),
         prior=job.prior,
-        nfes=nfes(job),
+        nfes=job.sampler_config().nfes,
         wall_seconds=wall_seconds,
         mode=job.mode,
         config={"job_hash": plan.job_hash, "model_sha256": plan.model_sha256, **job.sampler_config().model_dump(mode="json")},

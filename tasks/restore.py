@@ -18,27 +18,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.job import Job, SRTask
-from tasks.degradation import inputs_as_given, inputs_from_arrays, measurement_paths, synthesise
+from diffpir_core.job import Job
+from diffpir_core.restore import restore_batchwise
 from tasks.errors import describe, retry_transient
-from tasks.plan import RunPlan, group_of, input_checksum, write_status
+from tasks.measurements import prepare_measurements
+from tasks.plan import RunPlan, input_checksum, write_status
 from tasks.priors import get_prior
-from tasks.restoration import ShardInputs, restore_batchwise
-
-
-def _measurements(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef, checksum: str) -> ShardInputs:
-    """Evaluate mode: the shard's stored measurements, synthesised and recorded first if missing."""
-    group = group_of(source, ref)
-    arrays = measurement_paths(job, str(plan.measurement_prefix), group.height, group.width)
-    identity = {"measurement": str(plan.measurement_prefix), "input": checksum, "code_version": plan.code_version}
-    if all(out.record_matches(ref, path, identity) for path in arrays.values()):
-        data = {name: out.read_array(ref, path) for name, path in arrays.items()}
-    else:
-        data = synthesise(job, list(ref.ids), source.read_images(ref))
-        for name, path in arrays.items():
-            written = out.write_shard_output(ref, path, data[name])
-            out.write_record(ref, path, checksum=written, identity=identity)
-    return inputs_from_arrays(list(ref.ids), data)
 
 
 def _manifest(ref: ShardRef, status: str, started: float, **extra: Any) -> dict[str, Any]:
@@ -55,18 +40,14 @@ def restore_shard_fn(job: Job, plan: RunPlan, shard: ShardRef, attempt: int = 1)
     if out.record_matches(shard, plan.restored_array, identity):
         record = out.read_record(shard, plan.restored_array)
         return _manifest(shard, "skipped", started, checksum=record.checksum if record else None)
-    if plan.measurement_prefix is not None:
-        inputs = _measurements(job, plan, source, out, shard, checksum)
-    else:
-        inputs = inputs_as_given(job, list(shard.ids), source.read_images(shard))
+    inputs = prepare_measurements(job, plan, source, out, shard, checksum)
     prepared = time.perf_counter()
     prior = get_prior(job.prior, plan.model_sha256, plan.device)
     config = job.sampler_config()
-    scale = job.task.scale if isinstance(job.task, SRTask) else 1
     sample_start = time.perf_counter()
     restored, batch_size = restore_batchwise(
-        prior.unet, inputs, job.task.kind, config,
-        seed=job.seed, batch_size=job.batch_size, device=plan.device, precision=job.precision, scale=scale,
+        prior.unet, inputs, job.task, config,
+        seed=job.seed, batch_size=job.batch_size, device=plan.device, precision=job.precision,
     )
     sampled = time.perf_counter()
     written = out.write_shard_output(shard, plan.restored_array, np.ascontiguousarray(restored))

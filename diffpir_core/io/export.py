@@ -1,10 +1,24 @@
 """Export: write a store's images (or a restored output array) as PNG files named after the original ids.
 
-``sub/a.jpg`` becomes ``sub/a.png``; if two ids would give the same name (``a.jpg`` and ``a.png``), both keep their
-full id and gain ``.png`` (``a.jpg.png``, ``a.png.png``), so no file is overwritten. One shard is in memory at a time.
+Ids come from file names and object keys, so they may hold anything; :func:`png_names` turns them into file names
+that stay inside the destination and never overwrite each other:
+
+1. The id becomes a relative path: control characters (U+0000-U+001F, U+007F-U+009F) become ``_``; empty, ``.``
+   and ``..`` components are dropped (``/abs.png`` -> ``abs.png``, ``a/../../x.png`` -> ``a/x.png``); a top-level
+   folder named ``ids.csv`` becomes ``ids.csv_``; an id with nothing left becomes ``_``.
+2. The extension becomes ``.png``: ``sub/a.jpg`` -> ``sub/a.png``.
+3. Ids whose names clash (one name, or a name that is also a folder of another file) keep their full path and gain
+   ``.png``: ``a.jpg`` and ``a.png`` -> ``a.jpg.png`` and ``a.png.png``.
+4. Ids that still clash (``a.png`` next to ``a.png.png``) gain ``~`` and the first 8 hex digits of the sha256 of the
+   id: ``a~7f071235.png``, ``a.png~b172d6bf.png``.
+
+The summary counts the ids whose file is not simply ``<id without extension>.png``, and ``ids.csv`` in the
+destination maps every exported id to its file. One shard is in memory at a time.
 """
 
+import hashlib
 import posixpath
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -13,13 +27,22 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pydantic import BaseModel
 
+from diffpir_core.io.csv_text import csv_text
 from diffpir_core.io.decode import encode_png, to_rgb_uint8
-from diffpir_core.io.store import IMAGES, DatasetStore
-from diffpir_core.io.uris import StorageOptions, filesystem, join, redact_uri
+from diffpir_core.io.store import IMAGES, METADATA_ARRAYS, DatasetStore, ShardRef, StoreError
+from diffpir_core.io.uris import StorageOptions, filesystem, join, put_atomic, redact_uri
+
+MAPPING_FILE = "ids.csv"
+RENAMED_SAMPLE = 20
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ExportSummary(BaseModel):
-    """What an export wrote; shards without a matching completion record are skipped and listed."""
+    """What an export wrote; shards without a matching completion record are skipped and listed.
+
+    ``renamed`` counts the ids whose file is not ``<id without extension>.png`` (unsafe or clashing ids, see the
+    module docstring); ``renamed_sample`` maps the first few of them to their files, ``mapping`` (``ids.csv``) all ids.
+    """
 
     store: str
     out: str
@@ -27,14 +50,61 @@ class ExportSummary(BaseModel):
     exported: int
     bytes_written: int
     skipped_shards: list[str]
+    renamed: int
+    renamed_sample: dict[str, str]
+    mapping: str
     seconds: float
 
 
+def _safe_path(image_id: str) -> str:
+    """``image_id`` as a relative path that cannot leave the destination (rule 1 of the module docstring)."""
+    parts = [part for part in _CONTROL.sub("_", image_id).split("/") if part not in ("", ".", "..")]
+    if len(parts) > 1 and parts[0] == MAPPING_FILE:
+        parts[0] += "_"
+    return "/".join(parts) or "_"
+
+
 def png_names(ids: Sequence[str]) -> dict[str, str]:
-    """The output file name of each id (see the module docstring for the collision rule)."""
-    stems = {image_id: posixpath.splitext(image_id)[0] + ".png" for image_id in ids}
-    clashes = Counter(stems.values())
-    return {image_id: stem if clashes[stem] == 1 else image_id + ".png" for image_id, stem in stems.items()}
+    """The file of each id, relative to the destination: safe, ending in ``.png``, one per id (module docstring)."""
+    repeated = [image_id for image_id, count in Counter(ids).items() if count > 1]
+    if repeated:
+        raise ValueError(f"ids must be unique, but {repeated[:5]} occur more than once; fix the store's ids")
+    paths = {image_id: _safe_path(image_id) for image_id in ids}
+    names = {image_id: posixpath.splitext(path)[0] + ".png" for image_id, path in paths.items()}
+    folders = {folder for path in paths.values() if "/" in path for folder in _folders(path)}  # renames keep folders
+    for rename in (_full_name, _hashed_name):
+        for image_id in _clashing(names, folders):
+            names[image_id] = rename(image_id, paths[image_id])
+    if clashing := _clashing(names, folders):
+        raise ValueError(
+            f"ids {sorted(clashing)[:5]} still map to clashing files after the collision rules; rename them in the store"
+        )
+    return names
+
+
+def _full_name(image_id: str, path: str) -> str:
+    return path + ".png"
+
+
+def _hashed_name(image_id: str, path: str) -> str:
+    digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{posixpath.splitext(path)[0]}~{digest[:8]}.png"
+
+
+def _clashing(names: dict[str, str], folders: set[str]) -> list[str]:
+    """Ids whose file is also another id's file, or one of the ``folders`` on the other ids' paths."""
+    counts = Counter(names.values())
+    return [image_id for image_id, name in names.items() if counts[name] > 1 or name in folders]
+
+
+def _folders(name: str) -> list[str]:
+    """The folders on the path of ``name``: ``a/b/c.png`` -> ``a``, ``a/b``."""
+    parts = name.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
+def _is_renamed(image_id: str, name: str) -> bool:
+    return name != posixpath.splitext(image_id)[0] + ".png"
 
 
 def export_images(
@@ -48,21 +118,24 @@ def export_images(
     workers: int = 4,
     progress: Callable[[int], None] | None = None,
 ) -> ExportSummary:
-    """Write every image of ``array`` as ``<out_uri>/<id>.png``.
+    """Write every image of ``array`` as ``<out_uri>/<id>.png`` (made safe, see the module docstring) and the
+    id -> file mapping as ``<out_uri>/ids.csv``.
 
     ``array`` is ``images`` (the ingested inputs) or an output such as ``restored``; float arrays are taken as
     [0, 1]. With ``require_record`` (default: True for anything but ``images``) only shards whose completion record
-    matches their data are exported. ``out_storage_options`` default to ``storage_options``.
+    matches their data are exported. ``out_storage_options`` default to ``storage_options``. Raises
+    :class:`StoreError` when there is nothing to export (no such array, no images, no finished shard).
     """
     started = time.perf_counter()
     store = DatasetStore.open(store_uri, storage_options)
     check_records = array != IMAGES if require_record is None else require_record
     fs, root = filesystem(out_uri, out_storage_options if out_storage_options is not None else storage_options)
-    refs = [ref for ref in store.shards() if store.has_array(ref.group, array)]
+    refs = _shards_with(store, array)
     names = png_names([image_id for ref in refs for image_id in ref.ids])
     local = "file" in fs.protocol
-    exported = written = 0
+    written = 0
     skipped: list[str] = []
+    exported: list[str] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-encode") as pool:
         for ref in refs:
             if check_records and not store.record_matches(ref, array):
@@ -75,16 +148,38 @@ def export_images(
                 for parent in {posixpath.dirname(path) for path in files}:
                     fs.makedirs(parent, exist_ok=True)
             fs.pipe(files)
-            exported += len(files)
+            exported += ref.ids
             written += sum(len(payload) for payload in files.values())
             if progress is not None:
                 progress(len(files))
+    if not exported:
+        raise StoreError(
+            f"no shard of {array!r} in {redact_uri(store_uri)} has a completion record matching its data "
+            f"({len(skipped)} shards skipped); let the job finish (or re-run it), or pass require_record=False"
+        )
+    mapping = csv_text(("id", "file"), ({"id": image_id, "file": names[image_id]} for image_id in exported))
+    put_atomic(fs, join(root, MAPPING_FILE), mapping.encode("utf-8"))
+    renamed = {image_id: names[image_id] for image_id in exported if _is_renamed(image_id, names[image_id])}
     return ExportSummary(
         store=redact_uri(store_uri),
         out=redact_uri(out_uri),
         array=array,
-        exported=exported,
+        exported=len(exported),
         bytes_written=written,
         skipped_shards=skipped,
+        renamed=len(renamed),
+        renamed_sample=dict(sorted(renamed.items())[:RENAMED_SAMPLE]),
+        mapping=join(redact_uri(out_uri), MAPPING_FILE),
         seconds=time.perf_counter() - started,
     )
+
+
+def _shards_with(store: DatasetStore, array: str) -> list[ShardRef]:
+    """The shards whose size group has ``array``; a :class:`StoreError` saying why when there are none."""
+    refs = [ref for ref in store.shards() if store.has_array(ref.group, array)]
+    if refs:
+        return refs
+    if not store.groups():
+        raise StoreError(f"{redact_uri(store.uri)} holds no images (see its quarantine); there is nothing to export")
+    arrays = sorted({name for group in store.groups() for name in store.array_names(group.name)} - set(METADATA_ARRAYS))
+    raise StoreError(f"{redact_uri(store.uri)} has no array {array!r}; pass one of {arrays} as array (--array)")

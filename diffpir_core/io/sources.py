@@ -70,27 +70,35 @@ class FolderSource:
         self.ignored: list[str] = []
 
     def items(self) -> list[SourceItem]:
-        """Files with an image extension, sorted by their key relative to the root."""
+        """Files with an image extension, sorted by their key relative to the root.
+
+        The key is the literal rest of the path, not a normalised one: on object stores ``raw//a.png`` and
+        ``raw/../a.png`` are objects of their own next to ``raw/a.png``, and each keeps a distinct id.
+        """
         found = self._fs.find(self._root, detail=True)
         items = []
         for path, info in found.items():
-            key = posixpath.relpath(path, self._root) if path != self._root else posixpath.basename(path)
-            if any(part.startswith(".") for part in key.split("/")) or posixpath.splitext(key)[1].lower() not in IMAGE_EXTENSIONS:
+            key = _utf8(path[len(self._root) + 1 :] if path.startswith(self._root + "/") else posixpath.basename(path))
+            if _is_hidden(key) or posixpath.splitext(key)[1].lower() not in IMAGE_EXTENSIONS:
                 self.ignored.append(key)
                 continue
             self._paths[key] = path
-            items.append(SourceItem(id=key, uri=self._uri_of(key), nbytes=info.get("size")))
+            items.append(SourceItem(id=key, uri=self._uri_of(path, key), nbytes=info.get("size")))
         self.ignored.sort()
         return sorted(items, key=lambda item: item.id)
 
-    def _uri_of(self, key: str) -> str:
-        return join(self._root, key) if is_local(self.uri) else redact_uri(join(self.uri, key))
+    def _uri_of(self, path: str, key: str) -> str:
+        return _utf8(path) if is_local(self.uri) else f"{redact_uri(self.uri).rstrip('/')}/{key}"
 
     def load(self, items: Sequence[SourceItem], pool: Executor) -> list[LoadResult]:
-        """Fetch the files (concurrently on object stores) and decode them on ``pool``."""
+        """Fetch the files (concurrently on object stores) and decode them on ``pool``.
+
+        ``cat_ranges`` reads each path literally; ``cat`` would expand ``[`` ``]`` ``*`` ``?`` in names as globs.
+        """
         too_big = {item.id for item in items if item.nbytes is not None and item.nbytes > self._max_file_bytes}
         wanted = [self._paths[item.id] for item in items if item.id not in too_big]
-        fetched = self._fs.cat(wanted, on_error="return") if wanted else {}
+        contents = self._fs.cat_ranges(wanted, None, None, on_error="return") if wanted else []
+        fetched = dict(zip(wanted, contents, strict=True))
         payloads = [
             ImageDecodeError(f"file of {item.nbytes} bytes exceeds max_file_bytes={self._max_file_bytes}")
             if item.id in too_big
@@ -108,6 +116,18 @@ class FolderSource:
             return decode_image(payload, item.id, max_pixels=self._max_pixels)
         except ImageDecodeError as err:
             return err
+
+
+def _utf8(name: str) -> str:
+    """``name`` as valid UTF-8 text (ids and sources are stored as such): the bytes of a local file name that is not
+    UTF-8, which Python decodes to lone surrogates, become ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_hidden(key: str) -> bool:
+    """True when a component of ``key`` is a dot file or folder (``.git``); ``.`` and ``..`` are not hidden, they are
+    literal parts of an object key (export makes them safe)."""
+    return any(part.startswith(".") and part not in (".", "..") for part in key.split("/"))
 
 
 class ZarrSource:
@@ -134,6 +154,11 @@ class ZarrSource:
         if self._dataset is not None:
             for ref in self._dataset.shards():
                 for row, image_id in enumerate(ref.ids, start=ref.start):
+                    if image_id in self._rows:
+                        raise StoreError(
+                            f"{redact_uri(self.uri)} holds the id {image_id!r} twice (rows {self._rows[image_id]} and "
+                            f"{(ref.group, row)}); ids must be unique: fix the store or ingest its images from files"
+                        )
                     self._rows[image_id] = (ref.group, row)
                     items.append(SourceItem(id=image_id, uri=f"{redact_uri(self.uri)}#{ref.group}/{row}"))
             return sorted(items, key=lambda item: item.id)

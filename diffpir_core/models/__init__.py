@@ -6,8 +6,10 @@ from diffpir_core.models.checkpoint import (
     Prior,
     inspect_checkpoint,
     load_prior,
+    prior_card,
     prior_path,
     read_checkpoint,
+    recommended_sampler,
     save_prior,
 )
 from diffpir_core.models.download import ChecksumError, DownloadError, download, download_preset
@@ -38,9 +40,11 @@ __all__ = [
     "inspect_checkpoint",
     "load_prior",
     "optimize_for_inference",
+    "prior_card",
     "prior_path",
     "random_unet",
     "read_checkpoint",
+    "recommended_sampler",
     "resolve_unet_config",
     "save_prior",
 ]

@@ -329,6 +329,27 @@ def prior_path(name_or_path: str | Path, model_dir: Path | None = None) -> Path:
     return preset.path(model_dir) if preset is not None else Path(name_or_path).expanduser()
 
 
+def prior_card(name_or_path: str | Path) -> dict[str, Any]:
+    """The model card of a prior (a preset's shipped card, or ``<file>.json`` beside a checkpoint); {} if none."""
+    preset = _as_preset(name_or_path)
+    card = preset.card if preset is not None else Path(name_or_path).expanduser().with_suffix(".json")
+    if card is None or not card.is_file():
+        return {}
+    try:
+        data = json.loads(card.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"model card {card} is not valid JSON ({err}); fix or remove it") from None
+    return data if isinstance(data, dict) else {}
+
+
+def recommended_sampler(name_or_path: str | Path, kind: str) -> dict[str, Any]:
+    """The sampler settings the prior's card recommends for task kind ``kind`` (``card.sampler.<kind>``)."""
+    settings = prior_card(name_or_path).get("sampler", {}).get(kind, {})
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"the model card of {name_or_path} has a non-mapping sampler.{kind}: give field: value pairs")
+    return dict(settings)
+
+
 def _as_preset(name_or_path: str | Path) -> Preset | None:
     """The preset meant by a name; ``None`` for something that is a path."""
     if isinstance(name_or_path, Path) or any(sep in name_or_path for sep in "/\\") or "." in name_or_path:

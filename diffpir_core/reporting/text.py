@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from diffpir_core.io.csv_text import csv_text
 from diffpir_core.reporting.summary import ROW_KEYS, Row, metric_names
 
 # (metric, column title) of the paper's table: task x PSNR / SSIM / LPIPS, then FID.
@@ -129,14 +128,12 @@ def csv_columns(rows: Sequence[Row]) -> list[str]:
 
 
 def metrics_csv(rows: Sequence[Row]) -> str:
-    """``metrics.csv``: one line per image with the columns of :func:`csv_columns`; empty = missing."""
+    """``metrics.csv``: one line per image with the columns of :func:`csv_columns`; empty = missing.
+
+    Text cells that a spreadsheet would run as a formula get a leading ``'`` (:mod:`diffpir_core.io.csv_text`).
+    """
     columns = csv_columns(rows)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: _csv_value(row.get(key)) for key in columns})
-    return buffer.getvalue()
+    return csv_text(columns, [{key: _csv_value(row.get(key)) for key in columns} for row in rows])
 
 
 def to_json(data: Any) -> str:

@@ -1,18 +1,20 @@
-"""DiffPIR sampling: the noise schedule, the run configuration, task presets and the sampler itself."""
+"""DiffPIR sampling: the noise schedule, the run configuration and its layers, and the sampler itself."""
 
 from diffpir_core.sampling.config import DiffPIRConfig
 from diffpir_core.sampling.diffpir import StepCallback, diffpir_sample, reference_schedule
-from diffpir_core.sampling.presets import TASK_PRESETS, task_preset
-from diffpir_core.sampling.schedule import Schedule, rho_weight, visited_timesteps
+from diffpir_core.sampling.schedule import Schedule, network_calls, rho_weight, visited_timesteps
+from diffpir_core.sampling.settings import ResolvedSampler, SamplerOverrides, resolve_sampler
 
 __all__ = [
-    "TASK_PRESETS",
     "DiffPIRConfig",
+    "ResolvedSampler",
+    "SamplerOverrides",
     "Schedule",
     "StepCallback",
     "diffpir_sample",
+    "network_calls",
     "reference_schedule",
+    "resolve_sampler",
     "rho_weight",
-    "task_preset",
     "visited_timesteps",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from diffpir_core.sampling.schedule import SkipType
+from diffpir_core.sampling.schedule import SkipType, network_calls
 
 ReturnMode = Literal["x_t0", "x0_hat"]
 DataStepDtype = Literal["float32", "float64"]
@@ -76,6 +76,11 @@ class DiffPIRConfig(BaseModel):
         if not values or any(not 0.0 <= v < 1.0 for v in values):
             raise ValueError(f"noise_sigma must be in [0, 1) on the [0, 1] image scale (e.g. 0.05), got {value}")
         return value
+
+    @property
+    def nfes(self) -> int:
+        """Network evaluations per image of this run (:func:`network_calls`)."""
+        return network_calls(self.iter_num, self.skip_type, self.t_start, self.iter_num_U)
 
     def noise_sigmas(self, batch: int) -> list[float]:
         """σ per image for a batch of ``batch`` images (a scalar is shared)."""

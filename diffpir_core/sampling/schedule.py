@@ -122,3 +122,13 @@ def visited_timesteps(
         raise ValueError(f"skip_type must be 'quad' or 'uniform', got {skip_type!r}")
     t_start = last if t_start is None else t_start
     return [last - q for q in seq if last - q <= t_start]
+
+
+def network_calls(
+    iter_num: int, skip_type: SkipType = "quad", t_start: int | None = None, iter_num_U: int = 1,
+    num_train_timesteps: int = 1000,
+) -> int:
+    """Network evaluations per image (NFEs) of one run: every visited step but the last repeats
+    ``iter_num_U`` times, the last one only evaluates the network once (``diffpir_sample``)."""
+    steps = len(visited_timesteps(iter_num, skip_type, t_start, num_train_timesteps))
+    return 0 if steps == 0 else (steps - 1) * iter_num_U + 1

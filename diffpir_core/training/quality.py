@@ -1,80 +1,44 @@
 """Quality check of a prior on the held-out tiles: DiffPIR against the classical baseline of each task.
 
-Same measurements for both (the orchestration's evaluate-mode recipes, spec §4): SR ×4 = MATLAB-bicubic
-downscale + AWGN σ = 0.05 vs bicubic upsampling; Gaussian deblurring = circular uint8 blur + AWGN
-σ = 0.05 vs Wiener deconvolution (known kernel and σ); random 50 % inpainting (noise-free, as the
-reference) vs biharmonic inpainting. PSNR / SSIM on uint8 RGB, per image and on average.
+Same measurements for both, made by the task kinds' own evaluate-mode recipes (docs/algorithm.md §6):
+SR ×4 = MATLAB-bicubic downscale + AWGN σ = 0.05 vs bicubic upsampling; Gaussian deblurring = circular
+uint8 blur + AWGN σ = 0.05 vs Wiener deconvolution (known kernel and σ); random 50 % inpainting
+(noise-free, as the reference) vs biharmonic inpainting. PSNR / SSIM on uint8 RGB, per image and on
+average. The DiffPIR settings are the prior card's recommendation (task preset → card → overrides).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import TypeAdapter
 from torch import Tensor, nn
 
-from diffpir_core.metrics import float_to_uint8, psnr, ssim, uint8_to_float
-from diffpir_core.operators import Blur, Inpainting, SuperResolution, add_noise, gaussian_kernel, imresize, random_mask
-from diffpir_core.operators.degrade import blur_uint8
-from diffpir_core.sampling import DiffPIRConfig, diffpir_sample, task_preset
-from diffpir_core.training.baselines import biharmonic_inpaint, bicubic_sr, wiener_deblur
+from diffpir_core.metrics import float_to_uint8, psnr, ssim
+from diffpir_core.models import recommended_sampler
+from diffpir_core.restore import inputs_from_arrays
+from diffpir_core.sampling import diffpir_sample, resolve_sampler
+from diffpir_core.task_kinds import TaskKind, TaskSpec
 
-SR_SCALE = 4
-NOISE_SIGMA = 0.05
-BLUR_KERNEL_SIZE = 15
-BLUR_STD = 1.6
-"""Gaussian blur of the check: std 1.6 px on 64 px tiles is the reference's 3–9 px on 256 px images,
-scaled like the tiles (held-out photos reduced to a 128 px short side)."""
-MISSING_FRACTION = 0.5
-
-#: DiffPIR settings of the check (and of the demo) per task: the reference presets re-tuned for the small
-#: prior on a few held-out tiles (docs/quality.md): a weak prior wants a smaller λ (trust the measurement)
-#: and ζ = 1 (fresh noise every step); inpainting gains from 100 instead of 20 steps.
-QUALITY_SAMPLER: dict[str, dict[str, Any]] = {
-    "sr": {"lambda_": 2.0, "zeta": 1.0, "iter_num": 100},
-    "deblur": {"lambda_": 3.0, "zeta": 1.0, "iter_num": 100},
-    "inpaint": {"lambda_": 1.0, "zeta": 1.0, "iter_num": 100},
+QUALITY_TASKS: dict[str, dict[str, Any]] = {
+    "sr": {"kind": "sr", "scale": 4, "noise_sigma": 0.05},
+    "deblur": {"kind": "deblur", "kernel": "gaussian", "kernel_size": 15, "kernel_std": 1.6, "noise_sigma": 0.05},
+    "inpaint": {"kind": "inpaint", "mask": "random", "mask_ratio": 0.5, "noise_sigma": 0.0},
 }
+"""The check's tasks (job ``task`` sections). The Gaussian blur's std 1.6 px on 64 px tiles is the
+reference's 3–9 px on 256 px images, scaled like the tiles (held-out photos reduced to a 128 px short side)."""
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One task's measurements of a batch: the operator DiffPIR uses and the classical restoration."""
-
-    operator: Any
-    y: Tensor
-    baseline: Callable[[], Tensor]
-    noise_sigma: float
-
-
-def _sr_problem(truth: Tensor, seeds: list[int]) -> Problem:
-    y = add_noise(imresize(truth, 1.0 / SR_SCALE), NOISE_SIGMA, seeds)
-    return Problem(SuperResolution(SR_SCALE), y, lambda: bicubic_sr(y, SR_SCALE), NOISE_SIGMA)
-
-
-def _deblur_problem(truth: Tensor, seeds: list[int]) -> Problem:
-    kernels = gaussian_kernel(BLUR_KERNEL_SIZE, BLUR_STD)[None].expand(truth.shape[0], -1, -1).contiguous()
-    blurred = blur_uint8(float_to_uint8(truth), kernels).permute(0, 3, 1, 2).float() / 255.0
-    y = add_noise(blurred, NOISE_SIGMA, seeds)
-    return Problem(Blur(kernels), y, lambda: wiener_deblur(y, kernels, NOISE_SIGMA), NOISE_SIGMA)
-
-
-def _inpaint_problem(truth: Tensor, seeds: list[int]) -> Problem:
-    height, width = truth.shape[-2:]
-    masks = torch.stack([random_mask(height, width, seed=s, known_fraction=1.0 - MISSING_FRACTION) for s in seeds])
-    y = truth * masks[:, None]
-    return Problem(Inpainting(masks[:, None]), y, lambda: biharmonic_inpaint(y, masks), 0.0)
-
-
-PROBLEMS: dict[str, tuple[str, Callable[[Tensor, list[int]], Problem]]] = {
-    "sr": ("bicubic", _sr_problem),
-    "deblur": ("wiener", _deblur_problem),
-    "inpaint": ("biharmonic", _inpaint_problem),
-}
+def quality_task(name: str) -> TaskKind:
+    """The task of the check called ``name`` (a key of :data:`QUALITY_TASKS`)."""
+    if name not in QUALITY_TASKS:
+        raise ValueError(f"unknown quality task {name!r}: choose from {sorted(QUALITY_TASKS)}")
+    return TypeAdapter(TaskSpec).validate_python(QUALITY_TASKS[name])
 
 
 @dataclass
@@ -105,30 +69,32 @@ def _scores(out: Tensor, truth_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate_task(
     model: nn.Module,
-    task: str,
+    name: str,
     tiles: Mapping[str, np.ndarray],
     *,
+    prior: str = "demo",
     sampler: Mapping[str, Any] | None = None,
     batch_size: int = 16,
     seed: int = 0,
 ) -> TaskResult:
-    """DiffPIR with ``model`` vs the task's baseline on ``tiles`` (id -> uint8 (H, W, 3)). Image i gets
-    degradation seed ``seed + i`` and sampler generator seed ``seed + i``, independent of batching."""
-    baseline_name, make_problem = PROBLEMS[task]
-    settings = {**QUALITY_SAMPLER[task], **(sampler or {})}
-    result = TaskResult(task, baseline_name, settings)
+    """DiffPIR with ``model`` (the network of ``prior``, whose card gives the settings) vs the task's
+    baseline on ``tiles`` (id -> uint8 (H, W, 3)). Image i gets degradation seed ``seed + i`` and sampler
+    generator seed ``seed + i``, independent of batching; ``sampler`` overrides the card's settings."""
+    task = quality_task(name)
+    config = resolve_sampler(task.PRESET, recommended_sampler(prior, task.kind), sampler or {}, task.noise_sigma).config
+    settings = config.model_dump(include={"lambda_", "zeta", "iter_num"})
+    result = TaskResult(name, task.BASELINE, settings)
     ids = list(tiles)
     start = time.perf_counter()
     for first in range(0, len(ids), batch_size):
         batch_ids = ids[first:first + batch_size]
         truth_u8 = np.stack([tiles[i] for i in batch_ids])
         seeds = [seed + first + k for k in range(len(batch_ids))]
-        problem = make_problem(uint8_to_float(truth_u8), seeds)
-        config: DiffPIRConfig = task_preset(task, **{**settings, "noise_sigma": problem.noise_sigma})
+        inputs = inputs_from_arrays(task, batch_ids, task.synthesise(truth_u8, seeds, {}))
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        restored = diffpir_sample(model, problem.operator, problem.y, config, generator=generators)
+        restored = diffpir_sample(model, task.operator(inputs.params), inputs.y, config, generator=generators)
         d_psnr, d_ssim = _scores(restored, truth_u8)
-        b_psnr, b_ssim = _scores(problem.baseline(), truth_u8)
+        b_psnr, b_ssim = _scores(task.baseline(inputs.y, inputs.params), truth_u8)
         for k, image_id in enumerate(batch_ids):
             result.per_image[image_id] = {"diffpir_psnr": float(d_psnr[k]), "baseline_psnr": float(b_psnr[k]),
                                           "diffpir_ssim": float(d_ssim[k]), "baseline_ssim": float(b_ssim[k])}
@@ -139,11 +105,8 @@ def evaluate_task(
 def evaluate_quality(
     model: nn.Module,
     tiles: Mapping[str, np.ndarray],
-    tasks: Sequence[str] = tuple(PROBLEMS),
+    tasks: Sequence[str] = tuple(QUALITY_TASKS),
     **kwargs: Any,
 ) -> list[TaskResult]:
-    """:func:`evaluate_task` for each of ``tasks`` (``sr``, ``deblur``, ``inpaint``)."""
-    unknown = sorted(set(tasks) - set(PROBLEMS))
-    if unknown:
-        raise ValueError(f"unknown quality task(s) {unknown}: choose from {sorted(PROBLEMS)}")
-    return [evaluate_task(model, task, tiles, **kwargs) for task in tasks]
+    """:func:`evaluate_task` for each of ``tasks`` (keys of :data:`QUALITY_TASKS`)."""
+    return [evaluate_task(model, name, tiles, **kwargs) for name in tasks]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from diffpir_core.job import load_job
 from diffpir_core.models.presets import get_preset
-from flows.cli_demo import DEMO_TASKS, demo_job
+from diffpir_cli.demo import DEMO_TASKS, demo_job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def test_short_demo_runs_the_restore_flow_for_every_task(tmp_path: Path) -> None
     out = tmp_path / "demo"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""}
     proc = subprocess.run(
-        [sys.executable, "-c", "from flows.cli import main; main()", "demo", "--out", str(out),
+        [sys.executable, "-c", "from diffpir_cli.app import main; main()", "demo", "--out", str(out),
          "--iter-num", "3", "--images", "2"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )

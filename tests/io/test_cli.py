@@ -5,11 +5,11 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from flows import cli_data
+from diffpir_cli import data as cli_data
 
 
 def _app() -> typer.Typer:
-    """Only the data commands, registered as ``flows/cli.py`` does (independent of the other command groups)."""
+    """Only the data commands, registered as ``diffpir_cli/app.py`` does (independent of the other command groups)."""
     app = typer.Typer()
     cli_data.register(app)
     return app

@@ -8,6 +8,7 @@ import yaml
 
 import diffpir_core.job as job_module
 from diffpir_core.job import Job, JobError, apply_overrides, load_job, parse_job
+from diffpir_core.task_kinds import TASK_KINDS
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"input": "/data/faces", "output": "/runs/faces"}
@@ -56,8 +57,10 @@ storage_options: {endpoint_url: http://127.0.0.1:5000}
         ({"task": {"kind": "sr", "scale": 16}}, "task.scale"),
         ({"task": {"kind": "blur"}}, "task"),
         ({"task": {"kind": "deblur", "kernel_size": 60}}, "task.kernel_size"),
-        ({"sampler": {"lamda": 3}}, "sampler"),
-        ({"sampler": {"iter_num": 0}}, "sampler"),
+        ({"sampler": {"lamda": 3}}, "sampler.lamda"),
+        ({"sampler": {"iter_num": 0}}, "sampler.iter_num"),
+        ({"sampler": {"noise_sigma": 0.1}}, "sampler"),
+        ({"task": {"kind": "sr", "scale": 5}}, "task.scale"),
         ({"shard_size": 0}, "shard_size"),
         ({"device": "gpu"}, "device"),
         ({"runner": {"kind": "dask", "address": "tcp://h:8786", "cluster_kwargs": {"n_workers": 2}}}, "runner"),
@@ -80,7 +83,8 @@ def test_missing_required_fields_are_listed() -> None:
 def test_overrides_set_nested_fields_with_yaml_values(tmp_path: Path) -> None:
     (tmp_path / "job.yaml").write_text(yaml.safe_dump({**MINIMAL, "task": {"kind": "sr", "scale": 4}}))
     job = load_job(tmp_path / "job.yaml", ["task.scale=2", "sampler.lambda_=3.5", "runner={kind: local, max_workers: 3}"])
-    assert job.task.scale == 2 and job.sampler == {"lambda_": 3.5} and job.runner.max_workers == 3
+    assert job.task.scale == 2 and job.sampler.model_dump(exclude_none=True) == {"lambda_": 3.5}
+    assert job.runner.max_workers == 3
     with pytest.raises(JobError, match="expected key=value"):
         apply_overrides({}, ["task.scale"])
 
@@ -127,13 +131,13 @@ def test_every_job_field_is_documented() -> None:
     for name in ("task", "runner", "ingest", "report"):
         fields.discard(name)
     for prefix, model in (
-        ("task", ("SRTask", "DeblurTask", "InpaintTask")),
-        ("runner", ("LocalRunner", "DaskRunner")),
-        ("ingest", ("IngestOptions",)),
-        ("report", ("ReportOptions",)),
+        ("task", tuple(TASK_KINDS.values())),
+        ("runner", (job_module.LocalRunner, job_module.DaskRunner)),
+        ("ingest", (job_module.IngestOptions,)),
+        ("report", (job_module.ReportOptions,)),
     ):
-        for class_name in model:
-            fields |= {f"{prefix}.{f}" for f in getattr(job_module, class_name).model_fields}
+        for model_class in model:
+            fields |= {f"{prefix}.{f}" for f in model_class.model_fields}
     assert fields <= documented, sorted(fields - documented)
 
 

@@ -44,7 +44,7 @@ def test_killed_job_resumes_without_recomputing_finished_shards(
         "OMP_NUM_THREADS": "1",
     }
     child = subprocess.Popen(
-        [sys.executable, "-c", "from flows.cli import main; main()", "run", str(job_file)],
+        [sys.executable, "-c", "from diffpir_cli.app import main; main()", "run", str(job_file)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:

@@ -7,8 +7,7 @@ import torch
 
 from diffpir_core.job import parse_job
 from diffpir_core.models import load_prior
-from tasks.degradation import inputs_from_arrays, synthesise
-from tasks.restoration import restore_batchwise
+from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise
 
 
 class OutOfMemoryAbove(torch.nn.Module):
@@ -30,14 +29,14 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_pixels(tiny_prior: Path, i
     images = image_writer(tmp_path / "img", 5)
     ids = sorted(images)
     job = parse_job({"input": "x", "output": "y", "task": {"kind": "sr", "scale": 2}, "sampler": {"iter_num": 2}})
-    inputs = inputs_from_arrays(ids, synthesise(job, ids, np.stack([images[i] for i in ids])))
+    inputs = inputs_from_arrays(job.task, ids, synthesise(job.task, ids, np.stack([images[i] for i in ids]), job.seed, {}))
     unet = load_prior(str(tiny_prior)).unet
     config = job.sampler_config()
-    expected, size = restore_batchwise(unet, inputs, "sr", config, seed=0, batch_size=5, device="cpu", scale=2)
+    expected, size = restore_batchwise(unet, inputs, job.task, config, seed=0, batch_size=5, device="cpu")
     assert size == 5
 
     limited = OutOfMemoryAbove(unet, limit=2).eval()
-    restored, size = restore_batchwise(limited, inputs, "sr", config, seed=0, batch_size=5, device="cpu", scale=2)
+    restored, size = restore_batchwise(limited, inputs, job.task, config, seed=0, batch_size=5, device="cpu")
     assert size == 2
     assert limited.batches[0] == 5 and max(limited.batches[1:]) == 2
     np.testing.assert_array_equal(restored, expected)

@@ -11,7 +11,7 @@ from prefect.client.schemas.filters import FlowRunFilter
 from typer.testing import CliRunner
 
 from diffpir_core.io import DatasetStore
-from flows.cli import app
+from diffpir_cli.app import app
 from flows.evaluate import evaluate
 from flows.restore import restore
 from flows.status import job_status

@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from diffpir_core.models import PRESETS, Preset
-from flows.cli_models import register
+from diffpir_cli.models import register
 
 
 @pytest.fixture

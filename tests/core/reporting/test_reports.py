@@ -71,6 +71,18 @@ def test_metrics_csv_round_trips_every_value(rows) -> None:
     assert parsed[3]["shard"] == "shard-00001" and float(parsed[3]["seconds"]) == 4.5
 
 
+def test_metrics_csv_escapes_formula_text_but_not_numbers(rows) -> None:
+    formulas = ['=HYPERLINK("http://x","y").png', "+1.png", "-2.png", "@SUM(A1).png"]
+    for row, image_id in zip(rows, formulas, strict=True):
+        row["id"] = image_id
+    rows[0]["psnr"], rows[1]["ssim"], rows[2]["psnr"] = -1.5, np.float32(-0.25), -math.inf
+    rows[3]["note"] = "-5"  # text that looks like a number is still text: escaped
+    parsed = list(csv.DictReader(io.StringIO(metrics_csv(rows))))
+    assert [row["id"] for row in parsed] == ["'" + image_id for image_id in formulas]
+    assert (parsed[0]["psnr"], parsed[1]["ssim"], parsed[2]["psnr"]) == ("-1.5", "-0.25", "-inf")
+    assert parsed[3]["note"] == "'-5" and parsed[1]["task"] == "sr_x4"
+
+
 def test_write_report_writes_four_parseable_files(tmp_path: Path, rows, info, samples) -> None:
     rows[0]["psnr"] = np.float64(math.inf)  # numpy scalars and infinities serialise too
     files = write_report(str(tmp_path / "out" / "report"), rows, info, samples)

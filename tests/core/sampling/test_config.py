@@ -8,7 +8,8 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from diffpir_core.sampling import TASK_PRESETS, DiffPIRConfig, task_preset
+from diffpir_core.sampling import DiffPIRConfig
+from diffpir_core.task_kinds import task_kind, task_preset
 
 
 def test_reference_keyword_names_and_defaults():
@@ -67,6 +68,6 @@ def test_presets_are_overridable_and_read_only():
     with pytest.raises(ValidationError):
         task_preset("inpaint", zeta=2.0)
     with pytest.raises(TypeError):
-        TASK_PRESETS["sr"]["lambda_"] = 1.0  # type: ignore[index]
-    with pytest.raises(ValueError, match="unknown task kind 'denoise'"):
-        task_preset("denoise")
+        task_kind("sr").PRESET["lambda_"] = 1.0  # type: ignore[index]
+    with pytest.raises(ValueError, match="unknown task kind 'colorize'"):
+        task_preset("colorize")

@@ -8,7 +8,8 @@ from torch import nn
 
 from diffpir_core.metrics import float_to_uint8, psnr
 from diffpir_core.operators import Blur, Inpainting, SuperResolution, add_noise, box_mask, random_mask
-from diffpir_core.sampling import DiffPIRConfig, diffpir_sample, task_preset, visited_timesteps
+from diffpir_core.sampling import DiffPIRConfig, diffpir_sample, visited_timesteps
+from diffpir_core.task_kinds import task_preset
 
 BATCH = 8
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from diffpir_core.job import JobError, load_job
+from diffpir_core.job import Job, JobError, load_job
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,7 @@ def run(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     if dry_run:
-        typer.echo(job.to_yaml())
+        typer.echo(job.to_yaml() + _effective_sampler(job))
         return
     from tqdm import tqdm
 
@@ -61,6 +61,15 @@ def run(
         typer.echo(f"  shard {shard}: {reason}", err=True)
     typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
     raise typer.Exit(1)
+
+
+def _effective_sampler(job: Job) -> str:
+    """The sampler settings the job runs with and where each value came from, as YAML comments."""
+    settings = job.sampler_settings()
+    values = settings.config.model_dump(mode="json")
+    lines = [f"# effective sampler settings ({settings.config.nfes} network calls per image):"]
+    lines += [f"#   {name + ':':<17} {values[name]!s:<8} from {source}" for name, source in settings.sources.items()]
+    return "\n".join(lines) + "\n"
 
 
 def status(

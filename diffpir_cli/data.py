@@ -83,6 +83,12 @@ def export_command(
         except (StoreError, ValueError) as err:
             raise typer.BadParameter(str(err)) from err
     typer.echo(f"exported {summary.exported} PNGs ({summary.bytes_written / 1e6:.1f} MB) to {summary.out} in {summary.seconds:.1f} s")
+    if summary.renamed:
+        typer.echo(f"renamed {summary.renamed} id(s) with unsafe or clashing names (every id -> file: {summary.mapping})")
+        for image_id, name in summary.renamed_sample.items():
+            typer.echo(f"  {image_id!r} -> {name}")  # repr: ids may hold newlines or control characters
+        if summary.renamed > len(summary.renamed_sample):
+            typer.echo(f"  ... and {summary.renamed - len(summary.renamed_sample)} more")
     if summary.skipped_shards:
         typer.echo(f"skipped {len(summary.skipped_shards)} shards without a matching completion record: {summary.skipped_shards[:10]}")
 

@@ -2,7 +2,7 @@
 
 import typer
 
-from flows import cli_data, cli_demo, cli_jobs, cli_models, cli_train
+from diffpir_cli import data, demo, jobs, models, train
 
 app = typer.Typer(
     name="diffpir",
@@ -11,7 +11,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for module in (cli_jobs, cli_data, cli_models, cli_train, cli_demo):
+for module in (jobs, data, models, train, demo):
     module.register(app)
 
 

@@ -52,19 +52,16 @@ def write_demo_inputs(folder: Path, names: tuple[str, ...] = DEMO_TILES) -> list
 def demo_job(root: Path, label: str, *, prior: str = "demo", iter_num: int | None = None, images: int = 6) -> Any:
     """The demo's job for task ``label`` (a key of DEMO_TASKS): input ``<root>/input``, output ``<root>/<label>``."""
     from diffpir_core.job import parse_job
-    from diffpir_core.training.quality import QUALITY_SAMPLER
 
     task = DEMO_TASKS[label]
-    sampler = {k: v for k, v in QUALITY_SAMPLER[task["kind"]].items()}
-    if iter_num is not None:
-        sampler["iter_num"] = iter_num
+    sampler = {} if iter_num is None else {"iter_num": iter_num}
     return parse_job({
         "input": str(root / "input"),
         "output": str(root / label),
         "mode": "evaluate",
         "task": task,
         "prior": prior,
-        "sampler": sampler,
+        **({"sampler": sampler} if sampler else {}),
         "shard_size": images,
         "batch_size": images,
         "device": "auto",
@@ -95,8 +92,8 @@ def _index_html(rows: list[dict[str, Any]]) -> str:
 def demo(
     out: Annotated[Path, typer.Option(help="Folder of the demo: input images, one output store per task, reports.")]
     = Path("runs/demo"),
-    iter_num: Annotated[int | None, typer.Option(help="Sampler steps for every task (default: the tuned "
-                                                 "values of docs/quality.md: 100 for each task).")] = None,
+    iter_num: Annotated[int | None, typer.Option(help="Sampler steps for every task (default: the prior card's "
+                                                 "tuned values, docs/quality.md: 100 for each task).")] = None,
     images: Annotated[int, typer.Option(min=1, max=len(DEMO_TILES),
                                         help="How many held-out tiles to restore.")] = len(DEMO_TILES),
     tasks: Annotated[list[str] | None, typer.Option(

@@ -1,0 +1,97 @@
+"""``TaskKind``: everything about one kind of restoration task, in one class per kind.
+
+A kind is the job's ``task`` section (its pydantic fields, validated against what the operators
+support) and knows how to turn that section into work: the operator of a batch, the evaluate-mode
+recipe that synthesises measurements from ground truth (per-image seeded, docs/algorithm.md §6), the
+arrays those measurements are stored in, how restore mode gets the operator parameters, the output
+scale, the metric border, the classical baseline, the labels, and the reference sampler preset.
+Code outside ``diffpir_core/task_kinds`` only calls these methods; it never branches on a kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from diffpir_core.operators import Operator, add_noise
+
+ArraySpec = tuple[tuple[int, ...], str]
+"""Per-image shape (without the image axis) and dtype of one stored measurement array."""
+
+
+class TaskKind(BaseModel):
+    """Base of the task kinds; subclasses set ``kind`` (a ``Literal``), ``PRESET`` and ``BASELINE``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    kind: str
+    noise_sigma: float = Field(0.05, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
+
+    PRESET: ClassVar[Mapping[str, Any]]
+    """The reference's DiffPIR run values for this kind (``DiffPIRConfig`` fields)."""
+    BASELINE: ClassVar[str]
+    """Name of the classical method :meth:`baseline` runs (shown in reports)."""
+
+    def label(self) -> str:
+        """Short task name for run names, artifact keys and reports (``sr4``, ``deblur-gaussian``)."""
+        return self.kind
+
+    def title(self) -> str:
+        """Human-readable task for report tables, with the noise level (``sr x4, σ=0.05``)."""
+        return f"{self.label().replace('-', ' ')}, σ={self.noise_sigma:g}"
+
+    @property
+    def output_scale(self) -> int:
+        """How many times larger than the measurement the restored image is (SR: the scale)."""
+        return 1
+
+    @property
+    def metric_border(self) -> int:
+        """Pixels cropped at each border before PSNR/SSIM (the reference crops the SR scale)."""
+        return 0
+
+    def check_mode(self, mode: str) -> None:
+        """Raise ``ValueError`` naming the field when the task cannot run in ``mode`` (evaluate | restore)."""
+
+    def measurement_arrays(self, height: int, width: int, storage_options: Mapping[str, Any]) -> dict[str, ArraySpec]:
+        """The arrays evaluate mode stores for ground truth of ``height``×``width``: ``y`` plus operator data."""
+        return {"y": ((height, width, 3), "float32")}
+
+    def synthesise(
+        self, truth_u8: np.ndarray, seeds: list[int], storage_options: Mapping[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """Degrade ground truth (n, H, W, 3) uint8 with one seed per image: ``y`` (n, h, w, 3) float32 in
+        [0, 1] with AWGN of ``noise_sigma``, plus the operator arrays of :meth:`measurement_arrays`."""
+        y, extra = self.degrade(truth_u8, seeds, storage_options)
+        if self.noise_sigma > 0:
+            y = add_noise(y, self.noise_sigma, seeds)
+        return {"y": y.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32), **extra}
+
+    def degrade(
+        self, truth_u8: np.ndarray, seeds: list[int], storage_options: Mapping[str, Any]
+    ) -> tuple[Tensor, dict[str, np.ndarray]]:
+        """The noise-free measurement (n, 3, h, w) float and the operator arrays (subclasses)."""
+        raise NotImplementedError
+
+    def params_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
+        """Operator parameters from stored measurement arrays (those of :meth:`measurement_arrays`)."""
+        return {}
+
+    def given_params(
+        self, image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]
+    ) -> dict[str, Tensor]:
+        """Restore mode: operator parameters for stored degraded images of shape (n, h, w)."""
+        return {}
+
+    def operator(self, params: Mapping[str, Tensor]) -> Operator:
+        """The operator of a batch, from per-image (first dim = images) or shared parameters."""
+        raise NotImplementedError
+
+    def baseline(self, y: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        """The classical restoration of ``y`` (B, 3, h, w) given what DiffPIR is given; (B, 3, H, W) in [0, 1]."""
+        raise NotImplementedError
+

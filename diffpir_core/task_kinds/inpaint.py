@@ -1,0 +1,88 @@
+"""Inpainting with a known mask (1 = known pixel): a generated box or random mask per image, or a mask file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from diffpir_core.baselines import biharmonic_inpaint
+from diffpir_core.io.degradation_files import load_mask
+from diffpir_core.metrics import uint8_to_float
+from diffpir_core.operators import Inpainting, Operator, random_box_mask, random_mask
+from diffpir_core.task_kinds.base import ArraySpec, TaskKind
+
+GENERATED_MASKS = ("box", "random")
+
+
+class InpaintTask(TaskKind):
+    """y = m ⊙ x (+ AWGN, none by default as the reference)."""
+
+    kind: Literal["inpaint"] = "inpaint"
+    noise_sigma: float = Field(0.0, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
+    mask: str = Field("box", description="box | random | URI of a mask image (white = known)")
+    mask_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="random masks: fraction of missing pixels")
+    box_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="box masks: box side / image side")
+
+    PRESET: ClassVar[Mapping[str, Any]] = MappingProxyType({"lambda_": 1.0, "zeta": 1.0, "iter_num": 20})
+    BASELINE: ClassVar[str] = "biharmonic"
+
+    def label(self) -> str:
+        return f"inpaint-{self.mask if self.mask in GENERATED_MASKS else 'file'}"
+
+    def check_mode(self, mode: str) -> None:
+        if mode == "restore" and self.mask in GENERATED_MASKS:
+            raise ValueError(
+                "task.mask: mode restore needs the real mask of the images (a file URI), "
+                f"not a generated {self.mask!r} mask"
+            )
+
+    def measurement_arrays(self, height: int, width: int, storage_options: Mapping[str, Any]) -> dict[str, ArraySpec]:
+        return {"y": ((height, width, 3), "float32"), "mask": ((height, width), "uint8")}
+
+    def _mask_file(self, height: int, width: int, storage_options: Mapping[str, Any]) -> np.ndarray:
+        mask = load_mask(self.mask, storage_options)
+        if mask.shape != (height, width):
+            raise ValueError(
+                f"task.mask {self.mask} is {mask.shape[1]}x{mask.shape[0]} but the images are "
+                f"{width}x{height}; give a mask of the image size"
+            )
+        return mask
+
+    def _make_mask(self, height: int, width: int, seed: int, storage_options: Mapping[str, Any]) -> Tensor:
+        if self.mask == "random":
+            return random_mask(height, width, seed=seed, known_fraction=1.0 - self.mask_ratio)
+        if self.mask == "box":
+            side = max(1, round(min(height, width) * self.box_fraction))
+            margin = (height // 16, width // 16)
+            return random_box_mask(height, width, seed=seed, length=(side, side + 1), margin=margin)
+        return torch.from_numpy(self._mask_file(height, width, storage_options).astype(np.float32))
+
+    def degrade(
+        self, truth_u8: np.ndarray, seeds: list[int], storage_options: Mapping[str, Any]
+    ) -> tuple[Tensor, dict[str, np.ndarray]]:
+        height, width = truth_u8.shape[1:3]
+        masks = torch.stack([self._make_mask(height, width, s, storage_options) for s in seeds])
+        return uint8_to_float(truth_u8) * masks[:, None], {"mask": masks.numpy().astype(np.uint8)}
+
+    def params_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
+        return {"mask": torch.from_numpy(arrays["mask"].astype(np.float32))[:, None]}
+
+    def given_params(
+        self, image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]
+    ) -> dict[str, Tensor]:
+        height, width = image_shape[1:3]
+        return {"mask": torch.from_numpy(self._mask_file(height, width, storage_options).astype(np.float32))}
+
+    def operator(self, params: Mapping[str, Tensor]) -> Operator:
+        return Inpainting(params["mask"])
+
+    def baseline(self, y: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        masks = params["mask"]
+        masks = masks[:, 0] if masks.dim() == 4 else masks[None].expand(y.shape[0], -1, -1)
+        return biharmonic_inpaint(y, masks)

@@ -1,0 +1,40 @@
+"""A shard's measurements in the output store: evaluate mode synthesises and records them once; the
+metrics and the report read them back exactly as the sampler saw them. Restore mode reads the input."""
+
+from diffpir_core.io import DatasetStore, ShardRef
+from diffpir_core.job import Job
+from diffpir_core.restore import ShardInputs, inputs_as_given, inputs_from_arrays, synthesise
+from tasks.plan import RunPlan, group_of
+
+
+def measurement_paths(job: Job, prefix: str, height: int, width: int) -> dict[str, str]:
+    """``{"y": "<prefix>/y", ...}``: the stored measurement arrays of a size group."""
+    return {name: f"{prefix}/{name}" for name in job.task.measurement_arrays(height, width, job.storage_options)}
+
+
+def prepare_measurements(
+    job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef, checksum: str
+) -> ShardInputs:
+    """The shard's sampler inputs; in evaluate mode synthesised and recorded first unless a matching record exists."""
+    if plan.measurement_prefix is None:
+        return inputs_as_given(job.task, list(ref.ids), source.read_images(ref), job.storage_options)
+    group = group_of(source, ref)
+    arrays = measurement_paths(job, plan.measurement_prefix, group.height, group.width)
+    identity = {"measurement": plan.measurement_prefix, "input": checksum, "code_version": plan.code_version}
+    if all(out.record_matches(ref, path, identity) for path in arrays.values()):
+        data = {name: out.read_array(ref, path) for name, path in arrays.items()}
+    else:
+        data = synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, job.storage_options)
+        for name, path in arrays.items():
+            written = out.write_shard_output(ref, path, data[name])
+            out.write_record(ref, path, checksum=written, identity=identity)
+    return inputs_from_arrays(job.task, list(ref.ids), data)
+
+
+def measurement_inputs(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef) -> ShardInputs:
+    """The shard's measurements and operator parameters as the sampler saw them (read only)."""
+    if plan.measurement_prefix is None:
+        return inputs_as_given(job.task, list(ref.ids), source.read_images(ref), job.storage_options)
+    group = group_of(source, ref)
+    paths = measurement_paths(job, plan.measurement_prefix, group.height, group.width)
+    return inputs_from_arrays(job.task, list(ref.ids), {name: out.read_array(ref, path) for name, path in paths.items()})
