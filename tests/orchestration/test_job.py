@@ -146,3 +146,39 @@ def test_example_jobs_are_valid() -> None:
     assert len(files) >= 14
     for path in files:
         load_job(path)
+
+
+def test_sampler_settings_come_from_preset_then_prior_card_then_job(tmp_path: Path) -> None:
+    card = parse_job({**MINIMAL, "prior": "demo"}).sampler_settings()
+    assert (card.config.lambda_, card.config.zeta, card.config.iter_num) == (2.0, 1.0, 100)
+    assert card.sources["lambda_"] == "prior card (demo)" and card.sources["noise_sigma"] == "task"
+    assert card.sources["skip_type"] == "default"
+    job = parse_job({**MINIMAL, "prior": "demo", "sampler": {"lambda_": 5.0}}).sampler_settings()
+    assert (job.config.lambda_, job.sources["lambda_"], job.config.zeta) == (5.0, "job", 1.0)
+    bare = parse_job({**MINIMAL, "prior": str(tmp_path / "mine.safetensors")}).sampler_settings()
+    assert (bare.config.lambda_, bare.config.zeta, bare.sources["lambda_"]) == (7.0, 0.25, "task preset")
+    (tmp_path / "mine.json").write_text('{"sampler": {"sr": {"zeta": 0.5}}}')
+    carded = parse_job({**MINIMAL, "prior": str(tmp_path / "mine.safetensors")}).sampler_settings()
+    assert (carded.config.lambda_, carded.config.zeta) == (7.0, 0.5)
+
+
+def test_example_job_on_the_demo_prior_gets_the_tuned_settings() -> None:
+    config = load_job(REPO / "jobs" / "local-sr4.yaml").sampler_config()
+    assert (config.lambda_, config.zeta, config.iter_num, config.nfes) == (2.0, 1.0, 100, 100)
+
+
+def test_dry_run_shows_where_each_sampler_value_comes_from_and_rejects_bad_scales() -> None:
+    from typer.testing import CliRunner
+
+    from diffpir_cli.app import app
+
+    job_file = str(REPO / "jobs" / "local-sr4.yaml")
+    shown = CliRunner().invoke(app, ["run", job_file, "--dry-run", "--set", "sampler.iter_num=20"])
+    assert shown.exit_code == 0, shown.output
+    lines = {line.split(":")[0].strip("# "): line for line in shown.output.splitlines() if line.startswith("#   ")}
+    assert "from prior card (demo)" in lines["lambda_"] and "2.0" in lines["lambda_"]
+    assert "from job" in lines["iter_num"] and "from task" in lines["noise_sigma"]
+    assert "20 network calls per image" in shown.output
+    bad = CliRunner().invoke(app, ["run", job_file, "--dry-run", "--set", "task.scale=5"])
+    assert bad.exit_code == 2
+    assert "task.scale: Input should be 2, 3, 4 or 8 (got 5)" in bad.output
