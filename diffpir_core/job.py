@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from diffpir_core.models import recommended_sampler
+from diffpir_core.restore import Fit
 from diffpir_core.sampling import DiffPIRConfig, ResolvedSampler, SamplerOverrides, resolve_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
 
@@ -80,9 +81,31 @@ RunnerSpec = Annotated[LocalRunner | DaskRunner, Field(discriminator="kind")]
 class IngestOptions(_Strict):
     """How images enter the input store (see docs/store-layout.md)."""
 
-    size_policy: Literal["native", "center_crop", "resize", "modcrop"] = "modcrop"
+    size_policy: Literal["pad", "native", "center_crop", "resize", "modcrop"] = Field(
+        "pad", description="pad: any size, padded for the network and cropped back; see docs/store-layout.md"
+    )
     size: int | None = Field(None, ge=8, description="working size for center_crop/resize (square)")
     multiple: int = Field(32, ge=1, description="sizes are made multiples of this (the UNet needs 32)")
+
+
+class TilingOptions(_Strict):
+    """How images larger than the prior's training size are restored: overlapping tiles, blended."""
+
+    tile: int | None = Field(
+        None, ge=0, description="largest side the network sees; null = the prior's training size, 0 = never tile"
+    )
+    overlap: int | None = Field(None, ge=0, description="overlap of neighbouring tiles in pixels; null = tile / 4")
+    tile_batch: int = Field(8, ge=1, le=1024, description="tiles per network call (bounds the memory)")
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> "TilingOptions":
+        if self.tile and self.overlap is not None and self.overlap >= self.tile:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than tile ({self.tile})")
+        return self
+
+    def fit(self, pad: bool) -> Fit:
+        """These options as the restoration core's :class:`Fit`."""
+        return Fit(pad=pad, tile=self.tile, overlap=self.overlap, tile_batch=self.tile_batch)
 
 
 class ReportOptions(_Strict):
@@ -119,6 +142,7 @@ class Job(_Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for input/output")
     name: str | None = Field(None, description="dataset label in run names; null = last part of input")
     ingest: IngestOptions = Field(default_factory=IngestOptions)
+    tiling: TilingOptions = Field(default_factory=TilingOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
     retries: int = Field(2, ge=0, le=20, description="retries of a shard after a transient error")
     retry_delay_s: float = Field(5.0, ge=0.0, le=3600.0, description="first retry delay; doubles per retry")
@@ -182,6 +206,10 @@ class Job(_Strict):
         """The ``DiffPIRConfig`` this job samples with (see :meth:`sampler_settings`)."""
         return self.sampler_settings().config
 
+    def fit(self) -> Fit:
+        """How the restoration core fits images to the network (padding by the size policy, tiling)."""
+        return self.tiling.fit(pad=self.ingest.size_policy == "pad")
+
     def output_scale(self) -> int:
         """Restored size / stored input size: the task's scale in restore mode (evaluate stores ground truth)."""
         return self.task.output_scale if self.mode == "restore" else 1
@@ -197,19 +225,25 @@ class Job(_Strict):
         """``sr4``, ``deblur-gaussian``, ``inpaint-box``: the task part of run names and reports."""
         return self.task.label()
 
+    def task_identity(self) -> dict[str, Any]:
+        """The task's fields with every kernel/mask file replaced by the digest of its bytes (reads those files)."""
+        return {**self.task.model_dump(mode="json"), **self.task.content_identity(self.storage_options)}
+
     def job_hash(self) -> str:
-        """sha256 of everything that determines the restored pixels (see the module docstring)."""
+        """sha256 of everything that determines the restored pixels (see the module docstring); kernel and mask
+        files count by their bytes, so replacing one at the same path makes a new job."""
         identity = {
             "schema": JOB_SCHEMA_VERSION,
             "input": self.input,
             "mode": self.mode,
-            "task": self.task.model_dump(mode="json"),
+            "task": self.task_identity(),
             "prior": self.prior,
             "sampler": self.sampler_config().model_dump(mode="json"),
             "shard_size": self.shard_size,
             "precision": self.precision,
             "seed": self.seed,
             "ingest": self.ingest.model_dump(mode="json"),
+            "tiling": self.tiling.model_dump(mode="json"),
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 

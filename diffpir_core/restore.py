@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from diffpir_core.metrics import float_to_uint8, uint8_to_float
+from diffpir_core.models.tiling import TiledUNet
 from diffpir_core.sampling import DiffPIRConfig, diffpir_sample
 from diffpir_core.task_kinds import TaskKind
 
@@ -38,6 +41,44 @@ class ShardInputs:
         """Images ``start:stop``; per-image parameters (first dim = images) sliced, shared ones passed whole."""
         params = {k: (v[start:stop] if v.dim() >= 3 else v) for k, v in self.params.items()}
         return ShardInputs(self.ids[start:stop], self.y[start:stop], params)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How images meet the network: padded to the sizes it takes, and tiled when larger than its training size.
+
+    ``pad``: reflect-pad the measurement at the bottom/right so the restored size is a multiple of the
+    UNet's downsampling factor (the task kind pads its own operator data, e.g. masks with "unknown"),
+    and crop the result back, so every image comes back at its own size; False refuses such sizes.
+    ``tile``: largest side the network sees (None = the prior's training size ``unet.image_size``;
+    0 = never tile); ``overlap`` between tiles (None = a quarter tile); ``tile_batch`` tiles per call.
+    """
+
+    pad: bool = True
+    tile: int | None = None
+    overlap: int | None = None
+    tile_batch: int = 8
+
+    def network(self, unet: torch.nn.Module) -> torch.nn.Module:
+        """``unet`` wrapped for tiled evaluation, unless tiling is off or the prior's size is unknown."""
+        tile = self.tile if self.tile is not None else getattr(unet, "image_size", 0)
+        if not tile:
+            return unet
+        return TiledUNet(unet, tile, tile // 4 if self.overlap is None else self.overlap, self.tile_batch)
+
+
+def _reflect(y: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
+    if pad_h == 0 and pad_w == 0:
+        return y
+    mode = "reflect" if pad_h < y.shape[-2] and pad_w < y.shape[-1] else "replicate"
+    return F.pad(y, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def measurement_padding(unet: torch.nn.Module, task: TaskKind, height: int, width: int) -> tuple[int, int]:
+    """Rows and columns to add to an ``height``×``width`` measurement so the network takes the restored size."""
+    scale = task.output_scale
+    multiple = math.lcm(getattr(unet, "downsample_factor", None) or 1, scale)
+    return tuple(-(side * scale) % multiple // scale for side in (height, width))  # type: ignore[return-value]
 
 
 def image_seed(job_seed: int, image_id: str) -> int:
@@ -82,6 +123,7 @@ def restore_batchwise(
     batch_size: int,
     device: str,
     precision: str = "fp32",
+    fit: Fit = Fit(),
     on_batch: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Restore all images of ``inputs``; returns (uint8 (n, H, W, 3), the batch size that fit in memory).
@@ -89,6 +131,7 @@ def restore_batchwise(
     A CUDA out-of-memory error halves the batch and retries that batch (down to 1 image) instead of
     failing the shard; the smaller batch size is kept for the rest of the shard.
     """
+    network = fit.network(unet)
     n = inputs.y.shape[0]
     outputs: list[np.ndarray] = []
     start, size = 0, max(1, batch_size)
@@ -101,7 +144,7 @@ def restore_batchwise(
         stop = min(start + size, n)
         try:
             with autocast:
-                restored = restore_batch(unet, inputs.batch(start, stop), task, config, seed=seed, device=device)
+                restored = restore_batch(network, inputs.batch(start, stop), task, config, seed=seed, device=device, pad=fit.pad)
         except torch.cuda.OutOfMemoryError:
             if size == 1:
                 raise
@@ -117,9 +160,15 @@ def restore_batchwise(
 
 
 def restore_batch(
-    unet: torch.nn.Module, inputs: ShardInputs, task: TaskKind, config: DiffPIRConfig, *, seed: int, device: str
+    unet: torch.nn.Module, inputs: ShardInputs, task: TaskKind, config: DiffPIRConfig, *, seed: int, device: str,
+    pad: bool = True,
 ) -> torch.Tensor:
-    """One batch through the sampler with one generator per image; (B, 3, H, W) float, unclamped."""
+    """One batch through the sampler with one generator per image; (B, 3, H, W) float, unclamped, at the
+    images' own restored size (padded for the network and cropped back when ``pad``)."""
     generators = [torch.Generator(device=device).manual_seed(image_seed(seed, i)) for i in inputs.ids]
-    operator = task.operator({k: v.to(device) for k, v in inputs.params.items()})
-    return diffpir_sample(unet, operator, inputs.y.to(device), config, generator=generators)
+    height, width = inputs.y.shape[-2:]
+    pad_h, pad_w = measurement_padding(unet, task, height, width) if pad else (0, 0)
+    params = task.pad_params({k: v.to(device) for k, v in inputs.params.items()}, pad_h, pad_w)
+    y = _reflect(inputs.y.to(device), pad_h, pad_w)
+    restored = diffpir_sample(unet, task.operator(params), y, config, generator=generators)
+    return restored[..., : height * task.output_scale, : width * task.output_scale]

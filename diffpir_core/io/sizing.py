@@ -1,5 +1,8 @@
 """Size policies: how images of any size become arrays the UNet can take, without silent distortion.
 
+- ``pad`` (the default): pixels untouched, grouped by size; restoration pads each measurement to the
+  sizes the UNet takes (reflect; masks padded as unknown) and crops the result back, so every image comes
+  back at exactly its input size (× scale for SR).
 - ``native``: pixels untouched; images are grouped by size (one array per size group). Sizes must already
   suit the UNet (multiples of its downsampling factor, 32 for the 256² priors): restoration refuses other
   groups as a permanent shard error that names the size and the fix (``modcrop``/``center_crop``/``resize``).
@@ -20,6 +23,7 @@ from PIL import Image
 class SizePolicy(str, Enum):
     """How ingest brings images to a working size (see the module docstring)."""
 
+    PAD = "pad"
     NATIVE = "native"
     MODCROP = "modcrop"
     CENTER_CROP = "center_crop"
@@ -39,7 +43,7 @@ def validate_size_options(policy: SizePolicy, size: int | None, multiple: int) -
 
 def apply_size_policy(image: np.ndarray, policy: SizePolicy, size: int | None = None, multiple: int = 1) -> np.ndarray:
     """Bring an (H, W, 3) ``uint8`` image to the working size of ``policy``."""
-    if policy is SizePolicy.NATIVE:
+    if policy in (SizePolicy.PAD, SizePolicy.NATIVE):
         return image
     if policy is SizePolicy.MODCROP:
         height, width = image.shape[0] - image.shape[0] % multiple, image.shape[1] - image.shape[1] % multiple

@@ -57,6 +57,11 @@ class TaskKind(BaseModel):
     def check_mode(self, mode: str) -> None:
         """Raise ``ValueError`` naming the field when the task cannot run in ``mode`` (evaluate | restore)."""
 
+    def content_identity(self, storage_options: Mapping[str, Any]) -> dict[str, str]:
+        """Fields whose value names a file, mapped to the digest of the file's bytes: merged over the task's fields
+        in the job hash, so that a file is identified by its content, not its path (none by default)."""
+        return {}
+
     def measurement_arrays(self, height: int, width: int, storage_options: Mapping[str, Any]) -> dict[str, ArraySpec]:
         """The arrays evaluate mode stores for ground truth of ``height``×``width``: ``y`` plus operator data."""
         return {"y": ((height, width, 3), "float32")}
@@ -86,6 +91,11 @@ class TaskKind(BaseModel):
     ) -> dict[str, Tensor]:
         """Restore mode: operator parameters for stored degraded images of shape (n, h, w)."""
         return {}
+
+    def pad_params(self, params: dict[str, Tensor], pad_h: int, pad_w: int) -> dict[str, Tensor]:
+        """Operator parameters for a measurement padded by ``pad_h`` rows and ``pad_w`` columns at the
+        bottom/right (reflect); parameters that do not depend on the image size pass unchanged."""
+        return params
 
     def operator(self, params: Mapping[str, Tensor]) -> Operator:
         """The operator of a batch, from per-image (first dim = images) or shared parameters."""

@@ -12,7 +12,7 @@ from pydantic import Field
 from torch import Tensor
 
 from diffpir_core.baselines import biharmonic_inpaint
-from diffpir_core.io.degradation_files import load_mask
+from diffpir_core.io.degradation_files import file_digest, load_mask
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Inpainting, Operator, random_box_mask, random_mask
 from diffpir_core.task_kinds.base import ArraySpec, TaskKind
@@ -41,6 +41,9 @@ class InpaintTask(TaskKind):
                 "task.mask: mode restore needs the real mask of the images (a file URI), "
                 f"not a generated {self.mask!r} mask"
             )
+
+    def content_identity(self, storage_options: Mapping[str, Any]) -> dict[str, str]:
+        return {} if self.mask in GENERATED_MASKS else {"mask": file_digest(self.mask, storage_options)}
 
     def measurement_arrays(self, height: int, width: int, storage_options: Mapping[str, Any]) -> dict[str, ArraySpec]:
         return {"y": ((height, width, 3), "float32"), "mask": ((height, width), "uint8")}
@@ -78,6 +81,12 @@ class InpaintTask(TaskKind):
     ) -> dict[str, Tensor]:
         height, width = image_shape[1:3]
         return {"mask": torch.from_numpy(self._mask_file(height, width, storage_options).astype(np.float32))}
+
+    def pad_params(self, params: dict[str, Tensor], pad_h: int, pad_w: int) -> dict[str, Tensor]:
+        """Padded pixels are unknown (mask 0): the prior fills them, the measurement never constrains them."""
+        if pad_h == 0 and pad_w == 0:
+            return params
+        return {**params, "mask": torch.nn.functional.pad(params["mask"], (0, pad_w, 0, pad_h), value=0.0)}
 
     def operator(self, params: Mapping[str, Tensor]) -> Operator:
         return Inpainting(params["mask"])
