@@ -5,11 +5,9 @@
 # JSON under $OUT (or bench/results).
 #
 # The device image has its own python3 with CUDA PyTorch, safetensors, tqdm, typer and pytest; the
-# project is used from the working tree through PYTHONPATH (nothing is installed). The CUDA tests need
-# the small reference vectors, and ../shared does not travel: copy them into an ignored folder first,
-#   mkdir -p .tv && cp ../shared/testvectors/guided_unet_small_*.pt .tv/ && echo /.tv/ >> .git/info/exclude
-# then run with carry [".tv"] and command `DIFFPIR_TESTVECTORS=.tv bash bench/gpu_check.sh`.
-# Without them the tests are skipped and only the benchmark runs.
+# project is used from the working tree through PYTHONPATH (nothing is installed). The CUDA tests use
+# the small reference vectors of tests/data/testvectors, which travel with the working tree (the test
+# session expands them; DIFFPIR_TESTVECTORS may name a folder with the full set instead).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench/results}"

@@ -1,32 +1,38 @@
 """Fixtures shared by the whole suite: reference test vectors, a real S3 API (moto), GPU skipping."""
 
+import importlib.util
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 from moto.server import ThreadedMotoServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+COMPACT_TESTVECTORS = REPO_ROOT / "tests" / "data" / "testvectors"
+"""The in-repo reference test vectors in compact form (see its README.md and compact.py)."""
 
 
-def _testvectors_dir() -> Path:
-    env = os.environ.get("DIFFPIR_TESTVECTORS")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "testvectors"
+def _compact_testvectors() -> ModuleType:
+    """``tests/data/testvectors/compact.py``, imported by path (the suite uses importlib import mode)."""
+    spec = importlib.util.spec_from_file_location("diffpir_compact_testvectors", COMPACT_TESTVECTORS / "compact.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
-def testvectors() -> Path:
-    """The folder of reference test vectors (``../shared/testvectors``); skips when it is absent."""
-    path = _testvectors_dir()
-    if not path.is_dir():
-        pytest.skip(
-            f"reference test vectors not found at {path}: set DIFFPIR_TESTVECTORS to the "
-            "shared/testvectors folder to run this test"
-        )
-    return path
+def testvectors(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of reference test vectors: the full set where ``DIFFPIR_TESTVECTORS`` names an existing
+    folder, otherwise the in-repo compact set expanded into a session folder with the full set's layout
+    (every tensor recomputed bit-identically and checked against the reference's SHA-256)."""
+    env = os.environ.get("DIFFPIR_TESTVECTORS")
+    if env and Path(env).is_dir():
+        return Path(env)
+    return _compact_testvectors().expand(tmp_path_factory.mktemp("testvectors"))
 
 
 @pytest.fixture(scope="session")

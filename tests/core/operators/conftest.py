@@ -37,7 +37,7 @@ def case_name(request) -> str:
 
 @pytest.fixture(scope="session")
 def components(reference_dir: Path) -> dict:
-    """``components.pt``: reference kernels, masks, resize outputs and data-step vectors (spec §8.2)."""
+    """``components.pt``: reference kernels, masks, resize outputs and data-step vectors (docs/algorithm.md §10.2)."""
     return torch.load(reference_dir / "components.pt", weights_only=True)
 
 
@@ -49,7 +49,7 @@ def hwc_to_batch():
 
 @pytest.fixture(scope="session")
 def uint8_to_float():
-    """uint8 (H, W, 3) -> fl32(v / 255) (float64 division, spec §4.1) as (1, 3, H, W)."""
+    """uint8 (H, W, 3) -> fl32(v / 255) (float64 division, docs/algorithm.md §6.1) as (1, 3, H, W)."""
     return _uint8_to_float
 
 

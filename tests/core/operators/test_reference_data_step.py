@@ -1,4 +1,4 @@
-"""The data step against the reference's own numbers (spec §8.3.2 and the per-step traces)."""
+"""The data step against the reference's own numbers (docs/algorithm.md §10.3.2 and the per-step traces)."""
 
 import pytest
 import torch
@@ -8,7 +8,8 @@ from diffpir_core.operators import Blur, SuperResolution
 
 @pytest.mark.parametrize("name", ["data_solution_sr_x4", "data_solution_deblur_gauss"])
 def test_fft_solution_matches_reference_bitwise_for_every_tau(components, name):
-    # Spec: ≤ 1e-5 for tau ≥ 0.05, tau = 1e-4 only with the exact op order; ours is bitwise at all four.
+    # docs/algorithm.md §10.3.2: ≤ 1e-5 for tau ≥ 0.05, tau = 1e-4 only with the exact op order; ours is
+    # bitwise at all four.
     vec = components[name]
     op = SuperResolution(vec["sf"], kernel=vec["k"]) if vec["sf"] > 1 else Blur(vec["k"])
     term = op.prepare(vec["y"])
@@ -29,7 +30,7 @@ def test_teacher_forced_x0_hat_is_bitwise(reference_case, case_name):
 
 
 def test_sr_init_rebuilds_reference_x_T(components, reference_case):
-    # Spec §2.6: x_T = a_999 · P(bicubic ×4 of y) + b_999 · n.
+    # docs/algorithm.md §4.2: x_T = a_999 · P(bicubic ×4 of y) + b_999 · n.
     case = reference_case("sr_x4_bicubic")
     a = components["schedule"]["sqrt_alphas_cumprod"][999]
     b = components["schedule"]["sqrt_1m_alphas_cumprod"][999]

@@ -1,4 +1,5 @@
-"""Generators against the reference: kernels, masks, resize and the case measurements (spec §8.3.2–3)."""
+"""Generators against the reference: kernels, masks, resize and the case measurements
+(docs/algorithm.md §10.3.2–§10.3.3)."""
 
 import torch
 
@@ -44,7 +45,7 @@ def test_imresize_matches_reference_port(components, hwc_to_batch, uint8_to_floa
 
 
 def test_case_measurement_rebuilt_from_gt(reference_case, case_name, uint8_to_float):
-    # Spec §8.3.3: y_img_L from gt_uint8, the case's operator and the reference seeds (noise seed 0).
+    # docs/algorithm.md §10.3.3: y_img_L from gt_uint8, the case's operator and the reference seeds (noise seed 0).
     case = reference_case(case_name)
     task, sigma = case.raw["task"], case.raw["hp"]["noise_level_img"]
     if task == "sr":

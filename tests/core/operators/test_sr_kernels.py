@@ -29,7 +29,7 @@ def test_our_kernel_reproduces_imresize_inside_the_image(sf):
 
 def test_reference_kernel_only_approximates_bicubic(components):
     # On the astronaut crop of the reference GT (rows 16-271, cols 128-383) the reference ×4 kernel
-    # models MATLAB bicubic to 4.4e-4 RMS away from the border (spec §2.3.1: 4.6e-4); ours is exact
+    # models MATLAB bicubic to 4.4e-4 RMS away from the border (docs/algorithm.md §5.3: 4.6e-4); ours is exact
     # there. Whole-image RMS (wrap vs symmetric boundary): reference 7.1e-3, ours 8.3e-3.
     x = torch.from_numpy(astronaut()[16:272, 128:384]).permute(2, 0, 1)[None].double() / 255
     reference = components["kernels_bicubic_x234"][2]
