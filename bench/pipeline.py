@@ -40,6 +40,7 @@ from diffpir_core.io import DatasetStore  # noqa: E402
 from diffpir_core.job import Job, parse_job  # noqa: E402
 from diffpir_core.models import build_unet, load_prior, save_prior  # noqa: E402
 from flows.restore import restore  # noqa: E402
+from tasks.plan import read_plans  # noqa: E402
 from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise  # noqa: E402
 
 TINY_UNET = {
@@ -124,7 +125,7 @@ def main() -> None:
         spec = job(f"out{index}", runner)
         wall, summary = _timed(spec)
         rerun, again = _timed(spec)
-        sampler = _sampler_seconds(spec, str(work / f"out{index}" / "input.zarr"))
+        sampler = _sampler_seconds(spec, read_plans(str(work / f"out{index}"), {})[0].input_store)
         overhead = wall - sampler
         rows.append({
             "runner": label, "images": args.images, "shards": shards, "restored": summary["restored"],

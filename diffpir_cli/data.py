@@ -66,7 +66,7 @@ def ingest_command(
 def export_command(
     store: Annotated[str, typer.Argument(metavar="STORE", help="a dataset store")],
     out_uri: Annotated[str, typer.Argument(metavar="OUT_URI", help="folder or s3://bucket/prefix for the PNGs")],
-    array: Annotated[str, typer.Option(help="'images' or an output array such as jobs/<job>/restored")] = IMAGES,
+    array: Annotated[str, typer.Option(help="'images', or an output array: restored in a job's jobs/<hash>/restored.zarr")] = IMAGES,
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Write a store's images (or a restored output) as PNG files named after the original ids."""

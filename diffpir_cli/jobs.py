@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from diffpir_core.io import StoreError
 from diffpir_core.job import Job, JobError, load_job
 
 
@@ -22,6 +23,9 @@ def run(
         typer.Option("--set", help="override a field, e.g. --set task.scale=4 --set sampler.iter_num=20"),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the effective job only")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="write into a non-empty output although diffpir did not make it")
+    ] = False,
 ) -> None:
     """Run a restoration job: ingest if needed, restore every shard not yet done, metrics, report."""
     try:
@@ -32,6 +36,13 @@ def run(
     if dry_run:
         typer.echo(job.to_yaml() + _effective_sampler(job))
         return
+    from diffpir_core.io.outputs import OutputRefused, claim_output
+
+    try:  # before any Prefect server starts: a refused output is a permanent error, said in one line
+        claim_output(job.output, job.input, job.storage_options, force=force)
+    except OutputRefused as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     from tqdm import tqdm
 
     from flows.progress import listening
@@ -50,10 +61,12 @@ def run(
     bar.close()
     summary = state.result(raise_on_failure=False)
     summary = summary if isinstance(summary, dict) else {}
+    if changes := summary.get("input_changes"):
+        typer.echo("input: " + ", ".join(f"{count} {what}" for what, count in changes.items()))
     if state.is_completed():
         typer.echo(
             f"completed: {summary['restored']} shard(s) restored, {summary['skipped']} already done; "
-            f"report: {summary['report']}"
+            f"report: {summary['report']}; results: {summary['job']}/restored.zarr (array restored)"
         )
         return
     typer.echo(f"failed: {state.message}", err=True)
@@ -73,14 +86,15 @@ def _effective_sampler(job: Job) -> str:
 
 
 def status(
-    output: Annotated[str, typer.Argument(help="output store of a job (local path or s3://...)")],
+    output: Annotated[str, typer.Argument(help="output of one or more jobs (local path or s3://...)")],
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    job: Annotated[str | None, typer.Option("--job", help="only the job whose hash starts with this")] = None,
     storage_option: Annotated[
         list[str] | None, typer.Option("--storage-option", "-o", help="fsspec option key=value, e.g. endpoint_url=...")
     ] = None,
 ) -> None:
-    """List the shards of a job's output: done, failed (with reason), pending, quarantined inputs."""
-    from flows.status import job_status
+    """List the jobs an output holds and their shards: done, failed (with reason), pending, quarantined inputs."""
+    from flows.status import job_status, output_status
 
     options = {}
     for item in storage_option or []:
@@ -90,22 +104,25 @@ def status(
             raise typer.Exit(2)
         options[key] = value
     try:
-        report = job_status(output, options)
-    except FileNotFoundError as err:
+        report = {"output": output, "jobs": [job_status(output, options, job)]} if job else output_status(output, options)
+    except (FileNotFoundError, StoreError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    counts = report["counts"]
-    typer.echo(
-        f"{output}: {counts['done']} done, {counts['failed']} failed, {counts['pending']} pending, "
-        f"{counts['quarantined']} quarantined input(s)"
-    )
-    for shard in report["shards"]:
-        line = f"  shard {shard['id']:>5}  {shard['state']:<8} attempts={shard['attempts']}"
-        if shard["finished_at"]:
-            line += f"  finished {shard['finished_at']}"
-        if shard["error"]:
-            line += f"  error: {shard['error']}"
-        typer.echo(line)
+    typer.echo(f"{output}: {len(report['jobs'])} job(s), the last run first")
+    for entry in report["jobs"]:
+        counts = entry["counts"]
+        typer.echo(
+            f"job {entry['job_hash'][:16]}  {entry['title']}  planned {entry['planned_at']}: {counts['done']} done, "
+            f"{counts['failed']} failed, {counts['pending']} pending, {counts['quarantined']} quarantined input(s)"
+        )
+        typer.echo(f"  results: {entry['store']} (array {entry['array']})")
+        for shard in entry["shards"]:
+            line = f"  shard {shard['id']:>5}  {shard['state']:<8} attempts={shard['attempts']}"
+            if shard["finished_at"]:
+                line += f"  finished {shard['finished_at']}"
+            if shard["error"]:
+                line += f"  error: {shard['error']}"
+            typer.echo(line)

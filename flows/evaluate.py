@@ -109,7 +109,7 @@ def evaluate(job: Job) -> dict[str, Any]:
     started = time.perf_counter()
     source = with_job_retries(ingest_input, job)(job)
     plan = with_job_retries(plan_run, job)(job, source["store"])
-    refs = DatasetStore.open(plan.input_store, job.storage_options).shards()
+    refs = DatasetStore.open(plan.output_store, job.storage_options).shards()
     manifests = done_manifests(job, plan, refs)
     get_run_logger().info("%d of %d shard(s) are done and will be scored", len(manifests), len(refs))
     report = score_and_report(job, plan, refs, manifests, {}, time.perf_counter() - started)

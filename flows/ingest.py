@@ -10,6 +10,7 @@ from tasks.ingest import ingest_input
 
 
 @flow(name="ingest", flow_run_name=ingest_run_name)
-def ingest(job: Job) -> dict[str, Any]:
-    """Ingest ``job.input`` into ``<job.output>/input.zarr`` (or check that the input already is a store)."""
-    return ingest_input(job)
+def ingest(job: Job, force: bool = False) -> dict[str, Any]:
+    """Ingest ``job.input`` into ``<job.output>/inputs/<key>.zarr``, or refresh that ingest (or check that the input
+    already is a store); ``force``: write into a non-empty output diffpir did not make."""
+    return ingest_input(job, force)

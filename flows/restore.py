@@ -74,12 +74,13 @@ def select_shards(store: DatasetStore, keys: list[str] | None) -> list[ShardRef]
 
 
 @flow(name="restore", flow_run_name=job_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def restore(job: Job, shards: list[str] | None = None) -> Any:
-    """Restore a dataset: every shard not yet done (or only ``shards``), then metrics and the report."""
+def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> Any:
+    """Restore a dataset: every shard not yet done (or only ``shards``), then metrics and the report.
+    ``force``: write into an output that is not empty although diffpir did not make it."""
     started = time.perf_counter()
-    source = with_job_retries(ingest_input, job)(job)
+    source = with_job_retries(ingest_input, job)(job, force)
     plan = with_job_retries(plan_run, job)(job, source["store"])
-    refs = select_shards(DatasetStore.open(plan.input_store, job.storage_options), shards)
+    refs = select_shards(DatasetStore.open(plan.output_store, job.storage_options), shards)
     prepared = time.perf_counter()
     shards_state = restore_shards.with_options(task_runner=build_task_runner(job))(
         job=job, plan=plan, shards=refs, return_state=True
@@ -104,6 +105,8 @@ def restore(job: Job, shards: list[str] | None = None) -> Any:
         "failed": failed,
         "report": report["uris"].get("report.html"),
         "output": job.output,
+        "job": plan.job_dir,
+        "input_changes": source["changes"],
         "seconds": {key: round(value, 3) for key, value in timings.items()},
     }
     if failed:

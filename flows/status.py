@@ -1,31 +1,62 @@
-"""``diffpir status OUTPUT``: shards done / failed (with reason) / pending, read from the output store alone.
+"""``diffpir status OUTPUT``: the jobs an output holds, and for each its shards done / failed (with reason) /
+pending, read from the output alone (wherever it was copied or moved to: its locations are relative).
 
-Done means what the restore task means by it: a record with the run's identity whose checksum matches
-the data. Failed means a status file says the last attempt failed and the shard is not done.
+Done means what the restore task means by it: a record with the run's identity (the job, and the ids and contents
+of the shard's input rows as the input store holds them now) whose checksum matches the data. Failed means a status
+file says the last attempt failed and the shard is not done. A job whose input changed since it ran shows the
+changed shards as pending: running it again restores exactly those.
 """
 
-import json
 from typing import Any
 
-from diffpir_core.io import DatasetStore
-from tasks.plan import RunPlan, input_checksum, read_status, read_text
+from diffpir_core.io import DatasetStore, ShardRef, StoreError
+from tasks.plan import RunPlan, input_checksum, read_plans, read_status
 
 
-def job_status(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Counts (``done``, ``failed``, ``pending``, ``quarantined``) and one entry per shard
-    (``id``, ``state``, ``attempts``, ``finished_at``, ``error``) for the job last run into ``output``."""
+def output_status(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"output": ..., "jobs": [...]}``: the :func:`job_status` of every job in ``output``, the last planned first."""
     options = dict(storage_options or {})
-    text = read_text(output, "run.json", options)
-    if text is None:
-        raise FileNotFoundError(f"{output} has no run.json: no job has been run into this output yet")
-    plan = RunPlan.model_validate(json.loads(text))
-    source = DatasetStore.open(plan.input_store, options)
+    plans = read_plans(output, options)
+    if not plans:
+        raise FileNotFoundError(f"{output} holds no diffpir job (no jobs/*/run.json); run a job into it first")
+    return {"output": output, "jobs": [_plan_status(plan, options) for plan in plans]}
+
+
+def job_status(output: str, storage_options: dict[str, Any] | None = None, job: str | None = None) -> dict[str, Any]:
+    """Counts (``done``, ``failed``, ``pending``, ``quarantined``) and one entry per shard (``id``, ``state``,
+    ``attempts``, ``finished_at``, ``error``) of one job in ``output``: the one whose hash starts with ``job``, or
+    the only one there is."""
+    options = dict(storage_options or {})
+    plans = [plan for plan in read_plans(output, options) if plan.job_hash.startswith(job or "")]
+    if len(plans) != 1:
+        held = ", ".join(f"{p.job_hash[:16]} ({p.title})" for p in read_plans(output, options)) or "none"
+        wanted = f"a job whose hash starts with {job!r}" if job else "a single job"
+        raise FileNotFoundError(f"{output} does not hold {wanted}; its jobs: {held}; name one by its hash")
+    return _plan_status(plans[0], options)
+
+
+def _input_digest(source: DatasetStore | None, ref: ShardRef) -> str | None:
+    """The shard's input identity now, or None when the input no longer has those rows (or no input store)."""
+    if source is None:
+        return None
+    try:
+        return input_checksum(source, ref)
+    except StoreError:
+        return None
+
+
+def _plan_status(plan: RunPlan, options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        source: DatasetStore | None = DatasetStore.open(plan.input_store, options)
+    except StoreError:  # the input store is being refreshed, or gone: nothing counts as done for now
+        source = None
     out = DatasetStore.open(plan.output_store, options)
     shards = []
-    for ref in source.shards():
+    for ref in out.shards():
         status = read_status(plan, ref, options) or {}
+        digest = _input_digest(source, ref)
         record = out.read_record(ref, plan.restored_array)
-        done = record is not None and out.record_matches(ref, plan.restored_array, plan.identity(input_checksum(source, ref)))
+        done = digest is not None and record is not None and out.record_matches(ref, plan.restored_array, plan.identity(digest))
         if done:
             state, finished, error = "done", record.written_at, None
         elif status.get("state") == "failed":
@@ -35,10 +66,14 @@ def job_status(output: str, storage_options: dict[str, Any] | None = None) -> di
         attempts = int(status.get("attempts", record.metrics.get("attempts", 1) if done else 0))
         shards.append({"id": ref.key, "state": state, "attempts": attempts, "finished_at": finished, "error": error})
     counts = {state: sum(s["state"] == state for s in shards) for state in ("done", "failed", "pending")}
-    counts["quarantined"] = len(source.quarantine())
+    counts["quarantined"] = len(source.quarantine()) if source is not None else 0
     return {
-        "output": output,
+        "output": plan.output,
         "job_hash": plan.job_hash,
+        "title": plan.title,
+        "planned_at": plan.planned_at,
+        "store": plan.output_store,
+        "array": plan.restored_array,
         "model_sha256": plan.model_sha256,
         "code_version": plan.code_version,
         "counts": counts,

@@ -1,18 +1,21 @@
-"""Prefect tasks that get a job's stores ready: ingest the input (if needed) and plan the output.
+"""Prefect tasks that get a job's stores ready: claim the output and ingest the input (if needed), then plan the job.
 
-Both are idempotent: an input store that is complete and was made with the job's ingest options is
-reused, an output store aligned with the input is reused, and arrays that exist are left as they are.
+Both are idempotent: the output's ingest of the input is refreshed in place (exactly the new, changed, removed and
+damaged images are re-ingested; unchanged ones keep their rows), the job's store is re-aligned with it (shards whose
+rows did not change stay done), and arrays that exist are left as they are.
 """
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger, task
 
-from diffpir_core.io import DatasetStore, StoreError, ingest
+from diffpir_core.io import DatasetStore, IngestSummary, StoreError, ingest, refresh
+from diffpir_core.io.outputs import claim_output
 from diffpir_core.io.uris import filesystem, join, redact_uri
 from diffpir_core.job import Job
 from tasks.errors import retry_transient
-from tasks.plan import CODE_VERSION, RunPlan, measurement_hash, write_text
+from tasks.plan import CODE_VERSION, RunPlan, input_location, job_folder, measurement_hash, write_text
 from tasks.priors import prior_sha256, resolve_device
 
 
@@ -24,89 +27,85 @@ def input_is_store(job: Job) -> bool:
     return fs.exists(join(base, "zarr.json"))
 
 
-def _reusable(uri: str, job: Job) -> bool:
+def _ingested(job: Job, uri: str) -> IngestSummary:
+    """The output's ingest of ``job.input`` at ``uri``: refreshed when a complete one exists, else made anew."""
     try:
-        info = DatasetStore.open(uri, job.storage_options).info
-    except StoreError:
-        return False
-    wanted = {
-        "source": redact_uri(job.input),
-        "size_policy": job.ingest.size_policy,
-        "size": job.ingest.size,
-        "multiple": job.ingest.multiple,
-        "shard_size": job.shard_size,
-    }
-    return all(info.get(key) == value for key, value in wanted.items())
+        DatasetStore.open(uri, job.storage_options)
+    except StoreError:  # none yet, an interrupted one, or one of an older schema: ingest from scratch
+        return ingest(
+            job.input,
+            uri,
+            size_policy=job.ingest.size_policy,
+            size=job.ingest.size,
+            multiple=job.ingest.multiple,
+            shard_size=job.shard_size,
+            storage_options=job.storage_options,
+            overwrite=True,
+        )
+    return refresh(job.input, uri, storage_options=job.storage_options)
 
 
 @task(name="ingest", retry_condition_fn=retry_transient)
-def ingest_input(job: Job) -> dict[str, Any]:
-    """The job's input as a dataset store: the input itself, a reusable earlier ingest, or a new ingest."""
+def ingest_input(job: Job, force: bool = False) -> dict[str, Any]:
+    """Claim the output (``force``: also one that is not empty and not diffpir's), then the job's input as a
+    dataset store: the input itself when it is one, else the output's ingest of it, brought up to date.
+    Returns the store's URI, its image count and (for an ingest) how many images were added, changed, repaired,
+    removed or kept."""
     logger = get_run_logger()
+    claim_output(job.output, job.input, job.storage_options, force=force)
     if input_is_store(job):
         store = DatasetStore.open(job.input, job.storage_options)
-        return {"store": job.input, "ingested": False, "images": sum(g.count for g in store.groups())}
-    uri = join(job.output, "input.zarr")
-    if _reusable(uri, job):
-        logger.info("reusing the input store %s (same source and ingest options)", redact_uri(uri))
-        store = DatasetStore.open(uri, job.storage_options)
-        return {"store": uri, "ingested": False, "images": sum(g.count for g in store.groups())}
-    summary = ingest(
-        job.input,
-        uri,
-        size_policy=job.ingest.size_policy,
-        size=job.ingest.size,
-        multiple=job.ingest.multiple,
-        shard_size=job.shard_size,
-        storage_options=job.storage_options,
-        overwrite=True,
-    )
+        return {"store": job.input, "images": sum(g.count for g in store.groups()), "changes": None}
+    uri = join(job.output, input_location(job))
+    summary = _ingested(job, uri)
     logger.info(
-        "ingested %d image(s) into %d shard(s), %d quarantined, in %.1f s",
-        summary.ingested, summary.shards, summary.quarantined, summary.seconds,
+        "input store %s: %d image(s) in %d shard(s): %d added, %d changed, %d repaired, %d removed, %d unchanged; "
+        "%d quarantined; %.1f s (every source file hashed, every stored image verified)",
+        input_location(job), summary.ingested, summary.shards, summary.added, summary.changed, summary.repaired,
+        summary.removed, summary.unchanged, summary.quarantined, summary.seconds,
     )
     if summary.ingested == 0:
         raise ValueError(
             f"no image could be ingested from {redact_uri(job.input)} ({summary.quarantined} quarantined, "
             f"{summary.ignored} ignored); check the input path and the quarantine list"
         )
-    return {"store": uri, "ingested": True, "images": summary.ingested}
+    changes = summary.model_dump(include={"added", "changed", "repaired", "removed", "unchanged"})
+    return {"store": uri, "images": summary.ingested, "changes": changes}
 
 
-def _aligned_output(job: Job, source: DatasetStore) -> DatasetStore:
-    uri = join(job.output, "restored.zarr")
+def _job_store(job: Job, uri: str, source: DatasetStore) -> DatasetStore:
+    """The job's own store at ``uri``, aligned with ``source``'s rows (made on the job's shard grid if needed)."""
     try:
         out = DatasetStore.open(uri, job.storage_options, writable=True)
-        same_grid = out.shard_size == source.shard_size and [
-            (g.name, g.count) for g in out.groups()
-        ] == [(g.name, g.count) for g in source.groups()]
-        if same_grid and out.info.get("aligned_with") == redact_uri(source.uri):
-            return out
     except StoreError:
-        pass
-    return DatasetStore.create_aligned(uri, source, job.storage_options, overwrite=True)
+        return DatasetStore.create_aligned(uri, source, job.storage_options, shard_size=job.shard_size, overwrite=True)
+    out.align_with(source)
+    return out
 
 
 @task(name="plan-run", retry_condition_fn=retry_transient)
 def plan_run(job: Job, input_store: str) -> RunPlan:
-    """Resolve device and prior digest, prepare the output store and its arrays, write job.yaml and run.json."""
+    """Resolve device and prior digest, prepare the job's store and its arrays, write job.yaml and run.json."""
     device = resolve_device(job.device)
     source = DatasetStore.open(input_store, job.storage_options)
-    out = _aligned_output(job, source)
     job_hash = job.job_hash()
+    folder = job_folder(job_hash)
+    out = _job_store(job, join(job.output, f"{folder}/restored.zarr"), source)
     prefix = None
     if job.mode == "evaluate":
-        prefix = f"measurements/{measurement_hash(job.task.model_dump(mode='json'), job.seed)[:16]}"
+        prefix = f"measurements/{measurement_hash(job.task_identity(), job.seed)[:16]}"
     plan = RunPlan(
         job_hash=job_hash,
+        title=f"{job.task_label()}-{job.dataset_name()}-{job.mode}",
         model_sha256=prior_sha256(job.prior),
         code_version=CODE_VERSION,
         device=device,
         output=job.output,
         input_store=input_store,
         output_store=out.uri,
-        restored_array=f"runs/{job_hash[:16]}/restored",
+        restored_array="restored",
         measurement_prefix=prefix,
+        planned_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
     scale = job.output_scale()
     for group in source.groups():
@@ -114,6 +113,6 @@ def plan_run(job: Job, input_store: str) -> RunPlan:
         if prefix is not None:
             for name, (shape, dtype) in job.task.measurement_arrays(group.height, group.width, job.storage_options).items():
                 out.create_array(group.name, f"{prefix}/{name}", shape, dtype)
-    write_text(job.output, "job.yaml", job.to_yaml(), job.storage_options)
-    write_text(job.output, "run.json", plan.model_dump_json(indent=1), job.storage_options)
+    write_text(job.output, f"{folder}/job.yaml", job.to_yaml(), job.storage_options)
+    write_text(job.output, f"{folder}/run.json", plan.to_json(), job.storage_options)
     return plan

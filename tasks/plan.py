@@ -1,18 +1,21 @@
 """Where a job's data lives, and the identity its shard records must carry to count as done.
 
-Output layout (``<output>`` is the job's ``output``)::
+Output layout (``<output>`` is the job's ``output``; several jobs may share it)::
 
-    <output>/job.yaml          the effective job (secrets redacted)
-    <output>/run.json          the RunPlan below: job hash, model sha256, code version, store locations
-    <output>/input.zarr        the ingested input (absent when the job's input already is a dataset store)
-    <output>/restored.zarr     a store aligned with the input's shard grid, holding
-        measurements/<hash>/{y,kernel,mask}   evaluate mode: synthesised measurements (one hash per degradation)
-        runs/<job hash>/restored             the restored images, uint8 (N, H, W, 3), with one record per shard
-    <output>/status/<job hash>/<group>/<shard>.json   attempts and last error of each shard
-    <output>/report.md, report.html, metrics.csv, summary.json
+    <output>/diffpir-output.json          ownership marker (``diffpir_core.io.outputs``)
+    <output>/inputs/<input key>.zarr      the ingested input, one store per (input, ingest options), refreshed in
+                                          place (absent when the job's input already is a dataset store)
+    <output>/jobs/<job hash[:16]>/        everything of one job:
+        job.yaml                          the effective job (secrets redacted)
+        run.json                          the RunPlan below, locations relative to <output>
+        restored.zarr                     a store aligned with the input's rows on the job's shard grid, holding
+            restored                      the restored images, uint8 (N, H, W, 3), with one record per shard
+            measurements/<hash>/{y,kernel,mask}   evaluate mode: synthesised measurements
+        status/<group>/<shard>.json       attempts and last error of each shard
+        report.md, report.html, metrics.csv, summary.json
 
-Array names carry the job hash, so a changed job (other λ, other prior) writes new arrays and never
-meets stale shards; the records (``diffpir_core.io`` store) decide what is done.
+A changed job (other λ, other prior, another kernel file's bytes) has another hash, so it writes a folder of its
+own and never meets, nor deletes, another job's shards; the records (``diffpir_core.io`` store) decide what is done.
 """
 
 import hashlib
@@ -22,19 +25,38 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict
 
 from diffpir_core import __version__
-from diffpir_core.io import DatasetStore, ShardRef, SizeGroup, shard_checksum
-from diffpir_core.io.uris import filesystem, join, put_atomic
+from diffpir_core.io import DatasetStore, ShardRef, SizeGroup
+from diffpir_core.io.uris import filesystem, is_local, join, local_path, put_atomic, redact_uri
+from diffpir_core.job import Job
 
 # Bump when the restoration of a shard changes its pixels for the same job (seeding, batching, quantisation).
 RESTORE_REVISION = 1
 CODE_VERSION = f"{__version__}+r{RESTORE_REVISION}"
+_LOCATIONS = ("input_store", "output_store")
+
+
+def job_folder(job_hash: str) -> str:
+    """The folder of one job inside its output: ``jobs/<first 16 hex digits of the job hash>``."""
+    return f"jobs/{job_hash[:16]}"
+
+
+def input_location(job: Job) -> str:
+    """Where the output keeps its ingest of ``job.input``: ``inputs/<key>.zarr``, one store per input and ingest
+    options (jobs that differ in anything else, shard size included, share it)."""
+    key = json.dumps({"source": redact_uri(job.input), **job.ingest.model_dump(mode="json")}, sort_keys=True)
+    return f"inputs/{hashlib.sha256(key.encode()).hexdigest()[:16]}.zarr"
 
 
 class RunPlan(BaseModel):
-    """Everything a shard task needs besides the job: small, picklable, identical for every shard."""
+    """Everything a shard task needs besides the job: small, picklable, identical for every shard.
+
+    Locations are absolute while the job runs; ``run.json`` (:meth:`to_json`) stores those inside the output
+    relative to it, so that a copied or moved output reads back (:meth:`from_json`) as itself.
+    """
 
     model_config = ConfigDict(frozen=True)
     job_hash: str
+    title: str
     model_sha256: str
     code_version: str
     device: str
@@ -43,6 +65,7 @@ class RunPlan(BaseModel):
     output_store: str
     restored_array: str
     measurement_prefix: str | None
+    planned_at: str
 
     def identity(self, input_checksum: str) -> dict[str, str]:
         """What a shard record must carry: job, model, code and the checksum of the shard's input."""
@@ -53,9 +76,32 @@ class RunPlan(BaseModel):
             "input": input_checksum,
         }
 
+    @property
+    def job_dir(self) -> str:
+        """The job's folder (job.yaml, run.json, its store, status and report files)."""
+        return join(self.output, job_folder(self.job_hash))
+
     def status_path(self, ref: ShardRef) -> str:
         """Where the shard's attempt status lives (relative to ``output``)."""
-        return f"status/{self.job_hash[:16]}/{ref.group}/{ref.index:06d}.json"
+        return f"{job_folder(self.job_hash)}/status/{ref.group}/{ref.index:06d}.json"
+
+    def to_json(self) -> str:
+        """The text of ``run.json``: no ``output``, and every location inside it relative to it."""
+        prefix = self.output.rstrip("/") + "/"
+        data = self.model_dump(exclude={"output"})
+        for name in _LOCATIONS:
+            uri = data[name]
+            data[name] = uri[len(prefix) :] if uri.startswith(prefix) else (local_path(uri) if is_local(uri) else uri)
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str, output: str) -> "RunPlan":
+        """The plan in ``run.json`` text, for the output at ``output`` (wherever it was when it was written)."""
+        data = json.loads(text)
+        for name in _LOCATIONS:
+            if "://" not in data[name] and not data[name].startswith("/"):
+                data[name] = join(output, data[name])
+        return cls.model_validate({**data, "output": output})
 
 
 def group_of(store: DatasetStore, ref: ShardRef) -> SizeGroup:
@@ -64,13 +110,14 @@ def group_of(store: DatasetStore, ref: ShardRef) -> SizeGroup:
 
 
 def input_checksum(source: DatasetStore, ref: ShardRef) -> str:
-    """Identity of a shard's input: the checksum of its images' source sha256 column (cheap to read)."""
-    return shard_checksum(source.read_array(ref, "sha256"))
+    """Identity of a shard's input: the ids, source sha256 and pixel sha256 of its rows (cheap to read)."""
+    return source.rows_digest(ref)
 
 
-def measurement_hash(job_task: dict, seed: int) -> str:
-    """Identity of synthesised measurements: task parameters and seed (the ground truth is checked separately)."""
-    return hashlib.sha256(json.dumps({"task": job_task, "seed": seed}, sort_keys=True).encode()).hexdigest()
+def measurement_hash(task_identity: dict, seed: int) -> str:
+    """Identity of synthesised measurements: task parameters (kernel/mask files by their bytes, see
+    ``Job.task_identity``) and seed (the ground truth is checked separately)."""
+    return hashlib.sha256(json.dumps({"task": task_identity, "seed": seed}, sort_keys=True).encode()).hexdigest()
 
 
 def write_text(output: str, relative: str, text: str, storage_options: dict) -> str:
@@ -107,3 +154,18 @@ def read_status(plan: RunPlan, ref: ShardRef, storage_options: dict) -> dict | N
     """The last attempt status of a shard, or None."""
     text = read_text(plan.output, plan.status_path(ref), storage_options)
     return json.loads(text) if text else None
+
+
+def read_plans(output: str, storage_options: dict) -> list[RunPlan]:
+    """The plans of every job in ``output``, the one planned last first; [] when it holds none."""
+    fs, base = filesystem(output, storage_options)
+    try:
+        folders = sorted(fs.ls(join(base, "jobs"), detail=False))
+    except FileNotFoundError:
+        return []
+    plans = []
+    for folder in folders:
+        text = read_text(output, f"jobs/{folder.rstrip('/').rsplit('/', 1)[-1]}/run.json", storage_options)
+        if text is not None:
+            plans.append(RunPlan.from_json(text, output))
+    return sorted(plans, key=lambda plan: plan.planned_at, reverse=True)

@@ -87,7 +87,7 @@ def write_job_report(
         quarantined=quarantined,
     )
     files = write_report(
-        job.output, rows, info, _samples(job, plan, done), storage_options=job.storage_options
+        plan.job_dir, rows, info, _samples(job, plan, done), storage_options=job.storage_options
     )
     return {"uris": files.uris, "summary": files.summary}
 

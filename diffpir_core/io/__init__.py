@@ -6,7 +6,7 @@ the orchestration are described in ``docs/store-layout.md``.
 
 from diffpir_core.io.decode import IMAGE_EXTENSIONS, DecodedImage, ImageDecodeError, decode_image, encode_png
 from diffpir_core.io.export import ExportSummary, export_images, png_names
-from diffpir_core.io.ingest import IngestSummary, ingest
+from diffpir_core.io.ingest import IngestSummary, ingest, refresh
 from diffpir_core.io.sizing import SizePolicy, apply_size_policy
 from diffpir_core.io.store import (
     IMAGES,
@@ -18,6 +18,7 @@ from diffpir_core.io.store import (
     ShardRef,
     SizeGroup,
     StoreError,
+    pixel_digest,
     shard_checksum,
 )
 
@@ -42,6 +43,8 @@ __all__ = [
     "encode_png",
     "export_images",
     "ingest",
+    "pixel_digest",
     "png_names",
+    "refresh",
     "shard_checksum",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,11 @@ def read_bytes(uri: str, storage_options: Mapping[str, Any]) -> bytes:
             return handle.read()
     except FileNotFoundError:
         raise ValueError(f"{uri} does not exist; fix the path in the job's task section") from None
+
+
+def file_digest(uri: str, storage_options: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of the file's bytes: what identifies a kernel or mask file (not its path)."""
+    return "sha256:" + hashlib.sha256(read_bytes(uri, storage_options)).hexdigest()
 
 
 def load_kernel(uri: str, storage_options: Mapping[str, Any]) -> np.ndarray:

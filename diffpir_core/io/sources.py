@@ -47,6 +47,11 @@ class ImageSource(Protocol):
         """Load a batch, one result per item in the same order."""
         ...
 
+    def digests(self, items: Sequence[SourceItem], pool: Executor) -> list[str | None]:
+        """The sha256 (hex) of each item's source content, as :attr:`DecodedImage.sha256` has it; None when the
+        item cannot be read (a re-ingest then loads it, and quarantines it if it still fails)."""
+        ...
+
 
 def open_source(uri: str, storage_options: StorageOptions | None = None, *, max_pixels: int, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ImageSource:
     """A :class:`ZarrSource` when ``uri`` holds a Zarr store (``zarr.json`` at its root), else a :class:`FolderSource`."""
@@ -95,17 +100,24 @@ class FolderSource:
 
         ``cat_ranges`` reads each path literally; ``cat`` would expand ``[`` ``]`` ``*`` ``?`` in names as globs.
         """
+        return list(pool.map(self._decode, items, self._fetch(items)))
+
+    def digests(self, items: Sequence[SourceItem], pool: Executor) -> list[str | None]:
+        """The sha256 of each file's bytes (fetched like :meth:`load`, hashed on ``pool``); None if unreadable."""
+        return list(pool.map(_sha256, self._fetch(items)))
+
+    def _fetch(self, items: Sequence[SourceItem]) -> list[bytes | Exception]:
+        """The bytes of each file, or the error that prevented reading it (files over ``max_file_bytes`` are not read)."""
         too_big = {item.id for item in items if item.nbytes is not None and item.nbytes > self._max_file_bytes}
         wanted = [self._paths[item.id] for item in items if item.id not in too_big]
         contents = self._fs.cat_ranges(wanted, None, None, on_error="return") if wanted else []
         fetched = dict(zip(wanted, contents, strict=True))
-        payloads = [
+        return [
             ImageDecodeError(f"file of {item.nbytes} bytes exceeds max_file_bytes={self._max_file_bytes}")
             if item.id in too_big
             else fetched[self._paths[item.id]]
             for item in items
         ]
-        return list(pool.map(self._decode, items, payloads))
 
     def _decode(self, item: SourceItem, payload: bytes | Exception) -> LoadResult:
         if isinstance(payload, ImageDecodeError):
@@ -116,6 +128,10 @@ class FolderSource:
             return decode_image(payload, item.id, max_pixels=self._max_pixels)
         except ImageDecodeError as err:
             return err
+
+
+def _sha256(payload: bytes | Exception) -> str | None:
+    return None if isinstance(payload, Exception) else hashlib.sha256(payload).hexdigest()
 
 
 def _utf8(name: str) -> str:
@@ -177,6 +193,10 @@ class ZarrSource:
         """Read the rows (on ``pool``) and convert them by the decode policy."""
         return list(pool.map(self._load_one, items))
 
+    def digests(self, items: Sequence[SourceItem], pool: Executor) -> list[str | None]:
+        """The sha256 of each row's raw bytes (what :meth:`load` records); None if the row cannot be read."""
+        return [None if isinstance(result, ImageDecodeError) else result.sha256 for result in self.load(items, pool)]
+
     def _load_one(self, item: SourceItem) -> LoadResult:
         group, row = self._rows[item.id]
         try:
@@ -184,6 +204,6 @@ class ZarrSource:
             pixels = np.ascontiguousarray(to_rgb_uint8(raw))
         except ImageDecodeError as err:
             return err
-        except Exception as err:  # an unreadable chunk is quarantined like an unreadable file.
+        except Exception as err:  # an unreadable (or damaged) row is quarantined like an unreadable file.
             return ImageDecodeError(f"could not read row {row} ({type(err).__name__}: {err})")
         return DecodedImage(pixels=pixels, source_mode=f"zarr:{raw.dtype}", sha256=hashlib.sha256(raw.tobytes()).hexdigest())

@@ -7,6 +7,7 @@ Layout (full description in ``docs/store-layout.md``)::
       groups/<H>x<W>/ids             (N,) str   image id = key relative to the dataset root
       groups/<H>x<W>/sources         (N,) str   source URI (credentials removed)
       groups/<H>x<W>/sha256          (N,) str   sha256 of the source file's bytes
+      groups/<H>x<W>/pixel_sha256    (N,) str   sha256 of the stored pixels (checked on every read of ``images``)
       groups/<H>x<W>/source_shape    (N, 2) int32  (height, width) upright, before the size policy
       groups/<H>x<W>/source_mode     (N,) str   Pillow mode of the source (e.g. "I;16", "P", "RGBA")
       groups/<H>x<W>/<name>          (N, *per_image_shape) extra per-image arrays (y, kernel, mask, seed, restored ...)
@@ -14,13 +15,14 @@ Layout (full description in ``docs/store-layout.md``)::
       records/<H>x<W>/<name>/<shard>  one completion record per written shard (a group whose attributes hold it)
 
 The shard grid is the unit of work: every array of a size group shares it, one writer writes one whole shard, and a
-shard counts as done only when its record exists *and* its checksum matches the data in the store.
+shard counts as done only when its record exists, was written for the ids and contents the rows hold now, *and* its
+checksum matches the data in the store.
 """
 
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cached_property
@@ -34,9 +36,10 @@ from zarr.codecs import ZstdCodec
 from diffpir_core import __version__
 from diffpir_core.io.uris import StorageOptions, filesystem, join, put_atomic, redact_uri, zarr_store
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 IMAGES = "images"
-METADATA_ARRAYS = ("ids", "sources", "sha256", "source_shape", "source_mode")
+METADATA_ARRAYS = ("ids", "sources", "sha256", "pixel_sha256", "source_shape", "source_mode")
+_IDENTITY_ARRAYS = ("ids", "sha256", "pixel_sha256")  # what makes a row the same image
 _RESERVED = frozenset(METADATA_ARRAYS)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _COMPRESSOR = ZstdCodec(level=3)
@@ -87,6 +90,7 @@ class ShardRecord(BaseModel):
     start: int
     stop: int
     checksum: str
+    rows: str = Field("", description="digest of the ids and content hashes of the rows the record was written for")
     identity: dict[str, str] = Field(default_factory=dict, description="job / model / code / config identity")
     timings: dict[str, float] = Field(default_factory=dict, description="seconds, by phase")
     metrics: dict[str, Any] = Field(default_factory=dict, description="per-shard metrics (JSON values)")
@@ -111,6 +115,12 @@ class ImageMeta(BaseModel):
     sha256: str
     source_shape: tuple[int, int]
     source_mode: str
+    pixel_sha256: str = Field("", description="sha256 of the stored pixels; the store sets it when it writes them")
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """sha256 (hex) of one stored image's bytes, (H, W, 3) ``uint8`` in C order: the ``pixel_sha256`` column."""
+    return hashlib.sha256(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()).hexdigest()
 
 
 def shard_checksum(data: np.ndarray) -> str:
@@ -161,6 +171,11 @@ class DatasetStore:
                 f"{redact_uri(uri)} has store schema {info['schema_version']}, newer than this code "
                 f"({SCHEMA_VERSION}); upgrade diffpir-flow"
             )
+        if info["schema_version"] < SCHEMA_VERSION:
+            raise StoreError(
+                f"{redact_uri(uri)} has store schema {info['schema_version']}, written by an older diffpir-flow without "
+                "pixel hashes; ingest its images again (a job re-ingests its own input store by itself)"
+            )
         if not info.get("complete", False):
             raise StoreError(f"{redact_uri(uri)} was not completely written (interrupted ingest?); run the ingest again")
         return cls(uri, storage_options, root, writable=writable)
@@ -200,27 +215,56 @@ class DatasetStore:
 
     @classmethod
     def create_aligned(
-        cls, uri: str, source: "DatasetStore", storage_options: StorageOptions | None = None, *, overwrite: bool = False
+        cls,
+        uri: str,
+        source: "DatasetStore",
+        storage_options: StorageOptions | None = None,
+        *,
+        shard_size: int | None = None,
+        overwrite: bool = False,
     ) -> "DatasetStore":
-        """A new store on ``source``'s shard grid with its ids and provenance but no images (for outputs elsewhere)."""
+        """A new store with ``source``'s groups, ids and provenance but no images (for outputs elsewhere), on a grid
+        of ``shard_size`` images per shard (default: the source's). Keep it aligned with :meth:`align_with`."""
         target = cls.create(
-            uri,
-            storage_options,
-            shard_size=source.shard_size,
-            attributes={"kind": "aligned", "aligned_with": redact_uri(source.uri), "groups": source.info.get("groups", [])},
-            overwrite=overwrite,
+            uri, storage_options, shard_size=shard_size or source.shard_size, attributes={"kind": "aligned"}, overwrite=overwrite
         )
-        for group in source.groups():
-            node = target._root.create_group(f"groups/{group.name}", attributes={"height": group.height, "width": group.width})
+        target.align_with(source)
+        return target
+
+    def align_with(self, source: "DatasetStore") -> None:
+        """Make this store's groups and rows those of ``source`` (after ``source`` was re-ingested).
+
+        Provenance columns are copied where they differ, every per-image array is resized to the new row count, and
+        groups ``source`` no longer has are deleted. Data and records stay: a record only counts for the ids and
+        contents it was written for (:meth:`record_matches`), so rows that changed are simply not done.
+        """
+        self._require_writable()
+        wanted = {group.name: group for group in source.groups()}
+        for name in [name for name, _ in self._root["groups"].groups() if name not in wanted]:
+            del self._root[f"groups/{name}"]
+            del self._root[f"records/{name}"]
+        for group in wanted.values():
+            path = f"groups/{group.name}"
+            node = self._root[path] if path in self._root else self._root.create_group(
+                path, attributes={"height": group.height, "width": group.width}
+            )
+            self._root.require_group(f"records/{group.name}")
             for name in METADATA_ARRAYS:
                 src = source._array(group.name, name)
-                dst = node.create_array(name, shape=src.shape, dtype=src.dtype, chunks=src.chunks)
-                step = src.chunks[0] * 64  # bounded memory, whole chunks per write
-                for start in range(0, src.shape[0], step):
-                    dst[start : start + step] = src[start : start + step]
-            target._root.create_group(f"records/{group.name}")
-        target.mark_complete()
-        return target
+                if name not in node:
+                    node.create_array(name, shape=(0, *src.shape[1:]), dtype=src.dtype, chunks=(self.shard_size, *src.shape[1:]))
+            for name in self.array_names(group.name):
+                array = node[name]
+                if array.shape[0] != group.count:
+                    array.resize((group.count, *array.shape[1:]))
+            for name in METADATA_ARRAYS:
+                src, dst = source._array(group.name, name), node[name]
+                step = dst.chunks[0] * 64  # bounded memory, whole chunks per write
+                for start in range(0, group.count, step):
+                    block = src[start : start + step]
+                    if not np.array_equal(dst[start : start + step], block):
+                        dst[start : start + step] = block
+        self.mark_complete(groups=list(wanted))
 
     # ------------------------------------------------------------------ reading
     @property
@@ -255,16 +299,56 @@ class DatasetStore:
         return refs
 
     def read_images(self, ref: ShardRef) -> np.ndarray:
-        """The shard's input images, (n, H, W, 3) ``uint8``."""
+        """The shard's input images, (n, H, W, 3) ``uint8``, verified (see :meth:`read_array`)."""
         return self.read_array(ref, IMAGES)
 
     def read_array(self, ref: ShardRef, name: str) -> np.ndarray:
-        """Rows ``ref.start:ref.stop`` of the group's array ``name``."""
-        return np.asarray(self._array(ref.group, name)[ref.start : ref.stop])
+        """Rows ``ref.start:ref.stop`` of the group's array ``name``.
+
+        Reading ``images`` verifies that the rows still hold the shard's ids and that every image's pixels match
+        their ``pixel_sha256``: a :class:`StoreError` naming the shard otherwise, never silently damaged pixels.
+        """
+        data = np.asarray(self._array(ref.group, name)[ref.start : ref.stop])
+        if name == IMAGES:
+            self._check_ids(ref)
+            stored = self.read_array(ref, "pixel_sha256").tolist()
+            damaged = [i for i, pixels, digest in zip(ref.ids, data, stored, strict=True) if pixel_digest(pixels) != digest]
+            if damaged:
+                raise StoreError(
+                    f"shard {ref.key} of {redact_uri(self.uri)}: the stored pixels of {damaged[:5]} no longer match "
+                    "their sha256 (the store was damaged); re-ingest them: re-run the job (it re-ingests its own input "
+                    "store) or run `diffpir ingest` again"
+                )
+        return data
 
     def read_image(self, group: str, row: int) -> np.ndarray:
-        """One input image, (H, W, 3) ``uint8``, by its row in the size group."""
-        return np.asarray(self._array(group, IMAGES)[row])
+        """One input image, (H, W, 3) ``uint8``, by its row in the size group (verified like :meth:`read_array`)."""
+        image_id = str(self._array(group, "ids")[row : row + 1][0])
+        ref = ShardRef(group=group, index=row // self.shard_size, start=row, stop=row + 1, ids=(image_id,))
+        return self.read_images(ref)[0]
+
+    def rows_digest(self, ref: ShardRef) -> str:
+        """``sha256:<hex>`` of the ids, source sha256 and pixel sha256 of the shard's rows: what the rows *are*.
+
+        It changes whenever an image of the shard is added, removed, replaced or moved, whatever row it sits in.
+        """
+        columns = [self.read_array(ref, name).tolist() for name in _IDENTITY_ARRAYS]
+        return "sha256:" + hashlib.sha256(json.dumps(columns).encode()).hexdigest()
+
+    def damaged_rows(self, group: str) -> list[int]:
+        """Rows of ``group`` whose stored pixels do not match their ``pixel_sha256`` (or cannot be read at all)."""
+        images, digests = self._array(group, IMAGES), self._array(group, "pixel_sha256")
+        damaged = []
+        for start in range(0, images.shape[0], self.shard_size):
+            stop = min(start + self.shard_size, images.shape[0])
+            expected = digests[start:stop].tolist()
+            try:
+                block = images[start:stop]
+            except Exception:  # a torn shard object: every row of it has to be ingested again.
+                damaged += range(start, stop)
+                continue
+            damaged += [start + i for i, pixels in enumerate(block) if pixel_digest(pixels) != expected[i]]
+        return damaged
 
     def read_meta(self, ref: ShardRef) -> list[ImageMeta]:
         """Provenance of the shard's images (id, source URI, sha256, source shape and mode)."""
@@ -274,6 +358,7 @@ class DatasetStore:
                 id=str(columns["ids"][i]),
                 source=str(columns["sources"][i]),
                 sha256=str(columns["sha256"][i]),
+                pixel_sha256=str(columns["pixel_sha256"][i]),
                 source_shape=(int(columns["source_shape"][i, 0]), int(columns["source_shape"][i, 1])),
                 source_mode=str(columns["source_mode"][i]),
             )
@@ -375,9 +460,11 @@ class DatasetStore:
         """Record that shard ``ref`` of ``name`` is complete, after re-reading it to confirm ``checksum``.
 
         ``checksum`` is what :meth:`write_shard_output` returned; if the store holds different data (another writer,
-        a lost write), this raises instead of writing a record. The record is one atomic object.
+        a lost write), or its rows no longer hold ``ref.ids`` (re-aligned meanwhile), this raises instead of writing a
+        record. The record carries :meth:`rows_digest`, so it only ever counts for these images. It is one atomic object.
         """
         self._require_writable()
+        self._check_ids(ref)
         stored = shard_checksum(self.read_array(ref, name))
         if stored != checksum:
             raise StoreError(
@@ -391,6 +478,7 @@ class DatasetStore:
             start=ref.start,
             stop=ref.stop,
             checksum=checksum,
+            rows=self.rows_digest(ref),
             identity=dict(identity),
             timings=dict(timings or {}),
             metrics=dict(metrics or {}),
@@ -411,12 +499,15 @@ class DatasetStore:
         return ShardRecord.model_validate(node["attributes"]["diffpir_record"])
 
     def record_matches(self, ref: ShardRef, name: str, expected_identity: Mapping[str, str] | None = None) -> bool:
-        """True when the shard is done: a record exists, covers ``ref``, carries every ``expected_identity`` item,
-        and its checksum equals that of the data now in the store (unreadable data counts as not done)."""
+        """True when the shard is done: a record exists, covers ``ref``, was written for the ids and contents its rows
+        hold now (so a result can never be relabelled), carries every ``expected_identity`` item, and its checksum
+        equals that of the data now in the store (unreadable data counts as not done)."""
         record = self.read_record(ref, name)
         if record is None or (record.group, record.shard, record.start, record.stop) != (ref.group, ref.index, ref.start, ref.stop):
             return False
         if any(record.identity.get(key) != value for key, value in (expected_identity or {}).items()):
+            return False
+        if tuple(self.read_array(ref, "ids").tolist()) != ref.ids or record.rows != self.rows_digest(ref):
             return False
         try:
             data = self.read_array(ref, name)
@@ -446,14 +537,7 @@ class DatasetStore:
         arrays = self._append_nodes[group]
         count = arrays["ids"].shape[0]
         new = count + len(metas)
-        columns: dict[str, np.ndarray] = {
-            IMAGES: images,
-            "ids": np.array([m.id for m in metas], dtype=object),
-            "sources": np.array([m.source for m in metas], dtype=object),
-            "sha256": np.array([m.sha256 for m in metas], dtype=object),
-            "source_shape": np.array([m.source_shape for m in metas], dtype=np.int32).reshape(-1, 2),
-            "source_mode": np.array([m.source_mode for m in metas], dtype=object),
-        }
+        columns = _columns(images, metas)
 
         def grow_and_write(name: str) -> None:
             array = arrays[name]
@@ -464,6 +548,35 @@ class DatasetStore:
         with ThreadPoolExecutor(max_workers=len(columns), thread_name_prefix="store-append") as pool:
             list(pool.map(grow_and_write, columns))
 
+    def write_rows(self, group: tuple[int, int], rows: Mapping[int, tuple[np.ndarray, ImageMeta]]) -> None:
+        """Put images with their provenance into existing rows of a size group (a re-ingest replacing changed images
+        or filling the rows of removed ones). Rows are written a whole shard object at a time, by this one writer."""
+        self._require_writable()
+        name = group_name(*group)
+        order = sorted(rows)
+        columns = _columns(np.stack([rows[row][0] for row in order]), [rows[row][1] for row in order])
+        for column, values in columns.items():
+            by_row = dict(zip(order, values, strict=True))
+            self._patch_rows(self._array(name, column), order, by_row.__getitem__)
+
+    def fill_holes(self, group: str, holes: Sequence[int]) -> None:
+        """Remove the rows ``holes`` from a size group: the last rows move into the holes (in order) and the group
+        shrinks; every other row keeps its place, so only the shards holding a hole or a moved row change. A group
+        left empty is deleted."""
+        self._require_writable()
+        self._append_nodes.clear()  # array handles of this writer change shape here
+        count = self._group_count(group)
+        new_count = count - len(set(holes))
+        below = sorted(row for row in set(holes) if row < new_count)
+        moves = dict(zip(below, (row for row in range(new_count, count) if row not in set(holes)), strict=True))
+        for name in self.array_names(group):
+            array = self._array(group, name)
+            self._patch_rows(array, below, lambda dst, array=array: array[moves[dst]])  # sources lie past every hole
+            array.resize((new_count, *array.shape[1:]))
+        if new_count == 0:
+            del self._root[f"groups/{group}"]
+            del self._root[f"records/{group}"]
+
     def add_quarantine(self, entries: Sequence[QuarantineEntry]) -> None:
         """Append entries to the quarantine list."""
         self._require_writable()
@@ -473,10 +586,22 @@ class DatasetStore:
             node[name].resize((count + len(entries),))
             node[name][count:] = np.array(values, dtype=object)
 
+    def clear_quarantine(self) -> None:
+        """Empty the quarantine list (a re-ingest lists again the files that still cannot be ingested)."""
+        self._require_writable()
+        for name in ("ids", "sources", "reasons"):
+            self._root[f"quarantine/{name}"].resize((0,))
+
     def mark_complete(self, **attributes: Any) -> None:
         """Mark the store complete (readers refuse incomplete stores) and merge ``attributes`` into ``diffpir``."""
         self._require_writable()
         self._root.attrs["diffpir"] = {**self.info, **attributes, "complete": True}
+
+    def mark_incomplete(self) -> None:
+        """Mark the store as being rewritten: readers refuse it until :meth:`mark_complete` (so an interrupted
+        re-ingest is never mistaken for a complete store)."""
+        self._require_writable()
+        self._root.attrs["diffpir"] = {**self.info, "complete": False}
 
     # ------------------------------------------------------------------ internals
     def _array(self, group: str, name: str) -> zarr.Array:
@@ -489,6 +614,28 @@ class DatasetStore:
 
     def _group_count(self, group: str) -> int:
         return self._array(group, "ids").shape[0]
+
+    def _check_ids(self, ref: ShardRef) -> None:
+        ids = tuple(self.read_array(ref, "ids").tolist())
+        if ids != ref.ids:
+            raise StoreError(
+                f"shard {ref.key} of {redact_uri(self.uri)} now holds the images {list(ids)[:5]}, not the planned "
+                f"{list(ref.ids)[:5]}: the store was re-ingested or re-aligned meanwhile; run the job again"
+            )
+
+    @staticmethod
+    def _patch_rows(array: zarr.Array, rows: Sequence[int], value_of: Callable[[int], Any]) -> None:
+        """Set ``array[row] = value_of(row)`` for ``rows``, one shard object at a time (read once, written once)."""
+        step = (array.shards or array.chunks)[0]
+        blocks: dict[int, list[int]] = {}
+        for row in rows:
+            blocks.setdefault(row // step, []).append(row)
+        for block, members in sorted(blocks.items()):
+            start, stop = block * step, min((block + 1) * step, array.shape[0])
+            data = np.asarray(array[start:stop])
+            for row in members:
+                data[row - start] = value_of(row)
+            array[start:stop] = data
 
     def _require_size_group(self, height: int, width: int) -> zarr.Group:
         name = group_name(height, width)
@@ -507,7 +654,7 @@ class DatasetStore:
             dimension_names=["image", "y", "x", "c"],
             attributes={"layout": "NHWC", "range": "0..255"},
         )
-        for column in ("ids", "sources", "sha256", "source_mode"):
+        for column in ("ids", "sources", "sha256", "pixel_sha256", "source_mode"):
             node.create_array(column, shape=(0,), dtype=str, chunks=(shard,))
         node.create_array("source_shape", shape=(0, 2), dtype="int32", chunks=(shard, 2))
         self._root.require_group(f"records/{name}")
@@ -525,6 +672,20 @@ class DatasetStore:
     def _require_writable(self) -> None:
         if not self._writable:
             raise StoreError(f"{redact_uri(self.uri)} was opened read-only; open it with writable=True to write")
+
+
+def _columns(images: np.ndarray, metas: Sequence[ImageMeta]) -> dict[str, np.ndarray]:
+    """The values of every per-image array of the dataset for ``images`` and their provenance (the pixel hashes are
+    computed here, from the very pixels written)."""
+    return {
+        IMAGES: images,
+        "ids": np.array([m.id for m in metas], dtype=object),
+        "sources": np.array([m.source for m in metas], dtype=object),
+        "sha256": np.array([m.sha256 for m in metas], dtype=object),
+        "pixel_sha256": np.array([pixel_digest(pixels) for pixels in images], dtype=object),
+        "source_shape": np.array([m.source_shape for m in metas], dtype=np.int32).reshape(-1, 2),
+        "source_mode": np.array([m.source_mode for m in metas], dtype=object),
+    }
 
 
 def _check_name(name: str) -> None:

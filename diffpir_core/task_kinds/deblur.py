@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from diffpir_core.baselines import wiener_deblur
-from diffpir_core.io.degradation_files import load_kernel
+from diffpir_core.io.degradation_files import file_digest, load_kernel
 from diffpir_core.operators import Blur, Operator, blur_uint8, gaussian_kernel, motion_kernel, reference_gaussian_std
 from diffpir_core.task_kinds.base import ArraySpec, TaskKind
 
@@ -48,6 +48,9 @@ class DeblurTask(TaskKind):
                 "task.kernel: mode restore needs the real blur kernel of the images (a file URI), "
                 f"not a generated {self.kernel!r} kernel"
             )
+
+    def content_identity(self, storage_options: Mapping[str, Any]) -> dict[str, str]:
+        return {} if self.kernel in GENERATED_KERNELS else {"kernel": file_digest(self.kernel, storage_options)}
 
     def _kernel_size(self, storage_options: Mapping[str, Any]) -> int:
         if self.kernel in GENERATED_KERNELS:

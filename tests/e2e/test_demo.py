@@ -38,13 +38,14 @@ def test_short_demo_runs_the_restore_flow_for_every_task(tmp_path: Path) -> None
     assert all(Image.open(p).size == (64, 64) for p in inputs)
     index = (out / "report.html").read_text()
     for label in DEMO_TASKS:
-        summary = json.loads((out / label / "summary.json").read_text())
+        (job_dir,) = (out / label / "jobs").iterdir()  # each task's job folder in its output
+        summary = json.loads((job_dir / "summary.json").read_text())
         assert summary["images"] == 2 and summary["mode"] == "evaluate" and summary["prior"] == "demo"
         assert summary["nfes"] == 3
         psnr = summary["metrics"]["psnr"]
         assert psnr["count"] == 2 and math.isfinite(psnr["mean"]) and psnr["mean"] > 5.0
-        assert (out / label / "report.html").is_file()
-        assert f"{label}/report.html" in index
+        assert (job_dir / "report.html").is_file()
+        assert f"{label}/jobs/{job_dir.name}/report.html" in index
 
 
 def test_jobs_demo_yaml_is_the_demo_sr_job() -> None:

@@ -1,5 +1,6 @@
 """Ingest from folders, memory:// and Zarr into sharded stores; quarantine; determinism; export round trips."""
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -44,9 +45,10 @@ def test_store_layout_is_plain_zarr_v3(rgb_folder, tmp_path):
     assert group["groups/24x32/ids"][:].tolist() == [f"a{i:02d}.png" for i in range(8)]
     assert group["groups/16x16/source_shape"][:].tolist() == [[16, 16]] * 3
     assert group["groups/16x16/sources"][0] == str(root / "sub/b0.png")
+    assert group["groups/24x32/pixel_sha256"][5] == hashlib.sha256(expected["a05.png"].tobytes()).hexdigest()
     info = group.attrs["diffpir"]
     assert (info["schema_version"], info["complete"], info["shard_size"], info["counts"]) == (
-        1, True, 4, {"images": 11, "quarantined": 0, "ignored": 0}
+        2, True, 4, {"images": 11, "quarantined": 0, "ignored": 0}
     )
 
 

@@ -30,7 +30,8 @@ from prefect.settings import (  # noqa: E402  (the environment above must be set
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from diffpir_core.job import Job, parse_job  # noqa: E402
-from diffpir_core.models import build_unet, save_prior  # noqa: E402
+from diffpir_core.models import build_unet, load_prior, save_prior  # noqa: E402
+from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise  # noqa: E402
 
 TINY_UNET = {
     "image_size": 32,
@@ -121,6 +122,24 @@ def make_job(tiny_prior: Path, tmp_path: Path) -> Callable[..., Job]:
         return parse_job(data)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def restore_alone(tiny_prior: Path) -> Callable[[Job, str, np.ndarray], np.ndarray]:
+    """``restore_alone(job, image_id, pixels)``: what an evaluate-mode ``job`` restores for one image on its own,
+    its measurement synthesised and restored with ``diffpir_core.restore`` exactly as a shard task does (batch of
+    one): the reference that a result exported under ``image_id`` must equal pixel for pixel."""
+    unet = load_prior(str(tiny_prior)).unet
+
+    def restore(job: Job, image_id: str, pixels: np.ndarray) -> np.ndarray:
+        arrays = synthesise(job.task, [image_id], pixels[None].copy(), job.seed, job.storage_options)
+        inputs = inputs_from_arrays(job.task, [image_id], arrays)
+        restored, _ = restore_batchwise(
+            unet, inputs, job.task, job.sampler_config(), seed=job.seed, batch_size=1, device="cpu", fit=job.fit()
+        )
+        return restored[0]
+
+    return restore
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from prefect.client.schemas.filters import FlowRunFilter
 
 from diffpir_core.io import DatasetStore
 from flows.restore import restore
-from tasks.plan import RunPlan
+from tasks.plan import read_plans
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def gpu_cluster() -> Iterator[LocalCluster]:
 
 
 def _restored(output: Path) -> np.ndarray:
-    plan = RunPlan.model_validate_json((output / "run.json").read_text())
+    plan = read_plans(str(output), {})[0]
     store = DatasetStore.open(plan.output_store)
     return np.concatenate([store.read_array(ref, plan.restored_array) for ref in store.shards()])
 

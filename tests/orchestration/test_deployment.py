@@ -106,7 +106,8 @@ def test_deployment_walkthrough(make_job, images_8: Path, tiny_prior: Path, tmp_
                     assert time.monotonic() < deadline, state
                     time.sleep(1)
         assert state.is_completed(), f"{state}: {(tmp_path / 'worker.log').read_text()[-3000:]}"
-    summary = json.loads((tmp_path / "deployed" / "summary.json").read_text())
+    (summary_file,) = (tmp_path / "deployed").glob("jobs/*/summary.json")
+    summary = json.loads(summary_file.read_text())
     assert summary["images"] == 8 and summary["metrics"]["psnr"]["count"] == 8
 
 

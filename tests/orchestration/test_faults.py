@@ -16,7 +16,7 @@ from fsspec.implementations.local import LocalFileSystem
 from diffpir_core.io import DatasetStore
 from flows.restore import restore
 from flows.status import job_status
-from tasks.plan import RunPlan
+from tasks.plan import read_plans
 
 
 class FaultyFileSystem(LocalFileSystem):
@@ -55,7 +55,7 @@ def faulty() -> Iterator[type[FaultyFileSystem]]:
 
 
 def _restored(output: str, options: dict | None = None) -> np.ndarray:
-    plan = RunPlan.model_validate_json(Path(output.removeprefix("faulty://"), "run.json").read_text())
+    plan = read_plans(output, {})[0]
     store = DatasetStore.open(plan.output_store, options)
     return np.concatenate([store.read_array(ref, plan.restored_array) for ref in store.shards()])
 

@@ -1,14 +1,18 @@
 """The job model: YAML in and out, validation that names the field, overrides, the job hash."""
 
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 import diffpir_core.job as job_module
 from diffpir_core.job import Job, JobError, apply_overrides, load_job, parse_job
 from diffpir_core.task_kinds import TASK_KINDS
+from tasks.plan import measurement_hash
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"input": "/data/faces", "output": "/runs/faces"}
@@ -110,6 +114,23 @@ def test_job_hash_follows_the_pixels_not_the_scheduling() -> None:
         assert parse_job({**MINIMAL, **change}).job_hash() == base.job_hash(), change
     hashes = {parse_job({**MINIMAL, **change}).job_hash() for change in different}
     assert len(hashes) == len(different) and base.job_hash() not in hashes
+
+
+def test_kernel_and_mask_files_count_by_their_bytes_not_their_path(tmp_path: Path) -> None:
+    np.save(tmp_path / "kernel.npy", np.ones((3, 3)))
+    shutil.copy(tmp_path / "kernel.npy", tmp_path / "same-bytes.npy")
+    Image.new("L", (8, 8), 255).save(tmp_path / "mask.png")
+    deblur = parse_job({**MINIMAL, "task": {"kind": "deblur", "kernel": str(tmp_path / "kernel.npy")}})
+    moved = parse_job({**MINIMAL, "task": {"kind": "deblur", "kernel": str(tmp_path / "same-bytes.npy")}})
+    inpaint = parse_job({**MINIMAL, "task": {"kind": "inpaint", "mask": str(tmp_path / "mask.png")}})
+    assert deblur.job_hash() == moved.job_hash()
+    before = {job.job_hash(): measurement_hash(job.task_identity(), job.seed) for job in (deblur, inpaint)}
+    np.save(tmp_path / "kernel.npy", np.eye(3))
+    Image.new("L", (8, 8), 0).save(tmp_path / "mask.png")
+    after = {job.job_hash(): measurement_hash(job.task_identity(), job.seed) for job in (deblur, inpaint)}
+    assert not before.keys() & after.keys() and not set(before.values()) & set(after.values())
+    generated = parse_job({**MINIMAL, "task": {"kind": "deblur", "kernel": "gaussian"}})
+    assert generated.task_identity() == generated.task.model_dump(mode="json")  # no file, nothing read
 
 
 def test_secrets_never_leave_in_yaml() -> None:

@@ -12,18 +12,18 @@ import numpy as np
 
 from diffpir_core.io import DatasetStore
 from flows.restore import restore
-from tasks.plan import RunPlan
+from tasks.plan import read_plans
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _records(output: Path) -> dict[str, int]:
     """Record file -> mtime (ns) of every restored-shard record in the output."""
-    return {str(p): p.stat().st_mtime_ns for p in output.glob("restored.zarr/records/*/runs/*/restored/*/zarr.json")}
+    return {str(p): p.stat().st_mtime_ns for p in output.glob("jobs/*/restored.zarr/records/*/restored/*/zarr.json")}
 
 
 def _restored(output: Path) -> np.ndarray:
-    plan = RunPlan.model_validate_json((output / "run.json").read_text())
+    plan = read_plans(str(output), {})[0]
     store = DatasetStore.open(plan.output_store)
     return np.concatenate([store.read_array(ref, plan.restored_array) for ref in store.shards()])
 

@@ -15,12 +15,17 @@ from diffpir_cli.app import app
 from flows.evaluate import evaluate
 from flows.restore import restore
 from flows.status import job_status
-from tasks.plan import RunPlan
+from tasks.plan import RunPlan, read_plans
 from tasks.priors import prior_loads
 
 
 def _plan(output: Path) -> RunPlan:
-    return RunPlan.model_validate_json((output / "run.json").read_text())
+    """The plan of the job run last into ``output``."""
+    return read_plans(str(output), {})[0]
+
+
+def _job_dir(output: Path) -> Path:
+    return Path(_plan(output).job_dir)
 
 
 def _restored(output: Path) -> np.ndarray:
@@ -38,15 +43,15 @@ def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, 
 
     out = tmp_path / "out"
     for name in ("job.yaml", "run.json", "report.md", "report.html", "metrics.csv", "summary.json"):
-        assert (out / name).is_file(), name
+        assert (_job_dir(out) / name).is_file(), name
     restored = _restored(out)
     assert restored.shape == (8, 32, 32, 3) and restored.dtype == np.uint8 and restored.std() > 0
-    report = json.loads((out / "summary.json").read_text())
+    report = json.loads((_job_dir(out) / "summary.json").read_text())
     assert report["images"] == 8 and report["nfes"] == 3
     assert report["metrics"]["psnr"]["count"] == 8 and 0 < report["metrics"]["psnr"]["mean"] < 60
     assert report["metrics"]["measurement_rms"]["count"] == 8
-    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 9
-    assert "<img" in (out / "report.html").read_text()
+    assert len((_job_dir(out) / "metrics.csv").read_text().strip().splitlines()) == 9
+    assert "<img" in (_job_dir(out) / "report.html").read_text()
 
     loads = prior_loads()
     again = restore(job=job, return_state=True)
@@ -93,7 +98,7 @@ def test_restore_mode_with_a_mask_file(make_job, image_writer, tmp_path: Path) -
     )
     state = restore(job=job, return_state=True)
     assert state.is_completed(), state.message
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((_job_dir(tmp_path / "out") / "summary.json").read_text())
     rms = summary["metrics"]["measurement_rms"]
     assert rms["count"] == 3 and rms["max"] < 0.05  # known pixels are kept: A(x̂) ≈ y
 
@@ -128,7 +133,7 @@ def test_cli_run_status_and_validation(make_job, images_8: Path, tmp_path: Path)
     result = runner.invoke(app, ["run", str(job_file), "--set", "name=cli"])
     assert result.exit_code == 0, result.output
     status = runner.invoke(app, ["status", str(tmp_path / "out"), "--json"])
-    data = json.loads(status.output)
+    data = json.loads(status.output)["jobs"][0]
     assert data["counts"] == {"done": 2, "failed": 0, "pending": 0, "quarantined": 0}
     assert set(data["shards"][0]) == {"id", "state", "attempts", "finished_at", "error"}
     text = runner.invoke(app, ["status", str(tmp_path / "out")])
@@ -153,7 +158,7 @@ def test_evaluate_flow_scores_what_is_done_and_lists_the_rest(make_job, images_8
     assert restore(job=job, shards=["32x32/000001"], return_state=True).is_completed()
     result = evaluate(job=job)
     assert (result["done"], result["shards"]) == (1, 2)
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((_job_dir(tmp_path / "out") / "summary.json").read_text())
     assert summary["images"] == 4 and summary["metrics"]["psnr"]["count"] == 4
     assert [s["state"] for s in job_status(str(tmp_path / "out"))["shards"]] == ["pending", "done"]
 
@@ -162,9 +167,9 @@ def test_unavailable_backbone_metrics_are_reported_with_their_reason(make_job, i
     job = make_job(images_8, tmp_path / "out", metrics=["psnr", "lpips", "fid"])
     state = restore(job=job, return_state=True)
     assert state.is_completed(), state.message
-    report = json.loads((tmp_path / "out" / "summary.json").read_text())
+    report = json.loads((_job_dir(tmp_path / "out") / "summary.json").read_text())
     assert report["metrics"]["psnr"]["count"] == 8
     for name in ("lpips", "fid"):
         reason = report["unavailable"][name]
         assert "no image has a value" not in reason and ("install" in reason or "TORCH_HOME" in reason or "hub" in reason)
-        assert reason in (tmp_path / "out" / "report.md").read_text()
+        assert reason in (_job_dir(tmp_path / "out") / "report.md").read_text()

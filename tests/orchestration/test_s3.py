@@ -8,7 +8,7 @@ import s3fs
 from diffpir_core.io import DatasetStore
 from flows.restore import restore
 from flows.status import job_status
-from tasks.plan import RunPlan
+from tasks.plan import read_plans
 
 
 def test_s3_to_s3_job_completes_with_metrics_and_report(make_job, images_8: Path, s3_bucket) -> None:
@@ -23,13 +23,13 @@ def test_s3_to_s3_job_completes_with_metrics_and_report(make_job, images_8: Path
     assert state.result()["restored"] == 2  # 6 images in shards of 4
 
     out = f"{bucket}/jobs/faces-sr2"
-    summary = json.loads(fs.cat_file(f"{out}/summary.json"))
+    plan = read_plans(out, options)[0]
+    summary = json.loads(fs.cat_file(f"{plan.job_dir}/summary.json"))
     assert summary["images"] == 6 and summary["metrics"]["psnr"]["count"] == 6
-    assert fs.exists(f"{out}/report.html") and fs.exists(f"{out}/metrics.csv")
-    job_yaml = fs.cat_file(f"{out}/job.yaml").decode()
+    assert fs.exists(f"{plan.job_dir}/report.html") and fs.exists(f"{plan.job_dir}/metrics.csv")
+    job_yaml = fs.cat_file(f"{plan.job_dir}/job.yaml").decode()
     assert options["secret"] not in job_yaml and options["key"] not in job_yaml
 
-    plan = RunPlan.model_validate_json(fs.cat_file(f"{out}/run.json"))
     store = DatasetStore.open(plan.output_store, options)
     restored = [store.read_array(ref, plan.restored_array) for ref in store.shards()]
     assert [r.shape for r in restored] == [(4, 32, 32, 3), (2, 32, 32, 3)]

@@ -17,7 +17,7 @@ from diffpir_core.metrics import psnr, uint8_to_float
 from diffpir_core.restore import inputs_from_arrays
 from diffpir_core.task_kinds import TASK_KINDS, TaskKind, TaskSpec
 from flows.restore import restore
-from tasks.plan import RunPlan
+from tasks.plan import read_plans
 
 EXAMPLES: list[dict[str, Any]] = [
     {"kind": "sr", "scale": 2, "noise_sigma": 0.05},
@@ -90,11 +90,11 @@ def test_each_kind_runs_end_to_end_through_the_restore_flow(example: dict[str, A
     job = make_job(tmp_path / "images", tmp_path / "out", task=example, metrics=["psnr", "consistency"])
     state = restore(job=job, return_state=True)
     assert state.is_completed(), state.message
-    plan = RunPlan.model_validate_json((tmp_path / "out" / "run.json").read_text())
+    plan = read_plans(str(tmp_path / "out"), {})[0]
     out = DatasetStore.open(plan.output_store)
     restored = {i: px for ref in out.shards() for i, px in zip(ref.ids, out.read_array(ref, plan.restored_array))}
     assert sorted(restored) == sorted(images)
     assert all(px.shape == images[i].shape for i, px in restored.items())
-    summary = (tmp_path / "out" / "summary.json").read_text()
-    assert job.task.title() in (tmp_path / "out" / "report.md").read_text()
+    summary = (Path(plan.job_dir) / "summary.json").read_text()
+    assert job.task.title() in (Path(plan.job_dir) / "report.md").read_text()
     assert '"nfes": 3' in summary and '"measurement_rms"' in summary
