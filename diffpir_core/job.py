@@ -111,7 +111,8 @@ class TilingOptions(_Strict):
 class ReportOptions(_Strict):
     """What goes into report.md / report.html."""
 
-    samples: int = Field(8, ge=0, le=256, description="images shown in the degraded | restored | truth grid")
+    samples: int = Field(8, ge=0, le=256, description="images shown large: degraded | baseline | restored | truth, with crops")
+    extremes: int = Field(4, ge=0, le=50, description="best and worst images by PSNR gain over the baseline (each)")
 
 
 class Job(_Strict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +41,12 @@ class ShardInputs:
         """Images ``start:stop``; per-image parameters (first dim = images) sliced, shared ones passed whole."""
         params = {k: (v[start:stop] if v.dim() >= 3 else v) for k, v in self.params.items()}
         return ShardInputs(self.ids[start:stop], self.y[start:stop], params)
+
+    def select(self, indices: Sequence[int]) -> ShardInputs:
+        """The images at ``indices`` (in that order), per-image parameters picked the same way as in :meth:`batch`."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        params = {k: (v[index] if v.dim() >= 3 else v) for k, v in self.params.items()}
+        return ShardInputs([self.ids[i] for i in indices], self.y[index], params)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """The ``evaluate`` flow (metrics and report for a job's existing outputs) and the scoring step it shares
 with ``restore``: per-shard metrics tasks, the report files, and the UI artifacts.
 
-UI artifacts of a run: the progress artifact (shards restored, in ``restore-shards``), a table
+UI artifacts of a run: the progress artifact (images and shards restored, the current images/s, in
+``restore-shards``), a table
 artifact ``<dataset>-<task>-shards`` with one row per shard (status, images, seconds, attempts,
-mean metrics, error), and a markdown artifact ``<dataset>-<task>-report`` with the paper-shaped
-aggregate table (task × PSNR / SSIM / LPIPS / FID, NFEs, wall time, images/s) and the report files.
+mean metrics with the baseline's and the gain, error), and a markdown artifact ``<dataset>-<task>-report``
+with the paper-shaped aggregate table (task × PSNR / SSIM / LPIPS / FID, the baseline and the gain, NFEs,
+wall time, images/s), the gain in one sentence, a strip of two samples (images embedded as data URIs,
+which the Prefect UI renders) and the report files (pre-signed HTTPS links for S3 outputs).
 """
 
 import time
@@ -16,7 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
-from diffpir_core.reporting import markdown_table
+from diffpir_core.reporting import markdown_table, verdict
 from flows.naming import evaluate_run_name
 from tasks.errors import describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
@@ -39,7 +42,7 @@ def _shard_table(
         manifest = manifests.get(ref.key, {})
         entry: dict[str, Any] = {key: manifest.get(key) for key in _SHARD_COLUMNS}
         entry.update(shard=ref.key, images=ref.size, status=manifest.get("status", "failed" if ref.key in failed else "pending"))
-        for name in ("psnr", "ssim", "lpips", "measurement_rms"):
+        for name in ("psnr", "baseline_psnr", "gain_psnr", "ssim", "gain_ssim", "lpips", "measurement_rms", "baseline_measurement_rms"):
             values = [r[name] for r in by_shard.get(ref.key, []) if r.get(name) is not None]
             if values:
                 entry[name] = round(sum(values) / len(values), 4)
@@ -78,15 +81,18 @@ def score_and_report(
         table=_shard_table(refs, manifests, failed, rows),
         description=f"Per-shard results of {job.task_label()} on {job.dataset_name()}",
     )
-    links = "\n".join(f"- [{name}]({uri})" for name, uri in report["uris"].items())
     problems = "".join(f"\n- **{key}**: {reason}" for key, reason in sorted(failed.items()))
+    sentence = verdict(report["summary"])
     create_markdown_artifact(
         key=artifact_key(job, "report"),
         markdown=(
             f"# {job.task_label()} on {job.dataset_name()} ({job.mode})\n\n{markdown_table([report['summary']])}\n"
-            f"Output: `{job.output}`\n\n{links}\n" + (f"\n## Failed shards\n{problems}\n" if failed else "")
+            + (f"{sentence}\n\n" if sentence else "")
+            + (f"## Samples\n\n{report['strip']}\n" if report["strip"] else "")
+            + f"## Report files\n\nOutput: `{job.output}`\n\n" + "\n".join(report["links"]) + "\n"
+            + (f"\n## Failed shards\n{problems}\n" if failed else "")
         ),
-        description="Aggregate results in the paper's shape",
+        description="Aggregate results in the paper's shape, the gain over the baseline, samples, report files",
     )
     return report
 

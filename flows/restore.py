@@ -41,7 +41,7 @@ def restore_shards(job: Job, plan: RunPlan, shards: list[ShardRef]) -> Any:
     gpus = gpus_per_task(job, plan.device)
     if isinstance(job.runner, DaskRunner):
         check_gpu_workers(FlowRunContext.get().task_runner, gpus, job.runner.gpu_wait_s)
-    progress = ShardProgress(len(shards), f"shards restored: {job.task_label()} on {job.dataset_name()}")
+    progress = ShardProgress(len(shards), f"{job.task_label()} on {job.dataset_name()}", images=sum(ref.size for ref in shards))
     shard_task = with_job_retries(restore_shard, job)
     with gpu_annotations(gpus):
         futures = shard_task.map(unmapped(job), unmapped(plan), shards)

@@ -1,8 +1,13 @@
-"""``write_job_report``: report files in the output (report.md/html, metrics.csv, summary.json), FID, samples."""
+"""``write_job_report``: report files in the output (report.md/html/card, metrics.csv, summary.json), FID,
+the pictured images (samples, best and worst by gain, with the baseline recomputed for them), the shard
+timeline from the records, and the UI pieces (sample strip, links that open in a browser)."""
 
 import re
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 from prefect import task
 
 from diffpir_core.io import DatasetStore, ShardRef
@@ -16,7 +21,18 @@ from diffpir_core.metrics import (
     uint8_to_float,
 )
 from diffpir_core.metrics.convert import float_to_uint8
-from diffpir_core.reporting import ReportSample, RunInfo, write_report
+from diffpir_core.reporting import (
+    Extremes,
+    ImagePicks,
+    ReportSample,
+    RunInfo,
+    ShardTiming,
+    file_links,
+    markdown_strip,
+    pick_images,
+    write_report,
+)
+from diffpir_core.scoring import baseline_selected
 from tasks.errors import retry_transient
 from tasks.measurements import measurement_inputs
 from tasks.plan import RunPlan
@@ -28,19 +44,46 @@ def artifact_key(job: Job, suffix: str) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
 
 
-def _samples(job: Job, plan: RunPlan, done: list[ShardRef]) -> list[ReportSample]:
+def _report_images(job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dict[str, Any]], picks: ImagePicks) -> dict[str, ReportSample]:
+    """The picked images by id, read from the shards that hold one; the baseline is recomputed for those
+    the metrics scored it on (the others show none: their kind scores it on a subset)."""
+    wanted = set(picks.ids())
+    scores = {row["id"]: row for row in rows if row["id"] in wanted}
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options)
-    samples: list[ReportSample] = []
+    images: dict[str, ReportSample] = {}
     for ref in done:
-        if len(samples) >= job.report.samples:
-            break
+        indices = [i for i, image_id in enumerate(ref.ids) if image_id in wanted]
+        if not indices:
+            continue
         restored = out.read_array(ref, plan.restored_array)
-        degraded = float_to_uint8(measurement_inputs(job, plan, source, out, ref).y)
         truth = source.read_images(ref) if job.mode == "evaluate" else None
-        for i, image_id in enumerate(ref.ids[: job.report.samples - len(samples)]):
-            samples.append(ReportSample(image_id, degraded[i], restored[i], None if truth is None else truth[i]))
-    return samples
+        inputs = measurement_inputs(job, plan, source, out, ref).select(indices)
+        fraction = job.task.baseline_fraction(*restored.shape[1:3])
+        with_baseline = [k for k, image_id in enumerate(inputs.ids) if baseline_selected(image_id, fraction)]
+        baselines: dict[int, np.ndarray] = {}
+        if with_baseline:
+            subset = inputs.select(with_baseline)
+            baselines = dict(zip(with_baseline, float_to_uint8(job.task.baseline(subset.y, subset.params)), strict=True))
+        degraded = float_to_uint8(inputs.y)
+        for k, i in enumerate(indices):
+            image_id = ref.ids[i]
+            images[image_id] = ReportSample(
+                image_id, degraded[k], restored[i], None if truth is None else truth[i], baselines.get(k), scores.get(image_id, {})
+            )
+    return images
+
+
+def _timeline(job: Job, plan: RunPlan, done: list[ShardRef]) -> list[ShardTiming]:
+    """Completion time and phase seconds of every scored shard, from its record (read in parallel)."""
+    out = DatasetStore.open(plan.output_store, job.storage_options)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        records = list(pool.map(lambda ref: out.read_record(ref, plan.restored_array), done))
+    return [
+        ShardTiming(ref.key, datetime.fromisoformat(record.written_at).timestamp(), record.timings)
+        for ref, record in zip(done, records, strict=True)
+        if record is not None and record.timings and record.written_at
+    ]
 
 
 def _fid(job: Job, plan: RunPlan, done: list[ShardRef]) -> float | MetricUnavailable | None:
@@ -80,14 +123,28 @@ def write_job_report(
         nfes=job.sampler_config().nfes,
         wall_seconds=wall_seconds,
         mode=job.mode,
+        baseline=job.task.BASELINE,
         config={"job_hash": plan.job_hash, "model_sha256": plan.model_sha256, **job.sampler_config().model_dump(mode="json")},
         fid=_fid(job, plan, done),
         unavailable=_unavailable(job, plan),
         failed=[{"shard": key, "error": reason} for key, reason in sorted(failed.items())],
         quarantined=quarantined,
     )
+    picks = pick_images(rows, job.report.samples, job.report.extremes)
+    images = _report_images(job, plan, done, rows, picks)
+    samples = [images[image_id] for image_id in picks.samples if image_id in images]
+    extremes = None
+    if picks.metric is not None:
+        best, worst = ([images[i] for i in ids if i in images] for ids in (picks.best, picks.worst))
+        extremes = Extremes(picks.metric, best, worst)
     files = write_report(
-        plan.job_dir, rows, info, _samples(job, plan, done), storage_options=job.storage_options
+        plan.job_dir, rows, info, samples, extremes=extremes, timeline=_timeline(job, plan, done),
+        storage_options=job.storage_options,
     )
-    return {"uris": files.uris, "summary": files.summary}
+    return {
+        "uris": files.uris,
+        "summary": files.summary,
+        "strip": markdown_strip(samples, job.task.BASELINE),
+        "links": [link.markdown() for link in file_links(files.uris, job.storage_options)],
+    }
 

@@ -1,27 +1,44 @@
 """Run reports from plain data: per-image rows, run facts and a few sample images (no Prefect here).
 
-:func:`write_report` writes ``metrics.csv``, ``summary.json``, ``report.md`` and a self-contained
-``report.html`` through fsspec; :func:`markdown_table` renders the paper-shaped aggregate table for the
-Prefect UI markdown artifact.
+:func:`write_report` writes ``metrics.csv``, ``summary.json``, ``report.md``, a self-contained
+``report.html`` and ``report-card.html`` through fsspec; :func:`pick_images` chooses the images a report
+shows from the rows; :func:`markdown_table`, :func:`markdown_strip`, :func:`file_links` and
+:func:`progress_line` render the pieces of the Prefect UI artifacts.
 """
 
-from diffpir_core.reporting.html import ReportSample, png_data_uri, render_html
+from diffpir_core.reporting.html import Extremes, render_html, render_index, render_pages
+from diffpir_core.reporting.images import ReportSample, png_data_uri
+from diffpir_core.reporting.plots import ShardTiming
+from diffpir_core.reporting.selection import ImagePicks, pick_images
 from diffpir_core.reporting.summary import RunInfo, build_summary, metric_names
-from diffpir_core.reporting.text import markdown_table, metrics_csv, render_markdown, to_json
+from diffpir_core.reporting.text import markdown_table, metrics_csv, render_markdown, to_json, verdict
+from diffpir_core.reporting.ui import FileLink, Throughput, file_links, markdown_strip, progress_line
 from diffpir_core.reporting.write import REPORT_FILES, ReportFiles, write_report
 
 __all__ = [
     "REPORT_FILES",
+    "Extremes",
+    "FileLink",
+    "ImagePicks",
     "ReportFiles",
     "ReportSample",
     "RunInfo",
+    "ShardTiming",
+    "Throughput",
     "build_summary",
+    "file_links",
+    "markdown_strip",
     "markdown_table",
     "metric_names",
     "metrics_csv",
+    "pick_images",
     "png_data_uri",
+    "progress_line",
     "render_html",
+    "render_index",
+    "render_pages",
     "render_markdown",
     "to_json",
+    "verdict",
     "write_report",
 ]

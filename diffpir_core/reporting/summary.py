@@ -6,7 +6,7 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -16,14 +16,22 @@ from diffpir_core.metrics.unavailable import MetricUnavailable
 Row = Mapping[str, Any]
 ROW_KEYS = ("id", "shard", "task")  # identity columns: not metrics
 NON_METRIC_KEYS = (*ROW_KEYS, "seconds", "error")
-METRIC_ORDER = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "measurement_rms")
+BASE_METRICS = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "measurement_rms")
+METRIC_ORDER = (
+    *BASE_METRICS,
+    *(f"baseline_{name}" for name in BASE_METRICS),
+    *(f"gain_{name}" for name in BASE_METRICS if name != "measurement_rms"),
+)
+GAIN_METRIC = "gain_psnr"
+"""The per-image gain that ranks images best to worst (PSNR gain over the baseline, in dB)."""
 
 
 @dataclass
 class RunInfo:
     """Facts about a run that the rows do not carry.
 
-    ``task`` is a display label ("sr x4, sigma 0.05"); ``fid`` the dataset FID (or why it is missing);
+    ``task`` is a display label ("sr x4, sigma 0.05"); ``baseline`` the name of the task's classical
+    method whose ``baseline_*`` / ``gain_*`` columns the rows carry; ``fid`` the dataset FID (or why it is missing);
     ``unavailable`` the per-image metrics that could not be computed; ``failed`` / ``quarantined``
     one mapping per shard or image with at least an ``id`` (or ``shard``) and an ``error``.
     """
@@ -34,6 +42,7 @@ class RunInfo:
     nfes: int
     wall_seconds: float
     mode: str = "evaluate"
+    baseline: str | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     fid: float | MetricUnavailable | None = None
     unavailable: Sequence[MetricUnavailable] = ()
@@ -46,8 +55,8 @@ def metric_names(rows: Sequence[Row]) -> list[str]:
     seen: dict[str, None] = {}
     for row in rows:
         for key, value in row.items():
-            if key not in NON_METRIC_KEYS and (value is None or _is_number(value)):
-                seen.setdefault(key, None)
+            if key not in seen and key not in NON_METRIC_KEYS and (value is None or _is_number(value)):
+                seen[key] = None
     known = [name for name in METRIC_ORDER if name in seen]
     return known + [name for name in seen if name not in METRIC_ORDER]
 
@@ -80,12 +89,32 @@ def build_summary(rows: Sequence[Row], info: RunInfo) -> dict[str, Any]:
         "wall_seconds": info.wall_seconds,
         "images_per_second": images / info.wall_seconds if info.wall_seconds > 0 else None,
         "metrics": metrics,
+        "baseline": _baseline_summary(rows, metrics, info.baseline),
         "fid": fid,
         "unavailable": unavailable,
         "failed": [dict(item) for item in info.failed],
         "quarantined": [dict(item) for item in info.quarantined],
         "config": dict(info.config),
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _baseline_summary(
+    rows: Sequence[Row], metrics: Mapping[str, Mapping[str, Any]], method: str | None
+) -> dict[str, Any] | None:
+    """The baseline's name, how many images it was scored on, the mean gain per metric and on how many
+    images the restoration beat it (gain > 0); None when the rows carry no baseline."""
+    scored = [name for name in metrics if name.startswith("baseline_") and metrics[name]["count"]]
+    if method is None and not scored:
+        return None
+    gains = [name for name in metrics if name.startswith("gain_")]
+    return {
+        "method": method,
+        "images": max((metrics[name]["count"] for name in scored), default=0),
+        "gain": {name.removeprefix("gain_"): metrics[name]["mean"] for name in gains},
+        "better": {
+            name.removeprefix("gain_"): sum(1 for row in rows if (row.get(name) or 0) > 0) for name in gains
+        },
     }
 
 
@@ -103,4 +132,6 @@ def _statistics(values: Sequence[Any]) -> dict[str, float | int | None]:
 
 
 def _is_number(value: Any) -> bool:
+    if type(value) is float or type(value) is int:  # the common case, without the slow ABC check
+        return True
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))

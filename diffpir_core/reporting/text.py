@@ -24,6 +24,18 @@ def format_number(value: float | None, decimals: int = 4) -> str:
     return f"{value:.{decimals}f}"
 
 
+def decimals(column: str) -> int:
+    """Decimals shown for a metric column; ``baseline_*`` and ``gain_*`` follow their metric."""
+    return DECIMALS.get(column.removeprefix("baseline_").removeprefix("gain_"), 4)
+
+
+def format_gain(value: float | None, decimals: int = 2) -> str:
+    """A signed difference (+0.91, −0.57); None -> "n/a"."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return format_number(value, decimals) if math.isinf(value) else f"{value:+.{decimals}f}".replace("-", "−")
+
+
 def format_duration(seconds: float) -> str:
     """3.2 s, 12 min 05 s, 2 h 03 min."""
     if seconds < 60:
@@ -38,11 +50,17 @@ def format_duration(seconds: float) -> str:
 def paper_table_rows(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the aggregate table, one line per summary (shared by markdown and HTML).
 
-    The measurement-consistency column (restore mode) appears only when some summary has it.
+    The measurement-consistency column (restore mode) and the baseline columns (its name, its PSNR and
+    the mean gains, or its consistency in restore mode) appear only when some summary has them.
     """
     with_consistency = any(_mean(summary, "measurement_rms") is not None for summary in summaries)
+    with_gain = any(_mean(summary, "gain_psnr") is not None for summary in summaries)
+    with_baseline_rms = any(_mean(summary, "baseline_measurement_rms") is not None for summary in summaries)
     header = ["task", *(title for _, title in PAPER_COLUMNS), "FID ↓"]
     header += ["‖y − A(x̂)‖ RMS"] if with_consistency else []
+    header += ["baseline"] if with_gain or with_baseline_rms else []
+    header += ["baseline PSNR", "PSNR gain (dB)", "SSIM gain"] if with_gain else []
+    header += ["baseline ‖y − A(x̃)‖ RMS"] if with_baseline_rms else []
     header += ["NFEs", "wall time", "images/s", "images"]
     lines = []
     for summary in summaries:
@@ -51,6 +69,13 @@ def paper_table_rows(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[str],
         cells.append(format_number(summary["fid"], DECIMALS["fid"]))
         if with_consistency:
             cells.append(format_number(_mean(summary, "measurement_rms"), DECIMALS["measurement_rms"]))
+        if with_gain or with_baseline_rms:
+            cells.append(str((summary.get("baseline") or {}).get("method") or "n/a"))
+        if with_gain:
+            cells.append(format_number(_mean(summary, "baseline_psnr"), DECIMALS["psnr"]))
+            cells += [format_gain(_mean(summary, "gain_psnr"), 2), format_gain(_mean(summary, "gain_ssim"), 4)]
+        if with_baseline_rms:
+            cells.append(format_number(_mean(summary, "baseline_measurement_rms"), DECIMALS["measurement_rms"]))
         cells += [
             str(summary["nfes"]),
             format_duration(summary["wall_seconds"]),
@@ -63,6 +88,52 @@ def paper_table_rows(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[str],
 
 def _mean(summary: Mapping[str, Any], metric: str) -> float | None:
     return (summary["metrics"].get(metric) or {}).get("mean")
+
+
+def image_caption(scores: Mapping[str, Any], method: str | None) -> str:
+    """The numbers of one image: "PSNR 24.10 dB (bicubic 22.96, gain +1.14) · SSIM …" or, in restore mode,
+    both measurement consistencies; metrics without a value are left out."""
+    name = method or "baseline"
+    parts = []
+    for metric, label, unit in (("psnr", "PSNR", " dB"), ("ssim", "SSIM", ""), ("measurement_rms", "‖y − A(x)‖ RMS", "")):
+        value = scores.get(metric)
+        if value is None:
+            continue
+        text = f"{label} {format_number(value, decimals(metric))}{unit}"
+        base = scores.get(f"baseline_{metric}")
+        if base is not None:
+            gain = scores.get(f"gain_{metric}")
+            extra = f", gain {format_gain(gain, decimals(metric))}" if gain is not None else ""
+            text += f" ({name} {format_number(base, decimals(metric))}{extra})"
+        parts.append(text)
+    return " · ".join(parts)
+
+
+def verdict(summary: Mapping[str, Any]) -> str | None:
+    """One sentence on the restoration against the baseline ("+0.91 dB PSNR … better on 14 of 16
+    images"), or on both consistencies in restore mode; None when the run has no baseline values."""
+    baseline = summary.get("baseline") or {}
+    method = baseline.get("method") or "the baseline"
+    share = ""
+    if baseline.get("images") and baseline["images"] < summary["images"]:
+        share = f" (baseline scored on {baseline['images']} of {summary['images']} images, picked by id)"
+    psnr_gain = _mean(summary, "gain_psnr")
+    if psnr_gain is not None:
+        gains = [f"{format_gain(psnr_gain, 2)} dB PSNR"]
+        if _mean(summary, "gain_ssim") is not None:
+            gains.append(f"{format_gain(_mean(summary, 'gain_ssim'), 4)} SSIM")
+        better = baseline.get("better", {}).get("psnr", 0)
+        return (
+            f"Gain over {method}: {', '.join(gains)} on average; the restoration has the higher PSNR on "
+            f"{better} of {summary['metrics']['gain_psnr']['count']} images{share}."
+        )
+    rms = _mean(summary, "baseline_measurement_rms")
+    if rms is None:
+        return None
+    return (
+        f"Measurement consistency ‖y − A(x)‖ RMS: restored {format_number(_mean(summary, 'measurement_rms'), 4)}, "
+        f"{method} {format_number(rms, 4)} (about σ = a restoration that explains its measurement){share}."
+    )
 
 
 def markdown_table(summaries: Sequence[Mapping[str, Any]]) -> str:
@@ -88,13 +159,14 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "## Results",
         "",
         markdown_table([summary]),
+        *([sentence, ""] if (sentence := verdict(summary)) else []),
         "## Per-image statistics",
         "",
         "| metric | mean | std | min | max | images |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, stats in summary["metrics"].items():
-        d = DECIMALS.get(name, 4)
+        d = decimals(name)
         cells = [format_number(stats[key], d) for key in ("mean", "std", "min", "max")]
         parts.append(f"| {name} | " + " | ".join(cells) + f" | {stats['count']} |")
     if summary["unavailable"]:

@@ -1,4 +1,5 @@
-"""Write a run's report files (``metrics.csv``, ``summary.json``, ``report.md``, ``report.html``)."""
+"""Write a run's report files (``metrics.csv``, ``summary.json``, ``report.md``, ``report.html``,
+``report-card.html``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 
 import fsspec
 
-from diffpir_core.reporting.html import ReportSample, render_html
+from diffpir_core.reporting.html import Extremes, render_pages
+from diffpir_core.reporting.images import ReportSample
+from diffpir_core.reporting.plots import ShardTiming
 from diffpir_core.reporting.summary import Row, RunInfo, build_summary
 from diffpir_core.reporting.text import metrics_csv, render_markdown, to_json
 
-REPORT_FILES = ("metrics.csv", "summary.json", "report.md", "report.html")
+REPORT_FILES = ("metrics.csv", "summary.json", "report.md", "report.html", "report-card.html")
 
 
 @dataclass(frozen=True)
@@ -29,20 +32,26 @@ def write_report(
     info: RunInfo,
     samples: Sequence[ReportSample] = (),
     *,
+    extremes: Extremes | None = None,
+    timeline: Sequence[ShardTiming] = (),
     storage_options: Mapping[str, Any] | None = None,
 ) -> ReportFiles:
-    """Render all four report files into the folder ``output_uri`` (local path or fsspec URI).
+    """Render every report file into the folder ``output_uri`` (local path or fsspec URI).
 
     ``rows``: one mapping per image (``id``, ``shard``, ``task``, metric values, ``seconds``, …);
-    ``samples``: the images of the HTML grid (pick a handful: each costs its PNG size in the page).
+    ``samples``: the images shown large (pick a handful: each costs its PNG size in the page);
+    ``extremes``: the best and worst images by gain; ``timeline``: the shards' completion timings.
+    ``report-card.html`` is the part of the report an index page embeds (table, a few samples, plots).
     Files are overwritten, so re-running the report task is idempotent.
     """
     summary = build_summary(rows, info)
+    page, card = render_pages(summary, rows, samples, extremes=extremes, timeline=timeline)
     contents = {
         "metrics.csv": metrics_csv(rows),
         "summary.json": to_json(summary) + "\n",
         "report.md": render_markdown(summary),
-        "report.html": render_html(summary, rows, samples),
+        "report.html": page,
+        "report-card.html": card,
     }
     fs, root = fsspec.core.url_to_fs(output_uri, **dict(storage_options or {}))
     fs.makedirs(root, exist_ok=True)

@@ -42,6 +42,7 @@ def info() -> RunInfo:
 
 @pytest.fixture
 def samples() -> list[ReportSample]:
+    """Two SR x4 samples (8x8 measurement, 32x32 images) with a baseline and their metrics row."""
     rng = np.random.default_rng(0)
     return [
         ReportSample(
@@ -49,6 +50,8 @@ def samples() -> list[ReportSample]:
             degraded=rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
             restored=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
             truth=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+            baseline=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+            scores={"id": f"img{i:03d}", "shard": "shard-00000", "psnr": 25.5 + i, "baseline_psnr": 24.0, "gain_psnr": 1.5 + i},
         )
         for i in range(2)
     ]

@@ -89,6 +89,7 @@ def test_write_report_writes_four_parseable_files(tmp_path: Path, rows, info, sa
     folder = tmp_path / "out" / "report"
     assert sorted(path.name for path in folder.iterdir()) == sorted(REPORT_FILES)
     assert files.uris["report.md"] == str(folder / "report.md")
+    assert "<html" not in (folder / "report-card.html").read_text() and "img000" in (folder / "report-card.html").read_text()
     summary = json.loads((folder / "summary.json").read_text(), parse_constant=_reject_constant)
     assert summary["metrics"]["psnr"]["max"] == "inf" and summary["metrics"]["psnr"]["mean"] == "inf"
     assert summary["metrics"]["ssim"]["mean"] == pytest.approx(0.75)
@@ -104,21 +105,27 @@ def test_write_report_writes_four_parseable_files(tmp_path: Path, rows, info, sa
 def test_html_is_self_contained_and_shows_the_grid(rows, info, samples) -> None:
     page = render_html(build_summary(rows, info), rows, samples)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    sources = re.findall(r'(?:src|href)="([^"]*)"', page)
-    assert len(sources) == 6 and all(source.startswith("data:image/png;base64,") for source in sources)
-    assert not re.search(r"https?://", page.replace("s3://bucket/faces", ""))
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert all(source.startswith(("data:image/png;base64,", "data:image/svg+xml;base64,")) for source in sources)
+    assert all(link.startswith("#") for link in re.findall(r'href="([^"]*)"', page))  # zoom anchors only
+    assert not re.search(r"https?://", page.replace("s3://bucket/faces", "").replace("http://www.w3.org", ""))
     assert "<script" not in page and "<link" not in page
-    decoded = Image.open(io.BytesIO(base64.b64decode(sources[1].split(",", 1)[1])))
-    np.testing.assert_array_equal(np.asarray(decoded), samples[0].restored)
+    pictures = re.findall(r'<img class="px" src="data:image/png;base64,([^"]*)" width="(\d+)" alt="([^"]*)"', page)
+    assert len(pictures) == 2 * 8  # per sample: degraded, baseline, restored, ground truth, and their crops
+    restored = [data for data, _, alt in pictures if alt == "restored"][0]
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(restored))))
+    assert decoded.shape == (256, 256, 3)  # 32 px enlarged x8 by whole pixels
+    frame = (decoded == (255, 214, 0)).all(axis=2)
+    np.testing.assert_array_equal(decoded[::8, ::8][~frame[::8, ::8]], samples[0].restored[~frame[::8, ::8]])
     assert "CUDA out of memory &lt;b&gt;" in page  # escaped, not markup
     assert "<td>26.72</td>" in page and "<td>59.65</td>" in page and "<td>30.12</td>" in page
-    assert page.count("<tr>") == 1 + 1 + 2 + 1 + 4 + 1  # paper table, grid, per-image table (+ heads)
 
 
 def test_html_without_ground_truth_or_samples(rows, info, samples) -> None:
     restore_only = [type(s)(s.id, s.degraded, s.restored) for s in samples]
     page = render_html(build_summary(rows, info), rows, restore_only)
-    assert "ground truth" not in page and page.count("data:image/png") == 4
+    assert "ground truth" not in page and page.count("data:image/png") == 2 * 4  # degraded, restored + crops
+    assert page.count("no baseline for this image") == 2 * 2
     assert "Samples" not in render_html(build_summary(rows, info), rows)
     with pytest.raises(TypeError, match="uint8"):
         png_data_uri(np.zeros((4, 4, 3), np.float32))

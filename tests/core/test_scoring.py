@@ -1,0 +1,75 @@
+"""Per-image rows with the task's classical baseline on the same measurement, and the gain over it."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffpir_core.baselines import bicubic_sr
+from diffpir_core.metrics import float_to_uint8, measurement_rms, psnr, ssim, uint8_to_float
+from diffpir_core.restore import inputs_from_arrays, synthesise
+from diffpir_core.scoring import baseline_selected, gain, score_images
+from diffpir_core.task_kinds import task_kind
+
+
+def _smooth(count: int, size: int) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    coarse = rng.integers(0, 256, (count, 4, 4, 3), dtype=np.uint8)
+    return np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BICUBIC)) for c in coarse])
+
+
+def test_evaluate_rows_carry_the_baseline_metrics_and_the_gain() -> None:
+    task = task_kind("sr")(scale=2, noise_sigma=0.05)
+    truth = _smooth(3, 32)
+    ids = ["a.png", "b.png", "c.png"]
+    inputs = inputs_from_arrays(task, ids, synthesise(task, ids, truth, 0, {}))
+    restored = np.clip(truth.astype(int) + np.arange(3)[:, None, None, None] * 6, 0, 255).astype(np.uint8)
+    rows = score_images(task, inputs, restored, truth, ["psnr", "ssim"])
+    baseline = float_to_uint8(bicubic_sr(inputs.y, 2))
+    for i, row in enumerate(rows):
+        assert row["psnr"] == pytest.approx(psnr(restored[i], truth[i], border=2))
+        assert row["baseline_psnr"] == pytest.approx(psnr(baseline[i], truth[i], border=2))
+        assert row["baseline_ssim"] == pytest.approx(ssim(baseline[i], truth[i], border=2))
+        assert row["gain_psnr"] == row["psnr"] - row["baseline_psnr"]
+        assert row["gain_ssim"] == row["ssim"] - row["baseline_ssim"]
+    assert rows[0]["psnr"] == float("inf") and rows[0]["gain_psnr"] == float("inf")  # restored == truth
+    assert 20 < rows[1]["baseline_psnr"] < 40 and rows[2]["gain_psnr"] < rows[1]["gain_psnr"]
+
+
+def test_restore_rows_carry_both_consistencies_and_no_gain() -> None:
+    task = task_kind("deblur")(kernel="gaussian", kernel_size=7, kernel_std=1.2, noise_sigma=0.05)
+    truth = _smooth(2, 32)
+    ids = ["a", "b"]
+    inputs = inputs_from_arrays(task, ids, synthesise(task, ids, truth, 0, {}))
+    rows = score_images(task, inputs, truth, None, ["consistency"])
+    wiener = task.baseline(inputs.y, inputs.params)
+    expected = measurement_rms(task.operator(inputs.params), uint8_to_float(float_to_uint8(wiener)), inputs.y)
+    assert [set(row) for row in rows] == [{"measurement_rms", "baseline_measurement_rms"}] * 2
+    for row, value in zip(rows, expected, strict=True):
+        assert 0.03 < row["measurement_rms"] < 0.08  # the ground truth explains y up to the noise (σ = 0.05)
+        assert row["baseline_measurement_rms"] == pytest.approx(value, rel=1e-12)
+
+
+def test_baseline_subset_is_stable_and_bounded_for_large_inpainting_images() -> None:
+    task = task_kind("inpaint")()
+    assert task.baseline_fraction(256, 256) == 1.0 and task.baseline_fraction(64, 64) == 1.0
+    assert task.baseline_fraction(512, 512) == pytest.approx(1 / 8)
+    assert task_kind("sr")().baseline_fraction(2048, 2048) == 1.0
+    ids = [f"img{i:05d}.png" for i in range(4000)]
+    chosen = [image_id for image_id in ids if baseline_selected(image_id, 1 / 8)]
+    assert 400 < len(chosen) < 600 and chosen == [i for i in ids if baseline_selected(i, 1 / 8)]
+    assert all(baseline_selected(image_id, 1.0) for image_id in ids[:10])
+
+
+def test_inputs_select_picks_per_image_parameters() -> None:
+    task = task_kind("inpaint")(mask="random")
+    truth = _smooth(3, 16)
+    inputs = inputs_from_arrays(task, ["a", "b", "c"], synthesise(task, ["a", "b", "c"], truth, 0, {}))
+    picked = inputs.select([2, 0])
+    assert picked.ids == ["c", "a"]
+    assert np.array_equal(picked.params["mask"].numpy(), inputs.params["mask"].numpy()[[2, 0]])
+    assert np.array_equal(picked.y.numpy(), inputs.y.numpy()[[2, 0]])
+
+
+def test_gain_signs_and_missing_values() -> None:
+    assert gain("psnr", 25.0, 24.5) == 0.5 and gain("lpips", 0.2, 0.3) == pytest.approx(0.1)
+    assert gain("psnr", None, 24.0) is None and gain("psnr", float("inf"), float("inf")) is None
