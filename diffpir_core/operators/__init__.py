@@ -23,12 +23,17 @@ from .noise import add_noise
 from .resize import bicubic_upsample, imresize
 from .sr import SuperResolution
 from .sr_kernels import bicubic_kernel
+from .svd import FourierSVD, MaskSVD, NoSVDError, OperatorSVD
 
 __all__ = [
     "Blur",
     "DataTerm",
+    "FourierSVD",
     "Inpainting",
+    "MaskSVD",
+    "NoSVDError",
     "Operator",
+    "OperatorSVD",
     "SuperResolution",
     "add_noise",
     "bicubic_kernel",

@@ -20,6 +20,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from .svd import NoSVDError, OperatorSVD
+
 KERNEL_SUM_TOLERANCE = 1e-3
 """A kernel whose sum is farther than this from 1 is normalised with a warning (the reference ×4
 bicubic kernel sums to 0.99990, so reference kernels pass through bit for bit)."""
@@ -60,6 +62,18 @@ class Operator(ABC):
     @abstractmethod
     def init_image(self, y: Tensor) -> Tensor:
         """Image-space initial estimate (B, 3, H, W) from the measurement ``y``."""
+
+    @property
+    def has_svd(self) -> bool:
+        """Whether :meth:`svd` exists, so that methods needing it can refuse the operator up front."""
+        return False
+
+    def svd(self, y: Tensor) -> OperatorSVD:
+        """A = U·diag(s)·Vᴴ for the measurement batch ``y`` (operators/svd.py); here: none."""
+        raise NoSVDError(
+            f"{type(self).__name__} has no singular value decomposition, which this method needs; "
+            "use an operator that has one (inpainting, blur, SR in blur mode) or a method without this need"
+        )
 
 
 def check_images(x: Tensor, name: str) -> None:

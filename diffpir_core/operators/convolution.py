@@ -8,6 +8,7 @@ from torch import Tensor
 
 from .base import as_kernel, check_batch, check_images
 from .fft_solve import FFTDataTerm, kernel_otf, zero_upsample
+from .svd import FourierSVD
 
 
 def check_multiple_of_scale(x: Tensor, sf: int) -> None:
@@ -59,3 +60,14 @@ class CircularConvolution:
         check_images(y, "y")
         height, width = y.shape[-2] * self.sf, y.shape[-1] * self.sf
         return FFTDataTerm.build(y, self._kernel_like(y, height, width), self.sf)
+
+    @property
+    def has_svd(self) -> bool:
+        """Circular convolution (and decimation) always has an SVD through the FFT."""
+        return True
+
+    def svd(self, y: Tensor) -> FourierSVD:
+        """The complex SVD of this operator at y's size, dtype and device (operators/svd.py)."""
+        check_images(y, "y")
+        height, width = y.shape[-2] * self.sf, y.shape[-1] * self.sf
+        return FourierSVD(kernel_otf(self._kernel_like(y, height, width), height, width), self.sf)

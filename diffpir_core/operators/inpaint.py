@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .base import Operator, check_batch, check_estimate, check_images, rho_column
+from .svd import MaskSVD
 
 
 def as_mask(mask: Tensor) -> Tensor:
@@ -77,3 +78,12 @@ class Inpainting(Operator):
     def init_image(self, y: Tensor) -> Tensor:
         """The masked measurement (holes 0, i.e. -1 in diffusion space)."""
         return self._mask_like(y, "y") * y
+
+    @property
+    def has_svd(self) -> bool:
+        """A mask is its own SVD."""
+        return True
+
+    def svd(self, y: Tensor) -> MaskSVD:
+        """V = U = I, s = the mask (broadcast over channels), on y's device and dtype."""
+        return MaskSVD(self._mask_like(y, "y"))

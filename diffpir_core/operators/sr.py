@@ -18,6 +18,7 @@ from .base import DataTerm, Operator, check_estimate, check_images, rho_column
 from .convolution import CircularConvolution, check_multiple_of_scale
 from .resize import bicubic_upsample, imresize, imresize_adjoint
 from .sr_kernels import bicubic_kernel, check_scale
+from .svd import OperatorSVD
 
 
 @dataclass(frozen=True)
@@ -99,3 +100,14 @@ class SuperResolution(Operator):
         """Half-pixel bicubic ×sf upscaling of the low-resolution measurement (spec §2.6)."""
         check_images(y, "y")
         return bicubic_upsample(y, self.sf)
+
+    @property
+    def has_svd(self) -> bool:
+        """Blur mode has the FFT/polyphase SVD; cubic mode (imresize) has none."""
+        return self._conv is not None
+
+    def svd(self, y: Tensor) -> OperatorSVD:
+        """The complex polyphase SVD of blur mode (operators/svd.py); cubic mode refuses."""
+        if self._conv is None:
+            return super().svd(y)
+        return self._conv.svd(y)

@@ -18,20 +18,24 @@ per update) comes from its own generator, so its result does not depend on the r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from functools import lru_cache
+
 import torch
 from torch import nn
 
 from diffpir_core.models import X0Predictor
 from diffpir_core.operators import DataTerm, Operator
+from diffpir_core.sampling.common import (
+    GeneratorArg,
+    NoiseSource,
+    StepCallback,
+    as_image_batch,
+    as_predictor,
+    check_image_size,
+    timestep_batch,
+)
 from diffpir_core.sampling.config import DiffPIRConfig
 from diffpir_core.sampling.schedule import Schedule, rho_weight, visited_timesteps
-
-StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
-"""``callback(i, t, x, x0, x0_hat)``: step index, timestep, state after the step, x̃0, x̂0 (diffusion space)."""
-
-GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 
 
 @lru_cache(maxsize=1)
@@ -40,76 +44,9 @@ def reference_schedule() -> Schedule:
     return Schedule.linear()
 
 
-class _NoiseSource:
-    """N(0, I) draws of batch shape: per image from its own generator, from one shared generator, or
-    (no generator) from PyTorch's global RNG. Drawn on the generator's device, then moved, so CPU
-    generators give the same noise whatever device the sampler runs on.
-
-    ``reference_order``: fill the tensor in H×W×C memory order, as the reference's channels-last
-    tensors are filled. A non-contiguous tensor makes PyTorch use its scalar normal sampler instead of
-    the vectorised one, so this (not a plain ``randn``) reproduces the reference's noise bit for bit.
-    """
-
-    def __init__(self, generator: GeneratorArg, batch: int, device: torch.device, reference_order: bool) -> None:
-        if isinstance(generator, Sequence) and len(generator) != batch:
-            raise ValueError(
-                f"got {len(generator)} generators for a batch of {batch} images: pass one per image "
-                "(or a single generator, which makes results depend on the batch composition)"
-            )
-        self.generator = generator
-        self.device = device
-        self.reference_order = reference_order
-
-    def draw(self, shape: torch.Size, reference_order: bool | None = None) -> torch.Tensor:
-        """Noise of ``shape`` (B, C, H, W); ``reference_order`` overrides the source's default."""
-        order = self.reference_order if reference_order is None else reference_order
-        gen = self.generator
-        if isinstance(gen, Sequence):
-            noise = torch.cat([_normal((1, *shape[1:]), g, g.device, order) for g in gen])
-        elif gen is None:
-            noise = _normal(shape, None, self.device, order)
-        else:
-            noise = _normal(shape, gen, gen.device, order)
-        return noise.to(self.device)
-
-
-def _normal(
-    shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device: torch.device, hwc_order: bool
-) -> torch.Tensor:
-    if not hwc_order:
-        return torch.randn(shape, generator=generator, device=device)
-    b, c, h, w = shape
-    noise = torch.empty((b, h, w, c), device=device).permute(0, 3, 1, 2)
-    return noise.normal_(generator=generator).contiguous()
-
-
-def _as_image_batch(y: torch.Tensor) -> torch.Tensor:
-    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[1] != 3:
-        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"y must be a (B, 3, h, w) tensor of RGB images in [0, 1], got {shape}")
-    if not y.is_floating_point():
-        raise ValueError(f"y must be float in [0, 1], got dtype {y.dtype}: convert uint8 with y.float() / 255")
-    if not torch.isfinite(y).all():
-        raise ValueError("y contains NaN or infinite values")
-    return y.float().contiguous()
-
-
-def _check_image_size(unet: nn.Module, height: int, width: int) -> None:
-    factor = getattr(unet, "downsample_factor", None)
-    if factor is None or (height % factor == 0 and width % factor == 0):
-        return
-    pad_h, pad_w = -height % factor, -width % factor
-    raise ValueError(
-        f"the restored image would be {height}×{width}, but this UNet needs H and W to be multiples of "
-        f"{factor} (2^levels): pad the measurement by {pad_h} rows and {pad_w} columns (reflect padding, "
-        f"then crop the result) or crop it to {height - height % factor}×{width - width % factor}"
-        " (scaled down by the SR factor for a low-resolution y)"
-    )
-
-
 def _initial_state(
     operator: Operator, init: torch.Tensor, sigmas: list[float], schedule: Schedule, t_start: int,
-    noise: _NoiseSource,
+    noise: NoiseSource,
 ) -> torch.Tensor:
     """x_T (spec §2.6): SR a_s·P(x_up) + b_s·n; deblur/inpainting r·P(y) + √(b_s² − r²b_y²)·n with
     t_y the timestep whose σ̄ matches the measurement noise 2σ and r = a_s/a_{t_y}, per image."""
@@ -150,20 +87,18 @@ def diffpir_sample(
     results), a single one, or None for PyTorch's global RNG. ``schedule`` defaults to the reference
     linear schedule (pass ``Schedule.from_tensors`` for bit-level checks on another platform).
     """
-    y = _as_image_batch(y)
-    predictor = model if isinstance(model, X0Predictor) else X0Predictor(model)
-    if any(isinstance(m, nn.Dropout) and m.training for m in predictor.unet.modules()):
-        raise ValueError("the model is in training mode (dropout active): call model.eval() before sampling")
+    y = as_image_batch(y)
+    predictor = as_predictor(model)
     batch, device = y.shape[0], y.device
     sigmas = config.noise_sigmas(batch)
-    noise = _NoiseSource(generator, batch, device, config.reference_noise)
+    noise = NoiseSource(generator, batch, device, config.reference_noise)
     schedule = (schedule or reference_schedule()).to(device)
     steps = visited_timesteps(config.iter_num, config.skip_type, config.t_start, schedule.num_train_timesteps)
     weight = rho_weight(config.lambda_, sigmas).to(device)
 
     with torch.no_grad():
         init = operator.init_image(y)
-        _check_image_size(predictor.unet, init.shape[-2], init.shape[-1])
+        check_image_size(predictor.unet, init.shape[-2], init.shape[-1])
         if x_T is None:
             x = _initial_state(operator, init, sigmas, schedule, config.t_start, noise)
         else:
@@ -180,11 +115,11 @@ def diffpir_sample(
 
 def _step(
     predictor: X0Predictor, data: DataTerm, x: torch.Tensor, i: int, steps: list[int], weight: torch.Tensor,
-    schedule: Schedule, config: DiffPIRConfig, noise: _NoiseSource,
+    schedule: Schedule, config: DiffPIRConfig, noise: NoiseSource,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One visited step (spec §2.2); the last step only evaluates the network."""
     t = steps[i]
-    t_vec = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    t_vec = timestep_batch(t, x)
     last = i == len(steps) - 1
     repeats = 1 if last else config.iter_num_U
     for u in range(repeats):
@@ -211,7 +146,7 @@ def _data_step(data: DataTerm, x0: torch.Tensor, rho: torch.Tensor, config: Diff
 
 def _update(
     x: torch.Tensor, x0_hat: torch.Tensor, t: int, t_next: int, schedule: Schedule, config: DiffPIRConfig,
-    noise: _NoiseSource,
+    noise: NoiseSource,
 ) -> torch.Tensor:
     """x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂ (spec §2.4).
 
@@ -230,7 +165,7 @@ def _update(
     )
 
 
-def _renoise(x: torch.Tensor, t: int, t_next: int, schedule: Schedule, noise: _NoiseSource) -> torch.Tensor:
+def _renoise(x: torch.Tensor, t: int, t_next: int, schedule: Schedule, noise: NoiseSource) -> torch.Tensor:
     """RePaint-style return from t' to t (``iter_num_U`` > 1): x ← r·x + √(b_t² − r²b_t'²)·n, r = a_t/a_t'."""
     a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
     r = a[t] / a[t_next]

@@ -9,7 +9,8 @@ from diffpir_core.metrics import float_to_uint8, psnr
 from diffpir_core.models import X0Predictor
 from diffpir_core.operators import SuperResolution
 from diffpir_core.sampling import diffpir_sample, rho_weight
-from diffpir_core.sampling.diffpir import _data_step, _NoiseSource, _update
+from diffpir_core.sampling.common import NoiseSource
+from diffpir_core.sampling.diffpir import _data_step, _update
 
 # Oracle-network uint8 PSNR (dB) of the reference, spec §8.5; SR is scored with a 4-pixel border.
 ORACLE_PSNR = {
@@ -87,7 +88,7 @@ def test_stochastic_updates_replay_reference_trace(name, ref_cases, stored_sched
     in the reference's order (one draw per network call, then n₁, n₂): bit for bit, no network needed."""
     case = ref_cases.case(name)
     config = ref_cases.config(case, stochastic=True)
-    noise = _NoiseSource([torch.Generator().manual_seed(0)], 1, torch.device("cpu"), reference_order=True)
+    noise = NoiseSource([torch.Generator().manual_seed(0)], 1, torch.device("cpu"), reference_order=True)
     x = case["x_T"]
     for step in case["trace_stochastic_seed0"][:-1]:
         noise.draw(x.shape)  # the network call's discarded draw
@@ -106,7 +107,7 @@ def test_tiny_unet_teacher_forced_steps(name, ref_cases, tiny_unet, stored_sched
     predictor = X0Predictor(tiny_unet)
     data = ref_cases.operator(case).prepare(ref_cases.measurement(case))
     weight = rho_weight(config.lambda_, config.noise_sigmas(1))
-    noise = _NoiseSource([torch.Generator().manual_seed(0)], 1, torch.device("cpu"), reference_order=True)
+    noise = NoiseSource([torch.Generator().manual_seed(0)], 1, torch.device("cpu"), reference_order=True)
     x = case["x_T"].contiguous()
     for step in case["trace"]:
         t, t_next = step["t_i"], step["t_im1"]
