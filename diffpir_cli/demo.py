@@ -3,12 +3,12 @@
 It writes 64x64 tiles of the held-out photos (never seen by the demo prior) into ``<out>/input``, then
 runs the ``restore`` flow in evaluate mode three times — SR x4 (σ = 0.05), Gaussian deblurring
 (σ = 0.05) and box inpainting — with the shipped ``demo`` prior, each into its own local Zarr output
-under ``<out>``, and prints a summary table and the path of an index report linking the three.
+under ``<out>``, and prints a summary table and the path of an index page (``<out>/report.html``) with
+the tasks' table (baseline and gain included) and each task's card: samples with crops and histograms.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
@@ -73,20 +73,18 @@ def demo_job(root: Path, label: str, *, prior: str = "demo", iter_num: int | Non
     })
 
 
-def _index_html(rows: list[dict[str, Any]]) -> str:
-    """A small page with the summary table that links each task's report."""
-    head = "<tr><th>task</th><th>images</th><th>NFEs</th><th>PSNR</th><th>SSIM</th><th>seconds</th><th>report</th></tr>"
-    body = "".join(
-        f"<tr><td>{html.escape(r['task'])}</td><td>{r['images']}</td><td>{r['nfes']}</td><td>{r['psnr']:.2f}</td>"
-        f"<td>{r['ssim']:.4f}</td><td>{r['seconds']:.1f}</td>"
-        f"<td><a href=\"{html.escape(r['report_rel'])}\">{html.escape(r['report_rel'])}</a></td></tr>"
-        for r in rows
+def _index_html(entries: list[dict[str, Any]]) -> str:
+    """The demo's page: one table of the tasks (with the baseline and the gain), then each task's card
+    (samples with crops, histograms) and a link to its full report."""
+    from diffpir_core.reporting import render_index
+
+    return render_index(
+        "diffpir-flow demo",
+        "Held-out images (never seen by the demo prior), evaluate mode, DiffPIR with the shipped demo prior, "
+        "against each task's classical baseline on the same measurements.",
+        [entry["summary"] for entry in entries],
+        [(entry["report_rel"], entry["card"]) for entry in entries],
     )
-    return ("<!doctype html><meta charset='utf-8'><title>diffpir-flow demo</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ccc}</style>"
-            "<h1>diffpir-flow demo</h1><p>Held-out images (never seen by the demo prior), evaluate mode, "
-            "DiffPIR with the shipped <code>demo</code> prior. Each task's report has the image grids.</p>"
-            f"<table>{head}{body}</table>")
 
 
 def demo(
@@ -129,17 +127,20 @@ def demo(
         if not state.is_completed():
             typer.echo(f"error: the {label} job failed: {state.message}; re-run `diffpir demo` to retry it", err=True)
             raise typer.Exit(1)
-        summary = json.loads((Path(job.output) / "summary.json").read_text())
+        report = Path(result["report"])
+        summary = json.loads(report.with_name("summary.json").read_text())
         rows.append({"task": summary["task"], "images": summary["images"], "nfes": summary["nfes"],
                      "psnr": summary["metrics"]["psnr"]["mean"], "ssim": summary["metrics"]["ssim"]["mean"],
-                     "seconds": time.perf_counter() - task_start,
-                     "report_rel": str(Path(result["report"]).relative_to(out))})
+                     "gain": summary["metrics"]["gain_psnr"]["mean"], "baseline": summary["baseline"]["method"],
+                     "seconds": time.perf_counter() - task_start, "summary": summary,
+                     "card": report.with_name("report-card.html").read_text(), "report_rel": str(report.relative_to(out))})
     index = out / "report.html"
     index.write_text(_index_html(rows))
-    typer.echo(f"\n{'task':<24} {'images':>6} {'NFEs':>5} {'PSNR':>7} {'SSIM':>7} {'seconds':>8}")
+    typer.echo(f"\n{'task':<24} {'images':>6} {'NFEs':>5} {'PSNR':>7} {'SSIM':>7} {'baseline':>12} {'gain dB':>8} "
+               f"{'seconds':>8}")
     for r in rows:
         typer.echo(f"{r['task']:<24} {r['images']:>6} {r['nfes']:>5} {r['psnr']:>7.2f} {r['ssim']:>7.4f} "
-                   f"{r['seconds']:>8.1f}")
+                   f"{r['baseline']:>12} {r['gain']:>+8.2f} {r['seconds']:>8.1f}")
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; report: {index}")
 
 

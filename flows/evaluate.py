@@ -89,7 +89,7 @@ def score_and_report(
             f"# {job.task_label()} on {job.dataset_name()} ({job.mode})\n\n{markdown_table([report['summary']])}\n"
             + (f"{sentence}\n\n" if sentence else "")
             + (f"## Samples\n\n{report['strip']}\n" if report["strip"] else "")
-            + f"## Report files\n\nOutput: `{job.output}`\n\n" + "\n".join(report["links"]) + "\n"
+            + f"## Report files\n\nOutput: `{job.output}`\n\n{report['links']}"
             + (f"\n## Failed shards\n{problems}\n" if failed else "")
         ),
         description="Aggregate results in the paper's shape, the gain over the baseline, samples, report files",

@@ -28,6 +28,7 @@ from diffpir_core.reporting import (
     RunInfo,
     ShardTiming,
     file_links,
+    links_markdown,
     markdown_strip,
     pick_images,
     write_report,
@@ -145,6 +146,6 @@ def write_job_report(
         "uris": files.uris,
         "summary": files.summary,
         "strip": markdown_strip(samples, job.task.BASELINE),
-        "links": [link.markdown() for link in file_links(files.uris, job.storage_options)],
+        "links": links_markdown(file_links(files.uris, job.storage_options)),
     }
 

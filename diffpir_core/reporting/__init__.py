@@ -12,7 +12,7 @@ from diffpir_core.reporting.plots import ShardTiming
 from diffpir_core.reporting.selection import ImagePicks, pick_images
 from diffpir_core.reporting.summary import RunInfo, build_summary, metric_names
 from diffpir_core.reporting.text import markdown_table, metrics_csv, render_markdown, to_json, verdict
-from diffpir_core.reporting.ui import FileLink, Throughput, file_links, markdown_strip, progress_line
+from diffpir_core.reporting.ui import FileLink, Throughput, file_links, links_markdown, markdown_strip, progress_line
 from diffpir_core.reporting.write import REPORT_FILES, ReportFiles, write_report
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Throughput",
     "build_summary",
     "file_links",
+    "links_markdown",
     "markdown_strip",
     "markdown_table",
     "metric_names",

@@ -6,7 +6,7 @@ large samples (degraded | baseline | restored | ground truth, each ≥ 256 px, c
 zoomed crop of one region in every column, the best and worst images by gain, the PSNR and SSIM
 histograms (restored vs baseline; the consistency histogram in restore mode), a timeline of the shards,
 the per-image table (the first rows of a large job) and the configuration. The card is the part for an
-index page: table, sentence, a few samples, the histograms. Cost grows with the number of rows only
+index page: table, sentence, the histograms, the first two samples. Cost grows with the number of rows only
 through single passes over them; the pictures are a fixed, small number.
 """
 
@@ -40,7 +40,7 @@ PER_IMAGE_ROWS = 200
 """Rows of the per-image table in the page; metrics.csv next to it has every image."""
 SAMPLE_SIDE = 256
 THUMB_SIDE = 128
-CARD_SAMPLES = 3
+CARD_SAMPLES = 2
 _SAMPLES_NOTE = (
     '<p class="note">Each picture is enlarged to at least 256 px by whole pixels (nearest neighbour); '
     "click one to see it as large as the window, click again to close. The yellow frame marks the crop "
@@ -127,7 +127,7 @@ def render_pages(
     body += ["<h2>Configuration</h2>", f"<pre>{escape(to_json(summary['config']))}</pre>"]
     title = escape(str(summary["task"]))
     heading = f'<a href="{escape(href)}">{title}</a>' if href else title
-    card = [f'<section class="card"><h2>{heading}</h2>', *results, *blocks[:card_samples], *distributions, "</section>"]
+    card = [f'<section class="card"><h2>{heading}</h2>', *results, *distributions, *blocks[:card_samples], "</section>"]
     return _page(f"DiffPIR report: {summary['task']}", body), "\n".join(card) + "\n"
 
 
@@ -151,7 +151,7 @@ def render_index(
     header, lines = paper_table_rows(summaries)
     body = [f"<h1>{escape(title)}</h1>", f"<p>{escape(intro)}</p>", _table(header, lines)]
     for href, card in cards:
-        body += [f'<p class="note">Full report: <a href="{escape(href)}">{escape(href)}</a></p>', card]
+        body += [card, f'<p class="note">The full report of this task: <a href="{escape(href)}">{escape(href)}</a></p>']
     return _page(title, body)
 
 
@@ -236,7 +236,7 @@ def _sample_block(sample: ReportSample, method: str) -> str:
             full.append(_figure(None, label, SAMPLE_SIDE))
             zoomed.append(_figure(None, f"{label}, crop", SAMPLE_SIDE))
             continue
-        full.append(_figure(outlined(display_image(image, SAMPLE_SIDE), box, image.shape), label, SAMPLE_SIDE))
+        full.append(_figure(outlined(display_image(image, SAMPLE_SIDE), box, reference), label, SAMPLE_SIDE))
         zoomed.append(_figure(display_image(crop(image, box, reference), SAMPLE_SIDE), f"{label}, crop", SAMPLE_SIDE))
     caption = image_caption(sample.scores, method)
     return (

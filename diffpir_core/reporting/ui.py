@@ -23,6 +23,7 @@ from diffpir_core.reporting.images import ReportSample, display_image, png_data_
 from diffpir_core.reporting.text import format_gain
 
 STRIP_SIDE = 128
+LOCAL_NOTE = "Local files on the machine that ran the flow: copy the path (browsers do not open file:// links from a web page)."
 LINK_EXPIRY_S = 7 * 24 * 3600
 """Lifetime of pre-signed links: 7 days, the longest S3 accepts for SigV4 signatures."""
 
@@ -56,15 +57,6 @@ class FileLink:
     expires_at: str | None = None
     note: str | None = None
 
-    def markdown(self) -> str:
-        """``- **name**: `uri` — [open](https…) (link valid until …)`` or the note."""
-        text = f"- **{self.name}**: `{self.uri}`"
-        if self.https and self.expires_at:
-            return text + f" — [open]({self.https}) (pre-signed, valid until {self.expires_at})"
-        if self.https:
-            text += f" — [open]({self.https})"
-        return text + (f" — {self.note}" if self.note else "")
-
 
 def file_links(
     uris: Mapping[str, str], storage_options: Mapping[str, Any] | None = None, *, expires_s: int = LINK_EXPIRY_S
@@ -76,44 +68,54 @@ def file_links(
         fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
         if protocols & {"file", "local"}:
-            links.append(FileLink(name, uri, note="a file on the machine that ran the flow (browsers do not open file:// links from a web page)"))
+            links.append(FileLink(name, uri, note=LOCAL_NOTE))
             continue
         expires = (datetime.now(UTC) + timedelta(seconds=expires_s)).isoformat(timespec="minutes")
         try:
             url = fs.sign(path, expiration=expires_s)
         except Exception as err:  # no credentials, a filesystem that cannot sign
             reason = f"{type(err).__name__}: {err}".strip(": ")
-            links.append(FileLink(name, uri, note=f"no pre-signed link ({reason}); copy it with the storage's own tools, e.g. `aws s3 cp`"))
+            note = f"No pre-signed link ({reason}): copy the files with the storage's own tools, e.g. `aws s3 cp`."
+            links.append(FileLink(name, uri, note=note))
             continue
         if "Signature=" in url:
             links.append(FileLink(name, uri, https=url, expires_at=expires))
         else:
-            links.append(FileLink(name, uri, https=url, note="not signed (anonymous access): opens only for a public object"))
+            links.append(FileLink(name, uri, https=url, note="Links are not signed (anonymous access): they open only for public objects."))
     return links
 
 
 class Throughput:
-    """Images per second over the shards finished in the last ``window_s`` seconds (the current rate)."""
+    """Images per second over the last ``window`` restored shards (the current rate): their images over the
+    time since the shard before them finished (since the meter started, for the first ones)."""
 
-    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window_s = window_s
+    def __init__(self, window: int = 8, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window = window
         self._clock = clock
         self._started = clock()
-        self._events: deque[tuple[float, int]] = deque()
+        self._events: deque[tuple[float, int]] = deque(maxlen=window + 1)
 
     def add(self, images: int) -> None:
         """Count ``images`` restored just now."""
         self._events.append((self._clock(), images))
 
     def rate(self) -> float | None:
-        """Images/s in the window (from its start, or the meter's, to now); None before any image."""
-        now = self._clock()
-        while self._events and self._events[0][0] < now - self.window_s:
-            self._events.popleft()
+        """Images/s over the window up to now; None before any image."""
         if not self._events:
             return None
-        span = now - max(now - self.window_s, self._started)
-        return sum(images for _, images in self._events) / span if span > 0 else None
+        events = list(self._events)
+        since = self._started if len(events) <= self.window else events.pop(0)[0]
+        span = self._clock() - since
+        return sum(images for _, images in events) / span if span > 0 else None
+
+
+def links_markdown(links: Sequence[FileLink]) -> str:
+    """The links as a markdown list, each distinct note once below it (not repeated on every line)."""
+    lines = [f"- **{link.name}**: `{link.uri}`" + (f" — [open]({link.https})" if link.https else "") for link in links]
+    expiry = sorted({link.expires_at for link in links if link.expires_at})
+    notes = [f"Links are pre-signed and valid until {', '.join(expiry)}."] if expiry else []
+    notes += list(dict.fromkeys(link.note for link in links if link.note))
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
 
 
 def progress_line(images_done: int, images_total: int, shards_done: int, shards_total: int, rate: float | None) -> str:

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,17 @@ def test_short_demo_runs_the_restore_flow_for_every_task(tmp_path: Path) -> None
         assert psnr["count"] == 2 and math.isfinite(psnr["mean"]) and psnr["mean"] > 5.0
         assert (job_dir / "report.html").is_file()
         assert f"{label}/jobs/{job_dir.name}/report.html" in index
+        gain = summary["metrics"]["gain_psnr"]["mean"]
+        assert gain == pytest.approx(psnr["mean"] - summary["metrics"]["baseline_psnr"]["mean"])
+
+    assert "<th>baseline</th><th>baseline PSNR</th><th>PSNR gain (dB)</th>" in index.split("</thead>")[0]
+    cards = index.split('<section class="card">')[1:]
+    assert len(cards) == len(DEMO_TASKS)
+    for card, baseline in zip(cards, ("bicubic", "wiener", "biharmonic"), strict=True):
+        alts = re.findall(r'<img class="px" src="data:image/png;base64,[^"]*" width="256" alt="([^"]*)"', card)
+        columns = ["degraded", baseline, "restored", "ground truth"]
+        assert alts == (columns + [f"{column}, crop" for column in columns]) * 2  # two large samples with their crops
+        assert re.findall(r'alt="([a-z]+) histogram"', card) == ["psnr", "ssim"] and f"Gain over {baseline}" in card
 
 
 def test_jobs_demo_yaml_is_the_demo_sr_job() -> None:

@@ -65,7 +65,7 @@ def test_evaluate_job_scores_the_baseline_and_pictures_it(make_job, images_8: Pa
     report = artifacts["pictured-sr2-report"].data
     assert "| baseline | baseline PSNR | PSNR gain (dB) | SSIM gain |" in report and "Gain over bicubic" in report
     assert len(re.findall(r"!\[[a-z ]+\]\(data:image/png;base64,", report)) == 2 * 4
-    assert f"`{folder / 'report.html'}` — a file on the machine that ran the flow" in report
+    assert f"- **report.html**: `{folder / 'report.html'}`\n" in report and report.count("browsers do not open file://") == 1
     table = artifacts["pictured-sr2-shards"].data
     table = json.loads(table) if isinstance(table, str) else table
     assert all(isinstance(entry["gain_psnr"], float) for entry in table)
@@ -105,7 +105,8 @@ def test_s3_report_links_are_presigned_and_open(make_job, images_8: Path, s3_buc
     state = restore(job=job, return_state=True)
     assert state.is_completed(), state.message
     report = _artifacts(state.state_details.flow_run_id)["linked-sr2-report"].data
-    link = re.search(r"- \*\*report\.html\*\*: `(s3://[^`]+)` — \[open\]\((http[^)]+)\) \(pre-signed, valid until ", report)
+    link = re.search(r"- \*\*report\.html\*\*: `(s3://[^`]+)` — \[open\]\((http[^)]+)\)\n", report)
+    assert "Links are pre-signed and valid until " in report
     assert link and link.group(1).startswith(f"{bucket}/jobs/linked/"), report
     with urllib.request.urlopen(link.group(2), timeout=10) as response:
         assert response.read().startswith(b"<!DOCTYPE html>")

@@ -24,6 +24,7 @@ from diffpir_core.reporting import (
     Throughput,
     build_summary,
     file_links,
+    links_markdown,
     markdown_strip,
     markdown_table,
     pick_images,
@@ -106,6 +107,10 @@ def test_report_shows_large_samples_crops_extremes_histograms_and_timeline(tmp_p
         "degraded", "bicubic", "restored", "ground truth",
         "degraded, crop", "bicubic, crop", "restored, crop", "ground truth, crop",
     ]
+    frames = [np.argwhere((image == (255, 214, 0)).all(axis=2)) for image, _ in large[:4]]
+    assert all(len(frame) > 0 for frame in frames)
+    corners = [(frame.min(axis=0).tolist(), frame.max(axis=0).tolist()) for frame in frames]
+    assert corners == [corners[2]] * 4  # the crop is framed at the same place in every column, the SR measurement included
     first = shown["img000"]
     box = crop_box(first.restored, first.baseline, align=2)
     columns = {"degraded": first.degraded, "bicubic": first.baseline, "restored": first.restored, "ground truth": first.truth}
@@ -183,7 +188,7 @@ def test_index_page_has_one_table_and_a_card_per_run(gain_rows, sr_info) -> None
     cards = [("sr/report.html", "<section>one</section>"), ("deblur/report.html", "<section>two</section>")]
     page = render_index("demo", "two runs <b>", summaries, cards)
     assert page.count("<tbody>") == 1 and page.count("| ") == 0 and "two runs &lt;b&gt;" in page
-    assert page.index('href="sr/report.html"') < page.index("<section>one</section>") < page.index('href="deblur/report.html"')
+    assert page.index("<section>one</section>") < page.index('href="sr/report.html"') < page.index("<section>two</section>")
 
 
 def test_ui_strip_embeds_small_images_with_the_gain(samples) -> None:
@@ -204,21 +209,26 @@ def test_file_links_presign_s3_and_name_local_paths(tmp_path: Path, s3_options) 
     assert signed.https.startswith(s3_options["endpoint_url"]) and "Signature=" in signed.https
     with urllib.request.urlopen(signed.https, timeout=10) as response:  # the pre-signed link opens without credentials
         assert response.read() == b"<html>report</html>"
-    assert signed.markdown().startswith("- **report.html**: `s3://links-bucket/job/report.html` — [open](http")
-    assert "valid until" in signed.markdown() and local.https is None and "file://" in local.note
+    text = links_markdown([signed, local, local])
+    assert text.startswith(f"- **report.html**: `s3://links-bucket/job/report.html` — [open]({signed.https})\n")
+    assert f"\n- **local**: `{tmp_path / 'r.html'}`\n" in text and local.https is None
+    assert f"Links are pre-signed and valid until {signed.expires_at}." in text and text.count("file://") == 1
     anonymous, = file_links({"report.html": "s3://links-bucket/job/report.html"}, {**s3_options, "anon": True})
-    assert anonymous.expires_at is None and "X-Amz" not in anonymous.https and "Signature" not in anonymous.https
-    assert anonymous.markdown().endswith("not signed (anonymous access): opens only for a public object")
+    assert anonymous.expires_at is None and "Signature" not in anonymous.https
+    assert "they open only for public objects" in links_markdown([anonymous])
 
 
 def test_progress_line_and_current_rate() -> None:
     now = [0.0]
-    meter = Throughput(window_s=10.0, clock=lambda: now[0])
+    meter = Throughput(window=2, clock=lambda: now[0])
     assert meter.rate() is None and progress_line(0, 64, 0, 8, None) == "0/64 images (0/8 shards)"
-    for t in (2.0, 4.0, 6.0):
+    now[0] = 5.0
+    meter.add(8)
+    assert meter.rate() == pytest.approx(8 / 5)  # the first shard: since the meter started
+    for t in (6.0, 8.0):
         now[0] = t
         meter.add(8)
-    assert meter.rate() == pytest.approx(24 / 6)
-    now[0] = 13.0  # the shard at t = 2 left the 10 s window
-    assert meter.rate() == pytest.approx(16 / 10)
+    assert meter.rate() == pytest.approx(16 / 3)  # the last two shards, since the one before them finished
+    now[0] = 11.0
+    assert meter.rate() == pytest.approx(16 / 6)  # nothing finished since: the rate falls
     assert progress_line(48, 64, 6, 8, 1.6) == "48/64 images (6/8 shards), 1.60 images/s now"
