@@ -234,12 +234,13 @@ def refresh(
             quarantined = []
             for item, result in zip(batch, results, strict=True):
                 outcome = _prepare(item, result, policy, size, multiple)
+                old = stored.get(item.id)
                 if isinstance(outcome, QuarantineEntry):
                     quarantined.append(outcome)
-                    placer.remove(item.id)
+                    if old is not None:
+                        placer.remove(item.id)
                     continue
                 source_bytes += item.nbytes or 0
-                old = stored.get(item.id)
                 if old is None:
                     changes["added"] += 1
                 else:

@@ -94,6 +94,22 @@ def test_removed_images_are_filled_from_the_end_and_a_resized_image_changes_grou
     _check(store, expected)
 
 
+def test_files_that_no_longer_decode_are_removed_and_quarantined_like_new_bad_files(tmp_path):
+    src, uri = tmp_path / "in", str(tmp_path / "s.zarr")
+    expected = _folder(src, 6)
+    ingest(str(src), uri, shard_size=4)
+    (src / "a01.png").write_bytes(b"not a picture any more")
+    del expected["a01.png"]
+    (src / "bad.png").write_bytes(b"")
+    summary = refresh(str(src), uri)
+    assert _changes(summary) == {"added": 0, "changed": 0, "repaired": 0, "removed": 1, "unchanged": 5}
+    store = DatasetStore.open(uri)
+    assert sorted(entry.id for entry in store.quarantine()) == ["a01.png", "bad.png"] and summary.quarantined == 2
+    _check(store, expected)
+    (src / "bad.png").unlink()
+    assert [entry.id for entry in refresh(str(src), uri).quarantine_sample] == ["a01.png"]  # the list is rebuilt
+
+
 def test_damaged_pixels_are_an_error_naming_the_shard_and_a_refresh_repairs_them(tmp_path):
     src, uri = tmp_path / "in", str(tmp_path / "s.zarr")
     expected = _folder(src, 10)
