@@ -109,8 +109,9 @@ def _peak_rss_mb() -> float:
 
 
 def _child(queue: multiprocessing.Queue, phase: str, args: tuple) -> None:
-    import diffpir_core.io  # noqa: F401  (imports count in the baseline, not the phase)
     import s3fs  # noqa: F401
+
+    import diffpir_core.io  # noqa: F401  (imports count in the baseline, not the phase)
 
     baseline = psutil.Process().memory_info().rss
     result = globals()[phase](*args)

@@ -28,20 +28,20 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-import logging  # noqa: E402
+import logging
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from distributed import LocalCluster  # noqa: E402
-from PIL import Image  # noqa: E402
-from prefect import flow  # noqa: E402
+import numpy as np
+import torch
+from distributed import LocalCluster
+from PIL import Image
+from prefect import flow
 
-from diffpir_core.io import DatasetStore  # noqa: E402
-from diffpir_core.job import Job, parse_job  # noqa: E402
-from diffpir_core.models import build_unet, load_prior, save_prior  # noqa: E402
-from flows.restore import restore  # noqa: E402
-from tasks.plan import read_plans  # noqa: E402
-from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise  # noqa: E402
+from diffpir_core.io import DatasetStore
+from diffpir_core.job import Job, parse_job
+from diffpir_core.models import build_unet, load_prior, save_prior
+from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise
+from flows.restore import restore
+from tasks.plan import read_plans
 
 TINY_UNET = {
     "image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1",

@@ -57,7 +57,7 @@ def wiener_deblur(y: Tensor, kernels: Tensor, noise_sigma: float) -> Tensor:
 def biharmonic_inpaint(y: Tensor, masks: Tensor) -> Tensor:
     """Biharmonic inpainting of the pixels where ``masks`` (B, H, W) is 0 (1 = known)."""
     out = []
-    for image, mask in zip(y, masks):
+    for image, mask in zip(y, masks, strict=True):
         filled = inpaint_biharmonic(image.permute(1, 2, 0).double().numpy(), mask.numpy() < 0.5, channel_axis=-1)
         out.append(torch.from_numpy(filled).permute(2, 0, 1))
     return torch.stack(out).float().clamp(0, 1)

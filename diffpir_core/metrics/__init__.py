@@ -1,4 +1,4 @@
-"""Image-quality metrics with the DiffPIR reference conventions (spec §6); see docs/metrics.md.
+"""Image-quality metrics with the DiffPIR reference conventions (docs/algorithm.md §9); see docs/metrics.md.
 
 * PSNR / SSIM on uint8 RGB (border crop, optional BT.601 Y channel): :func:`psnr`, :func:`ssim`.
 * LPIPS-VGG and FID (pytorch-fid): optional (the ``metrics`` extra plus cached backbone weights);

@@ -11,7 +11,7 @@ import torch
 class ForwardOperator(Protocol):
     """Anything with the operators' forward model ``A``: image space (B, 3, H, W) -> measurement."""
 
-    def A(self, x: torch.Tensor) -> torch.Tensor: ...  # noqa: N802 - the operators' public name
+    def A(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 @torch.no_grad()

@@ -178,7 +178,7 @@ def load_inception(
     try:
         block = module.InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]
         network = module.InceptionV3([block]).eval().to(device)
-    except Exception as error:  # noqa: BLE001 - a broken install must not fail the job
+    except Exception as error:
         return MetricUnavailable("FID", f"building pytorch-fid's InceptionV3 failed ({error})", INSTALL_FIX)
     extractor = InceptionFeatures(network, device)
     _LOADED[str(device)] = extractor

@@ -63,7 +63,7 @@ def load_lpips(
         return missing
     try:
         network = module.LPIPS(net="vgg", verbose=False).eval().to(device)
-    except Exception as error:  # noqa: BLE001 - a broken install must not fail the job
+    except Exception as error:
         return MetricUnavailable("LPIPS", f"building LPIPS(net='vgg') failed ({error})", INSTALL_FIX)
     scorer = LPIPSScorer(network, device)
     _LOADED[str(device)] = scorer

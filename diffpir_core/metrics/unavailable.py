@@ -50,7 +50,7 @@ def import_optional(metric: str, module: str) -> ModuleType | MetricUnavailable:
     for name in ("torchvision", module):
         try:
             loaded = importlib.import_module(name)
-        except Exception as error:  # noqa: BLE001 - every import failure means "unavailable"
+        except Exception as error:
             detail = str(error).splitlines()[0] if str(error) else type(error).__name__
             return MetricUnavailable(metric, f"cannot import {name} ({detail})", INSTALL_FIX)
     return loaded

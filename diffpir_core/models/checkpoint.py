@@ -149,7 +149,7 @@ def expected_shapes(config: Mapping[str, Any]) -> Shapes:
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _preset_shapes(name: str) -> Shapes:
     return expected_shapes(PRESETS[name].load_config())
 

@@ -1,4 +1,4 @@
-"""The x0-predictor adapter: wraps an ε-predicting UNet into a clean-image estimator (spec §2.1)."""
+"""The x0-predictor adapter: wraps an ε-predicting UNet into a clean-image estimator (docs/algorithm.md §4.1)."""
 
 import numpy as np
 import torch

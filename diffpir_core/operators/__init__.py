@@ -2,7 +2,7 @@
 
 Operators act on float (B, 3, H, W) image batches on the [0, 1] scale, with one kernel or mask per
 image or one shared by the batch; ``prepare(y).prox(x0, rho)`` works in diffusion space ([-1, 1]).
-Generators reproduce the reference's kernels, masks and noise (spec §4) for any image size, seeded
+Generators reproduce the reference's kernels, masks and noise (docs/algorithm.md §6) for any image size, seeded
 per image. See docs/operators.md.
 """
 

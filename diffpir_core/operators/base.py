@@ -6,8 +6,8 @@ It knows three things the sampler needs and nothing about diffusion steps:
 * ``A(x)`` and ``A_adjoint(y)``: the linear forward model and its adjoint;
 * ``prepare(y) -> DataTerm``: per-measurement precomputation (FFTs, masks on the device), whose
   ``prox(x0, rho)`` solves the DiffPIR data sub-problem argmin_x ||y - A(x)||^2 + rho ||x - z||^2 on
-  **diffusion-space** tensors (spec §2.3; the g-step x̂0 = x̃0 + g (x_p - x̃0) is the sampler's);
-* ``init_image(y)``: the image-space estimate x_T is built from (spec §2.6), and the flag
+  **diffusion-space** tensors (docs/algorithm.md §5; the g-step x̂0 = x̃0 + g (x_p - x̃0) is the sampler's);
+* ``init_image(y)``: the image-space estimate x_T is built from (docs/algorithm.md §4.2), and the flag
   ``init_is_noisy_measurement`` telling the sampler which x_T formula applies.
 """
 
@@ -40,7 +40,7 @@ class Operator(ABC):
     """A batched linear degradation with a closed-form (or reference-iterative) data step."""
 
     init_is_noisy_measurement: bool
-    """True when x_T is built from the measurement itself with the t_y form of spec §2.6."""
+    """True when x_T is built from the measurement itself with the t_y form of docs/algorithm.md §4.2."""
 
     @property
     @abstractmethod

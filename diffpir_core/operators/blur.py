@@ -1,4 +1,4 @@
-"""Deblurring: circular convolution with a per-image or shared kernel (spec §2.3.1 with sf = 1)."""
+"""Deblurring: circular convolution with a per-image or shared kernel (docs/algorithm.md §5.2 with sf = 1)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,6 @@ class Blur(CircularConvolution, Operator):
         super().__init__(kernel, sf=1)
 
     def init_image(self, y: Tensor) -> Tensor:
-        """The blurred measurement itself (x_T uses the t_y form, spec §2.6)."""
+        """The blurred measurement itself (x_T uses the t_y form, docs/algorithm.md §4.2)."""
         check_images(y, "y")
         return y

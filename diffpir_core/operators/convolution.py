@@ -1,5 +1,5 @@
 """Circular convolution followed by decimation: the forward model of deblurring (sf = 1) and of SR in
-``blur`` mode, with the FFT closed-form data step of spec §2.3.1."""
+``blur`` mode, with the FFT closed-form data step of docs/algorithm.md §5.2."""
 
 from __future__ import annotations
 

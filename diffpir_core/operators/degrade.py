@@ -1,4 +1,4 @@
-"""Synthesising degraded measurements the way the reference does (spec §4.6)."""
+"""Synthesising degraded measurements the way the reference does (docs/algorithm.md §6.6)."""
 
 from __future__ import annotations
 

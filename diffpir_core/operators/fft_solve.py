@@ -1,10 +1,10 @@
-"""Closed-form data step for circular blur followed by decimation (spec §2.3.1).
+"""Closed-form data step for circular blur followed by decimation (docs/algorithm.md §5.2).
 
 x_p = argmin_x ||y - D_sf(k ⊛ x)||^2 + tau ||x - z||^2, solved in the Fourier domain with the
 block-averaging identity of Zhao et al. (2016). Operation order and dtypes follow the reference
 (float32 / complex64, general sf form even for sf = 1, block mean over a stacked last axis with index
 col_block * sf + row_block) because the first DiffPIR steps divide by tau ~ 1e-7 and amplify any change
-of rounding (spec §8.4). Runs in float64/complex128 when given float64 inputs.
+of rounding (docs/algorithm.md §10.4). Runs in float64/complex128 when given float64 inputs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Inpainting: y = m ⊙ x with a binary mask per image (1 = known), data step of spec §2.3.3."""
+"""Inpainting: y = m ⊙ x with a binary mask per image (1 = known), data step of docs/algorithm.md §5.5."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class InpaintDataTerm:
     mask: Tensor
 
     def prox(self, x0: Tensor, rho: Tensor | float) -> Tensor:
-        """x_p = (m ⊙ P(y) + rho x0) / (m + rho), all in diffusion space (spec §2.3.3)."""
+        """x_p = (m ⊙ P(y) + rho x0) / (m + rho), all in diffusion space (docs/algorithm.md §5.5)."""
         check_estimate(x0, self.y_pm.shape)
         x0 = x0.to(self.y_pm.dtype)
         tau = rho_column(rho, x0.shape[0], x0)

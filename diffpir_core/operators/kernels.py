@@ -1,5 +1,5 @@
-"""Blur kernel generators: Gaussian (fixed std or the reference's per-image random std, spec §4.4)
-and random-trajectory motion blur (spec §4.5, our re-implementation of the procedure).
+"""Blur kernel generators: Gaussian (fixed std or the reference's per-image random std, docs/algorithm.md §6.4)
+and random-trajectory motion blur (docs/algorithm.md §6.5, our re-implementation of the procedure).
 
 Per-image seeding follows the reference: image ``index`` seeds NumPy's legacy RNG with 10·index.
 """
@@ -44,7 +44,8 @@ def reference_gaussian_kernel(index: int, size: int = 61, base_std: float = 3.0)
 
 
 def _trajectory(rng: np.random.RandomState, side: int, intensity: float) -> list[tuple[float, float]]:
-    """Random camera path (points in pixel coordinates of a side×side canvas), spec §4.5 steps 1–5."""
+    """Random camera path (points in pixel coordinates of a side×side canvas): docs/algorithm.md §6.5 up to
+    the drawing."""
     diagonal = math.sqrt(side**2 + side**2)
     eps = 0.1
     max_length = 0.75 * diagonal * (rng.uniform() + rng.uniform(0, intensity**2))

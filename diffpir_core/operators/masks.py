@@ -1,6 +1,6 @@
 """Inpainting masks (float32 (H, W), 1 = known) for any image size, seeded per image.
 
-``random_box_mask`` and ``random_mask`` re-implement the DPS generator the reference uses (spec §4.7):
+``random_box_mask`` and ``random_mask`` re-implement the DPS generator the reference uses (docs/algorithm.md §6.7):
 NumPy's legacy RNG seeded with ``seed`` (the reference uses 0 for every image); their defaults
 reproduce the reference's 256×256 masks bit for bit.
 """

@@ -1,4 +1,4 @@
-"""Additive white Gaussian noise with the reference's semantics (spec §4.2), seeded per image."""
+"""Additive white Gaussian noise with the reference's semantics (docs/algorithm.md §6.2), seeded per image."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Bicubic resizing: the MATLAB ``imresize`` port used to synthesise SR inputs (spec §4.3) and the
-half-pixel bicubic upscaling used to initialise SR sampling (spec §2.6)."""
+"""Bicubic resizing: the MATLAB ``imresize`` port used to synthesise SR inputs (docs/algorithm.md §6.3) and the
+half-pixel bicubic upscaling used to initialise SR sampling (docs/algorithm.md §4.2)."""
 
 from __future__ import annotations
 

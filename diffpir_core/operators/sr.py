@@ -1,8 +1,8 @@
 """Super-resolution by sf in {2, 3, 4, 8}.
 
 ``blur`` mode (default, the reference's): y ≈ (k ⊛ x)[::sf, ::sf] with a bicubic-approximating kernel
-(ours from ``sr_kernels`` unless ``kernel=`` is given) and the FFT closed form of spec §2.3.1.
-``cubic`` mode: y = imresize(x, 1/sf) and the reference's iterative back-projection step (spec §2.3.2);
+(ours from ``sr_kernels`` unless ``kernel=`` is given) and the FFT closed form of docs/algorithm.md §5.2.
+``cubic`` mode: y = imresize(x, 1/sf) and the reference's iterative back-projection step (docs/algorithm.md §5.4);
 its "prox" is that IBP update, not an exact least-squares solve.
 """
 
@@ -97,7 +97,7 @@ class SuperResolution(Operator):
         return BackProjectionDataTerm(y, self.sf, self.gamma, self.iterations)
 
     def init_image(self, y: Tensor) -> Tensor:
-        """Half-pixel bicubic ×sf upscaling of the low-resolution measurement (spec §2.6)."""
+        """Half-pixel bicubic ×sf upscaling of the low-resolution measurement (docs/algorithm.md §4.2)."""
         check_images(y, "y")
         return bicubic_upsample(y, self.sf)
 

@@ -1,7 +1,7 @@
 """Our SR data-step kernels: the blur k whose (k ⊛ x)[::sf, ::sf] best matches MATLAB-bicubic
 downscaling (``imresize(x, 1/sf)``), fitted by least squares away from the image border.
 
-The FFT data step (spec §2.3.1) needs the degradation as "circular blur, then keep pixel (0, 0) of
+The FFT data step (docs/algorithm.md §5.2) needs the degradation as "circular blur, then keep pixel (0, 0) of
 each sf x sf cell"; bicubic downscaling has that form in the image interior, with the kernel's peak
 shifted by -(sf - 1) / 2 for the half-pixel offset. The reference ships its own kernels in a ``.mat``
 file that we do not copy; ours are fitted here, stored in ``data/bicubic_kernels.npz``

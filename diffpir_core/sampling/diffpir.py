@@ -1,5 +1,5 @@
 """The DiffPIR sampler (Zhu et al., "Denoising Diffusion Models for Plug-and-Play Image Restoration",
-NTIRE 2023, Algorithm 1) as the reference implementation computes it (spec §2).
+NTIRE 2023, Algorithm 1) as the reference implementation computes it (docs/algorithm.md §4).
 
 Each visited step t → t': the network gives a clean estimate x̃0 (``X0Predictor``); the operator's
 closed-form data step x_p = argmin ‖y − A(x)‖² + ρ_t‖x − x̃0‖² pulls it towards the measurement,
@@ -48,7 +48,7 @@ def _initial_state(
     operator: Operator, init: torch.Tensor, sigmas: list[float], schedule: Schedule, t_start: int,
     noise: NoiseSource,
 ) -> torch.Tensor:
-    """x_T (spec §2.6): SR a_s·P(x_up) + b_s·n; deblur/inpainting r·P(y) + √(b_s² − r²b_y²)·n with
+    """x_T (docs/algorithm.md §4.2): SR a_s·P(x_up) + b_s·n; deblur/inpainting r·P(y) + √(b_s² − r²b_y²)·n with
     t_y the timestep whose σ̄ matches the measurement noise 2σ and r = a_s/a_{t_y}, per image."""
     a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
     n = noise.draw(init.shape, reference_order=False)  # the reference vectors' x_T noise is a plain randn
@@ -117,7 +117,7 @@ def _step(
     predictor: X0Predictor, data: DataTerm, x: torch.Tensor, i: int, steps: list[int], weight: torch.Tensor,
     schedule: Schedule, config: DiffPIRConfig, noise: NoiseSource,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One visited step (spec §2.2); the last step only evaluates the network."""
+    """One visited step (docs/algorithm.md §4.3); the last step only evaluates the network."""
     t = steps[i]
     t_vec = timestep_batch(t, x)
     last = i == len(steps) - 1
@@ -136,7 +136,8 @@ def _step(
 
 
 def _data_step(data: DataTerm, x0: torch.Tensor, rho: torch.Tensor, config: DiffPIRConfig) -> torch.Tensor:
-    """x̂0 = x̃0 + g·(x_p − x̃0), evaluated literally even for g = 1 (it moves results by ulps, §2.3)."""
+    """x̂0 = x̃0 + g·(x_p − x̃0), evaluated literally even for g = 1 (it moves results by ulps,
+    docs/algorithm.md §5.1)."""
     if config.data_step_dtype == "float64":
         x_p = data.prox(x0.double(), rho.double()).float()
     else:
@@ -148,7 +149,7 @@ def _update(
     x: torch.Tensor, x0_hat: torch.Tensor, t: int, t_next: int, schedule: Schedule, config: DiffPIRConfig,
     noise: NoiseSource,
 ) -> torch.Tensor:
-    """x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂ (spec §2.4).
+    """x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂ (docs/algorithm.md §4.4).
 
     n₁ then n₂ are always drawn (even when ζ or η makes them irrelevant) to keep the RNG stream aligned.
     """

@@ -1,6 +1,6 @@
-"""The DiffPIR noise schedule, data-step weights ρ_t and the visited timestep sequence (spec §1).
+"""The DiffPIR noise schedule, data-step weights ρ_t and the visited timestep sequence (docs/algorithm.md §2–§3).
 
-Notation (Zhu et al., NTIRE 2023; spec §1): β_t linear, ᾱ_t = ∏_{s≤t} (1 − β_s), a_t = √ᾱ_t,
+Notation (Zhu et al., NTIRE 2023; docs/algorithm.md §1.2): β_t linear, ᾱ_t = ∏_{s≤t} (1 − β_s), a_t = √ᾱ_t,
 b_t = √(1 − ᾱ_t), σ̄_t = b_t / a_t (the equivalent image-noise std in VE form: x_t / a_t = x0 + σ̄_t ε),
 ρ_t = λ σ_n² / σ̄_t². Everything is float32 and follows the reference's rounding so that ρ and the
 trajectory match it bit for bit; the network-side float64 coefficients live in ``X0Predictor``.
@@ -18,7 +18,7 @@ import torch
 SkipType = Literal["quad", "uniform"]
 
 MIN_NOISE_SIGMA = 0.001
-"""σ_n = max(0.001, σ): the reference's floor on the measurement noise used in ρ_t (spec §1.3)."""
+"""σ_n = max(0.001, σ): the reference's floor on the measurement noise used in ρ_t (docs/algorithm.md §3.2)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def rho_weight(lambda_: float, noise_sigma: Sequence[float]) -> torch.Tensor:
 def visited_timesteps(
     iter_num: int, skip_type: SkipType = "quad", t_start: int | None = None, num_train_timesteps: int = 1000
 ) -> list[int]:
-    """The timesteps the sampler visits, from high noise down to 0 (spec §1.4).
+    """The timesteps the sampler visits, from high noise down to 0 (docs/algorithm.md §3.3).
 
     ``quad``: q_j = trunc(√linspace(0, T², N)_j), the last entry T becoming T−1 (N steps, big strides
     at high noise). ``uniform``: q = 0, skip, …, (N−1)·skip plus T−1 when skip = ⌊T/N⌋ > 1 (N+1 steps,

@@ -62,7 +62,7 @@ def resolve_sampler(
     """Merge the layers (later wins) into a validated config; the noise level is the task's."""
     layers = [("task preset", preset), (card_name, card), ("job", overrides)]
     values: dict[str, Any] = {}
-    sources = {name: "default" for name in DiffPIRConfig.model_fields}
+    sources = dict.fromkeys(DiffPIRConfig.model_fields, "default")
     for label, layer in layers:
         for key, value in layer.items():
             values[key] = value

@@ -4,6 +4,6 @@ Adding a kind is writing one module here (see docs/operators.md, "Add a task kin
 """
 
 from diffpir_core.task_kinds.base import ArraySpec, TaskKind
-from diffpir_core.task_kinds.registry import TASK_KINDS, TaskSpec, default_task, task_preset, task_kind
+from diffpir_core.task_kinds.registry import TASK_KINDS, TaskSpec, default_task, task_kind, task_preset
 
 __all__ = ["TASK_KINDS", "ArraySpec", "TaskKind", "TaskSpec", "default_task", "task_preset", "task_kind"]

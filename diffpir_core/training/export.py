@@ -88,7 +88,7 @@ def export_prior(
         "training_seconds": round(ckpt["elapsed_seconds"], 1),
         "trained_on": ckpt["device"],
         "torch_version": torch.__version__,
-        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "sha256": sha256_file(weights_path),
     }
     card_path.write_text(json.dumps(card, indent=2) + "\n")

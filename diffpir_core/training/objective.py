@@ -9,7 +9,7 @@ dimension) for T = 1000 — the same weighting guided-diffusion uses. DiffPIR on
 the variance), but training it keeps the checkpoint a complete guided-diffusion model.
 
 The schedule here is float64 (β = linspace(1e-4, 0.02, 1000), ᾱ = cumprod), as in guided-diffusion's
-network-side ``GaussianDiffusion``; the sampler's float32 tables agree to 7e-7 relative (spec §1.1).
+network-side ``GaussianDiffusion``; the sampler's float32 tables agree to 7e-7 relative (docs/algorithm.md §2.2).
 """
 
 from __future__ import annotations

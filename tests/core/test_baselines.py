@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 
+from diffpir_core.baselines import bicubic_sr, biharmonic_inpaint, wiener_deblur
 from diffpir_core.metrics import float_to_uint8, psnr
 from diffpir_core.operators import Blur, add_noise, gaussian_kernel, random_mask
 from diffpir_core.training import held_out_tiles
-from diffpir_core.baselines import biharmonic_inpaint, bicubic_sr, wiener_deblur
 
 
 def _tile() -> torch.Tensor:

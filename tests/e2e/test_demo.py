@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from diffpir_cli.demo import DEMO_TASKS, demo_job
 from diffpir_core.job import load_job
 from diffpir_core.models.presets import get_preset
-from diffpir_cli.demo import DEMO_TASKS, demo_job
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from diffpir_core.metrics import float_to_uint8, measurement_rms, psnr, score_ba
 class _Downsample2:
     """A small forward model: 2×2 average pooling."""
 
-    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+    def A(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.avg_pool2d(x, 2)
 
 

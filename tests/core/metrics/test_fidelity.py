@@ -52,10 +52,10 @@ def test_psnr_known_values() -> None:
 
 
 def test_psnr_matches_skimage_and_batches() -> None:
-    outs, refs = zip(*(_images(seed) for seed in range(3)))
+    outs, refs = zip(*(_images(seed) for seed in range(3)), strict=True)
     batch = psnr(np.stack(outs), np.stack(refs), border=2)
     assert batch.shape == (3,)
-    for value, out, ref in zip(batch, outs, refs):
+    for value, out, ref in zip(batch, outs, refs, strict=True):
         expected = peak_signal_noise_ratio(ref[2:-2, 2:-2], out[2:-2, 2:-2], data_range=255)
         assert value == pytest.approx(expected, abs=1e-10)
 

@@ -25,7 +25,7 @@ from diffpir_core.metrics.perceptual import VGG16_FILE, VGG16_URL
 def _torchvision_importable() -> bool:
     try:
         import torchvision  # noqa: F401
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return True
 
@@ -34,7 +34,7 @@ def _metrics_extra_importable() -> bool:
     try:
         import lpips  # noqa: F401
         import pytorch_fid.inception  # noqa: F401
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return _torchvision_importable()
 

@@ -63,7 +63,7 @@ def _single_image_operator(op: Operator, index: int) -> Operator:
     return Blur(op.kernel[index])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dense_matrix(name: str, index: int) -> torch.Tensor:
     """Matrix of A for image ``index``, one channel (A acts on channels alike), from one batched call."""
     op = _single_image_operator(OPERATORS[name], index)

@@ -1,4 +1,4 @@
-"""Schedule tables, ρ_t and the visited timesteps against the reference (spec §1, §8.3.1)."""
+"""Schedule tables, ρ_t and the visited timesteps against the reference (docs/algorithm.md §2–§3, §10.3.1)."""
 
 from __future__ import annotations
 
