@@ -3,12 +3,18 @@
 The tiny UNet's float32 convolutions round differently with the number of threads and with the input's
 memory layout, so the bitwise comparison pins 2 threads and evaluates it in the layout the reference
 happened to use; everything else runs single-threaded.
+
+They also round differently from one CPU (and its convolution kernels) to another: ``convolution_platform``
+probes once per session whether this platform reproduces the reference's UNet forwards bit for bit, and
+measures by how much it misses them when it does not (see ``ConvolutionPlatform``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,9 +29,11 @@ from diffpir_core.operators import Blur, Inpainting, SuperResolution
 from diffpir_core.sampling import DiffPIRConfig, Schedule
 
 CASES = ["sr_x4_bicubic", "deblur_gaussian", "deblur_motion", "inpaint_box", "inpaint_random"]
-"""The five reference cases (spec §8.1); case index c = position in this list (x_T seed 1000 + c)."""
+"""The five reference cases (docs/algorithm.md §10.1); case index c = position in this list (x_T seed 1000 + c)."""
 
 REFERENCE_THREADS = 2
+
+logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=None)
@@ -95,7 +103,7 @@ class ReferenceCases:
 
     @staticmethod
     def x_T_generator(name: str) -> list[torch.Generator]:
-        """x_T's noise comes from a fresh CPU generator seeded 1000 + case index (spec §8.1)."""
+        """x_T's noise comes from a fresh CPU generator seeded 1000 + case index (docs/algorithm.md §10.1)."""
         return [torch.Generator().manual_seed(1000 + CASES.index(name))]
 
     @staticmethod
@@ -114,7 +122,7 @@ def ref_cases(reference_dir: Path) -> ReferenceCases:
 
 
 class OracleUNet(nn.Module):
-    """ε*(x, t) = (x − √ā_t·x_gt)/√(1 − ā_t), ā_t = fl32(float64 ᾱ_t), roots in float32 (spec §8.1);
+    """ε*(x, t) = (x − √ā_t·x_gt)/√(1 − ā_t), ā_t = fl32(float64 ᾱ_t), roots in float32 (docs/algorithm.md §10.1);
     channels 3–5 zero. Restores perfectly up to the sampler's own scales and plumbing."""
 
     def __init__(self, x_gt: torch.Tensor) -> None:
@@ -193,3 +201,140 @@ def oracle_of():
 @pytest.fixture(scope="session")
 def reference_layout_unet(tiny_unet: nn.Module) -> ReferenceLayoutUNet:
     return ReferenceLayoutUNet(tiny_unet)
+
+
+# --- Does this platform reproduce the reference's convolutions? -------------------------------------------
+
+END_TO_END_BOUND = 1e-5
+"""max |out − reference| of the tiny-UNet runs from the reference x_T on a bit-exact platform (docs/algorithm.md §10.3.4)."""
+
+EPSILON_ACCURACY = 1e-5
+"""δ_ε of the teacher-forced x̃0 check on a bit-exact platform: the network's float32 accuracy across memory
+layouts and thread counts (docs/algorithm.md §10.3.5)."""
+
+PLATFORM_AMPLIFICATION = 300
+"""On a platform that is not bit-exact, end-to-end bound = 300·δ_fwd (δ_fwd: the probe's measured ε discrepancy).
+
+Measured (AMD EPYC, 2 threads): δ_fwd = 6.9e-6 and the reference-layout runs end 3.4e-5 … 6.2e-4 from the
+reference, i.e. 5–90·δ_fwd (SR ζ = 0 is the worst). How far the sampler carries a per-call ε error, measured
+by adding N(0, σ²) to ε̂ at every call (σ = 5e-7 … 1e-5, 6–12 seeds, the five cases, ζ = 0 and stochastic):
+max |Δout| ≤ 152× the same statistic the probe takes of that noise (its max on the unclamped pixels of the
+first two calls); ≤ 49× at σ = 1e-5 (the amplification shrinks as the error grows). The first data steps
+divide by ρ ≈ 2e-7, so this factor, not the network, sets the bound: 300 is 2× the worst amplification
+seen and 3.3× the worst measured platform run. The bound (2.1e-3 on AMD EPYC) still catches a 1e-3 relative
+error in the update's ε̂ coefficient (outputs move by 1.1–1.8e-2) and is 8–40× below what an algebraically
+equivalent but differently ordered data step does to SR/deblurring outputs (§10.4)."""
+
+PLATFORM_EPSILON_FACTOR = 3
+"""On a platform that is not bit-exact, teacher-forced δ_ε = 1e-5 + 3·δ_fwd.
+
+The teacher-forced check feeds the sampler's contiguous, single-threaded input, so its x̃0 misses the
+reference's by the layout/thread effect (what 1e-5 covers) plus this platform's own rounding. Measured
+on AMD EPYC: the probe's δ_fwd = 6.9e-6 comes from two calls; over all ten calls of the five cases the
+reference-layout discrepancy on unclamped pixels reached 1.05e-5 = 1.5·δ_fwd, and the contiguous
+single-threaded one 1.56e-5 (inpaint_box, t = 528) against δ_ε = 3.1e-5; 3 = 2 × 1.5."""
+
+PLATFORM_MAX_DISCREPANCY = 5e-5
+"""The largest δ_fwd taken for float32 rounding: 7× this machine's 6.9e-6 and 3× the largest layout/thread
+effect measured within one platform (1.7e-5 on ε̂ of rms 0.49). Beyond it the network itself, not the
+platform, is off: the bit-exact bounds apply (and fail), so a broken UNet cannot widen its own tolerances."""
+
+
+def _network_side_coefficients() -> tuple[torch.Tensor, torch.Tensor]:
+    """c1_t = √(1/ᾱ_t), c2_t = √(1/ᾱ_t − 1) of the reference's float64 linear schedule, cast to float32
+    (docs/algorithm.md §4.1), computed here rather than taken from ``X0Predictor``, which the tests check."""
+    abar = np.cumprod(1.0 - np.linspace(1e-4, 0.02, 1000, dtype=np.float64))
+    return torch.from_numpy(np.sqrt(1.0 / abar)).float(), torch.from_numpy(np.sqrt(1.0 / abar - 1.0)).float()
+
+
+@dataclass(frozen=True)
+class ConvolutionPlatform:
+    """What the probe found: whether this platform reproduces the reference's tiny-UNet forwards bit for bit.
+
+    ``forward_discrepancy`` (δ_fwd) is max |ε̂ − ε̂_ref| over the probed forwards, read off x̃0 =
+    clamp(c1·x − c2·ε̂) as |Δx̃0|/c2_t on pixels where either x̃0 is unclamped (elsewhere ε̂ is hidden;
+    the clamp only shrinks differences, so this is a lower bound there); 0.0 on a bit-exact platform.
+    """
+
+    bit_exact: bool
+    forward_discrepancy: float
+    probed: str
+
+    @property
+    def mode(self) -> str:
+        if self.bit_exact:
+            return "bit-exact"
+        return "platform-tolerance" if self.forward_discrepancy <= PLATFORM_MAX_DISCREPANCY else "unexplained"
+
+    def end_to_end_tolerance(self) -> float:
+        """max |out − reference| allowed for a tiny-UNet run from the reference x_T in the reference layout."""
+        if self.mode != "platform-tolerance":
+            return END_TO_END_BOUND
+        return max(END_TO_END_BOUND, PLATFORM_AMPLIFICATION * self.forward_discrepancy)
+
+    def epsilon_accuracy(self) -> float:
+        """δ_ε of the teacher-forced check: x̃0 within 1e-6 + c2_t·δ_ε of the reference at every step."""
+        if self.mode != "platform-tolerance":
+            return EPSILON_ACCURACY
+        return EPSILON_ACCURACY + PLATFORM_EPSILON_FACTOR * self.forward_discrepancy
+
+    def describe(self) -> str:
+        if self.mode == "bit-exact":
+            return f"convolution platform: bit-exact ({self.probed} reproduce the reference bit for bit)"
+        found = f"{self.probed} miss the reference's ε̂ by δ_fwd = {self.forward_discrepancy:.3e}"
+        if self.mode == "platform-tolerance":
+            return f"convolution platform: platform-tolerance (not bit-exact: {found})"
+        return (
+            f"convolution platform: unexplained ({found}, more than the {PLATFORM_MAX_DISCREPANCY:.0e} float32 "
+            "rounding can explain: the network is off, the bit-exact bounds apply)"
+        )
+
+    def record(self, record_property: Callable[[str, object], None], **measured: float) -> str:
+        """Record the mode, δ_fwd and the test's own numbers as JUnit properties; returns a line for assert messages."""
+        record_property("convolution_platform", self.mode)
+        record_property("unet_forward_discrepancy", self.forward_discrepancy)
+        for key, value in measured.items():
+            record_property(key, value)
+        numbers = ", ".join(f"{key} = {value}" if isinstance(value, int) else f"{key} = {value:.3e}" for key, value in measured.items())
+        return f"{self.describe()}; {numbers}" if numbers else self.describe()
+
+
+def probe_convolution_platform(unet: nn.Module, name: str, case: dict, steps: int = 2) -> ConvolutionPlatform:
+    """Evaluate ``unet`` as the reference did (``REFERENCE_THREADS`` threads, ``ReferenceLayoutUNet``) on the
+    network inputs of the case's first ``steps`` steps (x_T, then the stored ``x_next``; contiguous at t = 999,
+    channels-last after, so both layouts are probed) and compare x̃0 = clamp(c1·x − c2·ε̂, −1, 1), the
+    reference's float32 arithmetic, with the stored ``x0_model``."""
+    c1, c2 = _network_side_coefficients()
+    network = ReferenceLayoutUNet(unet)
+    before = torch.get_num_threads()
+    torch.set_num_threads(REFERENCE_THREADS)
+    try:
+        exact, discrepancy, x = True, 0.0, case["x_T"].contiguous()
+        for step in case["trace"][:steps]:
+            t = step["t_i"]
+            with torch.no_grad():
+                eps = network(x, torch.tensor([t]))[:, :3]
+            x0 = (c1[t] * x - c2[t] * eps).clamp(-1.0, 1.0)
+            ref = step["x0_model"]
+            exact = exact and torch.equal(x0, ref)
+            visible = (x0.abs() < 1) | (ref.abs() < 1)
+            if visible.any():
+                discrepancy = max(discrepancy, float((x0 - ref).abs()[visible].max()) / float(c2[t]))
+            x = step["x_next"].contiguous()
+    finally:
+        torch.set_num_threads(before)
+    return ConvolutionPlatform(
+        bit_exact=exact,
+        forward_discrepancy=0.0 if exact else discrepancy,
+        probed=f"the tiny UNet's forwards of case {name} at t = {', '.join(str(s['t_i']) for s in case['trace'][:steps])} "
+        f"({REFERENCE_THREADS} threads, reference layout)",
+    )
+
+
+@pytest.fixture(scope="session")
+def convolution_platform(ref_cases: ReferenceCases, tiny_unet: nn.Module) -> ConvolutionPlatform:
+    """Probed once per session: the tests that compare the tiny UNet's runs with the reference assert
+    bitwise-level bounds where this is bit-exact, bounds scaled by the measured δ_fwd where it is not."""
+    platform = probe_convolution_platform(tiny_unet, CASES[0], ref_cases.case(CASES[0]))
+    (logger.info if platform.bit_exact else logger.warning)(platform.describe())
+    return platform

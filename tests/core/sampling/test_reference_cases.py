@@ -1,4 +1,21 @@
-"""The sampler against the reference DiffPIR's own outputs on the five cases of spec §8."""
+"""The sampler against the reference DiffPIR's own outputs on the five cases of docs/algorithm.md §10.
+
+Two modes for the tests that run the tiny UNet against the reference's trajectories (``convolution_platform``
+in conftest.py probes which applies, once per session, by re-running two of the reference's UNet forwards in
+its layout and thread count and comparing x̃0 with the stored one):
+
+* **bit-exact** — this platform's float32 convolutions reproduce the reference's: the runs from the
+  reference x_T must match to 1e-5 (measured: bitwise) and the teacher-forced x̃0 to 1e-6 + c2_t·1e-5.
+* **platform-tolerance** — they do not (another CPU's kernels round differently, e.g. AMD EPYC: the
+  reference's ε̂ missed by δ_fwd = 6.9e-6): the runs must match to 300·δ_fwd (the sampler's measured
+  amplification of a per-call ε error, with margin; 2.1e-3 there) and the teacher-forced x̃0 to
+  1e-6 + c2_t·(1e-5 + 3·δ_fwd). conftest.py gives the measurements behind both factors.
+
+A δ_fwd above 5e-5 is more than float32 rounding explains (the network itself is off, and the probe uses
+only the UNet, not ``X0Predictor``): the bit-exact bounds then apply and fail. Each such test records the
+mode, δ_fwd and its own difference and bound (``record_property``; also in its failure message). Tests
+without the network (oracle, updates, data steps) are platform-independent and always exact.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +29,7 @@ from diffpir_core.sampling import diffpir_sample, rho_weight
 from diffpir_core.sampling.common import NoiseSource
 from diffpir_core.sampling.diffpir import _data_step, _update
 
-# Oracle-network uint8 PSNR (dB) of the reference, spec §8.5; SR is scored with a 4-pixel border.
+# Oracle-network uint8 PSNR (dB) of the reference, docs/algorithm.md §10.5; SR is scored with a 4-pixel border.
 ORACLE_PSNR = {
     "sr_x4_bicubic": 35.588,
     "deblur_gaussian": 43.401,
@@ -57,29 +74,37 @@ def test_oracle_network_matches_reference_and_its_psnr(name, ref_cases, oracle_f
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
 def test_tiny_unet_bitwise_in_reference_layout(
-    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads
+    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads, convolution_platform, record_property
 ):
     """With the network evaluated as the reference did (2 threads, its memory layouts), ζ = 0 from the
-    reference x_T reproduces the whole trajectory (measured: bitwise, also from our own x_T except SR)."""
+    reference x_T reproduces the whole trajectory (bit-exact platform, measured: bitwise, also from our own
+    x_T except SR; elsewhere within 300·δ_fwd, measured on AMD EPYC: 4.4e-5 … 6.2e-4 against 2.1e-3)."""
     case = ref_cases.case(name)
     out = diffpir_sample(
         reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case), ref_cases.config(case),
         x_T=case["x_T"], schedule=stored_schedule,
     )
-    assert _max_abs(out, case["out_x0"]) <= 1e-5
+    diff, tolerance = _max_abs(out, case["out_x0"]), convolution_platform.end_to_end_tolerance()
+    note = convolution_platform.record(record_property, max_abs_diff=diff, tolerance=tolerance)
+    assert diff <= tolerance, note
 
 
 @pytest.mark.parametrize("name", ["deblur_gaussian", "inpaint_box"])
-def test_tiny_unet_stochastic_run_bitwise(name, ref_cases, reference_layout_unet, stored_schedule, reference_threads):
+def test_tiny_unet_stochastic_run_bitwise(
+    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads, convolution_platform, record_property
+):
     """ζ > 0 with a CPU generator seeded 0 (ζ = 0.3 uses both noise terms, ζ = 1 only n₂): the sampler's
-    draw order and noise reproduce the reference's stochastic run (measured: bitwise in all five cases)."""
+    draw order and noise reproduce the reference's stochastic run (bit-exact platform, measured: bitwise in
+    all five cases; elsewhere within 300·δ_fwd, measured on AMD EPYC: 3.6e-5, 4.4e-5 against 2.1e-3)."""
     case = ref_cases.case(name)
     out = diffpir_sample(
         reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case),
         ref_cases.config(case, stochastic=True), x_T=case["x_T"], generator=[torch.Generator().manual_seed(0)],
         schedule=stored_schedule,
     )
-    assert _max_abs(out, case["out_x0_stochastic_seed0"]) <= 1e-5
+    diff, tolerance = _max_abs(out, case["out_x0_stochastic_seed0"]), convolution_platform.end_to_end_tolerance()
+    note = convolution_platform.record(record_property, max_abs_diff=diff, tolerance=tolerance)
+    assert diff <= tolerance, note
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
@@ -98,10 +123,13 @@ def test_stochastic_updates_replay_reference_trace(name, ref_cases, stored_sched
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
-def test_tiny_unet_teacher_forced_steps(name, ref_cases, tiny_unet, stored_schedule):
-    """Each step from the reference's own state, with the sampler's contiguous network input (spec
-    §8.3.5): x̃0 within 1e-6 + c2_t·δ_ε (δ_ε = 1e-5, the network's float32 accuracy), x̂0 within
-    1e-6 + 2e-7/ρ_t, the update within 1e-6."""
+def test_tiny_unet_teacher_forced_steps(name, ref_cases, tiny_unet, stored_schedule, convolution_platform, record_property):
+    """Each step from the reference's own state, with the sampler's contiguous network input
+    (docs/algorithm.md §10.3.5): x̃0 within 1e-6 + c2_t·δ_ε (δ_ε = 1e-5, the network's float32 accuracy, on a
+    bit-exact platform; 1e-5 + 3·δ_fwd elsewhere), x̂0 within 1e-6 + 2e-7/ρ_t, the update within 1e-6 (both
+    from the reference's own x̃0 and x̂0, so platform-independent)."""
+    delta_eps = convolution_platform.epsilon_accuracy()
+    worst = 0.0  # max over steps of |Δx̃0| / (1e-6 + c2_t·δ_ε): the share of the bound used
     case = ref_cases.case(name)
     config = ref_cases.config(case)
     predictor = X0Predictor(tiny_unet)
@@ -113,7 +141,11 @@ def test_tiny_unet_teacher_forced_steps(name, ref_cases, tiny_unet, stored_sched
         t, t_next = step["t_i"], step["t_im1"]
         with torch.no_grad():
             x0 = predictor(x, torch.tensor([t]))
-        assert _max_abs(x0, step["x0_model"]) <= 1e-6 + float(predictor.c2[t]) * 1e-5
+        diff, bound = _max_abs(x0, step["x0_model"]), 1e-6 + float(predictor.c2[t]) * delta_eps
+        worst = max(worst, diff / bound)
+        assert diff <= bound, convolution_platform.record(
+            record_property, t=t, x0_max_abs_diff=diff, x0_tolerance=bound, delta_eps=delta_eps
+        )
         if t_next is None:
             break
         x0_hat = _data_step(data, step["x0_model"], stored_schedule.rho(t, weight), config)
@@ -122,12 +154,13 @@ def test_tiny_unet_teacher_forced_steps(name, ref_cases, tiny_unet, stored_sched
         x_next = _update(x, step["x0_hat"], t, t_next, stored_schedule, config, noise)
         assert _max_abs(x_next, step["x_next"]) <= 1e-6
         x = step["x_next"].contiguous()
+    convolution_platform.record(record_property, delta_eps=delta_eps, x0_worst_share_of_tolerance=worst)
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
 def test_tiny_unet_end_to_end_stays_near_reference(name, ref_cases, tiny_unet, stored_schedule):
     """With the sampler's own contiguous network input (1 thread) the UNet rounds differently by ~1e-6
-    per call; the early data steps amplify that to 0.5–1.4e-4 on the outputs (measured; spec §8.4
+    per call; the early data steps amplify that to 0.5–1.4e-4 on the outputs (measured; docs/algorithm.md §10.4
     expects 0.6–1.3e-4 for 1e-6 network noise), and the uint8 PSNR is the reference's to 0.01 dB."""
     case = ref_cases.case(name)
     out = diffpir_sample(
@@ -158,7 +191,7 @@ def test_sr_with_our_own_bicubic_kernel(ref_cases, oracle_for, stored_schedule):
 @pytest.mark.parametrize("name", ["deblur_motion", "inpaint_random"])
 def test_oracle_on_cuda_with_cpu_generators(name, ref_cases, oracle_for, stored_schedule):
     """On a GPU (another FFT, other rounding) the oracle output must stay within 1e-4 of the reference
-    (spec §8.4); CPU generators give the CPU noise on any device."""
+    (docs/algorithm.md §10.4); CPU generators give the CPU noise on any device."""
     case = ref_cases.case(name)
     out = diffpir_sample(
         oracle_for(case).cuda(), ref_cases.operator(case), ref_cases.measurement(case).cuda(), ref_cases.config(case),
