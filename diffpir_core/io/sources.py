@@ -53,7 +53,9 @@ class ImageSource(Protocol):
         ...
 
 
-def open_source(uri: str, storage_options: StorageOptions | None = None, *, max_pixels: int, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> ImageSource:
+def open_source(
+    uri: str, storage_options: StorageOptions | None = None, *, max_pixels: int, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> ImageSource:
     """A :class:`ZarrSource` when ``uri`` holds a Zarr store (``zarr.json`` at its root), else a :class:`FolderSource`."""
     fs, root = filesystem(uri, storage_options)
     if fs.exists(join(root, "zarr.json")):

@@ -28,7 +28,7 @@ def blur_uint8(images: Tensor | np.ndarray, kernel: Tensor | np.ndarray) -> Tens
         )
     out = [
         torch.from_numpy(ndimage.convolve(img.numpy(), ki.numpy()[..., None], mode="wrap"))
-        for img, ki in zip(imgs.cpu(), k)
+        for img, ki in zip(imgs.cpu(), k, strict=True)
     ]
     result = torch.stack(out)
     return result[0] if single else result

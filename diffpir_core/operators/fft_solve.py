@@ -55,7 +55,7 @@ class FFTDataTerm:
     sf: int
 
     @classmethod
-    def build(cls, y: Tensor, kernel: Tensor, sf: int) -> "FFTDataTerm":
+    def build(cls, y: Tensor, kernel: Tensor, sf: int) -> FFTDataTerm:
         """y (B, 3, h, w) image space; kernel (B|1, 1, kh, kw) of y's dtype and device."""
         height, width = y.shape[-2] * sf, y.shape[-1] * sf
         otf = kernel_otf(kernel, height, width)

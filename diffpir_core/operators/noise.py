@@ -30,7 +30,7 @@ def add_noise(x: Tensor, sigma: float | Sequence[float], seed: int | Sequence[in
     sigmas = _per_image(sigma, x.shape[0], "sigma")
     seeds = _per_image(seed, x.shape[0], "seed")
     out = []
-    for img, s, sd in zip(x.detach().cpu().to(torch.float32), sigmas, seeds):
+    for img, s, sd in zip(x.detach().cpu().to(torch.float32), sigmas, seeds, strict=True):
         if s < 0:
             raise ValueError(f"noise sigma must be non-negative, got {s}")
         u = img.permute(1, 2, 0).numpy() * 2 - 1

@@ -11,7 +11,7 @@ file is missing.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +70,7 @@ def write_kernel_file(path: Path = DATA_FILE) -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cached_kernel(sf: int) -> np.ndarray:
     if DATA_FILE.is_file():
         with np.load(DATA_FILE) as data:

@@ -21,17 +21,17 @@ from PIL import Image
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
-from prefect.settings import (  # noqa: E402  (the environment above must be set before Prefect reads it)
+from prefect.settings import (
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
     PREFECT_LOCAL_STORAGE_PATH,
     PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW,
     temporary_settings,
 )
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness
 
-from diffpir_core.job import Job, parse_job  # noqa: E402
-from diffpir_core.models import build_unet, load_prior, save_prior  # noqa: E402
-from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise  # noqa: E402
+from diffpir_core.job import Job, parse_job
+from diffpir_core.models import build_unet, load_prior, save_prior
+from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise
 
 TINY_UNET = {
     "image_size": 32,

@@ -10,8 +10,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 from typer.testing import CliRunner
 
-from diffpir_core.io import DatasetStore
 from diffpir_cli.app import app
+from diffpir_core.io import DatasetStore
 from flows.evaluate import evaluate
 from flows.restore import restore
 from flows.status import job_status

@@ -92,7 +92,7 @@ def test_each_kind_runs_end_to_end_through_the_restore_flow(example: dict[str, A
     assert state.is_completed(), state.message
     plan = read_plans(str(tmp_path / "out"), {})[0]
     out = DatasetStore.open(plan.output_store)
-    restored = {i: px for ref in out.shards() for i, px in zip(ref.ids, out.read_array(ref, plan.restored_array))}
+    restored = {i: px for ref in out.shards() for i, px in zip(ref.ids, out.read_array(ref, plan.restored_array), strict=True)}
     assert sorted(restored) == sorted(images)
     assert all(px.shape == images[i].shape for i, px in restored.items())
     summary = (Path(plan.job_dir) / "summary.json").read_text()
