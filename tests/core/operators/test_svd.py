@@ -34,14 +34,19 @@ OPERATORS = {
 }
 
 
-@pytest.fixture(params=list(OPERATORS))
-def setup(request):
+def _setup(name: str) -> tuple:
     """(operator, x, y, svd) in float64, batch of 2 with per-image parameters where the operator has them."""
-    build, size = OPERATORS[request.param]
+    build, size = OPERATORS[name]
     op = build()
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     y = op.A(x)
     return op, x, y, op.svd(y)
+
+
+@pytest.fixture(params=list(OPERATORS))
+def setup(request):
+    """:func:`_setup` for every operator of ``OPERATORS``."""
+    return _setup(request.param)
 
 
 def _norm2(t: torch.Tensor) -> torch.Tensor:
@@ -88,10 +93,10 @@ def test_null_space_split_is_orthogonal(setup):
     assert torch.allclose(svd.null(rest), rest, atol=1e-12)
 
 
-def test_per_image_parameters_give_each_image_its_own_svd(setup):
-    op, x, y, svd = setup
-    if op.batch_size is None:
-        pytest.skip("shared parameters")
+@pytest.mark.parametrize("name", [name for name in OPERATORS if "per_image" in name])
+def test_per_image_parameters_give_each_image_its_own_svd(name: str):
+    op, x, y, svd = _setup(name)
+    assert op.batch_size == 2
     for b in range(2):
         single = type(op)(op.mask[b : b + 1]) if isinstance(op, Inpainting) else _single(op, b)
         one = single.svd(y[b : b + 1])
