@@ -1,4 +1,5 @@
-"""CLI commands for data: ``diffpir ingest`` (images -> Zarr store) and ``diffpir export`` (store -> PNG files).
+"""CLI commands for data: ``diffpir ingest`` (images -> Zarr store) and ``diffpir export`` (a job's restored images,
+or a store's images -> PNG files).
 
 S3 credentials come from the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_PROFILE``);
 ``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) points at a non-AWS S3 API such as MinIO.
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from diffpir_core.io import IMAGES, SizePolicy, StoreError, export_images, ingest
+from diffpir_core.io import IMAGES, DatasetStore, SizePolicy, StoreError, export_images, ingest
 from diffpir_core.io.uris import StorageOptions, is_local
 
 EndpointOption = Annotated[
@@ -63,20 +64,43 @@ def ingest_command(
         typer.echo(f"  ... and {summary.quarantined - len(summary.quarantine_sample)} more (see quarantine/ in the store)")
 
 
+def _has_images(store: str, options: StorageOptions | None) -> bool:
+    """Whether the store at ``store`` holds ingested ``images`` (a dataset store) rather than only outputs."""
+    opened = DatasetStore.open(store, options)
+    return any(opened.has_array(group.name, IMAGES) for group in opened.groups()) or not opened.groups()
+
+
 def export_command(
-    store: Annotated[str, typer.Argument(metavar="STORE", help="a dataset store")],
+    store: Annotated[
+        str, typer.Argument(metavar="SOURCE", help="a job output, a job folder OUTPUT/jobs/<hash>, a restored.zarr or a dataset store")
+    ],
     out_uri: Annotated[str, typer.Argument(metavar="OUT_URI", help="folder or s3://bucket/prefix for the PNGs")],
-    array: Annotated[str, typer.Option(help="'images', or an output array: restored in a job's jobs/<hash>/restored.zarr")] = IMAGES,
+    array: Annotated[
+        str | None, typer.Option(help="array to export; default: restored for jobs and restored.zarr, images for a dataset store")
+    ] = None,
+    job: Annotated[str | None, typer.Option("--job", help="job hash prefix, when the output holds several jobs")] = None,
     endpoint_url: EndpointOption = None,
 ) -> None:
-    """Write a store's images (or a restored output) as PNG files named after the original ids."""
+    """Write a job's restored images (or a store's images) as PNG files named after the original ids."""
+    from tasks.plan import export_source  # here: the job plans are only needed by export
+
+    options = _options(store, endpoint_url)
+    try:
+        located = export_source(store, options or {}, job)
+        if located is not None:
+            store, default = located
+        else:
+            default = IMAGES if _has_images(store, options) else "restored"
+    except (StoreError, ValueError) as err:
+        raise typer.BadParameter(str(err)) from err
+    array = array or default
     with tqdm(desc="export", unit="image") as bar:
         try:
             summary = export_images(
                 store,
                 out_uri,
                 array=array,
-                storage_options=_options(store, endpoint_url),
+                storage_options=options,
                 out_storage_options=_options(out_uri, endpoint_url),
                 progress=bar.update,
             )
@@ -89,6 +113,10 @@ def export_command(
             typer.echo(f"  {image_id!r} -> {name}")  # repr: ids may hold newlines or control characters
         if summary.renamed > len(summary.renamed_sample):
             typer.echo(f"  ... and {summary.renamed - len(summary.renamed_sample)} more")
+    if summary.quarantined:
+        typer.echo(f"left out {len(summary.quarantined)} quarantined image(s), not restored:")
+        for image_id, reason in list(summary.quarantined.items())[:10]:
+            typer.echo(f"  {image_id!r}: {reason}")
     if summary.skipped_shards:
         typer.echo(f"skipped {len(summary.skipped_shards)} shards without a matching completion record: {summary.skipped_shards[:10]}")
 

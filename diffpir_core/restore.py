@@ -24,6 +24,7 @@ from diffpir_core.metrics import float_to_uint8, uint8_to_float
 from diffpir_core.models.tiling import TiledUNet
 from diffpir_core.sampling import DiffPIRConfig, diffpir_sample
 from diffpir_core.task_kinds import TaskKind
+from diffpir_core.task_kinds.base import GivenData
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -31,22 +32,36 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float
 
 @dataclass
 class ShardInputs:
-    """What one shard needs: measurements y (n, 3, h, w) in [0, 1], per-image operator parameters, ids."""
+    """What one shard needs: measurements y (n, 3, h, w) in [0, 1], per-image operator parameters, ids.
+
+    ``noise_sigma``: one σ per image when the images have their own (restore mode with a manifest), else None
+    (the config's). ``quarantined``: images (id -> reason) whose operator data is missing or unfit; they keep
+    placeholder data in ``params`` and are not restored (their output rows stay empty).
+    """
 
     ids: list[str]
     y: torch.Tensor
     params: dict[str, torch.Tensor] = field(default_factory=dict)
+    noise_sigma: list[float] | None = None
+    quarantined: dict[str, str] = field(default_factory=dict)
 
     def batch(self, start: int, stop: int) -> ShardInputs:
         """Images ``start:stop``; per-image parameters (first dim = images) sliced, shared ones passed whole."""
-        params = {k: (v[start:stop] if v.dim() >= 3 else v) for k, v in self.params.items()}
-        return ShardInputs(self.ids[start:stop], self.y[start:stop], params)
+        return self.select(range(start, stop))
 
     def select(self, indices: Sequence[int]) -> ShardInputs:
         """The images at ``indices`` (in that order), per-image parameters picked the same way as in :meth:`batch`."""
-        index = torch.as_tensor(list(indices), dtype=torch.long)
+        indices = list(indices)
+        index = torch.as_tensor(indices, dtype=torch.long)
         params = {k: (v[index] if v.dim() >= 3 else v) for k, v in self.params.items()}
-        return ShardInputs([self.ids[i] for i in indices], self.y[index], params)
+        ids = [self.ids[i] for i in indices]
+        sigma = None if self.noise_sigma is None else [self.noise_sigma[i] for i in indices]
+        quarantined = {i: self.quarantined[i] for i in ids if i in self.quarantined}
+        return ShardInputs(ids, self.y[index], params, sigma, quarantined)
+
+    def kept(self) -> list[int]:
+        """Positions of the images that are restored (all but the quarantined ones)."""
+        return [i for i, image_id in enumerate(self.ids) if image_id not in self.quarantined]
 
 
 @dataclass(frozen=True)
@@ -112,11 +127,14 @@ def inputs_from_arrays(task: TaskKind, ids: list[str], arrays: Mapping[str, np.n
 
 
 def inputs_as_given(
-    task: TaskKind, ids: list[str], degraded_u8: np.ndarray, storage_options: Mapping[str, Any]
+    task: TaskKind, ids: list[str], degraded_u8: np.ndarray, storage_options: Mapping[str, Any],
+    given: GivenData | None = None,
 ) -> ShardInputs:
-    """Restore mode: the stored images are the measurements; operator data comes from the task's files."""
-    params = task.given_params(degraded_u8.shape[:3], storage_options)
-    return ShardInputs(ids=ids, y=uint8_to_float(degraded_u8), params=params)
+    """Restore mode: the stored images are the measurements; operator data comes from the task's files
+    (``given``, when already found by ``task.given``), images without usable data quarantined."""
+    if given is None:
+        given = task.given(ids, degraded_u8.shape[:3], storage_options)
+    return ShardInputs(ids, uint8_to_float(degraded_u8), given.params, given.noise_sigma, dict(given.quarantined))
 
 
 def restore_batchwise(
@@ -135,8 +153,21 @@ def restore_batchwise(
     """Restore all images of ``inputs``; returns (uint8 (n, H, W, 3), the batch size that fit in memory).
 
     A CUDA out-of-memory error halves the batch and retries that batch (down to 1 image) instead of
-    failing the shard; the smaller batch size is kept for the rest of the shard.
+    failing the shard; the smaller batch size is kept for the rest of the shard. Quarantined images are not
+    restored: their rows of the result are zeros.
     """
+    if inputs.quarantined:
+        kept = inputs.kept()
+        height, width = inputs.y.shape[-2:]
+        full = np.zeros((len(inputs.ids), height * task.output_scale, width * task.output_scale, 3), dtype=np.uint8)
+        if not kept:
+            return full, max(1, batch_size)
+        restored, size = restore_batchwise(
+            unet, inputs.select(kept), task, config, seed=seed, batch_size=batch_size, device=device,
+            precision=precision, fit=fit, on_batch=on_batch,
+        )
+        full[kept] = restored
+        return full, size
     network = fit.network(unet)
     n = inputs.y.shape[0]
     outputs: list[np.ndarray] = []
@@ -176,5 +207,7 @@ def restore_batch(
     pad_h, pad_w = measurement_padding(unet, task, height, width) if pad else (0, 0)
     params = task.pad_params({k: v.to(device) for k, v in inputs.params.items()}, pad_h, pad_w)
     y = _reflect(inputs.y.to(device), pad_h, pad_w)
+    if inputs.noise_sigma is not None:
+        config = config.model_copy(update={"noise_sigma": list(inputs.noise_sigma)})
     restored = diffpir_sample(unet, task.operator(params), y, config, generator=generators)
     return restored[..., : height * task.output_scale, : width * task.output_scale]

@@ -103,6 +103,7 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
         "restored": sum(m["status"] == "restored" for m in outcome["manifests"].values()),
         "skipped": sum(m["status"] == "skipped" for m in outcome["manifests"].values()),
         "failed": failed,
+        "quarantined": {i: r for m in outcome["manifests"].values() for i, r in (m.get("quarantined") or {}).items()},
         "report": report["uris"].get("report.html"),
         "output": job.output,
         "job": plan.job_dir,

@@ -4,7 +4,25 @@ metrics and the report read them back exactly as the sampler saw them. Restore m
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
 from diffpir_core.restore import ShardInputs, inputs_as_given, inputs_from_arrays, synthesise
+from diffpir_core.task_kinds.base import GivenData
 from tasks.plan import RunPlan, group_of
+
+
+def given_data(job: Job, plan: RunPlan, source: DatasetStore, ref: ShardRef) -> GivenData | None:
+    """Restore mode: the shard's operator data from the task's files, images without usable data quarantined,
+    found from the size group alone (no pixels read); None in evaluate mode."""
+    if plan.measurement_prefix is not None:
+        return None
+    group = group_of(source, ref)
+    return job.task.given(list(ref.ids), (ref.size, group.height, group.width), job.storage_options)
+
+
+def shard_identity(plan: RunPlan, checksum: str, given: GivenData | None) -> dict[str, str]:
+    """The identity a shard record carries: the plan's, plus the bytes of the shard's per-image files if any."""
+    identity = plan.identity(checksum)
+    if given is not None and given.identity:
+        identity["degradations"] = given.identity
+    return identity
 
 
 def measurement_paths(job: Job, prefix: str, height: int, width: int) -> dict[str, str]:
@@ -13,11 +31,12 @@ def measurement_paths(job: Job, prefix: str, height: int, width: int) -> dict[st
 
 
 def prepare_measurements(
-    job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef, checksum: str
+    job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef, checksum: str,
+    given: GivenData | None = None,
 ) -> ShardInputs:
     """The shard's sampler inputs; in evaluate mode synthesised and recorded first unless a matching record exists."""
     if plan.measurement_prefix is None:
-        return inputs_as_given(job.task, list(ref.ids), source.read_images(ref), job.storage_options)
+        return inputs_as_given(job.task, list(ref.ids), source.read_images(ref), job.storage_options, given)
     group = group_of(source, ref)
     arrays = measurement_paths(job, plan.measurement_prefix, group.height, group.width)
     identity = {"measurement": plan.measurement_prefix, "input": checksum, "code_version": plan.code_version}

@@ -40,11 +40,17 @@ def score_shard(job: Job, plan: RunPlan, shard: ShardRef) -> list[dict[str, Any]
     record = out.read_record(shard, plan.restored_array)
     truth = source.read_images(shard) if job.mode == "evaluate" else None
     inputs = measurement_inputs(job, plan, source, out, shard)
+    kept = inputs.kept()  # quarantined images were not restored: no rows for them
+    if not kept:
+        return []
+    if len(kept) < shard.size:
+        inputs, restored = inputs.select(kept), restored[kept]
+        truth = None if truth is None else truth[kept]
     scores = score_images(job.task, inputs, restored, truth, job.effective_metrics(), device=plan.device)
-    seconds = (record.timings.get("sample", 0.0) / shard.size) if record else None
+    seconds = (record.timings.get("sample", 0.0) / len(kept)) if record else None
     return [
         {"id": image_id, "shard": shard.key, "task": job.task_label(), **values, "seconds": seconds}
-        for image_id, values in zip(shard.ids, scores, strict=True)
+        for image_id, values in zip(inputs.ids, scores, strict=True)
     ]
 
 

@@ -169,3 +169,29 @@ def read_plans(output: str, storage_options: dict) -> list[RunPlan]:
         if text is not None:
             plans.append(RunPlan.from_json(text, output))
     return sorted(plans, key=lambda plan: plan.planned_at, reverse=True)
+
+
+def export_source(uri: str, storage_options: dict, job: str | None = None) -> tuple[str, str] | None:
+    """(restored store, array) of what ``uri`` names, for ``diffpir export``: a job's folder ``<output>/jobs/<hash>``,
+    or a job output holding one job (several: the one whose hash starts with ``job``, else a ``ValueError`` listing
+    them); None when ``uri`` is neither (a dataset store, e.g. a ``restored.zarr``, exported as it is)."""
+    text = read_text(uri, "run.json", storage_options)
+    if text is not None:
+        output = uri.rstrip("/").rsplit("/", 2)[0]
+        plan = RunPlan.from_json(text, output)
+        if job is not None and not plan.job_hash.startswith(job):
+            raise ValueError(f"{redact_uri(uri)} is job {plan.job_hash[:16]}, not one starting with {job!r}")
+        return plan.output_store, plan.restored_array
+    fs, base = filesystem(uri, storage_options)
+    if not (fs.exists(join(base, "diffpir-output.json")) or fs.isdir(join(base, "jobs"))):
+        return None
+    plans = read_plans(uri, storage_options)
+    chosen = [plan for plan in plans if job is None or plan.job_hash.startswith(job)]
+    if len(chosen) == 1:
+        return chosen[0].output_store, chosen[0].restored_array
+    listed = "; ".join(f"{plan.job_hash[:16]} ({plan.title}, planned {plan.planned_at})" for plan in plans)
+    if not plans:
+        raise ValueError(f"{redact_uri(uri)} is a job output but holds no job yet (no jobs/<hash>/run.json); run one first")
+    if not chosen:
+        raise ValueError(f"no job of {redact_uri(uri)} has a hash starting with {job!r}; its jobs: {listed}")
+    raise ValueError(f"{redact_uri(uri)} holds {len(chosen)} jobs; choose one with --job PREFIX (a hash prefix): {listed}")

@@ -117,6 +117,11 @@ def write_job_report(
     """Write the four report files into ``job.output``; returns their URIs and the summary."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
     quarantined = [{"id": q.id, "error": q.reason} for q in source.quarantine()]
+    out = DatasetStore.open(plan.output_store, job.storage_options)
+    for ref in done:  # images a shard did not restore (restore mode: missing or unfit per-image kernel/mask)
+        record = out.read_record(ref, plan.restored_array)
+        for image_id, reason in sorted(((record.metrics.get("quarantined") or {}) if record else {}).items()):
+            quarantined.append({"id": image_id, "error": reason})
     info = RunInfo(
         task=job.task.title(),
         dataset=job.dataset_name(),

@@ -9,6 +9,7 @@ Every failed attempt leaves a status file (attempt count, error) for ``diffpir s
 errors are retried by Prefect with backoff, permanent ones fail the shard at once.
 """
 
+import logging
 import time
 from typing import Any
 
@@ -21,9 +22,11 @@ from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
 from diffpir_core.restore import restore_batchwise
 from tasks.errors import describe, retry_transient
-from tasks.measurements import prepare_measurements
+from tasks.measurements import given_data, prepare_measurements, shard_identity
 from tasks.plan import RunPlan, input_checksum, write_status
 from tasks.priors import get_prior
+
+log = logging.getLogger(__name__)
 
 
 def _manifest(ref: ShardRef, status: str, started: float, **extra: Any) -> dict[str, Any]:
@@ -36,11 +39,15 @@ def restore_shard_fn(job: Job, plan: RunPlan, shard: ShardRef, attempt: int = 1)
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options, writable=True)
     checksum = input_checksum(source, shard)
-    identity = plan.identity(checksum)
+    given = given_data(job, plan, source, shard)  # restore mode: per-image files checked before any restoration
+    identity = shard_identity(plan, checksum, given)
     if out.record_matches(shard, plan.restored_array, identity):
         record = out.read_record(shard, plan.restored_array)
-        return _manifest(shard, "skipped", started, checksum=record.checksum if record else None)
-    inputs = prepare_measurements(job, plan, source, out, shard, checksum)
+        quarantined = record.metrics.get("quarantined", {}) if record else {}
+        return _manifest(shard, "skipped", started, checksum=record.checksum if record else None, quarantined=quarantined)
+    inputs = prepare_measurements(job, plan, source, out, shard, checksum, given)
+    for image_id, reason in inputs.quarantined.items():
+        log.warning("shard %s: quarantined %s: %s", shard.key, image_id, reason)
     prepared = time.perf_counter()
     prior = get_prior(job.prior, plan.model_sha256, plan.device)
     config = job.sampler_config()
@@ -59,11 +66,11 @@ def restore_shard_fn(job: Job, plan: RunPlan, shard: ShardRef, attempt: int = 1)
     }
     out.write_record(
         shard, plan.restored_array, checksum=written, identity=identity, timings=timings,
-        metrics={"attempts": attempt, "batch_size": batch_size},
+        metrics={"attempts": attempt, "batch_size": batch_size, "quarantined": inputs.quarantined},
     )
     return _manifest(
         shard, "restored", started, checksum=written, attempts=attempt, batch_size=batch_size,
-        sample_seconds=round(timings["sample"], 3),
+        sample_seconds=round(timings["sample"], 3), quarantined=inputs.quarantined,
     )
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
-from collections.abc import Mapping
+import json
+import posixpath
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 import numpy as np
 from PIL import Image
+
+from diffpir_core.io.uris import filesystem, join, redact_uri
 
 
 def read_bytes(uri: str, storage_options: Mapping[str, Any]) -> bytes:
@@ -19,6 +25,8 @@ def read_bytes(uri: str, storage_options: Mapping[str, Any]) -> bytes:
             return handle.read()
     except FileNotFoundError:
         raise ValueError(f"{uri} does not exist; fix the path in the job's task section") from None
+    except IsADirectoryError:
+        raise ValueError(f"{uri} is a folder: one file per image is for mode restore; evaluate mode takes one file") from None
 
 
 def file_digest(uri: str, storage_options: Mapping[str, Any]) -> str:
@@ -43,3 +51,179 @@ def load_mask(uri: str, storage_options: Mapping[str, Any]) -> np.ndarray:
     """A mask image (white = known pixel, threshold 128) as uint8 (H, W) of 0/1."""
     with Image.open(io.BytesIO(read_bytes(uri, storage_options))) as img:
         return (np.asarray(img.convert("L")) >= 128).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-image kernels and masks: a folder/prefix with one file per image id, or a CSV/Parquet manifest.
+
+MANIFEST_EXTENSIONS = (".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class PerImageFile:
+    """What one image's kernel or mask resolved to: its file and bytes, or why it has none; the manifest's σ."""
+
+    uri: str | None
+    data: bytes | None
+    noise_sigma: float | None = None
+    reason: str | None = None
+
+
+def is_manifest(uri: str) -> bool:
+    """True when ``uri`` names a CSV/Parquet manifest (``id, <kind>_uri, noise_sigma``)."""
+    return uri.lower().endswith(MANIFEST_EXTENSIONS)
+
+
+def is_per_image(uri: str, storage_options: Mapping[str, Any]) -> bool:
+    """True when ``uri`` is a manifest or a folder/prefix (one file per image id), not one shared file."""
+    if is_manifest(uri):
+        return True
+    fs, path = filesystem(uri, storage_options)
+    return fs.isdir(path)
+
+
+def _read_manifest(uri: str, column: str, storage_options: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Rows of a manifest by id (columns ``id``, ``column``, optional ``noise_sigma``), as text cells."""
+    data = read_bytes(uri, storage_options)
+    if uri.lower().endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ValueError(f"{uri}: reading a Parquet manifest needs pyarrow (pip install pyarrow), or give a CSV") from None
+        table = pq.read_table(io.BytesIO(data)).to_pylist()
+        rows = [{k: ("" if v is None else str(v)) for k, v in row.items()} for row in table]
+        fields = list(table[0]) if table else []
+    else:
+        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+        fields = [name.strip() for name in reader.fieldnames or []]
+    missing = [name for name in ("id", column) if name not in fields]
+    if missing:
+        raise ValueError(f"manifest {uri} lacks column(s) {missing}: need id, {column} and optionally noise_sigma; has {fields}")
+    by_id: dict[str, dict[str, str]] = {}
+    for row in rows:
+        if row["id"] in by_id:
+            raise ValueError(f"manifest {uri} lists id {row['id']!r} more than once; give one row per image")
+        by_id[row["id"]] = row
+    return by_id
+
+
+def check_manifest(uri: str, column: str, storage_options: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` when the manifest cannot be read or lacks its columns (before any shard runs)."""
+    _read_manifest(uri, column, storage_options)
+
+
+def _resolve(base: str, target: str) -> str:
+    """A manifest cell: absolute path or URL as it is, else relative to the manifest's folder."""
+    if "://" in target or target.startswith("/"):
+        return target
+    return join(base.rsplit("/", 1)[0], target)
+
+
+def per_image_files(
+    uri: str, ids: Sequence[str], column: str, extensions: Collection[str], storage_options: Mapping[str, Any]
+) -> dict[str, PerImageFile]:
+    """Each image's file (and manifest σ) under the folder/prefix or manifest ``uri``, read; missing, ambiguous or
+    unreadable files and bad σ cells come back with a ``reason`` instead of data (the image is then quarantined).
+
+    Folder: the file of id ``sub/a.jpg`` is ``<uri>/sub/a.<ext>`` for one ``ext`` of ``extensions``.
+    Manifest: the row of the id; ``column`` holds the file (relative to the manifest's folder), ``noise_sigma``
+    (optional, empty = the task's) the image's noise level.
+    """
+    wanted: dict[str, tuple[str | None, float | None, str | None]] = {}
+    if is_manifest(uri):
+        rows = _read_manifest(uri, column, storage_options)
+        for image_id in ids:
+            row = rows.get(image_id)
+            if row is None:
+                wanted[image_id] = (None, None, f"no row for this id in the manifest {redact_uri(uri)}")
+                continue
+            sigma, reason = None, None
+            if row.get("noise_sigma"):
+                try:
+                    sigma = float(row["noise_sigma"])
+                    if not 0.0 <= sigma < 1.0:
+                        raise ValueError
+                except ValueError:
+                    sigma, reason = None, f"noise_sigma {row['noise_sigma']!r} in the manifest is not a number in [0, 1)"
+            if not row[column]:
+                reason = reason or f"empty {column} in the manifest {redact_uri(uri)}"
+            wanted[image_id] = (None if reason else _resolve(uri, row[column]), sigma, reason)
+    else:
+        fs, root = filesystem(uri, storage_options)
+        listings: dict[str, dict[str, list[str]]] = {}
+        for image_id in ids:
+            parent, _, name = image_id.rpartition("/")
+            if parent not in listings:
+                folder = join(root, parent) if parent else root
+                try:
+                    fs.invalidate_cache(folder)
+                    names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(folder, detail=False)]
+                except FileNotFoundError:
+                    names = []
+                stems: dict[str, list[str]] = {}
+                for file_name in names:
+                    stem, ext = posixpath.splitext(file_name)
+                    if ext.lower() in extensions:
+                        stems.setdefault(stem, []).append(file_name)
+                listings[parent] = stems
+            stem = posixpath.splitext(name)[0]
+            found = sorted(listings[parent].get(stem, []))
+            prefix = f"{parent}/" if parent else ""
+            if not found:
+                reason = f"no file {prefix}{stem}.<{'|'.join(sorted(e.lstrip('.') for e in extensions))}> in {redact_uri(uri)}"
+                wanted[image_id] = (None, None, reason)
+            elif len(found) > 1:
+                wanted[image_id] = (None, None, f"several files for this id in {redact_uri(uri)}: {found}; keep one")
+            else:
+                wanted[image_id] = (join(uri, prefix + found[0]), None, None)
+    resolved: dict[str, PerImageFile] = {}
+    for image_id, (file_uri, sigma, reason) in wanted.items():
+        data = None
+        if file_uri is not None:
+            try:
+                data = read_bytes(file_uri, storage_options)
+            except (ValueError, OSError) as err:
+                reason = f"cannot read {redact_uri(file_uri)}: {err}"
+        resolved[image_id] = PerImageFile(file_uri, data, sigma, reason)
+    return resolved
+
+
+def per_image_digest(files: Mapping[str, PerImageFile]) -> str:
+    """``sha256:<hex>`` over each image's file bytes (not its path), manifest σ and quarantine reason."""
+    digest = hashlib.sha256()
+    for image_id in sorted(files):
+        entry = files[image_id]
+        content = hashlib.sha256(entry.data).hexdigest() if entry.data is not None else None
+        digest.update(json.dumps([image_id, content, entry.noise_sigma, entry.reason]).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def kernel_from_bytes(uri: str, data: bytes) -> np.ndarray:
+    """A kernel file's bytes (``.npy`` or a grayscale image) as a square kernel summing to 1, float32."""
+    if uri.lower().endswith(".npy"):
+        kernel = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float64)
+    else:
+        with Image.open(io.BytesIO(data)) as img:
+            kernel = np.asarray(img.convert("L"), dtype=np.float64)
+    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or not np.isfinite(kernel).all() or kernel.sum() <= 0:
+        raise ValueError(f"kernel {redact_uri(uri)}: need a square 2-D kernel with a positive sum, got shape {kernel.shape}")
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def mask_from_bytes(data: bytes) -> np.ndarray:
+    """A mask image's bytes (white = known pixel, threshold 128) as uint8 (H, W) of 0/1."""
+    with Image.open(io.BytesIO(data)) as img:
+        return (np.asarray(img.convert("L")) >= 128).astype(np.uint8)
+
+
+def pad_kernels(kernels: Sequence[np.ndarray]) -> np.ndarray:
+    """Kernels of different sizes zero-padded to one odd size, each centred (its centre pixel ``k // 2`` lands on the
+    common centre), so the blur each one describes is unchanged; (n, K, K) float32."""
+    size = max(k.shape[0] for k in kernels)
+    size += 1 - size % 2
+    out = np.zeros((len(kernels), size, size), dtype=np.float32)
+    for i, kernel in enumerate(kernels):
+        before = size // 2 - kernel.shape[0] // 2
+        out[i, before : before + kernel.shape[0], before : before + kernel.shape[1]] = kernel
+    return out

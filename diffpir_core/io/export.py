@@ -38,7 +38,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ExportSummary(BaseModel):
-    """What an export wrote; shards without a matching completion record are skipped and listed.
+    """What an export wrote; shards without a matching completion record are skipped and listed, and images their
+    shard's record lists as quarantined (not restored: missing or unfit per-image kernel/mask) are left out, by id.
 
     ``renamed`` counts the ids whose file is not ``<id without extension>.png`` (unsafe or clashing ids, see the
     module docstring); ``renamed_sample`` maps the first few of them to their files, ``mapping`` (``ids.csv``) all ids.
@@ -50,6 +51,7 @@ class ExportSummary(BaseModel):
     exported: int
     bytes_written: int
     skipped_shards: list[str]
+    quarantined: dict[str, str] = {}
     renamed: int
     renamed_sample: dict[str, str]
     mapping: str
@@ -136,23 +138,39 @@ def export_images(
     written = 0
     skipped: list[str] = []
     exported: list[str] = []
+    quarantined: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-encode") as pool:
         for ref in refs:
-            if check_records and not store.record_matches(ref, array):
-                skipped.append(ref.key)
+            left_out: dict[str, str] = {}
+            if check_records:
+                if not store.record_matches(ref, array):
+                    skipped.append(ref.key)
+                    continue
+                record = store.read_record(ref, array)
+                left_out = dict((record.metrics.get("quarantined") or {}) if record else {})
+            quarantined.update(left_out)
+            rows = [i for i, image_id in enumerate(ref.ids) if image_id not in left_out]  # quarantined rows are empty
+            if not rows:
                 continue
             data = store.read_array(ref, array)
-            encoded = list(pool.map(lambda image: encode_png(to_rgb_uint8(np.asarray(image))), data))
-            files = {join(root, names[image_id]): payload for image_id, payload in zip(ref.ids, encoded, strict=True)}
+            ids = [ref.ids[i] for i in rows]
+            encoded = list(pool.map(lambda image: encode_png(to_rgb_uint8(np.asarray(image))), data[rows]))
+            files = {join(root, names[image_id]): payload for image_id, payload in zip(ids, encoded, strict=True)}
             if local:
                 for parent in {posixpath.dirname(path) for path in files}:
                     fs.makedirs(parent, exist_ok=True)
             fs.pipe(files)
-            exported += ref.ids
+            exported += ids
             written += sum(len(payload) for payload in files.values())
             if progress is not None:
                 progress(len(files))
     if not exported:
+        if quarantined:
+            raise StoreError(
+                f"nothing to export from {array!r} in {redact_uri(store_uri)}: every finished image was quarantined "
+                f"({len(quarantined)}, e.g. {next(iter(quarantined))}: {next(iter(quarantined.values()))}); "
+                f"{len(skipped)} shards not finished"
+            )
         raise StoreError(
             f"no shard of {array!r} in {redact_uri(store_uri)} has a completion record matching its data "
             f"({len(skipped)} shards skipped); let the job finish (or re-run it), or pass require_record=False"
@@ -167,6 +185,7 @@ def export_images(
         exported=len(exported),
         bytes_written=written,
         skipped_shards=skipped,
+        quarantined=dict(sorted(quarantined.items())),
         renamed=len(renamed),
         renamed_sample=dict(sorted(renamed.items())[:RENAMED_SAMPLE]),
         mapping=join(redact_uri(out_uri), MAPPING_FILE),

@@ -10,7 +10,8 @@ Code outside ``diffpir_core/task_kinds`` only calls these methods; it never bran
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,6 +22,22 @@ from diffpir_core.operators import Operator, add_noise
 
 ArraySpec = tuple[tuple[int, ...], str]
 """Per-image shape (without the image axis) and dtype of one stored measurement array."""
+
+
+@dataclass
+class GivenData:
+    """Restore mode: the operator data of a shard's images, as :meth:`TaskKind.given` finds it.
+
+    ``params`` cover every image (per-image first dim = images, or shared); a quarantined image gets harmless
+    placeholder data there and is not restored. ``noise_sigma`` is one σ per image when they differ (a manifest),
+    else None (the task's). ``identity`` is the digest of the per-image files' bytes (empty when the task's one file
+    is already in the job hash): it enters the shard's record identity, so a changed file re-runs its shard.
+    """
+
+    params: dict[str, Tensor]
+    quarantined: dict[str, str] = field(default_factory=dict)
+    noise_sigma: list[float] | None = None
+    identity: str = ""
 
 
 class TaskKind(BaseModel):
@@ -92,6 +109,11 @@ class TaskKind(BaseModel):
         """Restore mode: operator parameters for stored degraded images of shape (n, h, w)."""
         return {}
 
+    def given(self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> GivenData:
+        """Restore mode: the operator data of the images ``ids`` of shape (n, h, w), with the images whose own data is
+        missing or unfit quarantined (reason by id). Default: :meth:`given_params`, shared by every image."""
+        return GivenData(self.given_params(image_shape, storage_options))
+
     def pad_params(self, params: dict[str, Tensor], pad_h: int, pad_w: int) -> dict[str, Tensor]:
         """Operator parameters for a measurement padded by ``pad_h`` rows and ``pad_w`` columns at the
         bottom/right (reflect); parameters that do not depend on the image size pass unchanged."""
@@ -112,3 +134,36 @@ class TaskKind(BaseModel):
         restoring; which images are picked depends only on their ids (``diffpir_core.scoring``).
         """
         return 1.0
+
+
+def per_image_data(
+    uri: str,
+    ids: Sequence[str],
+    column: str,
+    extensions: Any,
+    storage_options: Mapping[str, Any],
+    decode: Any,
+    default_sigma: float,
+) -> tuple[dict[str, np.ndarray], GivenData]:
+    """Shared part of the kinds with per-image files (``task.kernel`` / ``task.mask`` naming a folder or manifest):
+    each image's file decoded by ``decode(image_id, uri, bytes) -> array`` (a ``ValueError`` or decode error
+    quarantines the image with its message), the manifest's σ per image, and the identity of the files' bytes.
+    Returns the decoded arrays of the images kept and a :class:`GivenData` without ``params`` (the kind fills them)."""
+    from diffpir_core.io.degradation_files import per_image_digest, per_image_files
+
+    files = per_image_files(uri, ids, column, extensions, storage_options)
+    decoded: dict[str, np.ndarray] = {}
+    quarantined: dict[str, str] = {}
+    for image_id in ids:
+        entry = files[image_id]
+        if entry.reason is not None:
+            quarantined[image_id] = entry.reason
+            continue
+        try:
+            decoded[image_id] = decode(image_id, entry.uri, entry.data)
+        except Exception as err:  # any undecodable file quarantines its image, whatever the decoder raised
+            message = str(err)
+            quarantined[image_id] = message if entry.uri in message else f"cannot decode {entry.uri}: {message}"
+    sigmas = [files[i].noise_sigma if files[i].noise_sigma is not None else default_sigma for i in ids]
+    per_image_sigma = sigmas if any(s != default_sigma for s in sigmas) else None
+    return decoded, GivenData({}, quarantined, per_image_sigma, per_image_digest(files))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
@@ -12,18 +12,32 @@ from pydantic import Field, field_validator
 from torch import Tensor
 
 from diffpir_core.baselines import wiener_deblur
-from diffpir_core.io.degradation_files import file_digest, load_kernel
+from diffpir_core.io.decode import IMAGE_EXTENSIONS
+from diffpir_core.io.degradation_files import (
+    check_manifest,
+    file_digest,
+    is_manifest,
+    is_per_image,
+    kernel_from_bytes,
+    load_kernel,
+    pad_kernels,
+)
 from diffpir_core.operators import Blur, Operator, blur_uint8, gaussian_kernel, motion_kernel, reference_gaussian_std
-from diffpir_core.task_kinds.base import ArraySpec, TaskKind
+from diffpir_core.task_kinds.base import ArraySpec, GivenData, TaskKind, per_image_data
 
 GENERATED_KERNELS = ("gaussian", "motion")
+KERNEL_EXTENSIONS = frozenset({".npy", *IMAGE_EXTENSIONS})
 
 
 class DeblurTask(TaskKind):
     """Circular blur with a per-image kernel (+ AWGN); evaluate mode blurs in uint8 as the reference."""
 
     kind: Literal["deblur"] = "deblur"
-    kernel: str = Field("gaussian", description="gaussian | motion | URI of a kernel (.npy or grayscale image)")
+    kernel: str = Field(
+        "gaussian",
+        description="gaussian | motion | URI of a kernel (.npy or grayscale image); restore mode also: a folder/prefix "
+        "with one kernel per image id, or a CSV/Parquet manifest (id, kernel_uri, noise_sigma)",
+    )
     kernel_size: int = Field(61, ge=3, le=255, description="size of generated kernels (odd)")
     kernel_std: float | None = Field(
         None, gt=0.0, description="Gaussian std; null = the reference's per-image std 3·(1+2U)"
@@ -43,6 +57,8 @@ class DeblurTask(TaskKind):
         return f"deblur-{self.kernel if self.kernel in GENERATED_KERNELS else 'file'}"
 
     def check_mode(self, mode: str) -> None:
+        if mode == "evaluate" and is_manifest(self.kernel):
+            raise ValueError("task.kernel: a manifest of per-image kernels is for mode restore; evaluate mode takes one file")
         if mode == "restore" and self.kernel in GENERATED_KERNELS:
             raise ValueError(
                 "task.kernel: mode restore needs the real blur kernel of the images (a file URI), "
@@ -50,7 +66,13 @@ class DeblurTask(TaskKind):
             )
 
     def content_identity(self, storage_options: Mapping[str, Any]) -> dict[str, str]:
-        return {} if self.kernel in GENERATED_KERNELS else {"kernel": file_digest(self.kernel, storage_options)}
+        if self.kernel in GENERATED_KERNELS:
+            return {}
+        if is_per_image(self.kernel, storage_options):  # the files' bytes enter each shard's record identity
+            if is_manifest(self.kernel):
+                check_manifest(self.kernel, "kernel_uri", storage_options)
+            return {"kernel": f"per-image:{self.kernel}"}
+        return {"kernel": file_digest(self.kernel, storage_options)}
 
     def _kernel_size(self, storage_options: Mapping[str, Any]) -> int:
         if self.kernel in GENERATED_KERNELS:
@@ -83,6 +105,19 @@ class DeblurTask(TaskKind):
         self, image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]
     ) -> dict[str, Tensor]:
         return {"kernel": torch.from_numpy(load_kernel(self.kernel, storage_options))}
+
+    def given(self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> GivenData:
+        """One kernel per image from a folder or manifest (zero-padded, centred, to one odd size), else the file's."""
+        if not is_per_image(self.kernel, storage_options):
+            return super().given(ids, image_shape, storage_options)
+        kernels, given = per_image_data(
+            self.kernel, ids, "kernel_uri", KERNEL_EXTENSIONS, storage_options,
+            lambda image_id, uri, data: kernel_from_bytes(uri, data), self.noise_sigma,
+        )
+        delta = np.ones((1, 1), dtype=np.float32)  # placeholder of quarantined images (never restored)
+        padded = pad_kernels([kernels.get(image_id, delta) for image_id in ids])
+        given.params = {"kernel": torch.from_numpy(padded)}
+        return given
 
     def operator(self, params: Mapping[str, Tensor]) -> Operator:
         return Blur(params["kernel"])

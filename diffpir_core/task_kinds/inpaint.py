@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
@@ -12,10 +12,11 @@ from pydantic import Field
 from torch import Tensor
 
 from diffpir_core.baselines import biharmonic_inpaint
-from diffpir_core.io.degradation_files import file_digest, load_mask
+from diffpir_core.io.decode import IMAGE_EXTENSIONS
+from diffpir_core.io.degradation_files import check_manifest, file_digest, is_manifest, is_per_image, load_mask, mask_from_bytes
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Inpainting, Operator, random_box_mask, random_mask
-from diffpir_core.task_kinds.base import ArraySpec, TaskKind
+from diffpir_core.task_kinds.base import ArraySpec, GivenData, TaskKind, per_image_data
 
 GENERATED_MASKS = ("box", "random")
 
@@ -25,7 +26,11 @@ class InpaintTask(TaskKind):
 
     kind: Literal["inpaint"] = "inpaint"
     noise_sigma: float = Field(0.0, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
-    mask: str = Field("box", description="box | random | URI of a mask image (white = known)")
+    mask: str = Field(
+        "box",
+        description="box | random | URI of a mask image (white = known); restore mode also: a folder/prefix with one "
+        "mask image per image id, or a CSV/Parquet manifest (id, mask_uri, noise_sigma)",
+    )
     mask_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="random masks: fraction of missing pixels")
     box_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="box masks: box side / image side")
 
@@ -36,6 +41,8 @@ class InpaintTask(TaskKind):
         return f"inpaint-{self.mask if self.mask in GENERATED_MASKS else 'file'}"
 
     def check_mode(self, mode: str) -> None:
+        if mode == "evaluate" and is_manifest(self.mask):
+            raise ValueError("task.mask: a manifest of per-image masks is for mode restore; evaluate mode takes one file")
         if mode == "restore" and self.mask in GENERATED_MASKS:
             raise ValueError(
                 "task.mask: mode restore needs the real mask of the images (a file URI), "
@@ -43,7 +50,13 @@ class InpaintTask(TaskKind):
             )
 
     def content_identity(self, storage_options: Mapping[str, Any]) -> dict[str, str]:
-        return {} if self.mask in GENERATED_MASKS else {"mask": file_digest(self.mask, storage_options)}
+        if self.mask in GENERATED_MASKS:
+            return {}
+        if is_per_image(self.mask, storage_options):  # the files' bytes enter each shard's record identity
+            if is_manifest(self.mask):
+                check_manifest(self.mask, "mask_uri", storage_options)
+            return {"mask": f"per-image:{self.mask}"}
+        return {"mask": file_digest(self.mask, storage_options)}
 
     def measurement_arrays(self, height: int, width: int, storage_options: Mapping[str, Any]) -> dict[str, ArraySpec]:
         return {"y": ((height, width, 3), "float32"), "mask": ((height, width), "uint8")}
@@ -81,6 +94,24 @@ class InpaintTask(TaskKind):
     ) -> dict[str, Tensor]:
         height, width = image_shape[1:3]
         return {"mask": torch.from_numpy(self._mask_file(height, width, storage_options).astype(np.float32))}
+
+    def given(self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> GivenData:
+        """One mask per image from a folder or manifest (a mask not of its image's size quarantines it), else the file's."""
+        if not is_per_image(self.mask, storage_options):
+            return super().given(ids, image_shape, storage_options)
+        height, width = image_shape[1:3]
+
+        def decode(image_id: str, uri: str, data: bytes) -> np.ndarray:
+            mask = mask_from_bytes(data)
+            if mask.shape != (height, width):
+                raise ValueError(f"mask {uri} is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}")
+            return mask
+
+        masks, given = per_image_data(self.mask, ids, "mask_uri", IMAGE_EXTENSIONS, storage_options, decode, self.noise_sigma)
+        known = np.ones((height, width), dtype=np.uint8)  # placeholder of quarantined images (never restored)
+        stacked = np.stack([masks.get(image_id, known) for image_id in ids]).astype(np.float32)
+        given.params = {"mask": torch.from_numpy(stacked)[:, None]}
+        return given
 
     def pad_params(self, params: dict[str, Tensor], pad_h: int, pad_w: int) -> dict[str, Tensor]:
         """Padded pixels are unknown (mask 0): the prior fills them, the measurement never constrains them."""
