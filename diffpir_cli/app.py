@@ -1,5 +1,13 @@
 """The ``diffpir`` command line. Each command group lives in its own module and registers itself."""
 
+import os
+
+# Prefect reads its settings when it is first imported, so the CLI's defaults are set before anything else:
+# no start-up telemetry (jobs run offline), and a temporary server that may take a while to start on a busy
+# machine (Prefect's own 20 s default fails `diffpir run` on a loaded 2-core box). Users' values win.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 import typer
 
 from diffpir_cli import data, demo, jobs, models, train

@@ -10,7 +10,6 @@ the tasks' table (baseline and gain included) and each task's card: samples with
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,8 +109,6 @@ def demo(
 
     from flows.restore import restore
 
-    # The demo runs offline: the temporary Prefect server's start-up telemetry would only log an error.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     torch.set_num_threads(threads)
     started = time.perf_counter()
     out = out.resolve()
