@@ -1,8 +1,9 @@
 """CLI commands for jobs: ``diffpir run JOB.yaml [--set key=value]`` and ``diffpir status OUTPUT [--json]``."""
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -26,6 +27,7 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="write into a non-empty output although diffpir did not make it")
     ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks and Prefect's error logs")] = False,
 ) -> None:
     """Run a restoration job: ingest if needed, restore every shard not yet done, metrics, report."""
     try:
@@ -37,27 +39,54 @@ def run(
         typer.echo(job.to_yaml() + _effective_sampler(job))
         return
     from diffpir_core.io.outputs import OutputRefused, claim_output
+    from diffpir_core.preflight import preflight
 
-    try:  # before any Prefect server starts: a refused output is a permanent error, said in one line
+    if problems := preflight(job):  # before any Prefect server starts: each a permanent error, said in one line
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+    try:
         claim_output(job.output, job.input, job.storage_options, force=force)
     except OutputRefused as err:
         typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as err:
+        if debug:
+            raise
+        typer.echo(f"error: output: cannot write {job.output} ({type(err).__name__}: {err}); check output and storage_options", err=True)
         raise typer.Exit(2) from None
     from tqdm import tqdm
 
     from flows.progress import listening
     from flows.restore import restore
 
+    if not debug:
+        _quiet_tracebacks()  # after `import prefect`, which installs the console handler
+
     bar = tqdm(total=0, unit="shard", desc=f"{job.task_label()} {job.dataset_name()}", dynamic_ncols=True)
 
     def on_shard(done: int, total: int, item: object) -> None:
         if done == 0:
+            from prefect.runtime import flow_run
+
+            run_ids.append(flow_run.root_flow_run_id)
             bar.reset(total=total)  # the clock starts with the shards, not with ingest and server start-up
         bar.n = done
         bar.refresh()
 
-    with listening(on_shard):
-        state = restore(job=job, return_state=True)
+    from prefect.exceptions import TerminationSignal
+
+    from diffpir_cli.server import Terminated, sigterm_as_interrupt, start_temporary_server
+
+    run_ids: list[Any] = []  # the job's flow run, to mark Cancelled after Ctrl-C / SIGTERM
+    with sigterm_as_interrupt():
+        try:
+            start_temporary_server()  # dies with this process, even on SIGKILL
+            with listening(on_shard):
+                state = restore(job=job, return_state=True)
+        except (KeyboardInterrupt, TerminationSignal) as err:
+            bar.close()
+            _cancelled(run_ids, job_file, terminated=isinstance(err, (Terminated, TerminationSignal)))
     bar.close()
     summary = state.result(raise_on_failure=False)
     summary = summary if isinstance(summary, dict) else {}
@@ -70,10 +99,62 @@ def run(
         )
         return
     typer.echo(f"failed: {state.message}", err=True)
-    for shard, reason in sorted(summary.get("failed", {}).items()):
+    reasons = summary.get("failed", {})
+    for shard, reason in sorted(reasons.items()):
         typer.echo(f"  shard {shard}: {reason}", err=True)
-    typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
+    raised = state.result(raise_on_failure=False)
+    from tasks.errors import EndpointUnreachable, is_transient
+
+    if isinstance(raised, BaseException) and debug:
+        raise raised
+    permanent = (
+        not is_transient(raised) if isinstance(raised, BaseException) else bool(reasons) and all("(permanent)" in r for r in reasons.values())
+    )
+    if permanent and not any(EndpointUnreachable.__name__ in r for r in reasons.values()):
+        typer.echo("this error is permanent: fix what it names (the job file or the inputs) before running the job again", err=True)
+    else:
+        typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
     raise typer.Exit(1)
+
+
+def _quiet_tracebacks() -> None:
+    """Prefect's console handler logs failures with their tracebacks; without ``--debug`` only the message stays
+    (the API log handler, and so the UI, keeps them)."""
+    import logging
+
+    class NoTraceback(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            return True
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.addFilter(NoTraceback())
+
+
+def _cancelled(run_ids: list[Any], job_file: Path, *, terminated: bool) -> None:
+    """After Ctrl-C or SIGTERM: the flow run marked Cancelled, the temporary server stopped, one line, and
+    exit 130 / 143 at once (a shard still running in a worker thread is abandoned: without its record it
+    simply is not done, and the next run restores it)."""
+    import os
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.states import Cancelled
+
+    what = "SIGTERM" if terminated else "interrupt"
+    for run_id in run_ids[:1]:
+        with contextlib.suppress(Exception):
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(run_id, Cancelled(message=f"cancelled by {what}"), force=True)
+    with contextlib.suppress(Exception):
+        SubprocessASGIServer().stop()
+    typer.echo(f"cancelled by {what}: finished shards are kept; `diffpir run {job_file}` restores the rest", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(143 if terminated else 130)
 
 
 def _effective_sampler(job: Job) -> str:

@@ -21,7 +21,7 @@ from flows.evaluate import score_and_report
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
 from flows.runners import build_task_runner, check_gpu_workers, gpu_annotations, gpus_per_task
-from tasks.errors import describe, with_job_retries
+from tasks.errors import EndpointUnreachable, describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
 from tasks.plan import RunPlan
 from tasks.restore import restore_shard
@@ -31,6 +31,16 @@ def _failed_message(failed: dict[str, str], total: int) -> str:
     listed = "; ".join(f"{key}: {reason}" for key, reason in sorted(failed.items())[:10])
     more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
     return f"{len(failed)}/{total} shard(s) failed: {listed}{more}"
+
+
+def _unreachable_message(failed: dict[str, str], total: int) -> str | None:
+    """One message for a run stopped by the storage circuit breaker (``tasks.errors.EndpointUnreachable``), else None."""
+    causes = [reason for reason in failed.values() if reason.startswith(EndpointUnreachable.__name__)]
+    if not causes:
+        return None
+    cause = causes[0][causes[0].index("storage endpoint unreachable") :]
+    shards = ", ".join(sorted(failed)[:20]) + (f" (and {len(failed) - 20} more)" if len(failed) > 20 else "")
+    return f"{len(failed)}/{total} shard(s) not restored, {cause}; shards: {shards}"
 
 
 @flow(name="restore-shards", flow_run_name=shards_run_name)
@@ -90,6 +100,9 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
         raise outcome
     restored = time.perf_counter()
     failed: dict[str, str] = outcome["failed"]
+    if unreachable := _unreachable_message(failed, len(refs)):
+        # metrics and the report would only wait on the same dead endpoint: the message names the shards instead
+        return Failed(message=unreachable, data={"failed": failed, "output": job.output, "job": plan.job_dir, "shards": len(refs)})
     report = score_and_report(job, plan, refs, outcome["manifests"], failed, time.perf_counter() - started)
     timings = {
         "prepare": prepared - started,

@@ -1,0 +1,93 @@
+"""The temporary Prefect server of ``diffpir run``, tied to the CLI process, and SIGTERM handled like Ctrl-C.
+
+With no ``PREFECT_API_URL``, Prefect 3.9 starts a temporary server as a child process
+(``prefect.server.api.server.SubprocessASGIServer``, one per process, port ``None``) and stops it at exit
+through ``atexit``. A SIGTERM (Kubernetes, systemd, ``timeout``) or SIGKILL of the CLI skips ``atexit``
+and the server (≈ 230 MB) is left running. :func:`start_temporary_server` starts that same singleton
+before any flow runs, so every Prefect client in the process reuses it, with its process asking the
+kernel for SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``); elsewhere Prefect's own start is
+used unchanged.
+"""
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _death_signal() -> Callable[[], None]:
+    """A ``preexec_fn`` for the forked child: the kernel sends it SIGKILL when this process dies (and it exits
+    at once should this process already be gone)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here, not in the child
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_child
+
+
+def _watched_uvicorn(server: Any) -> subprocess.Popen[Any]:
+    """Prefect's ``_run_uvicorn_command``, with the child killed by the kernel when this process dies."""
+    real_popen = subprocess.Popen
+    preexec = _death_signal()
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+        return real_popen(*args, preexec_fn=preexec, **kwargs)
+
+    import prefect.server.api.server as server_module
+
+    # The module's own ``subprocess`` name, for this one call: the arguments stay exactly Prefect's.
+    shim = types.SimpleNamespace(**{name: getattr(subprocess, name) for name in dir(subprocess) if not name.startswith("__")})
+    shim.Popen = popen
+    saved = server_module.subprocess
+    server_module.subprocess = shim  # type: ignore[assignment]
+    try:
+        return type(server)._run_uvicorn_command(server)
+    finally:
+        server_module.subprocess = saved
+
+
+def start_temporary_server() -> Any | None:
+    """Start Prefect's temporary server now, watched by the kernel; None when a server is configured
+    (``PREFECT_API_URL``) or ephemeral mode is off (then Prefect decides, as without this call)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        return None
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    if not server.running:
+        if sys.platform.startswith("linux"):
+            server._run_uvicorn_command = lambda: _watched_uvicorn(server)  # type: ignore[method-assign]
+        server.start()
+    return server
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as an interrupt so that it takes Ctrl-C's path."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` (Prefect's flow engine installs its own bridge
+    during a flow run, which raises ``TerminationSignal``; callers catch both)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,74 @@
+"""A storage endpoint that goes down when the shards start (its S3 server stopped): the circuit breaker stops
+retrying after a few connection failures, and the job fails in bounded time naming every shard and the cause."""
+
+import time
+from pathlib import Path
+
+import pytest
+import s3fs
+from moto.server import ThreadedMotoServer
+
+from flows.progress import listening
+from flows.restore import restore
+from tasks.errors import EndpointBreaker, EndpointUnreachable
+
+
+@pytest.fixture
+def doomed_s3(s3_options: dict) -> tuple[ThreadedMotoServer, dict]:
+    """A second moto S3 server of this test's own (the session's one stays up), with a bucket ``doomed``."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {**s3_options, "endpoint_url": f"http://{host}:{port}"}
+    s3fs.S3FileSystem(**options).mkdir("doomed")
+    yield server, options
+    try:
+        server.stop()
+    except Exception:  # already stopped by the test
+        pass
+
+
+def test_endpoint_down_from_the_first_shard_fails_the_job_fast_naming_its_shards(
+    doomed_s3, make_job, image_writer, tmp_path: Path
+) -> None:
+    server, options = doomed_s3
+    images = tmp_path / "images"
+    image_writer(images, 12, seed=7)
+    job = make_job(images, "s3://doomed/out", storage_options=options, shard_size=2, retries=2, retry_delay_s=1.0)
+
+    stopped: list[float] = []
+
+    def stop_at_start(done: int, total: int, item: object) -> None:
+        if done == 0:
+            stopped.append(time.monotonic())
+            server.stop()  # ingest and plan are written; every shard now meets a closed port
+
+    started = time.monotonic()
+    with listening(stop_at_start):
+        state = restore(job=job, return_state=True)
+    elapsed = time.monotonic() - started
+    assert state.is_failed()
+    assert elapsed < 120 and time.monotonic() - stopped[0] < 60, f"took {elapsed:.0f} s to fail"
+    message = state.message
+    assert "6/6 shard(s) not restored" in message and "storage endpoint unreachable" in message, message
+    assert options["endpoint_url"] in message
+    for index in range(6):
+        assert f"32x32/{index:06d}" in message, message
+
+
+def test_breaker_opens_after_consecutive_shards_fail_to_connect() -> None:
+    breaker = EndpointBreaker(threshold=3)
+    endpoint = "faulty default endpoint"  # no URL to probe: only the count opens it
+    assert breaker.failed("run", endpoint, "g/0", ValueError("bad kernel")) is None  # not a connection error
+    for _ in range(4):  # retries of one shard count once
+        assert breaker.failed("run", endpoint, "g/0", ConnectionResetError("reset")) is None
+    breaker.succeeded("run", endpoint)  # the endpoint answered: the streak starts again
+    assert breaker.failed("run", endpoint, "g/1", ConnectionResetError("reset")) is None
+    assert breaker.failed("run", endpoint, "g/2", OSError("disk")) is None  # an OSError that is not about connecting
+    assert breaker.failed("run", endpoint, "g/2", ConnectionRefusedError("refused")) is None
+    opened = breaker.failed("run", endpoint, "g/3", ConnectionAbortedError("aborted"))
+    assert isinstance(opened, EndpointUnreachable) and "failed shard(s) g/1, g/2, g/3" in str(opened)
+    with pytest.raises(EndpointUnreachable, match="not run: storage endpoint unreachable"):
+        breaker.check("run", endpoint)
+    breaker.check("another run", endpoint)  # each run starts closed
+    breaker.check("run", None)  # local storage has no breaker

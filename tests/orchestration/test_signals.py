@@ -1,0 +1,88 @@
+"""SIGTERM and SIGKILL of ``diffpir run`` on Prefect's temporary server: no server outlives the CLI.
+
+The CLI runs here as Kubernetes or systemd would run it: no ``PREFECT_API_URL``, so it starts its own temporary
+server (a child process). SIGTERM takes Ctrl-C's path (one line, exit 143, the flow run marked Cancelled, the
+server stopped); after SIGKILL the kernel kills the server with its parent. Either way no server process is left
+10 s later, and a re-run restores what was not done.
+"""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _servers(pid: int) -> list[psutil.Process]:
+    """The temporary Prefect servers started by process ``pid``."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _records(output: Path) -> list[Path]:
+    return list(output.glob("jobs/*/restored.zarr/records/*/restored/*/zarr.json"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_no_prefect_server_outlives_a_signalled_run(signum: int, make_job, image_writer, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    image_writer(images, 12, seed=5)
+    output = tmp_path / "out"
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(make_job(images, output, shard_size=2, batch_size=2, sampler={"iter_num": 8}).to_yaml())
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),  # a temporary server of its own, as on a fresh machine
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",  # the default 20 s is short on 2 loaded cores
+        OMP_NUM_THREADS="1",
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from diffpir_cli.app import main; main()", "run", str(job_file)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        servers: list[psutil.Process] = []
+        while not (servers and _records(output)):
+            assert child.poll() is None, f"the job ended before the signal: {child.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "no server and finished shard in time"
+            servers = servers or _servers(child.pid)
+            time.sleep(0.1)
+        child.send_signal(signum)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    stderr = child.stderr.read().decode()
+    if signum == signal.SIGTERM:
+        assert child.returncode == 143, stderr[-3000:]
+        assert "cancelled by SIGTERM" in stderr.strip().splitlines()[-1]
+        assert "Traceback" not in stderr
+        with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
+            states = dict(db.execute("SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id").fetchall())
+        assert states.get("restore") == "CANCELLED", states
+    else:
+        assert child.returncode == -signal.SIGKILL
+    _, alive = psutil.wait_procs(servers, timeout=10)
+    assert not alive, f"temporary Prefect server(s) still running 10 s after {signal.Signals(signum).name}: {alive}"
