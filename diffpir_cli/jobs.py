@@ -79,11 +79,16 @@ def run(
     from diffpir_cli.server import Terminated, sigterm_as_interrupt, start_temporary_server
 
     run_ids: list[Any] = []  # the job's flow run, to mark Cancelled after Ctrl-C / SIGTERM
+    from diffpir_cli.secrets import in_environment, split_secrets, warning
+
+    public, secrets = split_secrets(job)  # credentials stay out of Prefect's parameters, DB and UI
+    if note := warning(secrets):
+        typer.echo(note, err=True)
     with sigterm_as_interrupt():
         try:
             start_temporary_server()  # dies with this process, even on SIGKILL
-            with listening(on_shard):
-                state = restore(job=job, return_state=True)
+            with listening(on_shard), in_environment(secrets):
+                state = restore(job=public, return_state=True)
         except (KeyboardInterrupt, TerminationSignal) as err:
             bar.close()
             _cancelled(run_ids, job_file, terminated=isinstance(err, (Terminated, TerminationSignal)))

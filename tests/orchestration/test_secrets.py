@@ -1,0 +1,34 @@
+"""An S3 job run by ``diffpir run`` with credentials in its job file: the job completes, the CLI warns where the
+credentials belong, and no flow or sub-flow run parameter in the Prefect API holds them."""
+
+import json
+from pathlib import Path
+
+import s3fs
+from prefect.client.orchestration import get_client
+from typer.testing import CliRunner
+
+from diffpir_cli.app import app
+
+
+def test_no_storage_secret_reaches_the_prefect_api(make_job, images_8: Path, s3_bucket, tmp_path: Path) -> None:
+    bucket, options = s3_bucket
+    fs = s3fs.S3FileSystem(**options)
+    for path in sorted(images_8.glob("*.png"))[:4]:
+        fs.pipe_file(f"{bucket}/in/{path.name}", path.read_bytes())
+    job = make_job(f"{bucket}/in", f"{bucket}/out", storage_options=options, name="secret-check")
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(job.to_yaml(redact=False))
+    assert options["secret"] in job_file.read_text()
+
+    result = CliRunner().invoke(app, ["run", str(job_file)])
+    assert result.exit_code == 0, result.output
+    assert "warning: the job file holds storage credentials" in result.output and "AWS_SECRET_ACCESS_KEY" in result.output
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+    ours = [run for run in runs if "secret-check" in (run.name or "")]
+    assert {run.name for run in ours} >= {"sr2-secret-check-evaluate", "sr2-secret-check-evaluate-shards"}, [r.name for r in ours]
+    for run in ours:
+        text = json.dumps(run.parameters, default=str)
+        assert options["secret"] not in text and options["key"] not in text, run.name
