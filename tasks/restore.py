@@ -21,7 +21,8 @@ from prefect.runtime import task_run
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
 from diffpir_core.restore import restore_batchwise
-from tasks.errors import BREAKER, describe, retry_transient, storage_endpoint
+from tasks import errors
+from tasks.errors import describe, retry_transient, storage_endpoint
 from tasks.measurements import given_data, prepare_measurements, shard_identity
 from tasks.plan import RunPlan, input_checksum, write_status
 from tasks.priors import get_prior
@@ -89,19 +90,20 @@ def restore_shard(job: Job, plan: RunPlan, shard: ShardRef) -> dict[str, Any]:
     """Prefect task: :func:`restore_shard_fn` with attempt bookkeeping for ``diffpir status``."""
     attempt = task_run.run_count or 1
     run, endpoint = f"{plan.job_hash}@{plan.planned_at}", storage_endpoint([plan.input_store, plan.output_store], job.storage_options)
-    BREAKER.check(run, endpoint)  # the endpoint plainly is down: not run (no status file either, it would not reach it)
+    # module attribute, not a name imported here: Dask pickles this task by value, and the breaker (a lock) cannot travel
+    errors.BREAKER.check(run, endpoint)  # the endpoint plainly is down: not run (no status file: it would not reach it)
     try:
         manifest = restore_shard_fn(job, plan, shard, attempt)
     except Exception as err:
         get_run_logger().warning("shard %s attempt %d failed: %s", shard.key, attempt, describe(err))
-        if unreachable := BREAKER.failed(run, endpoint, shard.key, err):
+        if unreachable := errors.BREAKER.failed(run, endpoint, shard.key, err):
             raise unreachable from err  # permanent: no more retries, and no status write to a dead endpoint
         try:
             write_status(plan, shard, job.storage_options, state="failed", attempts=attempt, error=describe(err))
         except Exception as status_err:  # the store may be what is failing; the flow still reports the shard.
             get_run_logger().warning("could not write the status of shard %s: %s", shard.key, status_err)
         raise
-    BREAKER.succeeded(run, endpoint)
+    errors.BREAKER.succeeded(run, endpoint)
     if manifest["status"] == "restored":
         write_status(plan, shard, job.storage_options, state="done", attempts=attempt, error=None)
     return manifest
