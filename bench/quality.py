@@ -7,12 +7,10 @@ per-image numbers. Usage: ``python bench/quality.py [--prior demo] [--images 16]
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
 from pathlib import Path
 
 import torch
+from results import write_results
 
 from diffpir_core.models import load_prior
 from diffpir_core.training import held_out_tiles
@@ -48,13 +46,7 @@ def main() -> None:
               f"{m['baseline_psnr']:>10.2f} {summary['psnr_gain_db']:>+8.2f} {m['diffpir_ssim']:>12.4f} "
               f"{m['baseline_ssim']:>10.4f} {summary['seconds']:>7.1f}", flush=True)
         results.append(summary)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "prior": prior.name, "sha256": prior.sha256, "images": list(tiles), "tasks": results,
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, {"prior": prior.name, "sha256": prior.sha256, "images": list(tiles), "tasks": results})
 
 
 if __name__ == "__main__":

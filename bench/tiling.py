@@ -12,8 +12,6 @@ tile borders divided by the error elsewhere (1.0 = no seam). Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import TypeAdapter
+from results import write_results
 
 from diffpir_core.metrics import float_to_uint8, psnr, ssim
 from diffpir_core.models import load_prior, recommended_sampler
@@ -91,13 +90,7 @@ def main() -> None:
             rows.append(row)
             print(f"{label:<7} {method:<9} {row['psnr']:>6.2f} {row['ssim']:>6.3f} {row['seam_ratio']:>5.2f} "
                   f"{seconds:>8.1f}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "side": args.side, "images": list(names), "tile": TILE, "overlap": OVERLAP, "rows": rows,
-        "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(), "torch": torch.__version__},
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, {"side": args.side, "images": list(names), "tile": TILE, "overlap": OVERLAP, "rows": rows})
 
 
 if __name__ == "__main__":

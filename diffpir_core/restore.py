@@ -99,7 +99,7 @@ def measurement_padding(unet: torch.nn.Module, task: TaskKind, height: int, widt
     """Rows and columns to add to an ``height``×``width`` measurement so the network takes the restored size."""
     scale = task.output_scale
     multiple = math.lcm(getattr(unet, "downsample_factor", None) or 1, scale)
-    return tuple(-(side * scale) % multiple // scale for side in (height, width))  # type: ignore[return-value]
+    return -(height * scale) % multiple // scale, -(width * scale) % multiple // scale
 
 
 def image_seed(job_seed: int, image_id: str) -> int:

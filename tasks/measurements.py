@@ -30,6 +30,11 @@ def measurement_paths(job: Job, prefix: str, height: int, width: int) -> dict[st
     return {name: f"{prefix}/{name}" for name in job.task.measurement_arrays(height, width, job.storage_options)}
 
 
+def _shard_paths(job: Job, plan: RunPlan, source: DatasetStore, ref: ShardRef) -> dict[str, str]:
+    group = group_of(source, ref)
+    return measurement_paths(job, str(plan.measurement_prefix), group.height, group.width)
+
+
 def prepare_measurements(
     job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef, checksum: str,
     given: GivenData | None = None,
@@ -37,8 +42,7 @@ def prepare_measurements(
     """The shard's sampler inputs; in evaluate mode synthesised and recorded first unless a matching record exists."""
     if plan.measurement_prefix is None:
         return inputs_as_given(job.task, list(ref.ids), source.read_images(ref), job.storage_options, given)
-    group = group_of(source, ref)
-    arrays = measurement_paths(job, plan.measurement_prefix, group.height, group.width)
+    arrays = _shard_paths(job, plan, source, ref)
     identity = {"measurement": plan.measurement_prefix, "input": checksum, "code_version": plan.code_version}
     if all(out.record_matches(ref, path, identity) for path in arrays.values()):
         data = {name: out.read_array(ref, path) for name, path in arrays.items()}
@@ -54,6 +58,5 @@ def measurement_inputs(job: Job, plan: RunPlan, source: DatasetStore, out: Datas
     """The shard's measurements and operator parameters as the sampler saw them (read only)."""
     if plan.measurement_prefix is None:
         return inputs_as_given(job.task, list(ref.ids), source.read_images(ref), job.storage_options)
-    group = group_of(source, ref)
-    paths = measurement_paths(job, plan.measurement_prefix, group.height, group.width)
+    paths = _shard_paths(job, plan, source, ref)
     return inputs_from_arrays(job.task, list(ref.ids), {name: out.read_array(ref, path) for name, path in paths.items()})

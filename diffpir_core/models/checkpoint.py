@@ -15,6 +15,7 @@ shapes the file matches exactly.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import pickle
@@ -335,10 +336,16 @@ def prior_card(name_or_path: str | Path) -> dict[str, Any]:
     card = preset.card if preset is not None else Path(name_or_path).expanduser().with_suffix(".json")
     if card is None or not card.is_file():
         return {}
+    return copy.deepcopy(_read_card(str(card), card.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=32)
+def _read_card(path: str, mtime_ns: int) -> dict[str, Any]:
+    """A card's JSON, read once per version of the file (every job validation and hash asks for it)."""
     try:
-        data = json.loads(card.read_text())
+        data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"model card {card} is not valid JSON ({err}); fix or remove it") from None
+        raise CheckpointError(f"model card {path} is not valid JSON ({err}); fix or remove it") from None
     return data if isinstance(data, dict) else {}
 
 
