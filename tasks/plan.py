@@ -104,6 +104,32 @@ class RunPlan(BaseModel):
         return cls.model_validate({**data, "output": output})
 
 
+class ShardSelection(BaseModel):
+    """Which shards of a job's store a run covers, compactly (a sub-flow parameter, whatever the job's size): every
+    shard (``ranges`` None), or ``(group, first index, stop index)`` ranges, e.g. the failed shards to run again."""
+
+    model_config = ConfigDict(frozen=True)
+    ranges: tuple[tuple[str, int, int], ...] | None = None
+
+    @classmethod
+    def of_keys(cls, keys: list[str]) -> "ShardSelection":
+        """The shards named ``<group>/<index>`` (e.g. ``64x64/000003``), consecutive indices merged into ranges."""
+        ranges: list[tuple[str, int, int]] = []
+        for group, index in sorted({(key.rsplit("/", 1)[0], int(key.rsplit("/", 1)[1])) for key in keys}):
+            if ranges and ranges[-1][0] == group and ranges[-1][2] == index:
+                ranges[-1] = (group, ranges[-1][1], index + 1)
+            else:
+                ranges.append((group, index, index + 1))
+        return cls(ranges=tuple(ranges))
+
+    def resolve(self, store: DatasetStore) -> list[ShardRef]:
+        """The selected shards of ``store``, in the store's order."""
+        refs = store.shards()
+        if self.ranges is None:
+            return refs
+        return [ref for ref in refs if any(group == ref.group and first <= ref.index < stop for group, first, stop in self.ranges)]
+
+
 def group_of(store: DatasetStore, ref: ShardRef) -> SizeGroup:
     """The size group a shard belongs to (its image height and width)."""
     return next(group for group in store.groups() if group.name == ref.group)
