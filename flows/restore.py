@@ -28,10 +28,9 @@ from flows.progress import ShardProgress
 from flows.runners import build_task_runner, check_gpu_workers, gpu_annotations, gpus_per_task, model_slots
 from tasks.errors import EndpointUnreachable, describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
-from tasks.plan import RunPlan, ShardSelection
+from tasks.plan import RunPlan, ShardSelection, work_units
 from tasks.restore import restore_unit, skipped_manifest
 
-MAX_AUTO_UNIT = 16  # shards per work unit at most when the job leaves dispatch.unit_shards to the flow
 _CHECK_THREADS = 8  # concurrent record checks of the bulk skip (object stores answer in parallel)
 
 
@@ -55,8 +54,11 @@ def _already_done(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, di
     """``skipped`` manifests of the shards whose records match, checked in bulk in the flow process (a few threads,
     no task runs, no prior): a finished job re-runs in seconds per thousand shards. A shard whose check fails is
     simply not done here; its work unit meets the same error and reports it."""
-    source = DatasetStore.open(plan.input_store, job.storage_options)
-    out = DatasetStore.open(plan.output_store, job.storage_options)
+    try:
+        source = DatasetStore.open(plan.input_store, job.storage_options)
+        out = DatasetStore.open(plan.output_store, job.storage_options)
+    except Exception:  # unreachable or being refreshed: the units find out, shard by shard, with retries and the breaker
+        return {}
 
     def check(ref: ShardRef) -> dict[str, Any] | None:
         try:
@@ -67,19 +69,6 @@ def _already_done(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, di
     with ThreadPoolExecutor(max_workers=_CHECK_THREADS, thread_name_prefix="skip-check") as pool:
         found = zip(refs, pool.map(check, refs), strict=True)
         return {ref.key: manifest for ref, manifest in found if manifest is not None}
-
-
-def work_units(refs: list[ShardRef], unit_shards: int | None, slots: int) -> list[list[ShardRef]]:
-    """Consecutive shards of one size group, ``unit_shards`` at a time (auto: enough units for 4 per model slot,
-    at most :data:`MAX_AUTO_UNIT` shards each, so that a unit's fixed cost is shared and the slots stay balanced)."""
-    size = unit_shards or max(1, min(MAX_AUTO_UNIT, len(refs) // (4 * slots)))
-    units: list[list[ShardRef]] = []
-    for ref in refs:
-        if units and len(units[-1]) < size and units[-1][-1].group == ref.group:
-            units[-1].append(ref)
-        else:
-            units.append([ref])
-    return units
 
 
 def _dispatch(job: Job, plan: RunPlan, units: list[list[ShardRef]], window: int, progress: ShardProgress) -> tuple[dict, dict]:

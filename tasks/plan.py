@@ -33,6 +33,7 @@ from diffpir_core.job import Job
 RESTORE_REVISION = 1
 CODE_VERSION = f"{__version__}+r{RESTORE_REVISION}"
 _LOCATIONS = ("input_store", "output_store")
+MAX_AUTO_UNIT = 16  # shards per work unit at most when the job leaves dispatch.unit_shards to the flow
 
 
 def job_folder(job_hash: str) -> str:
@@ -128,6 +129,19 @@ class ShardSelection(BaseModel):
         if self.ranges is None:
             return refs
         return [ref for ref in refs if any(group == ref.group and first <= ref.index < stop for group, first, stop in self.ranges)]
+
+
+def work_units(refs: list[ShardRef], unit_shards: int | None, slots: int) -> list[list[ShardRef]]:
+    """Consecutive shards of one size group, ``unit_shards`` at a time (auto: enough units for 4 per model slot,
+    at most :data:`MAX_AUTO_UNIT` shards each, so that a unit's fixed cost is shared and the slots stay balanced)."""
+    size = unit_shards or max(1, min(MAX_AUTO_UNIT, len(refs) // (4 * slots)))
+    units: list[list[ShardRef]] = []
+    for ref in refs:
+        if units and len(units[-1]) < size and units[-1][-1].group == ref.group:
+            units[-1].append(ref)
+        else:
+            units.append([ref])
+    return units
 
 
 def group_of(store: DatasetStore, ref: ShardRef) -> SizeGroup:

@@ -137,9 +137,17 @@ class ShardPipeline:
         self, job: Job, plan: RunPlan, attempts: dict[str, int], on_error: Callable[[ShardRef, BaseException], BaseException]
     ):
         self.job, self.plan, self.attempts, self.on_error = job, plan, attempts, on_error
-        self.source = DatasetStore.open(plan.input_store, job.storage_options)
-        self.out = DatasetStore.open(plan.output_store, job.storage_options, writable=True)
         self.breaker = breaker_key(job, plan)
+        self._stores: tuple[DatasetStore, DatasetStore] | None = None
+
+    def stores(self) -> tuple[DatasetStore, DatasetStore]:
+        """(input, output) store, opened on first use by the reader, so that failing to reach them is a shard's error."""
+        if self._stores is None:
+            self._stores = (
+                DatasetStore.open(self.plan.input_store, self.job.storage_options),
+                DatasetStore.open(self.plan.output_store, self.job.storage_options, writable=True),
+            )
+        return self._stores
 
     def run(self, shards: list[ShardRef]) -> tuple[dict[str, dict[str, Any]], dict[str, BaseException]]:
         manifests: dict[str, dict[str, Any]] = {}
@@ -157,7 +165,7 @@ class ShardPipeline:
                     break
                 try:
                     errors.BREAKER.check(*self.breaker)  # a shard is not even read once its endpoint is plainly down
-                    ready.put(prepare_shard(self.job, self.plan, self.source, self.out, ref))
+                    ready.put(prepare_shard(self.job, self.plan, *self.stores(), ref))
                 except Exception as err:
                     fail(ref, err)
             ready.put(_DONE)
@@ -167,7 +175,7 @@ class ShardPipeline:
                 item, restored, timings, batch_size = work
                 try:
                     manifests[item.ref.key] = write_restored(
-                        self.plan, self.out, item, restored, timings, batch_size, self.attempts[item.ref.key]
+                        self.plan, self.stores()[1], item, restored, timings, batch_size, self.attempts[item.ref.key]
                     )
                     errors.BREAKER.succeeded(*self.breaker)
                 except Exception as err:
