@@ -24,8 +24,9 @@ from flows.naming import evaluate_run_name
 from tasks.errors import describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
 from tasks.metrics import unit_metrics
-from tasks.plan import RunPlan, input_checksum, work_units
+from tasks.plan import RunPlan, work_units
 from tasks.report import artifact_key, write_job_report
+from tasks.restore import skipped_manifests
 
 _METRIC_SLOTS = 2  # the flows' thread pool: metrics of a few shards per task, two tasks at a time
 _SHARD_COLUMNS = ("shard", "status", "images", "seconds", "sample_seconds", "attempts", "batch_size")
@@ -101,15 +102,11 @@ def score_and_report(
 
 
 def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, dict[str, Any]]:
-    """Manifests of the shards whose records match the plan (what ``evaluate`` scores)."""
+    """Manifests of the shards whose records match the plan (what ``evaluate`` scores), checked in bulk."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options)
-    manifests = {}
-    for ref in refs:
-        if out.record_matches(ref, plan.restored_array, plan.identity(input_checksum(source, ref))):
-            record = out.read_record(ref, plan.restored_array)
-            manifests[ref.key] = {"shard": ref.key, "images": ref.size, "status": "done", "checksum": record.checksum}
-    return manifests
+    found = skipped_manifests(job, plan, source, out, refs)
+    return {key: {"shard": key, "images": m["images"], "status": "done", "checksum": m["checksum"]} for key, m in found.items()}
 
 
 @flow(name="evaluate", flow_run_name=evaluate_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))

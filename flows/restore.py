@@ -10,7 +10,6 @@ A job in which some shards failed ends **Failed**, naming the shards and why; ru
 """
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Any
 
@@ -29,9 +28,7 @@ from flows.runners import build_task_runner, check_gpu_workers, gpu_annotations,
 from tasks.errors import EndpointUnreachable, describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
 from tasks.plan import RunPlan, ShardSelection, work_units
-from tasks.restore import restore_unit, skipped_manifest
-
-_CHECK_THREADS = 8  # concurrent record checks of the bulk skip (object stores answer in parallel)
+from tasks.restore import restore_unit, skipped_manifests
 
 
 def _failed_message(failed: dict[str, str], total: int) -> str:
@@ -51,24 +48,14 @@ def _unreachable_message(failed: dict[str, str], total: int) -> str | None:
 
 
 def _already_done(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, dict[str, Any]]:
-    """``skipped`` manifests of the shards whose records match, checked in bulk in the flow process (a few threads,
-    no task runs, no prior): a finished job re-runs in seconds per thousand shards. A shard whose check fails is
-    simply not done here; its work unit meets the same error and reports it."""
+    """``skipped`` manifests of the shards whose records match, checked in bulk in the flow process (no task runs,
+    no prior): a finished job re-runs in seconds per thousand shards."""
     try:
         source = DatasetStore.open(plan.input_store, job.storage_options)
         out = DatasetStore.open(plan.output_store, job.storage_options)
+        return skipped_manifests(job, plan, source, out, refs)
     except Exception:  # unreachable or being refreshed: the units find out, shard by shard, with retries and the breaker
         return {}
-
-    def check(ref: ShardRef) -> dict[str, Any] | None:
-        try:
-            return skipped_manifest(job, plan, source, out, ref)
-        except Exception:
-            return None
-
-    with ThreadPoolExecutor(max_workers=_CHECK_THREADS, thread_name_prefix="skip-check") as pool:
-        found = zip(refs, pool.map(check, refs), strict=True)
-        return {ref.key: manifest for ref, manifest in found if manifest is not None}
 
 
 def _dispatch(job: Job, plan: RunPlan, units: list[list[ShardRef]], window: int, progress: ShardProgress) -> tuple[dict, dict]:

@@ -29,7 +29,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from diffpir_core.io import DatasetStore, ShardRef
+from diffpir_core.io import DatasetStore, ShardRecord, ShardRef
 from diffpir_core.job import Job
 from diffpir_core.restore import ShardInputs, restore_batchwise
 from tasks import errors
@@ -65,17 +65,33 @@ def _identity(job: Job, plan: RunPlan, source: DatasetStore, shard: ShardRef) ->
     return checksum, shard_identity(plan, checksum, given), given
 
 
+def _skipped_manifest(shard: ShardRef, record: ShardRecord, started: float) -> dict[str, Any]:
+    return _manifest(shard, "skipped", started, checksum=record.checksum, quarantined=record.metrics.get("quarantined", {}))
+
+
 def _skipped(plan: RunPlan, out: DatasetStore, shard: ShardRef, identity: dict[str, str], started: float) -> dict[str, Any] | None:
     if not out.record_matches(shard, plan.restored_array, identity):
         return None
     record = out.read_record(shard, plan.restored_array)
-    quarantined = record.metrics.get("quarantined", {}) if record else {}
-    return _manifest(shard, "skipped", started, checksum=record.checksum if record else None, quarantined=quarantined)
+    return None if record is None else _skipped_manifest(shard, record, started)
 
 
-def skipped_manifest(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, shard: ShardRef) -> dict[str, Any] | None:
-    """The ``skipped`` manifest of a shard whose record matches the plan, else None (reads records, never the prior)."""
-    return _skipped(plan, out, shard, _identity(job, plan, source, shard)[1], time.perf_counter())
+def skipped_manifests(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, shards: list[ShardRef]) -> dict[str, dict[str, Any]]:
+    """``skipped`` manifests of those ``shards`` whose records match the plan, checked in bulk (id and hash columns
+    read once per size group, records and data by a few threads; never the prior). A shard whose check fails (a
+    per-image file that cannot be read) is simply not done here: its work unit meets the error and reports it."""
+    started = time.perf_counter()
+    digests = source.rows_digests(shards)
+    identities = {}
+    for ref in shards:
+        if ref.key in digests:
+            try:
+                identities[ref.key] = shard_identity(plan, digests[ref.key], given_data(job, plan, source, ref))
+            except Exception:
+                continue
+    candidates = [ref for ref in shards if ref.key in identities]
+    records = out.done_records(candidates, plan.restored_array, identities)
+    return {ref.key: _skipped_manifest(ref, records[ref.key], started) for ref in candidates if ref.key in records}
 
 
 def prepare_shard(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, shard: ShardRef) -> Prepared:
