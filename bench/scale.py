@@ -228,6 +228,7 @@ def main() -> None:
                 for shards in args.shards:
                     rows.append(_configuration(args, kind, storage, shards, options, address, job_fields))
                     _print_row(rows[-1])
+                    _save(args, rows, table=False)  # a long matrix keeps what it measured so far
     finally:
         if cluster is not None:
             cluster.close()
@@ -295,15 +296,16 @@ def _print_row(row: dict[str, Any]) -> None:
     print(" | ".join(f"{name}={row[name]}" for name in _COLUMNS), flush=True)
 
 
-def _save(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+def _save(args: argparse.Namespace, rows: list[dict[str, Any]], table: bool = True) -> None:
     sys.path.insert(0, str(HERE.parent))
     from results import write_results
 
     previous = json.loads(args.out.read_text()).get("results", []) if args.out.is_file() else []
     keep = [row for row in previous if not any(_same(row, new) for new in rows)]
-    print(" | ".join(_COLUMNS))
-    for row in keep + rows:
-        print(" | ".join(str(row.get(name)) for name in _COLUMNS))
+    if table:
+        print(" | ".join(_COLUMNS))
+        for row in keep + rows:
+            print(" | ".join(str(row.get(name)) for name in _COLUMNS))
     write_results(args.out, {"config": {"image_size": args.size, "task": "sr x2 evaluate", "prior": "tiny UNet, sleeping forward",
                                         "torch_threads": 1, "cpus": os.cpu_count()}, "results": keep + rows})
 

@@ -132,12 +132,13 @@ class ShardSelection(BaseModel):
 
 
 def work_units(refs: list[ShardRef], unit_shards: int | None, slots: int) -> list[list[ShardRef]]:
-    """Consecutive shards of one size group, ``unit_shards`` at a time (auto: enough units for 4 per model slot,
+    """Runs of consecutive shards of one size group, ``unit_shards`` at a time (auto: enough units for 4 per model slot,
     at most :data:`MAX_AUTO_UNIT` shards each, so that a unit's fixed cost is shared and the slots stay balanced)."""
     size = unit_shards or max(1, min(MAX_AUTO_UNIT, len(refs) // (4 * slots)))
     units: list[list[ShardRef]] = []
     for ref in refs:
-        if units and len(units[-1]) < size and units[-1][-1].group == ref.group:
+        last = units[-1][-1] if units else None
+        if last is not None and len(units[-1]) < size and (last.group, last.index + 1) == (ref.group, ref.index):
             units[-1].append(ref)
         else:
             units.append([ref])
