@@ -11,7 +11,7 @@ Output layout (``<output>`` is the job's ``output``; several jobs may share it):
         restored.zarr                     a store aligned with the input's rows on the job's shard grid, holding
             restored                      the restored images, uint8 (N, H, W, 3), with one record per shard
             measurements/<hash>/{y,kernel,mask}   evaluate mode: synthesised measurements
-        status/<group>/<shard>.json       attempts and last error of each shard
+        status/<group>/<shard>.json       attempts and last error of a shard whose attempt failed
         report.md, report.html, metrics.csv, summary.json
 
 A changed job (other λ, other prior, another kernel file's bytes) has another hash, so it writes a folder of its
