@@ -28,6 +28,10 @@ def run(
         bool, typer.Option("--force", help="write into a non-empty output although diffpir did not make it")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks and Prefect's error logs")] = False,
+    shard: Annotated[
+        list[str] | None,
+        typer.Option("--shard", help="only this shard (repeatable), e.g. --shard 64x64/000003 (ids as `diffpir status` lists them)"),
+    ] = None,
 ) -> None:
     """Run a restoration job: ingest if needed, restore every shard not yet done, metrics, report."""
     try:
@@ -88,7 +92,7 @@ def run(
         try:
             start_temporary_server()  # dies with this process, even on SIGKILL
             with listening(on_shard), in_environment(secrets):
-                state = restore(job=public, return_state=True)
+                state = restore(job=public, shards=shard or None, return_state=True)
         except (KeyboardInterrupt, TerminationSignal) as err:
             bar.close()
             _cancelled(run_ids, job_file, terminated=isinstance(err, (Terminated, TerminationSignal)))

@@ -108,6 +108,15 @@ class TilingOptions(_Strict):
         return Fit(pad=pad, tile=self.tile, overlap=self.overlap, tile_batch=self.tile_batch)
 
 
+class DispatchOptions(_Strict):
+    """How the restore flow hands shards to its runner (never changes a result, so not part of the job hash)."""
+
+    unit_shards: int | None = Field(
+        None, ge=1, le=4096, description="shards per work unit (one Prefect task); null = auto (up to 16, 4 units per model slot)"
+    )
+    window: int | None = Field(None, ge=1, le=4096, description="work units submitted at once; null = 2 per model slot")
+
+
 class ReportOptions(_Strict):
     """What goes into report.md / report.html."""
 
@@ -145,6 +154,7 @@ class Job(_Strict):
     ingest: IngestOptions = Field(default_factory=IngestOptions)
     tiling: TilingOptions = Field(default_factory=TilingOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
+    dispatch: DispatchOptions = Field(default_factory=DispatchOptions)
     retries: int = Field(2, ge=0, le=20, description="retries of a shard after a transient error")
     retry_delay_s: float = Field(5.0, ge=0.0, le=3600.0, description="first retry delay; doubles per retry")
 

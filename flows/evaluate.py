@@ -13,7 +13,7 @@ which the Prefect UI renders) and the report files (pre-signed HTTPS links for S
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -23,10 +23,12 @@ from diffpir_core.reporting import markdown_table, verdict
 from flows.naming import evaluate_run_name
 from tasks.errors import describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
-from tasks.metrics import shard_metrics
-from tasks.plan import RunPlan, input_checksum
+from tasks.metrics import unit_metrics
+from tasks.plan import RunPlan, work_units
 from tasks.report import artifact_key, write_job_report
+from tasks.restore import skipped_manifests
 
+_METRIC_SLOTS = 2  # the flows' thread pool: metrics of a few shards per task, two tasks at a time
 _SHARD_COLUMNS = ("shard", "status", "images", "seconds", "sample_seconds", "attempts", "batch_size")
 
 
@@ -64,16 +66,18 @@ def score_and_report(
     ``failed`` gains an entry for every shard whose scoring failed. Returns the report task's result.
     """
     done = [ref for ref in refs if ref.key in manifests and manifests[ref.key].get("checksum")]
-    futures = with_job_retries(shard_metrics, job).map(
-        unmapped(job), unmapped(plan), done, [manifests[ref.key]["checksum"] for ref in done]
-    )
+    units = work_units(done, None, _METRIC_SLOTS)
+    futures = [
+        with_job_retries(unit_metrics, job).submit(job, plan, unit, [manifests[ref.key]["checksum"] for ref in unit]) for unit in units
+    ]
     rows: list[dict[str, Any]] = []
-    for ref, future in zip(done, futures, strict=True):
+    for unit, future in zip(units, futures, strict=True):
         result = future.result(raise_on_failure=False)
         if future.state.is_completed():
             rows.extend(result)
         else:
-            failed[ref.key] = f"metrics: {describe(result) if isinstance(result, BaseException) else future.state.message}"
+            reason = f"metrics: {describe(result) if isinstance(result, BaseException) else future.state.message}"
+            failed.update(dict.fromkeys((ref.key for ref in unit), reason))
     scored = [ref for ref in done if ref.key not in failed]
     report = with_job_retries(write_job_report, job)(job, plan, scored, rows, failed, wall_seconds)
     create_table_artifact(
@@ -98,15 +102,11 @@ def score_and_report(
 
 
 def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, dict[str, Any]]:
-    """Manifests of the shards whose records match the plan (what ``evaluate`` scores)."""
+    """Manifests of the shards whose records match the plan (what ``evaluate`` scores), checked in bulk."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options)
-    manifests = {}
-    for ref in refs:
-        if out.record_matches(ref, plan.restored_array, plan.identity(input_checksum(source, ref))):
-            record = out.read_record(ref, plan.restored_array)
-            manifests[ref.key] = {"shard": ref.key, "images": ref.size, "status": "done", "checksum": record.checksum}
-    return manifests
+    found = skipped_manifests(job, plan, source, out, refs)
+    return {key: {"shard": key, "images": m["images"], "status": "done", "checksum": m["checksum"]} for key, m in found.items()}
 
 
 @flow(name="evaluate", flow_run_name=evaluate_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))

@@ -5,6 +5,7 @@ flow calls :meth:`ShardProgress.advance` as each shard finishes, so the UI and t
 same numbers. Nothing here is a flow parameter: listeners never travel to workers.
 """
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,13 +33,15 @@ class ShardProgress:
     2.40 images/s now: <what>", updated as shards complete or fail. Skipped shards count as done but
     not towards the rate, which covers the shards restored in the last minute."""
 
-    def __init__(self, total: int, description: str, images: int = 0) -> None:
+    def __init__(self, total: int, description: str, images: int = 0, every_s: float = 1.0) -> None:
         self.total = total
         self.done = 0
         self.images_total = images
         self.images_done = 0
         self._what = description
         self._rate = Throughput()
+        self._every_s = every_s
+        self._published = time.monotonic()
         self._artifact_id = create_progress_artifact(
             progress=100.0 if total == 0 else 0.0, description=self._description()
         )
@@ -49,14 +52,18 @@ class ShardProgress:
         return f"{progress_line(self.images_done, self.images_total, self.done, self.total, self._rate.rate())}: {self._what}"
 
     def advance(self, item: Any) -> None:
-        """Count one finished shard (manifest or error) and publish the new percentage and description."""
+        """Count one finished shard (manifest or error); publish the new percentage and description at most every
+        ``every_s`` seconds and at the last shard (one API call per shard would cost more than small shards)."""
         self.done += 1
         if isinstance(item, dict) and item.get("status") in ("restored", "skipped"):
             self.images_done += int(item.get("images", 0))
             if item["status"] == "restored":
                 self._rate.add(int(item.get("images", 0)))
-        update_progress_artifact(
-            artifact_id=self._artifact_id, progress=100.0 * self.done / max(self.total, 1), description=self._description()
-        )
+        now = time.monotonic()
+        if self.done == self.total or now - self._published >= self._every_s:
+            self._published = now
+            update_progress_artifact(
+                artifact_id=self._artifact_id, progress=100.0 * self.done / max(self.total, 1), description=self._description()
+            )
         for listener in list(_LISTENERS):
             listener(self.done, self.total, item)

@@ -1,15 +1,19 @@
-"""The ``restore`` flow: ingest if needed → one ``restore-shard`` task per shard → metrics → report.
+"""The ``restore`` flow: ingest if needed → ``restore-unit`` tasks (a few shards each) → metrics → report.
 
-The shard tasks run in a sub-flow (``restore-shards``) whose task runner comes from the job
-(bounded threads, or Dask with GPU resources), so one deployment serves local and cluster jobs.
+The units run in a sub-flow (``restore-shards``) whose task runner comes from the job (bounded threads, or Dask with
+GPU resources), so one deployment serves local and cluster jobs. The sub-flow gets a compact selection of shards
+(every shard, or index ranges), skips the shards already done in bulk before dispatching anything, and streams the
+rest: at most ``dispatch.window`` units (default two per model slot) are submitted at a time, the next as one
+finishes, so the flow's memory and the task runner's queue stay flat whatever the number of shards.
 A job in which some shards failed ends **Failed**, naming the shards and why; running it again
 (CLI, deployment run, or the UI's Retry) skips every shard whose record matches and runs the rest.
 """
 
 import time
+from itertools import islice
 from typing import Any
 
-from prefect import flow, get_run_logger, unmapped
+from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.states import Failed
@@ -20,11 +24,11 @@ from diffpir_core.job import DaskRunner, Job
 from flows.evaluate import score_and_report
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
-from flows.runners import build_task_runner, check_gpu_workers, gpu_annotations, gpus_per_task
+from flows.runners import build_task_runner, check_gpu_workers, gpu_annotations, gpus_per_task, model_slots
 from tasks.errors import EndpointUnreachable, describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
-from tasks.plan import RunPlan
-from tasks.restore import restore_shard
+from tasks.plan import RunPlan, ShardSelection, work_units
+from tasks.restore import restore_unit, skipped_manifests
 
 
 def _failed_message(failed: dict[str, str], total: int) -> str:
@@ -43,44 +47,85 @@ def _unreachable_message(failed: dict[str, str], total: int) -> str | None:
     return f"{len(failed)}/{total} shard(s) not restored, {cause}; shards: {shards}"
 
 
-@flow(name="restore-shards", flow_run_name=shards_run_name)
-def restore_shards(job: Job, plan: RunPlan, shards: list[ShardRef]) -> Any:
-    """Map ``restore-shard`` over ``shards``: manifests of finished shards and reasons of failed ones
-    (as the Failed state's data when any shard failed, so the sub-flow run shows it too)."""
+def _already_done(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, dict[str, Any]]:
+    """``skipped`` manifests of the shards whose records match, checked in bulk in the flow process (no task runs,
+    no prior): a finished job re-runs in seconds per thousand shards."""
+    try:
+        source = DatasetStore.open(plan.input_store, job.storage_options)
+        out = DatasetStore.open(plan.output_store, job.storage_options)
+        return skipped_manifests(job, plan, source, out, refs)
+    except Exception:  # unreachable or being refreshed: the units find out, shard by shard, with retries and the breaker
+        return {}
+
+
+def _dispatch(job: Job, plan: RunPlan, units: list[list[ShardRef]], window: int, progress: ShardProgress) -> tuple[dict, dict]:
+    """Run ``units`` with at most ``window`` of them submitted at once, submitting the next as each one finishes."""
     logger = get_run_logger()
-    gpus = gpus_per_task(job, plan.device)
-    if isinstance(job.runner, DaskRunner):
-        check_gpu_workers(FlowRunContext.get().task_runner, gpus, job.runner.gpu_wait_s)
-    progress = ShardProgress(len(shards), f"{job.task_label()} on {job.dataset_name()}", images=sum(ref.size for ref in shards))
-    shard_task = with_job_retries(restore_shard, job)
-    with gpu_annotations(gpus):
-        futures = shard_task.map(unmapped(job), unmapped(plan), shards)
-    by_run = {future.task_run_id: ref for future, ref in zip(futures, shards, strict=True)}
+    unit_task = with_job_retries(restore_unit, job)
+    waiting = iter(units)
+    in_flight: dict[Any, list[ShardRef]] = {}
     manifests: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
-    for future in as_completed(list(futures)):
-        ref = by_run[future.task_run_id]
-        outcome = future.result(raise_on_failure=False)
-        if future.state.is_completed():
-            manifests[ref.key] = outcome
-        else:
-            failed[ref.key] = describe(outcome) if isinstance(outcome, BaseException) else str(future.state.message)
-            logger.error("shard %s failed: %s", ref.key, failed[ref.key])
-        progress.advance(outcome)
+    with gpu_annotations(gpus_per_task(job, plan.device)):
+        while True:
+            for unit in islice(waiting, window - len(in_flight)):
+                in_flight[unit_task.submit(job, plan, unit)] = unit
+            if not in_flight:
+                break
+            future = next(as_completed(list(in_flight)))
+            unit = in_flight.pop(future)
+            outcome = future.result(raise_on_failure=False)
+            if not future.state.is_completed():  # the unit itself failed (a crashed worker, a store it cannot open)
+                reason = describe(outcome) if isinstance(outcome, BaseException) else str(future.state.message)
+                found = _already_done(job, plan, unit)  # what it finished before it failed stays finished
+                outcome = {"manifests": found, "failed": {ref.key: reason for ref in unit if ref.key not in found}}
+            manifests.update(outcome["manifests"])
+            failed.update(outcome["failed"])
+            for ref in unit:
+                if ref.key in outcome["failed"]:
+                    logger.error("shard %s failed: %s", ref.key, outcome["failed"][ref.key])
+                progress.advance(outcome["manifests"].get(ref.key, outcome["failed"].get(ref.key)))
+    return manifests, failed
+
+
+@flow(name="restore-shards", flow_run_name=shards_run_name)
+def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection) -> Any:
+    """Restore the selected shards of the job's store: those already done are recognised in bulk here, the rest run
+    in work units (``restore-unit`` tasks) streamed to the task runner a bounded window at a time. Returns the
+    manifests of finished shards and the reasons of failed ones (as the Failed state's data when any shard failed,
+    so the sub-flow run shows it too)."""
+    gpus = gpus_per_task(job, plan.device)
+    runner = FlowRunContext.get().task_runner
+    if isinstance(job.runner, DaskRunner):
+        check_gpu_workers(runner, gpus, job.runner.gpu_wait_s)
+    refs = selection.resolve(DatasetStore.open(plan.output_store, job.storage_options))
+    progress = ShardProgress(len(refs), f"{job.task_label()} on {job.dataset_name()}", images=sum(ref.size for ref in refs))
+    manifests = _already_done(job, plan, refs)
+    for ref in refs:
+        if ref.key in manifests:
+            progress.advance(manifests[ref.key])
+    pending = [ref for ref in refs if ref.key not in manifests]
+    slots = model_slots(job, runner, gpus)
+    units = work_units(pending, job.dispatch.unit_shards, slots)
+    window = job.dispatch.window or 2 * slots
+    get_run_logger().info(
+        "%d shard(s) already done; %d to restore in %d work unit(s), %d in flight at most", len(manifests), len(pending), len(units), window
+    )
+    restored, failed = _dispatch(job, plan, units, window, progress)
+    manifests.update(restored)
     outcome = {"manifests": manifests, "failed": failed}
-    return Failed(message=_failed_message(failed, len(shards)), data=outcome) if failed else outcome
+    return Failed(message=_failed_message(failed, len(refs)), data=outcome) if failed else outcome
 
 
-def select_shards(store: DatasetStore, keys: list[str] | None) -> list[ShardRef]:
+def select_shards(store: DatasetStore, keys: list[str] | None) -> ShardSelection:
     """All shards of the store, or those named in ``keys`` (e.g. ``64x64/000003``); unknown keys are an error."""
-    refs = store.shards()
     if keys is None:
-        return refs
-    known = {ref.key: ref for ref in refs}
-    unknown = sorted(set(keys) - set(known))
+        return ShardSelection()
+    known = {ref.key for ref in store.shards()}
+    unknown = sorted(set(keys) - known)
     if unknown:
         raise ValueError(f"unknown shard(s) {unknown}; this store has {sorted(known)[:5]}... ({len(known)} shards)")
-    return [known[key] for key in keys]
+    return ShardSelection.of_keys(keys)
 
 
 @flow(name="restore", flow_run_name=job_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -90,10 +135,12 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
     started = time.perf_counter()
     source = with_job_retries(ingest_input, job)(job, force)
     plan = with_job_retries(plan_run, job)(job, source["store"])
-    refs = select_shards(DatasetStore.open(plan.output_store, job.storage_options), shards)
+    out = DatasetStore.open(plan.output_store, job.storage_options)
+    selection = select_shards(out, shards)
+    refs = selection.resolve(out)
     prepared = time.perf_counter()
     shards_state = restore_shards.with_options(task_runner=build_task_runner(job))(
-        job=job, plan=plan, shards=refs, return_state=True
+        job=job, plan=plan, selection=selection, return_state=True
     )
     outcome = shards_state.result(raise_on_failure=False)
     if isinstance(outcome, BaseException):

@@ -81,3 +81,15 @@ def check_gpu_workers(task_runner: Any, gpus: int, wait_s: float) -> None:
         "Start one worker per GPU with `dask worker ... --resources GPU=1` (for a created cluster pass "
         "runner.cluster_kwargs.resources: {GPU: 1}), or set runner.gpus_per_task: 0 to run without GPU slots."
     )
+
+
+def model_slots(job: Job, task_runner: Any, gpus: int) -> int:
+    """How many work units can run at once: the local runner's threads, else the Dask workers' threads (or the
+    units their GPU resources admit); at least 1 (an adaptive cluster may have no worker yet)."""
+    if not isinstance(job.runner, DaskRunner):
+        return job.runner.max_workers
+    client = getattr(task_runner, "client", None)
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values() if client is not None else []
+    if gpus > 0:
+        return max(1, sum(int(info.get("resources", {}).get("GPU", 0) // gpus) for info in workers))
+    return max(1, sum(int(info.get("nthreads", 1)) for info in workers))

@@ -7,10 +7,13 @@ file says the last attempt failed and the shard is not done. A job whose input c
 changed shards as pending: running it again restores exactly those.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from diffpir_core.io import DatasetStore, ShardRef, StoreError
-from tasks.plan import RunPlan, input_checksum, read_plans, read_status
+from diffpir_core.io import DatasetStore, StoreError
+from tasks.plan import RunPlan, read_plans, read_status
+
+_STATUS_THREADS = 8  # status files read at once (object stores answer in parallel)
 
 
 def output_status(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -35,29 +38,23 @@ def job_status(output: str, storage_options: dict[str, Any] | None = None, job: 
     return _plan_status(plans[0], options)
 
 
-def _input_digest(source: DatasetStore | None, ref: ShardRef) -> str | None:
-    """The shard's input identity now, or None when the input no longer has those rows (or no input store)."""
-    if source is None:
-        return None
-    try:
-        return input_checksum(source, ref)
-    except StoreError:
-        return None
-
-
 def _plan_status(plan: RunPlan, options: dict[str, Any]) -> dict[str, Any]:
     try:
         source: DatasetStore | None = DatasetStore.open(plan.input_store, options)
     except StoreError:  # the input store is being refreshed, or gone: nothing counts as done for now
         source = None
     out = DatasetStore.open(plan.output_store, options)
+    refs = out.shards()
+    digests = source.rows_digests(refs) if source is not None else {}  # gone rows: not done
+    identities = {key: plan.identity(digest) for key, digest in digests.items()}
+    records = out.done_records([ref for ref in refs if ref.key in identities], plan.restored_array, identities)
+    with ThreadPoolExecutor(max_workers=_STATUS_THREADS, thread_name_prefix="status-read") as pool:
+        statuses = list(pool.map(lambda ref: read_status(plan, ref, options) or {}, refs))
     shards = []
-    for ref in out.shards():
-        status = read_status(plan, ref, options) or {}
-        digest = _input_digest(source, ref)
-        record = out.read_record(ref, plan.restored_array)
-        done = digest is not None and record is not None and out.record_matches(ref, plan.restored_array, plan.identity(digest))
-        if done:
+    for ref, status in zip(refs, statuses, strict=True):
+        record = records.get(ref.key)
+        done = record is not None
+        if record is not None:
             state, finished, error = "done", record.written_at, None
         elif status.get("state") == "failed":
             state, finished, error = "failed", status.get("finished_at"), status.get("error")

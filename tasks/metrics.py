@@ -1,15 +1,17 @@
-"""``shard_metrics``: per-image metric rows of one restored shard (Prefect-cached by the shard's data checksum).
+"""``unit_metrics``: per-image metric rows of a few restored shards (Prefect-cached by the shards' data checksums).
 
 The cache key names the job hash, the shard, the model sha256, the code version, the checksum of the
 restored data from the shard's record and the task's baseline, so a cached row set can only ever describe exactly the pixels
 in the store; a re-run reuses it instead of re-reading and re-scoring the shard.
 """
 
+import hashlib
 from datetime import timedelta
 from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
+from prefect.runtime import task_run
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
@@ -19,17 +21,23 @@ from tasks.measurements import measurement_inputs
 from tasks.plan import RunPlan
 
 
-def shard_metrics_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """``metrics/<job hash>/<shard>/<model sha>/<code version>/<data checksum>/<metrics>/<baseline>``."""
-    plan: RunPlan = parameters["plan"]
-    shard: ShardRef = parameters["shard"]
-    job: Job = parameters["job"]
+def _shard_key(job: Job, plan: RunPlan, shard: ShardRef, checksum: str) -> str:
     metrics = "-".join(job.effective_metrics())
-    digest = parameters["checksum"].removeprefix("sha256:")[:24]
+    digest = checksum.removeprefix("sha256:")[:24]
     return (
         f"metrics/{plan.job_hash[:16]}/{shard.key}/{plan.model_sha256[:16]}/{plan.code_version}/{digest}/{metrics}"
         f"/{job.task.BASELINE}"
     )
+
+
+def unit_metrics_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """``metrics/<job hash>/<shard>/<model sha>/<code version>/<data checksum>/<metrics>/<baseline>`` of a one-shard
+    unit; for several shards the sha256 of those keys, joined."""
+    keys = [
+        _shard_key(parameters["job"], parameters["plan"], shard, checksum)
+        for shard, checksum in zip(parameters["shards"], parameters["checksums"], strict=True)
+    ]
+    return keys[0] if len(keys) == 1 else "metrics/" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
 def score_shard(job: Job, plan: RunPlan, shard: ShardRef) -> list[dict[str, Any]]:
@@ -54,14 +62,21 @@ def score_shard(job: Job, plan: RunPlan, shard: ShardRef) -> list[dict[str, Any]
     ]
 
 
+def _unit_run_name() -> str:
+    shards = task_run.parameters["shards"]
+    first, last = shards[0].key, shards[-1].key
+    return f"metrics-{first}" if first == last else f"metrics-{first}..{last.rsplit('/', 1)[-1]}"
+
+
 @task(
-    name="shard-metrics",
-    task_run_name="metrics-{shard.key}",
-    cache_key_fn=shard_metrics_key,
+    name="unit-metrics",
+    task_run_name=_unit_run_name,
+    cache_key_fn=unit_metrics_key,
     cache_expiration=timedelta(days=30),
     persist_result=True,
     retry_condition_fn=retry_transient,
 )
-def shard_metrics(job: Job, plan: RunPlan, shard: ShardRef, checksum: str) -> list[dict[str, Any]]:
-    """Prefect task around :func:`score_shard`; ``checksum`` (the record's) only feeds the cache key."""
-    return score_shard(job, plan, shard)
+def unit_metrics(job: Job, plan: RunPlan, shards: list[ShardRef], checksums: list[str]) -> list[dict[str, Any]]:
+    """Prefect task: :func:`score_shard` for a few shards (one task run, one cached result for them all);
+    ``checksums`` (their records') only feed the cache key."""
+    return [row for shard in shards for row in score_shard(job, plan, shard)]

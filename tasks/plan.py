@@ -11,7 +11,7 @@ Output layout (``<output>`` is the job's ``output``; several jobs may share it):
         restored.zarr                     a store aligned with the input's rows on the job's shard grid, holding
             restored                      the restored images, uint8 (N, H, W, 3), with one record per shard
             measurements/<hash>/{y,kernel,mask}   evaluate mode: synthesised measurements
-        status/<group>/<shard>.json       attempts and last error of each shard
+        status/<group>/<shard>.json       attempts and last error of a shard whose attempt failed
         report.md, report.html, metrics.csv, summary.json
 
 A changed job (other λ, other prior, another kernel file's bytes) has another hash, so it writes a folder of its
@@ -33,6 +33,7 @@ from diffpir_core.job import Job
 RESTORE_REVISION = 2
 CODE_VERSION = f"{__version__}+r{RESTORE_REVISION}"
 _LOCATIONS = ("input_store", "output_store")
+MAX_AUTO_UNIT = 16  # shards per work unit at most when the job leaves dispatch.unit_shards to the flow
 
 
 def job_folder(job_hash: str) -> str:
@@ -102,6 +103,46 @@ class RunPlan(BaseModel):
             if "://" not in data[name] and not data[name].startswith("/"):
                 data[name] = join(output, data[name])
         return cls.model_validate({**data, "output": output})
+
+
+class ShardSelection(BaseModel):
+    """Which shards of a job's store a run covers, compactly (a sub-flow parameter, whatever the job's size): every
+    shard (``ranges`` None), or ``(group, first index, stop index)`` ranges, e.g. the failed shards to run again."""
+
+    model_config = ConfigDict(frozen=True)
+    ranges: tuple[tuple[str, int, int], ...] | None = None
+
+    @classmethod
+    def of_keys(cls, keys: list[str]) -> "ShardSelection":
+        """The shards named ``<group>/<index>`` (e.g. ``64x64/000003``), consecutive indices merged into ranges."""
+        ranges: list[tuple[str, int, int]] = []
+        for group, index in sorted({(key.rsplit("/", 1)[0], int(key.rsplit("/", 1)[1])) for key in keys}):
+            if ranges and ranges[-1][0] == group and ranges[-1][2] == index:
+                ranges[-1] = (group, ranges[-1][1], index + 1)
+            else:
+                ranges.append((group, index, index + 1))
+        return cls(ranges=tuple(ranges))
+
+    def resolve(self, store: DatasetStore) -> list[ShardRef]:
+        """The selected shards of ``store``, in the store's order."""
+        refs = store.shards()
+        if self.ranges is None:
+            return refs
+        return [ref for ref in refs if any(group == ref.group and first <= ref.index < stop for group, first, stop in self.ranges)]
+
+
+def work_units(refs: list[ShardRef], unit_shards: int | None, slots: int) -> list[list[ShardRef]]:
+    """Runs of consecutive shards of one size group, ``unit_shards`` at a time (auto: enough units for 4 per model slot,
+    at most :data:`MAX_AUTO_UNIT` shards each, so that a unit's fixed cost is shared and the slots stay balanced)."""
+    size = unit_shards or max(1, min(MAX_AUTO_UNIT, len(refs) // (4 * slots)))
+    units: list[list[ShardRef]] = []
+    for ref in refs:
+        last = units[-1][-1] if units else None
+        if last is not None and len(units[-1]) < size and (last.group, last.index + 1) == (ref.group, ref.index):
+            units[-1].append(ref)
+        else:
+            units.append([ref])
+    return units
 
 
 def group_of(store: DatasetStore, ref: ShardRef) -> SizeGroup:

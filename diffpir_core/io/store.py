@@ -502,18 +502,58 @@ class DatasetStore:
         """True when the shard is done: a record exists, covers ``ref``, was written for the ids and contents its rows
         hold now (so a result can never be relabelled), carries every ``expected_identity`` item, and its checksum
         equals that of the data now in the store (unreadable data counts as not done)."""
+        rows = (tuple(self.read_array(ref, "ids").tolist()), self.rows_digest(ref))
+        return self._done_record(ref, name, expected_identity or {}, rows) is not None
+
+    def done_records(
+        self, refs: Sequence[ShardRef], name: str, identities: Mapping[str, Mapping[str, str]], threads: int = 8
+    ) -> dict[str, ShardRecord]:
+        """The records of the shards of ``refs`` that are done, as :meth:`record_matches` decides it shard by shard
+        (``identities`` by shard key), for many shards at once: each size group's id and hash columns are read once
+        and the records and data are checked by ``threads`` threads (object stores answer in parallel)."""
+        rows = self._rows_by_shard(refs)
+
+        def check(ref: ShardRef) -> ShardRecord | None:
+            return self._done_record(ref, name, identities[ref.key], rows[ref.key]) if ref.key in rows else None
+
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="record-check") as pool:
+            found = zip(refs, pool.map(check, refs), strict=True)
+            return {ref.key: record for ref, record in found if record is not None}
+
+    def rows_digests(self, refs: Sequence[ShardRef]) -> dict[str, str]:
+        """:meth:`rows_digest` of many shards, each identity column of a size group read once (shards of a group this
+        store does not have are left out)."""
+        return {key: digest for key, (_, digest) in self._rows_by_shard(refs).items()}
+
+    def _rows_by_shard(self, refs: Sequence[ShardRef]) -> dict[str, tuple[tuple[str, ...], str]]:
+        """(ids, rows digest) of every shard of ``refs``, from whole columns."""
+        found: dict[str, tuple[tuple[str, ...], str]] = {}
+        for group in dict.fromkeys(ref.group for ref in refs):
+            try:
+                columns = [self._array(group, column)[:].tolist() for column in _IDENTITY_ARRAYS]
+            except StoreError:
+                continue
+            for ref in refs:
+                if ref.group == group:
+                    rows = [column[ref.start : ref.stop] for column in columns]
+                    found[ref.key] = (tuple(rows[0]), "sha256:" + hashlib.sha256(json.dumps(rows).encode()).hexdigest())
+        return found
+
+    def _done_record(
+        self, ref: ShardRef, name: str, identity: Mapping[str, str], rows: tuple[tuple[str, ...], str]
+    ) -> ShardRecord | None:
         record = self.read_record(ref, name)
         if record is None or (record.group, record.shard, record.start, record.stop) != (ref.group, ref.index, ref.start, ref.stop):
-            return False
-        if any(record.identity.get(key) != value for key, value in (expected_identity or {}).items()):
-            return False
-        if tuple(self.read_array(ref, "ids").tolist()) != ref.ids or record.rows != self.rows_digest(ref):
-            return False
+            return None
+        if any(record.identity.get(key) != value for key, value in identity.items()):
+            return None
+        if rows[0] != ref.ids or record.rows != rows[1]:
+            return None
         try:
             data = self.read_array(ref, name)
         except Exception:  # a torn or corrupt shard object: the shard is simply not done.
-            return False
-        return shard_checksum(data) == record.checksum
+            return None
+        return record if shard_checksum(data) == record.checksum else None
 
     def delete_record(self, ref: ShardRef, name: str) -> None:
         """Remove the shard's record if there is one (the shard then counts as not done)."""

@@ -156,6 +156,7 @@ def test_every_job_field_is_documented() -> None:
         ("runner", (job_module.LocalRunner, job_module.DaskRunner)),
         ("ingest", (job_module.IngestOptions,)),
         ("report", (job_module.ReportOptions,)),
+        ("dispatch", (job_module.DispatchOptions,)),
     ):
         for model_class in model:
             fields |= {f"{prefix}.{f}" for f in model_class.model_fields}

@@ -173,3 +173,37 @@ def test_unavailable_backbone_metrics_are_reported_with_their_reason(make_job, i
         reason = report["unavailable"][name]
         assert "no image has a value" not in reason and ("install" in reason or "TORCH_HOME" in reason or "hub" in reason)
         assert reason in (_job_dir(tmp_path / "out") / "report.md").read_text()
+
+
+def _unit_runs(flow_run_id) -> tuple[list[str], dict]:
+    """Names of the ``restore-unit`` task runs of a ``restore`` flow run's sub-flow, and the sub-flow's parameters."""
+    with get_client(sync_client=True) as client:
+        (shards_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]}))
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [shards_run.id]}))
+    return sorted(t.name for t in runs if t.name.startswith("restore-")), shards_run.parameters
+
+
+def test_cli_reruns_named_shards_and_a_finished_job_dispatches_nothing(make_job, image_writer, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    image_writer(images, 12, seed=2)
+    job = make_job(images, tmp_path / "out", shard_size=2, dispatch={"unit_shards": 2, "window": 1})
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(job.to_yaml())
+    result = CliRunner().invoke(app, ["run", str(job_file), "--shard", "32x32/000004", "--shard", "32x32/000003"])
+    assert result.exit_code == 0, result.output
+    assert "2 shard(s) restored, 0 already done" in result.output
+    assert [s["state"] for s in job_status(str(tmp_path / "out"))["shards"]] == ["pending"] * 3 + ["done"] * 2 + ["pending"]
+
+    state = restore(job=job, return_state=True)
+    assert state.is_completed(), state.message
+    assert (state.result()["restored"], state.result()["skipped"]) == (4, 2)
+    names, parameters = _unit_runs(state.state_details.flow_run_id)
+    assert names == ["restore-32x32/000000..000001", "restore-32x32/000002", "restore-32x32/000005"]  # done ones not sent
+    assert parameters["selection"] == {"ranges": None} and "shards" not in parameters  # no shard list as a parameter
+
+    loads = prior_loads()
+    again = restore(job=job, shards=["32x32/000001", "32x32/000002", "32x32/000003"], return_state=True)
+    assert again.is_completed() and (again.result()["restored"], again.result()["skipped"]) == (0, 3)
+    names, parameters = _unit_runs(again.state_details.flow_run_id)
+    assert names == [] and prior_loads() == loads  # all skipped in bulk in the flow: no unit, no prior
+    assert parameters["selection"] == {"ranges": [["32x32", 1, 4]]}
