@@ -100,7 +100,7 @@ def run(
     if state.is_completed():
         typer.echo(
             f"completed: {summary['restored']} shard(s) restored, {summary['skipped']} already done; "
-            f"report: {summary['report']}; results: {summary['job']}/restored.zarr (array restored)"
+            f"report: {summary['report']}; results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)"
         )
         return
     typer.echo(f"failed: {state.message}", err=True)

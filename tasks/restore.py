@@ -55,7 +55,7 @@ def restore_shard_fn(job: Job, plan: RunPlan, shard: ShardRef, attempt: int = 1)
     sample_start = time.perf_counter()
     restored, batch_size = restore_batchwise(
         prior.unet, inputs, job.task, config,
-        seed=job.seed, batch_size=job.batch_size, device=plan.device, precision=job.precision, fit=job.fit(),
+        seed=job.seed, batch_size=job.batch_size, device=plan.device, precision=job.precision, fit=job.fit(), method=job.method,
     )
     sampled = time.perf_counter()
     written = out.write_shard_output(shard, plan.restored_array, np.ascontiguousarray(restored))
