@@ -36,7 +36,7 @@ from diffpir_core.reporting import (
     write_report,
 )
 from diffpir_core.reporting.comparison import ComparisonEntry, SampleRow, comparison_markdown, write_comparison
-from diffpir_core.scoring import baseline_selected
+from diffpir_core.scoring import baseline_selected, degraded_psnr
 from tasks.errors import retry_transient
 from tasks.measurements import measurement_inputs
 from tasks.plan import RunPlan, comparison_folder
@@ -189,6 +189,24 @@ def _comparison_samples(job: Job, results: list[Any], count: int) -> list[Sample
     return samples
 
 
+def _degraded_psnr(job: Job, results: list[Any]) -> dict[str, float]:
+    """Per task, the mean PSNR of the degraded inputs (evaluate mode) over the shards of its first run."""
+    means: dict[str, float] = {}
+    for label in dict.fromkeys(result.run.task for result in results):
+        first = next((r for r in results if r.run.task == label and r.plan is not None and r.plan.measurement_prefix), None)
+        if first is None:
+            continue
+        source = DatasetStore.open(first.plan.input_store, job.storage_options)
+        out = DatasetStore.open(first.plan.output_store, job.storage_options)
+        values = [
+            value for ref in first.refs
+            for value in degraded_psnr(first.run.job.task, measurement_inputs(first.run.job, first.plan, source, out, ref), source.read_images(ref))
+        ]
+        if values:
+            means[label] = float(np.mean(values))
+    return means
+
+
 @task(name="comparison-report", retry_condition_fn=retry_transient)
 def write_comparison_report(job: Job, results: list[Any], wall_seconds: float) -> dict[str, Any]:
     """Write the comparison's table, sweep plots and sample grid into ``<output>/comparisons/<hash>``; returns the
@@ -207,7 +225,7 @@ def write_comparison_report(job: Job, results: list[Any], wall_seconds: float) -
         f"NFEs are network calls per image, s/image the sampler's seconds per image; wall time {wall_seconds:.0f} s."
     )
     uris, rows = write_comparison(
-        join(job.output, comparison_folder(job.job_hash())), title, intro, entries,
+        join(job.output, comparison_folder(job.job_hash())), title, intro, entries, _degraded_psnr(job, results),
         _comparison_samples(job, results, min(job.report.samples, 4)), storage_options=job.storage_options,
     )
     return {"uris": uris, "table": rows, "markdown": comparison_markdown(rows), "links": links_markdown(file_links(uris, job.storage_options))}

@@ -23,7 +23,10 @@ from diffpir_core.reporting.plots import sweep_uri
 from diffpir_core.reporting.summary import Row
 from diffpir_core.reporting.text import _md_escape, format_number, metrics_csv, to_json
 
-COLUMNS = ("task", "variant", "method", "settings", "NFEs", "backward", "PSNR", "SSIM", "LPIPS", "FID", "baseline PSNR", "s/image", "images")
+COLUMNS = (
+    "task", "variant", "method", "settings", "NFEs", "backward", "PSNR", "SSIM", "LPIPS", "FID", "degraded PSNR", "baseline PSNR",
+    "s/image", "images",
+)
 COMPARISON_FILES = ("report.md", "report.html", "summary.json", "metrics.csv")
 MEMORY_NOTE = (
     "DPS differentiates every network call (one backward pass per step): its memory is that of a training step at the "
@@ -69,8 +72,10 @@ def _seconds(rows: Sequence[Row]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def table_rows(entries: Sequence[ComparisonEntry]) -> list[dict[str, Any]]:
-    """One plain row per entry (summary.json's ``table``): numbers, None where missing or n/a."""
+def table_rows(entries: Sequence[ComparisonEntry], degraded: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """One plain row per entry (summary.json's ``table``): numbers, None where missing or n/a; ``degraded``: per task
+    the mean PSNR of the degraded inputs (``scoring.degraded_psnr``), and ``beats_degraded`` whether PSNR is above it."""
+    degraded = degraded or {}
     table = []
     for entry in entries:
         summary = entry.summary
@@ -87,12 +92,15 @@ def table_rows(entries: Sequence[ComparisonEntry]) -> list[dict[str, Any]]:
             "ssim": _mean(summary, "ssim"),
             "lpips": _mean(summary, "lpips"),
             "fid": fid if isinstance(fid, (int, float)) else None,
+            "degraded_psnr": degraded.get(entry.task),
             "baseline_psnr": _mean(summary, "baseline_psnr"),
             "seconds_per_image": _seconds(entry.rows),
             "images": summary.get("images") if summary else 0,
             "status": "n/a" if entry.reason else ("done" if summary and summary.get("images") else "not scored"),
             "reason": entry.reason,
         })
+        row = table[-1]
+        row["beats_degraded"] = None if None in (row["psnr"], row["degraded_psnr"]) else row["psnr"] > row["degraded_psnr"]
     return table
 
 
@@ -107,7 +115,7 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
     return [
         row["task"], row["variant"], row["method"], settings, number(row["nfes"], 0), number(row["backward_passes"], 0),
         number(row["psnr"], 2), number(row["ssim"], 4), number(row["lpips"], 4), number(row["fid"], 2),
-        number(row["baseline_psnr"], 2), number(row["seconds_per_image"], 2), str(row["images"]),
+        number(row["degraded_psnr"], 2), number(row["baseline_psnr"], 2), number(row["seconds_per_image"], 2), str(row["images"]),
     ]
 
 
@@ -167,12 +175,12 @@ def comparison_html(title: str, intro: str, rows: Sequence[Mapping[str, Any]], s
 
 
 def write_comparison(
-    output_uri: str, title: str, intro: str, entries: Sequence[ComparisonEntry], samples: Sequence[SampleRow] = (),
-    *, storage_options: Mapping[str, Any] | None = None,
+    output_uri: str, title: str, intro: str, entries: Sequence[ComparisonEntry], degraded: Mapping[str, float] | None = None,
+    samples: Sequence[SampleRow] = (), *, storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """Write report.md, report.html, summary.json (the table) and metrics.csv (every image of every variant, with a
     ``variant`` column) into the folder ``output_uri``; returns their URIs and the table rows."""
-    rows = table_rows(entries)
+    rows = table_rows(entries, degraded)
     notes = _notes(rows)
     markdown = f"# {title}\n\n{intro}\n\n{comparison_markdown(rows)}\n" + "".join(f"- {_md_escape(n)}\n" for n in notes)
     images = [{"variant": e.variant, **row} for e in entries for row in e.rows]
