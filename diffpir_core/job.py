@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from diffpir_core.models import recommended_sampler
 from diffpir_core.restore import Fit
-from diffpir_core.sampling import ResolvedSampler, check_overrides, method_preset, resolve_sampler
+from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, method_preset, resolve_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
 from diffpir_core.variants import MethodName, Run, Variant, expand_variants, operator_problem
 
@@ -169,13 +169,13 @@ class Job(_Strict):
             raise ValueError("must be a path or URI, got an empty string")
         return v
 
-    @field_validator("sampler")
+    @model_validator(mode="before")
     @classmethod
-    def _sampler_of_the_method(cls, sampler: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        try:
-            return check_overrides(info.data.get("method", "diffpir"), sampler)
-        except ValidationError as err:
-            raise ValueError(format_validation_error(err).replace("\n", "; ")) from None
+    def _sampler_of_the_method(cls, data: Any) -> Any:
+        """``sampler`` checked against the config of ``method`` (a known one; pydantic names an unknown method)."""
+        if isinstance(data, dict) and isinstance(data.get("sampler"), dict) and data.get("method", "diffpir") in METHODS:
+            data = {**data, "sampler": check_overrides(data.get("method", "diffpir"), data["sampler"])}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "Job":

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from diffpir_core.operators import NoSVDError
 from diffpir_core.sampling import check_operator, check_overrides
@@ -104,21 +104,13 @@ def expand_variants(
                 raise ValueError(f"variants[{index}].{err}") from None
             for point in points:
                 own = {**variant.sampler, **point}
-                try:
-                    settings = check_overrides(method, {**inherited, **own})
-                except (ValueError, ValidationError) as err:
-                    raise ValueError(f"variants[{index}].sampler: {_one_line(err)}") from None
+                settings = check_overrides(method, {**inherited, **own}, field=f"variants[{index}].sampler")
                 name = _label(variant.name or method, point) if variant.name else _label(method, own)
                 if name in names:
                     raise ValueError(f"variants[{index}]: two variants are named {name!r}; give each a distinct name")
                 names.add(name)
                 problem = operator_problem(method, task, storage_options)
                 job = None if problem else build(method, settings, task)
-                runs.append(Run(name, task.label(), job, problem, method, own, point))
+                runs.append(Run(name, task.label(), job, problem, method, settings, point))
     return runs
 
-
-def _one_line(err: Exception) -> str:
-    if isinstance(err, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-    return str(err)

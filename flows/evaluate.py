@@ -177,12 +177,24 @@ def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, d
 
 @flow(name="evaluate", flow_run_name=evaluate_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def evaluate(job: Job) -> dict[str, Any]:
-    """Metrics and report for the outputs a job has already written (shards not done are listed as pending)."""
+    """Metrics and report for the outputs a job has already written (shards not done are listed as pending); for a
+    comparison, every variant × task and the comparison's table."""
     started = time.perf_counter()
     source = with_job_retries(ingest_input, job)(job)
-    plan = with_job_retries(plan_run, job)(job, source["store"])
-    refs = DatasetStore.open(plan.output_store, job.storage_options).shards()
-    manifests = done_manifests(job, plan, refs)
-    get_run_logger().info("%d of %d shard(s) are done and will be scored", len(manifests), len(refs))
-    report = score_and_report(job, plan, refs, manifests, {}, time.perf_counter() - started)
-    return {"done": len(manifests), "shards": len(refs), "report": report["uris"].get("report.html")}
+    results = []
+    for run in job.runs():
+        if run.job is None:
+            results.append(RunResult(run))
+            continue
+        plan = with_job_retries(plan_run, job)(run.job, source["store"], job.is_comparison())
+        refs = DatasetStore.open(plan.output_store, job.storage_options).shards()
+        manifests = done_manifests(run.job, plan, refs)
+        get_run_logger().info("%s on %s: %d of %d shard(s) are done and will be scored", run.name, run.task, len(manifests), len(refs))
+        results.append(RunResult(run, plan, refs, {"manifests": manifests, "failed": {}}))
+    if job.is_comparison():
+        comparison = score_comparison(job, results, time.perf_counter() - started)
+        done = sum(len(r.outcome.get("manifests", {})) for r in results)
+        return {"done": done, "shards": sum(len(r.refs) for r in results), "report": comparison["uris"].get("report.html")}
+    (result,) = results
+    report = score_and_report(job, result.plan, result.refs, result.outcome["manifests"], {}, time.perf_counter() - started)
+    return {"done": len(result.outcome["manifests"]), "shards": len(result.refs), "report": report["uris"].get("report.html")}

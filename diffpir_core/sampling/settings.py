@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
 from diffpir_core.sampling.dpir import OFFICIAL_TASK_SETTINGS
@@ -57,20 +57,29 @@ def allowed_settings(method: str) -> list[str]:
     return list(overrides_model(method).model_fields)
 
 
-def check_overrides(method: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def check_overrides(method: str, overrides: Mapping[str, Any], field: str = "sampler") -> dict[str, Any]:
     """``overrides`` validated against method ``method``'s config; the set fields, normalised (e.g. 3 → 3.0).
 
-    Raises ``ValueError`` naming an unknown setting and the allowed ones, or ``ValidationError`` for a bad value."""
+    Raises ``ValueError`` with one line per problem, each naming ``<field>.<setting>``: an unknown setting (with the
+    allowed ones), or a bad value."""
     if "noise_sigma" in overrides:
-        raise ValueError("set the noise level with task.noise_sigma, not sampler.noise_sigma")
-    unknown = sorted(set(overrides) - set(allowed_settings(method)))
-    if unknown:
-        others = [name for name in METHODS if name != method and not set(unknown) - set(allowed_settings(name))]
-        hint = f" ({', '.join(unknown)} belong to method {' / '.join(others)})" if others else ""
-        raise ValueError(
-            f"{', '.join(unknown)}: not a setting of method {method}{hint}; allowed: {', '.join(allowed_settings(method))}"
-        )
-    return overrides_model(method).model_validate(dict(overrides)).model_dump(mode="json", exclude_none=True)
+        raise ValueError(f"{field}: set the noise level with task.noise_sigma, not {field}.noise_sigma")
+    allowed = allowed_settings(method)
+    problems = []
+    for name in (key for key in overrides if key not in allowed):
+        others = [other for other in METHODS if other != method and name in allowed_settings(other)]
+        hint = f" (a setting of {' / '.join(others)})" if others else ""
+        problems.append(f"{field}.{name}: not a setting of method {method}{hint}; allowed: {', '.join(allowed)}")
+    if problems:
+        raise ValueError("\n".join(problems))
+    try:
+        return overrides_model(method).model_validate(dict(overrides)).model_dump(mode="json", exclude_none=True)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            got = "" if isinstance(e["input"], dict) else f" (got {e['input']!r})"
+            lines.append(f"{field}.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}{got}")
+        raise ValueError("\n".join(lines)) from None
 
 
 def method_preset(method: str, kind: str, task_preset: Mapping[str, Any]) -> Mapping[str, Any]:

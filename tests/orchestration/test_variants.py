@@ -19,18 +19,14 @@ FOUR = [
 MINIMAL = {"input": "/data/faces", "output": "/runs/faces"}
 
 
-def _measurement_records(output: Path) -> list[Path]:
-    return sorted(output.glob("measurements/*.zarr/**/records/**/*.json")) or sorted(output.glob("measurements/**/*record*"))
-
-
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
         ({"method": "foo"}, "method: Input should be 'diffpir', 'dps', 'ddrm' or 'dpir'"),
-        ({"sampler": {"scale": 0.3}}, "sampler: scale: not a setting of method diffpir (scale belong to method dps); allowed: lambda_,"),
+        ({"sampler": {"scale": 0.3}}, "sampler.scale: not a setting of method diffpir (a setting of dps); allowed: lambda_,"),
         ({"method": "dps", "sampler": {"lambda_": 3}}, "allowed: scale, num_steps, variance"),
         ({"method": "ddrm", "task": {"kind": "denoise", "noise_sigma": 0.05}}, "method: DDRM needs the operator's singular value"),
-        ({"variants": [{"method": "dpir", "sampler": {"zeta": 1}}]}, "variants[0].sampler: zeta: not a setting of method dpir"),
+        ({"variants": [{"method": "dpir", "sampler": {"zeta": 1}}]}, "variants[0].sampler.zeta: not a setting of method dpir"),
         ({"variants": [{"name": "a"}, {"name": "a"}]}, "variants[1]: two variants are named 'a'"),
     ],
 )
