@@ -1,153 +1,156 @@
-"""DiffPIR sampler speed: seconds per NFE, images/s, and the share of each step that is not the UNet.
+"""DiffPIR sampler speed against the reference's per-image loop: images/s and the loop's own cost per image.
 
-Runs ``diffpir_sample`` on a deblurring batch (61×61 Gaussian kernel per image, σ = 0.05, the
-``deblur`` preset with few steps) with the tiny reference UNet (64², batch 1/4/16) and the FFHQ 256
-config (random weights, batch 1 by default). The UNet is timed from inside (a wrapper around its
-forward), so "not UNet" = data step, schedule arithmetic, noise draws, copies and the x0 adapter.
-Default on CPU: about 2 minutes on 2 free cores. Prints a table, writes ``bench/results/sampler.json``.
+Three paths on the same real tiles (held-out 64×64 photos, Gaussian deblurring, σ = 0.05, the ``deblur``
+preset at ``--nfe`` steps), run interleaved in one process so that machine load hits them alike:
+
+* ``reference loop`` — the reference's per-image loop (``bench/reference_loop.py``), one image at a time;
+* ``reference numerics`` — ``diffpir_sample(numerics="reference")``: bit for bit the reference's numbers;
+* ``fast (default)`` — ``diffpir_sample`` with default settings (SDPA attention, channels-last).
+
+Each path runs with the prior (``--model``: the bundled ``demo``, or the FFHQ 256 architecture with random
+weights for GPUs) and with an all-zeros network of the same output shape: the
+second gives the loop's own cost (data step, noise, schedule arithmetic, copies) per image. The speed-up is
+images/s over the reference loop's at the same batch of tiles. State the thread count (``--threads``, default 1)
+and the load with the numbers. Prints a table, writes ``bench/results/sampler.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from diffpir_core.models import PRESETS, build_unet
+from bench.reference_loop import reference_loop
+from bench.results import write_results
+from diffpir_core.models import PRESETS, load_prior, random_unet
 from diffpir_core.operators import Blur, gaussian_kernel
-from diffpir_core.sampling import diffpir_sample
+from diffpir_core.sampling import DiffPIRConfig, diffpir_sample
+from diffpir_core.sampling.common import set_network_numerics
 from diffpir_core.task_kinds import task_preset
+from diffpir_core.training.data import held_out_tiles
 
-TINY_CONFIG = {  # the reference test-vector UNet (testvectors/diffpir_reference/summary.json)
-    "image_size": 64, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "",
-    "attention_resolutions": "16,8", "num_heads": 4, "num_head_channels": 32, "num_heads_upsample": -1,
-    "learn_sigma": True, "use_scale_shift_norm": True, "resblock_updown": True, "dropout": 0.1,
-}
+PATHS = ("reference loop", "reference numerics", "fast (default)")
 
 
-class TimedUNet(nn.Module):
-    """Accumulates the wall time of the wrapped UNet's forward (synchronising CUDA)."""
+class ZeroUNet(nn.Module):
+    """An ε-network that returns zeros of the prior's output shape: what remains is the sampler's own cost."""
 
     def __init__(self, unet: nn.Module) -> None:
         super().__init__()
-        self.unet = unet
-        self.downsample_factor = getattr(unet, "downsample_factor", None)
-        self.seconds = 0.0
-        self.calls = 0
+        self.out_channels = unet.out_channels
+        self.downsample_factor = unet.downsample_factor
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        _sync(x.device)
-        start = time.perf_counter()
-        out = self.unet(x, t)
-        _sync(x.device)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
-        return out
+        return x.new_zeros((x.shape[0], self.out_channels, *x.shape[2:]))
 
 
 @dataclass
 class Row:
-    model: str
-    size: int
+    network: str
+    path: str
     batch: int
     nfe: int
     seconds: float
-    s_per_nfe: float
     images_per_s: float
-    not_unet_share: float
-    reference_noise: bool
+    ms_per_image: float
+    speedup_vs_reference_loop: float
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _tiles(count: int, size: int) -> torch.Tensor:
+    tiles = list(held_out_tiles(size).values())[:count]
+    return torch.stack([torch.from_numpy(t).permute(2, 0, 1).float() / 255 for t in tiles])
 
 
-def _model(name: str, device: torch.device) -> nn.Module:
-    config = TINY_CONFIG if name == "tiny" else PRESETS["ffhq_256"].config
-    torch.manual_seed(0)
-    unet = build_unet(**config)
-    if name == "tiny":  # the reference's weights: zero-initialised layers refilled from a generator seeded 1
-        refill = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for p in unet.parameters():
-                if not p.any():
-                    p.normal_(0, 0.05, generator=refill)
+def _prior(name: str, device: torch.device) -> nn.Module:
+    """The bundled prior, or the FFHQ 256 architecture with seeded random weights (no download needed)."""
+    unet = load_prior("demo").unet if name == "demo" else random_unet(0, **PRESETS["ffhq_256"].config)
     return unet.eval().to(device)
 
 
-def run(
-    name: str, unet: nn.Module, size: int, batch: int, steps: int, reference_noise: bool, device: torch.device
-) -> Row:
-    """One timed ``diffpir_sample`` call on a deblurring batch of ``batch`` random size×size images."""
-    clean = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+def _run_path(path: str, unet: nn.Module, y: torch.Tensor, batch: int, config: DiffPIRConfig) -> None:
+    """Restore all of ``y`` by ``path``, ``batch`` images per sampler call, one seed per image."""
     op = Blur(gaussian_kernel(61, 3.0))
-    y = (op.A(clean) + 0.05 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))).to(device)
-    config = task_preset("deblur", iter_num=steps, reference_noise=reference_noise)
-    timed = TimedUNet(unet)
-    generators = [torch.Generator().manual_seed(i) for i in range(batch)]
-    _sync(device)
-    start = time.perf_counter()
-    diffpir_sample(timed, op, y, config, generator=generators)
-    _sync(device)
-    seconds = time.perf_counter() - start
-    nfe = timed.calls
-    not_unet = 1 - timed.seconds / seconds
-    return Row(name, size, batch, nfe, seconds, seconds / nfe, batch / seconds, not_unet, reference_noise)
+    if path == "reference loop":
+        set_network_numerics(unet, "reference")
+        reference_loop(unet, [op] * len(y), y, config, list(range(len(y))))
+        return
+    numerics = "reference" if path == "reference numerics" else config.numerics
+    for start in range(0, len(y), batch):
+        chunk = y[start : start + batch]
+        generators = [torch.Generator().manual_seed(start + i) for i in range(len(chunk))]
+        diffpir_sample(unet, op, chunk, config.model_copy(update={"numerics": numerics}), generator=generators)
+
+
+def measure(
+    networks: dict[str, nn.Module], y: torch.Tensor, batches: list[int], config: DiffPIRConfig, repeats: int,
+    run_path: Callable[[str, nn.Module, torch.Tensor, int, DiffPIRConfig], None] = _run_path,
+) -> list[Row]:
+    """Median seconds of each (network, batch, path) over ``repeats`` rounds, the paths interleaved in each."""
+    times: dict[tuple[str, int, str], list[float]] = {}
+    for _ in range(repeats):
+        for name, unet in networks.items():
+            for batch in batches:
+                for path in PATHS:
+                    start = time.perf_counter()
+                    run_path(path, unet, y, batch, config)
+                    times.setdefault((name, batch, path), []).append(time.perf_counter() - start)
+    rows = []
+    for (name, batch, path), seconds in times.items():
+        median = statistics.median(seconds)
+        reference = statistics.median(times[(name, batch, PATHS[0])])
+        images = len(y)
+        rows.append(Row(name, path, batch, config.nfes, median, images / median, 1000 * median / images, reference / median))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--tiny-batches", type=int, nargs="*", default=[1, 4, 16])
-    parser.add_argument("--ffhq-batches", type=int, nargs="*", default=[1])
-    parser.add_argument("--tiny-steps", type=int, default=10)
-    parser.add_argument("--ffhq-steps", type=int, default=3)
+    parser.add_argument("--model", choices=["demo", "ffhq_256"], default="demo", help="ffhq_256: random weights, 256² tiles")
+    parser.add_argument("--networks", nargs="+", choices=["prior", "zeros"], default=["prior", "zeros"])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--images", type=int, default=8, help="real tiles restored per path")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--nfe", type=int, default=100, help="sampling steps (the deblur preset's 100 by default)")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the median is reported")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "sampler.json")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    prior = _prior(args.model, device)
+    networks = {name: net for name, net in (("prior", prior), ("zeros", ZeroUNet(prior))) if name in args.networks}
+    config = task_preset("deblur", iter_num=args.nfe)
+    y_clean = _tiles(args.images, 64 if args.model == "demo" else 256)
+    op = Blur(gaussian_kernel(61, 3.0))
+    y = (op.A(y_clean) + 0.05 * torch.randn(y_clean.shape, generator=torch.Generator().manual_seed(1))).to(device)
+    _run_path("fast (default)", prior, y[:1], 1, config.model_copy(update={"iter_num": 2}))  # warm-up
+    load_before = os.getloadavg()[0]
+    rows = measure(networks, y, args.batches, config, args.repeats)
 
-    rows: list[Row] = []
-    plans = [("tiny", 64, args.tiny_batches, args.tiny_steps), ("ffhq_256", 256, args.ffhq_batches, args.ffhq_steps)]
-    for name, size, batches, steps in plans:
-        if not batches:
-            continue
-        unet = _model(name, device)
-        run(name, unet, size, 1, 2, True, device)  # warm-up: FFT plans, allocator
-        for batch in batches:
-            rows.append(run(name, unet, size, batch, steps, True, device))
-        rows.append(run(name, unet, size, batches[0], steps, False, device))  # vectorised-noise option
-
-    header = f"{'model':<9} {'size':>4} {'batch':>5} {'NFE':>4} {'s/NFE':>8} {'img/s':>8} {'not UNet':>8}  noise"
+    header = f"{'network':<7} {'path':<19} {'batch':>5} {'NFE':>4} {'img/s':>8} {'ms/img':>9} {'× ref loop':>10}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        noise = "reference" if r.reference_noise else "vectorised"
         print(
-            f"{r.model:<9} {r.size:>4} {r.batch:>5} {r.nfe:>4} {r.s_per_nfe:>8.4f} {r.images_per_s:>8.3f} "
-            f"{100 * r.not_unet_share:>7.1f}%  {noise}"
+            f"{r.network:<7} {r.path:<19} {r.batch:>5} {r.nfe:>4} {r.images_per_s:>8.3f} {r.ms_per_image:>9.1f} "
+            f"{r.speedup_vs_reference_loop:>10.2f}"
         )
     meta = {
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "model": args.model,
         "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "load_average_1min": os.getloadavg()[0],
-        "operator": "Blur 61x61 Gaussian, sigma 0.05, deblur preset",
+        "load_average_1min": [load_before, os.getloadavg()[0]],
+        "images": args.images,
+        "operator": "Blur 61x61 Gaussian, sigma 0.05, deblur preset, held-out tiles",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, {"meta": meta, "rows": [asdict(r) for r in rows]})
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from diffpir_core.io.uris import filesystem, is_local, join, local_path, put_ato
 from diffpir_core.job import Job
 
 # Bump when the restoration of a shard changes its pixels for the same job (seeding, batching, quantisation).
-RESTORE_REVISION = 1
+RESTORE_REVISION = 2
 CODE_VERSION = f"{__version__}+r{RESTORE_REVISION}"
 _LOCATIONS = ("input_store", "output_store", "measurement_store")
 

@@ -6,12 +6,15 @@ helpers here keep their input checks, error messages and randomness identical.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from diffpir_core.models import X0Predictor
+from diffpir_core.models.layers import AttentionBlock
+from diffpir_core.sampling.config import Numerics
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 """``callback(i, t, x, x0, x0_hat)``: step index, timestep, state after the step, x̃0, x̂0 (diffusion space)."""
@@ -24,9 +27,11 @@ class NoiseSource:
     (no generator) from PyTorch's global RNG. Drawn on the generator's device, then moved, so CPU
     generators give the same noise whatever device the sampler runs on.
 
-    ``reference_order``: fill the tensor in H×W×C memory order, as the DiffPIR reference's channels-last
-    tensors are filled. A non-contiguous tensor makes PyTorch use its scalar normal sampler instead of
-    the vectorised one, so this (not a plain ``randn``) reproduces the reference's noise bit for bit.
+    ``reference_order``: the values the DiffPIR reference draws. It fills channels-last tensors, which
+    makes PyTorch use its scalar normal sampler (a double-precision Box–Muller pair per two values, in
+    H×W×C memory order) instead of the vectorised ``randn``. On CPU generators the same pairs are
+    computed vectorised from the same 53-bit uniforms (``_reference_normal``), bit for bit and several
+    times faster; ``skip`` advances a generator past a draw without computing it.
     """
 
     def __init__(
@@ -53,12 +58,61 @@ class NoiseSource:
             noise = _normal(shape, gen, gen.device, order)
         return noise.to(self.device)
 
+    def skip(self, shape: torch.Size) -> None:
+        """Advance the generators exactly as ``draw(shape)`` would, without keeping the noise (the reference's
+        unused ancestral sample)."""
+        gen = self.generator
+        for g in gen if isinstance(gen, Sequence) else [gen]:
+            size = (1, *shape[1:]) if isinstance(gen, Sequence) else tuple(shape)
+            device = self.device if g is None else g.device
+            if self.reference_order and _pairs_on_cpu(size, device):
+                torch.rand(math.prod(size), dtype=torch.float64, generator=g)  # one 64-bit word per value
+            else:
+                _normal(size, g, device, self.reference_order)
+
+
+def _pairs_on_cpu(shape: torch.Size | tuple[int, ...], device: torch.device) -> bool:
+    """Whether the scalar sampler's values can be recomputed vectorised: a CPU generator and whole pairs
+    (an odd count leaves half a pair cached in the generator, which only the scalar sampler can use)."""
+    return torch.device(device).type == "cpu" and math.prod(shape) % 2 == 0
+
+
+def _reference_normal(shape: tuple[int, int, int, int], generator: torch.Generator | None) -> torch.Tensor:
+    """PyTorch's scalar CPU normal sampler, vectorised: value pairs (r·cos θ, r·sin θ) with u₁, u₂ the
+    generator's next two 53-bit uniforms (``torch.rand`` in float64 reads the same words), θ = 2π·u₁,
+    r = √(−2·log1p(−u₂)), computed in float64 and rounded to float32, filling (B, H, W, C) in order.
+
+    Vectorised float64 sin/cos/log1p may differ from the C library's by an ulp. Such an ulp can only change
+    the float32 value when the float64 one lies next to a float32 rounding midpoint, so the ~1.5e-5 of values
+    within 2¹² float64 ulps of one are recomputed with ``math`` (the C library's functions, as the scalar
+    sampler uses): the result is the scalar sampler's bit for bit."""
+    b, c, h, w = shape
+    u = torch.rand(b * h * w * c, dtype=torch.float64, generator=generator).view(-1, 2)
+    radius = u[:, 1].neg().log1p_().mul_(-2.0).sqrt_()
+    theta = u[:, 0].mul(2.0 * math.pi)
+    exact = torch.stack([theta.cos(), theta.sin_()], dim=1).mul_(radius[:, None]).view(-1)
+    below_float32 = exact.view(torch.int64) & _BELOW_FLOAT32
+    near_midpoint = (below_float32 - _FLOAT32_MIDPOINT).abs_() <= _MIDPOINT_MARGIN
+    rounded = exact.float()
+    for k in torch.nonzero(near_midpoint).view(-1).tolist():
+        u1, u2 = u[k // 2].tolist()
+        r = math.sqrt(-2.0 * math.log1p(-u2))
+        rounded[k] = r * (math.cos(2.0 * math.pi * u1) if k % 2 == 0 else math.sin(2.0 * math.pi * u1))
+    return rounded.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+
+_BELOW_FLOAT32 = (1 << 29) - 1  # the 29 float64 mantissa bits that float32 rounds away
+_FLOAT32_MIDPOINT = 1 << 28  # their value at a float32 rounding midpoint
+_MIDPOINT_MARGIN = 1 << 12  # float64 ulps: far more than vectorised and C-library functions differ by
+
 
 def _normal(
     shape: torch.Size | tuple[int, ...], generator: torch.Generator | None, device: torch.device, hwc_order: bool
 ) -> torch.Tensor:
     if not hwc_order:
         return torch.randn(shape, generator=generator, device=device)
+    if _pairs_on_cpu(shape, device):
+        return _reference_normal(tuple(shape), generator)
     b, c, h, w = shape
     noise = torch.empty((b, h, w, c), device=device).permute(0, 3, 1, 2)
     return noise.normal_(generator=generator).contiguous()
@@ -96,6 +150,22 @@ def check_image_size(unet: nn.Module, height: int, width: int) -> None:
         f"then crop the result) or crop it to {height - height % factor}×{width - width % factor}"
         " (scaled down by the SR factor for a low-resolution y)"
     )
+
+
+def set_network_numerics(unet: nn.Module, numerics: Numerics) -> torch.memory_format:
+    """Evaluate ``unet`` the ``numerics`` way and return the memory format its inputs must have.
+
+    ``fast``: ``scaled_dot_product_attention`` in every attention block, convolution weights channels-last;
+    ``reference``: the einsum attention, contiguous weights. Values are unchanged (only the layout and the
+    attention kernel), and a model already set up costs nothing, so a sampler call sets it every time.
+    """
+    fast = numerics == "fast"
+    layout = torch.channels_last if fast else torch.contiguous_format
+    for m in unet.modules():
+        if isinstance(m, AttentionBlock):
+            m.impl = "sdpa" if fast else "reference"
+    unet.to(memory_format=layout)
+    return layout
 
 
 def timestep_batch(t: int, like: torch.Tensor) -> torch.Tensor:

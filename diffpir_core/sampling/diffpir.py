@@ -8,8 +8,9 @@ x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) 
 follows the reference so that its test vectors are reproduced bit for bit on PyTorch CPU; the sampler
 never looks at which task it is solving.
 
-The UNet always receives a contiguous x: float32 convolutions round differently by memory layout (and
-thread count), and a fixed layout keeps results independent of how the caller's tensors are laid out.
+The UNet always receives x in one memory layout, whatever the caller's tensors are: float32 convolutions
+round differently by layout (and thread count). ``numerics="fast"`` (default) evaluates it channels-last
+with SDPA attention, ``"reference"`` contiguous with the reference's einsum attention (bit for bit, §4.8).
 
 Randomness comes only from the generators passed in. With one generator per image, every draw of an
 image (x_T, one discarded draw per network call as the reference's unused ancestral sample, n₁ then n₂
@@ -32,6 +33,7 @@ from diffpir_core.sampling.common import (
     as_image_batch,
     as_predictor,
     check_image_size,
+    set_network_numerics,
     timestep_batch,
 )
 from diffpir_core.sampling.config import DiffPIRConfig
@@ -95,6 +97,7 @@ def diffpir_sample(
     schedule = (schedule or reference_schedule()).to(device)
     steps = visited_timesteps(config.iter_num, config.skip_type, config.t_start, schedule.num_train_timesteps)
     weight = rho_weight(config.lambda_, sigmas).to(device)
+    layout = set_network_numerics(predictor.unet, config.numerics)
 
     with torch.no_grad():
         init = operator.init_image(y)
@@ -106,7 +109,7 @@ def diffpir_sample(
         data_dtype = torch.float64 if config.data_step_dtype == "float64" else torch.float32
         data = operator.prepare(y.to(data_dtype))
         for i, t in enumerate(steps):
-            x, x0, x0_hat = _step(predictor, data, x, i, steps, weight, schedule, config, noise)
+            x, x0, x0_hat = _step(predictor, layout, data, x, i, steps, weight, schedule, config, noise)
             if callback is not None:
                 callback(i, t, x, x0, x0_hat)
     out = x0_hat if config.return_mode == "x0_hat" else x
@@ -114,8 +117,8 @@ def diffpir_sample(
 
 
 def _step(
-    predictor: X0Predictor, data: DataTerm, x: torch.Tensor, i: int, steps: list[int], weight: torch.Tensor,
-    schedule: Schedule, config: DiffPIRConfig, noise: NoiseSource,
+    predictor: X0Predictor, layout: torch.memory_format, data: DataTerm, x: torch.Tensor, i: int, steps: list[int],
+    weight: torch.Tensor, schedule: Schedule, config: DiffPIRConfig, noise: NoiseSource,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One visited step (docs/algorithm.md §4.3); the last step only evaluates the network."""
     t = steps[i]
@@ -123,9 +126,9 @@ def _step(
     last = i == len(steps) - 1
     repeats = 1 if last else config.iter_num_U
     for u in range(repeats):
-        x0 = predictor(x.contiguous(), t_vec)  # convolutions round by layout: keep one, whatever y's is
+        x0 = predictor(x.contiguous(memory_format=layout), t_vec).contiguous()  # convolutions round by layout
         if config.reference_noise:
-            noise.draw(x.shape)  # the reference's unused ancestral sample: keeps the RNG stream aligned
+            noise.skip(x.shape)  # the reference's unused ancestral sample: keeps the RNG stream aligned
         if last:
             return x, x0, x0
         x0_hat = _data_step(data, x0, schedule.rho(t, weight), config)

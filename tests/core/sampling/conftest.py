@@ -87,7 +87,8 @@ class ReferenceCases:
         return Inpainting(hwc_to_batch(case["op"]["mask"]))
 
     @staticmethod
-    def config(case: dict, stochastic: bool = False) -> DiffPIRConfig:
+    def config(case: dict, stochastic: bool = False, numerics: str = "reference") -> DiffPIRConfig:
+        """The case's hyper-parameters; the reference's UNet numerics unless ``numerics`` says otherwise."""
         hp = case["hp_stochastic" if stochastic else "hp"]
         return DiffPIRConfig(
             lambda_=hp["lambda_"],
@@ -99,6 +100,7 @@ class ReferenceCases:
             noise_sigma=hp["noise_level_img"],
             guidance_scale=hp["guidance_scale"],
             iter_num_U=hp["iter_num_U"],
+            numerics=numerics,
         )
 
     @staticmethod

@@ -9,6 +9,7 @@ from torch import nn
 from diffpir_core.metrics import float_to_uint8, psnr
 from diffpir_core.operators import Blur, Inpainting, SuperResolution, add_noise, box_mask, random_mask
 from diffpir_core.sampling import DiffPIRConfig, diffpir_sample, visited_timesteps
+from diffpir_core.sampling.common import NoiseSource
 from diffpir_core.task_kinds import task_preset
 
 BATCH = 8
@@ -230,3 +231,20 @@ def test_t_start_builds_x_T_lower_and_skips_earlier_steps(ref_cases, oracle_for)
     )
     assert seen == [57, 0]
     assert psnr(float_to_uint8(out)[0], case["gt_uint8"].numpy()) > 30.0
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 40, 24)])
+def test_reference_order_noise_is_the_scalar_samplers_bit_for_bit(shape):
+    """The vectorised reference-order draw equals PyTorch's scalar sampler on a channels-last tensor (what the
+    reference draws), and ``skip`` leaves the generator where that draw would, over many draws and seeds."""
+    b, c, h, w = shape
+    for seed in range(20):
+        scalar_gen, ours_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        ours = NoiseSource(ours_gen, b, torch.device("cpu"), reference_order=True)
+        for skip in (False, True, False):
+            scalar = torch.empty((b, h, w, c)).permute(0, 3, 1, 2).normal_(generator=scalar_gen)
+            if skip:
+                ours.skip(torch.Size(shape))
+            else:
+                assert torch.equal(ours.draw(torch.Size(shape)), scalar)
+        assert torch.equal(torch.rand(4, generator=ours_gen), torch.rand(4, generator=scalar_gen))
