@@ -104,7 +104,7 @@ def run(
     if state.is_completed():
         typer.echo(
             f"completed: {summary['restored']} shard(s) restored, {summary['skipped']} already done; "
-            f"report: {summary['report']}; results: {summary['job']}/restored.zarr (array restored)"
+            f"report: {summary['report']}; results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)"
         )
         return
     typer.echo(f"failed: {state.message}", err=True)
@@ -167,11 +167,18 @@ def _cancelled(run_ids: list[Any], job_file: Path, *, terminated: bool) -> None:
 
 
 def _effective_sampler(job: Job) -> str:
-    """The sampler settings the job runs with and where each value came from, as YAML comments."""
-    settings = job.sampler_settings()
-    values = settings.config.model_dump(mode="json")
-    lines = [f"# effective sampler settings ({settings.config.nfes} network calls per image):"]
-    lines += [f"#   {name + ':':<17} {values[name]!s:<8} from {source}" for name, source in settings.sources.items()]
+    """The sampler settings the job (each variant × task of a comparison) runs with and where each value came from,
+    as YAML comments."""
+    lines = []
+    for run in job.runs():
+        title = f" of {run.name} on {run.task}" if job.is_comparison() else ""
+        if run.job is None:
+            lines.append(f"# {run.name} on {run.task}: n/a, {run.reason}")
+            continue
+        settings = run.job.sampler_settings()
+        values = settings.config.model_dump(mode="json")
+        lines.append(f"# effective {run.method} settings{title} ({settings.config.nfes} network calls per image):")
+        lines += [f"#   {name + ':':<17} {values[name]!s:<8} from {source}" for name, source in settings.sources.items()]
     return "\n".join(lines) + "\n"
 
 

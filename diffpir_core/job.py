@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from diffpir_core.models import recommended_sampler
 from diffpir_core.restore import Fit
-from diffpir_core.sampling import DiffPIRConfig, ResolvedSampler, SamplerOverrides, resolve_sampler
+from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, method_preset, resolve_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
+from diffpir_core.variants import MethodName, Run, Variant, expand_variants, operator_problem
 
 JOB_SCHEMA_VERSION = 1
 FULL_REFERENCE_METRICS = frozenset({"psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid"})
@@ -136,10 +137,15 @@ class Job(_Strict):
     )
     task: TaskSpec = Field(default_factory=default_task)
     prior: str = Field("demo", min_length=1, description="demo | ffhq_256 | imagenet_256 | a local .safetensors/.pt path")
-    sampler: SamplerOverrides = Field(  # type: ignore[valid-type]
-        default_factory=SamplerOverrides,
-        description="DiffPIRConfig overrides on top of the task preset and the prior card's recommendation",
+    method: MethodName = Field("diffpir", description="restoration method: diffpir | dps | ddrm | dpir (docs/methods.md)")
+    sampler: dict[str, Any] = Field(
+        default_factory=dict,
+        description="settings of the method's config on top of its preset and (DiffPIR) the prior card's recommendation",
     )
+    variants: list[Variant] | None = Field(
+        None, description="comparison: methods/settings (or a grid of settings) run on the same measurements (docs/jobs.md)"
+    )
+    tasks: list[TaskSpec] | None = Field(None, description="comparison: the tasks every variant runs on (null = [task])")
     shard_size: int = Field(16, ge=1, le=4096)
     batch_size: int = Field(4, ge=1, le=1024)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -173,9 +179,13 @@ class Job(_Strict):
             raise ValueError("must be a path or URI, got an empty string")
         return v
 
-    @field_serializer("sampler")
-    def _sampler_set_fields(self, sampler: SamplerOverrides) -> dict[str, Any]:  # type: ignore[valid-type]
-        return sampler.model_dump(mode="json", exclude_none=True)
+    @model_validator(mode="before")
+    @classmethod
+    def _sampler_of_the_method(cls, data: Any) -> Any:
+        """``sampler`` checked against the config of ``method`` (a known one; pydantic names an unknown method)."""
+        if isinstance(data, dict) and isinstance(data.get("sampler"), dict) and data.get("method", "diffpir") in METHODS:
+            data = {**data, "sampler": check_overrides(data.get("method", "diffpir"), data["sampler"])}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "Job":
@@ -191,11 +201,34 @@ class Job(_Strict):
         self.task.check_mode(self.mode)
         if self.ingest.size_policy in ("center_crop", "resize") and self.ingest.size is None:
             raise ValueError(f"ingest.size: required with ingest.size_policy {self.ingest.size_policy}")
+        if self.is_comparison():
+            self.runs()  # every variant's settings validated, names unique
+            return self
         try:
             self.sampler_settings()
         except ValidationError as err:
             raise ValueError("sampler: " + format_validation_error(err).replace("\n", "; ")) from None
+        if problem := operator_problem(self.method, self.task, self.storage_options):
+            raise ValueError(f"method: {problem}")
         return self
+
+    def is_comparison(self) -> bool:
+        """Whether the job lists variants or several tasks (then :meth:`runs` has one job per variant and task)."""
+        return self.variants is not None or self.tasks is not None
+
+    def runs(self) -> list[Run]:
+        """The jobs of a comparison, one per variant × task (each a plain job: no variants, one task), in the order
+        of ``tasks`` then ``variants``; a variant whose method cannot use a task's operator (DDRM without an SVD)
+        has no job and the reason instead. A plain job is its own single run."""
+        if not self.is_comparison():
+            return [Run(self.method, self.task.label(), self, method=self.method, settings=self.sampler)]
+        base = self.model_dump(exclude={"variants", "tasks", "method", "sampler", "task"})
+
+        def build(method: str, sampler: dict[str, Any], task: TaskSpec) -> "Job":
+            return Job.model_validate({**base, "method": method, "sampler": sampler, "task": task})
+
+        tasks = self.tasks or [self.task]
+        return expand_variants(self.variants or [Variant()], self.method, self.sampler, tasks, self.storage_options, build)
 
     def effective_metrics(self) -> list[str]:
         """The metrics to compute: the configured list or the mode's default."""
@@ -204,17 +237,20 @@ class Job(_Strict):
         return ["psnr", "ssim"] if self.mode == "evaluate" else ["consistency"]
 
     def sampler_settings(self) -> ResolvedSampler:
-        """The effective sampler settings and where each came from: task preset → prior card → ``sampler``."""
+        """The effective settings of the job's method and where each came from: method preset → prior card
+        (DiffPIR only) → ``sampler``."""
+        card = recommended_sampler(self.prior, self.task.kind) if self.method == "diffpir" else {}
         return resolve_sampler(
-            self.task.PRESET,
-            recommended_sampler(self.prior, self.task.kind),
-            self.sampler.model_dump(exclude_none=True),
+            method_preset(self.method, self.task.kind, self.task.PRESET),
+            card,
+            self.sampler,
             self.task.noise_sigma,
             card_name=f"prior card ({self.prior})",
+            method=self.method,
         )
 
-    def sampler_config(self) -> DiffPIRConfig:
-        """The ``DiffPIRConfig`` this job samples with (see :meth:`sampler_settings`)."""
+    def sampler_config(self) -> BaseModel:
+        """The config of the job's method it samples with (``DiffPIRConfig`` for DiffPIR; see :meth:`sampler_settings`)."""
         return self.sampler_settings().config
 
     def fit(self) -> Fit:
@@ -242,7 +278,12 @@ class Job(_Strict):
 
     def job_hash(self) -> str:
         """sha256 of everything that determines the restored pixels (see the module docstring); kernel and mask
-        files count by their bytes, so replacing one at the same path makes a new job."""
+        files count by their bytes, so replacing one at the same path makes a new job. The method enters only when it is
+        not DiffPIR (DiffPIR jobs keep the hashes they had before methods existed); a comparison's hash is that of its
+        runs' hashes."""
+        if self.is_comparison():
+            runs = [(run.name, run.task, run.job.job_hash() if run.job else run.reason) for run in self.runs()]
+            return hashlib.sha256(json.dumps({"schema": JOB_SCHEMA_VERSION, "comparison": runs}).encode()).hexdigest()
         identity = {
             "schema": JOB_SCHEMA_VERSION,
             "input": self.input,
@@ -256,6 +297,8 @@ class Job(_Strict):
             "ingest": self.ingest.model_dump(mode="json"),
             "tiling": self.tiling.model_dump(mode="json"),
         }
+        if self.method != "diffpir":
+            identity["method"] = self.method
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def public_dict(self) -> dict[str, Any]:

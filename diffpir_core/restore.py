@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel
 
 from diffpir_core.metrics import float_to_uint8, uint8_to_float
 from diffpir_core.models.tiling import TiledUNet
-from diffpir_core.sampling import DiffPIRConfig, diffpir_sample
+from diffpir_core.sampling import restore_with
 from diffpir_core.task_kinds import TaskKind
 from diffpir_core.task_kinds.base import GivenData
 
@@ -141,7 +142,7 @@ def restore_batchwise(
     unet: torch.nn.Module,
     inputs: ShardInputs,
     task: TaskKind,
-    config: DiffPIRConfig,
+    config: BaseModel,
     *,
     seed: int,
     batch_size: int,
@@ -149,8 +150,10 @@ def restore_batchwise(
     precision: str = "fp32",
     fit: Fit = Fit(),
     on_batch: Callable[[int, int], None] | None = None,
+    method: str = "diffpir",
 ) -> tuple[np.ndarray, int]:
-    """Restore all images of ``inputs``; returns (uint8 (n, H, W, 3), the batch size that fit in memory).
+    """Restore all images of ``inputs`` with ``method`` (``config`` is its config, ``sampling.methods``); returns
+    (uint8 (n, H, W, 3), the batch size that fit in memory).
 
     A CUDA out-of-memory error halves the batch and retries that batch (down to 1 image) instead of
     failing the shard; the smaller batch size is kept for the rest of the shard. Quarantined images are not
@@ -164,7 +167,7 @@ def restore_batchwise(
             return full, max(1, batch_size)
         restored, size = restore_batchwise(
             unet, inputs.select(kept), task, config, seed=seed, batch_size=batch_size, device=device,
-            precision=precision, fit=fit, on_batch=on_batch,
+            precision=precision, fit=fit, on_batch=on_batch, method=method,
         )
         full[kept] = restored
         return full, size
@@ -181,7 +184,9 @@ def restore_batchwise(
         stop = min(start + size, n)
         try:
             with autocast:
-                restored = restore_batch(network, inputs.batch(start, stop), task, config, seed=seed, device=device, pad=fit.pad)
+                restored = restore_batch(
+                    network, inputs.batch(start, stop), task, config, seed=seed, device=device, pad=fit.pad, method=method
+                )
         except torch.cuda.OutOfMemoryError:
             if size == 1:
                 raise
@@ -197,17 +202,18 @@ def restore_batchwise(
 
 
 def restore_batch(
-    unet: torch.nn.Module, inputs: ShardInputs, task: TaskKind, config: DiffPIRConfig, *, seed: int, device: str,
-    pad: bool = True,
+    unet: torch.nn.Module, inputs: ShardInputs, task: TaskKind, config: BaseModel, *, seed: int, device: str,
+    pad: bool = True, method: str = "diffpir",
 ) -> torch.Tensor:
-    """One batch through the sampler with one generator per image; (B, 3, H, W) float, unclamped, at the
-    images' own restored size (padded for the network and cropped back when ``pad``)."""
+    """One batch through ``method``'s sampler with one generator per image; (B, 3, H, W) float, unclamped, at the
+    images' own restored size (padded for the network and cropped back when ``pad``). Per-image σ reach the
+    configs that have a ``noise_sigma`` (DPS has none)."""
     generators = [torch.Generator(device=device).manual_seed(image_seed(seed, i)) for i in inputs.ids]
     height, width = inputs.y.shape[-2:]
     pad_h, pad_w = measurement_padding(unet, task, height, width) if pad else (0, 0)
     params = task.pad_params({k: v.to(device) for k, v in inputs.params.items()}, pad_h, pad_w)
     y = _reflect(inputs.y.to(device), pad_h, pad_w)
-    if inputs.noise_sigma is not None:
+    if inputs.noise_sigma is not None and "noise_sigma" in type(config).model_fields:
         config = config.model_copy(update={"noise_sigma": list(inputs.noise_sigma)})
-    restored = diffpir_sample(unet, task.operator(params), y, config, generator=generators)
+    restored = restore_with(method, unet, task.operator(params), y, config, generator=generators)
     return restored[..., : height * task.output_scale, : width * task.output_scale]

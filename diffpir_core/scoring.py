@@ -100,3 +100,14 @@ def _score(
         for row, value in zip(rows, rms, strict=True):
             row[CONSISTENCY_COLUMN] = float(value)
     return rows
+
+
+def degraded_psnr(task: TaskKind, inputs: ShardInputs, truth_u8: np.ndarray) -> list[float]:
+    """PSNR of each degraded input as a viewer sees it: the measurement quantised to uint8 and enlarged to the
+    ground truth's size by pixel repetition (SR), holes as stored (inpainting); the floor a method must beat."""
+    degraded = uint8_to_float(float_to_uint8(inputs.y))
+    scale = task.output_scale
+    if scale > 1:
+        degraded = degraded.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    scores = score_batch(degraded, truth_u8, ["psnr"], border=task.metric_border)
+    return [float(row["psnr"]) for row in scores.rows()]

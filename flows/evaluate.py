@@ -11,21 +11,24 @@ which the Prefect UI renders) and the report files (pre-signed HTTPS links for S
 """
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
 from diffpir_core.reporting import markdown_table, verdict
+from diffpir_core.variants import Run
 from flows.naming import evaluate_run_name
 from tasks.errors import describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
 from tasks.metrics import unit_metrics
 from tasks.plan import RunPlan, work_units
-from tasks.report import artifact_key, write_job_report
+from tasks.report import artifact_key, write_comparison_report, write_job_report
 from tasks.restore import skipped_manifests
 
 _METRIC_SLOTS = 2  # the flows' thread pool: metrics of a few shards per task, two tasks at a time
@@ -98,7 +101,70 @@ def score_and_report(
         ),
         description="Aggregate results in the paper's shape, the gain over the baseline, samples, report files",
     )
+    report["rows"] = rows
     return report
+
+
+@dataclass
+class RunResult:
+    """One variant × task of a comparison as the ``restore`` flow ran it: its plan, shards and their outcome
+    (none for a variant its method cannot run), then its scored rows and summary."""
+
+    run: Run
+    plan: RunPlan | None = None
+    refs: list[ShardRef] = field(default_factory=list)
+    outcome: dict[str, Any] = field(default_factory=dict)
+    prepared: float = 0.0
+    finished: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+
+
+def score_comparison(job: Job, results: list[RunResult], wall_seconds: float) -> dict[str, Any]:
+    """Score and report every variant × task into its own job folder, then the comparison's table (with sweep plots
+    and a sample grid) into ``comparisons/<hash>``, and publish it as the ``<dataset>-comparison`` UI artifact."""
+    for result in results:
+        if result.plan is not None:
+            report = score_and_report(
+                result.run.job, result.plan, result.refs, result.outcome["manifests"], result.outcome["failed"],
+                result.finished - result.prepared,
+            )
+            result.rows, result.summary = report["rows"], report["summary"]
+    comparison = with_job_retries(write_comparison_report, job)(job, results, wall_seconds)
+    failed = {f"{r.run.name} / {r.run.task} / {key}": reason for r in results for key, reason in r.outcome.get("failed", {}).items()}
+    create_markdown_artifact(
+        key=artifact_key(job, "comparison").replace(f"-{job.task_label()}", ""),
+        markdown=(
+            f"# Method comparison on {job.dataset_name()} ({job.mode})\n\n{comparison['markdown']}\n"
+            f"## Report files\n\nOutput: `{job.output}`\n\n{comparison['links']}"
+            + "".join(f"\n- **{key}**: {reason}" for key, reason in sorted(failed.items()))
+        ),
+        description="Variants × tasks in the paper's layout: NFEs, PSNR, SSIM, LPIPS, FID, seconds per image",
+    )
+    return {**comparison, "failed": failed}
+
+
+def summarise_comparison(job: Job, results: list[RunResult], comparison: dict[str, Any], source: dict[str, Any], started: float) -> Any:
+    """The ``restore`` flow's return value for a comparison: shard counts over every variant, the table, and the
+    report; a Failed state naming the variants' failed shards when there are any."""
+    manifests = [m for r in results for m in r.outcome.get("manifests", {}).values()]
+    summary = {
+        "shards": sum(len(r.refs) for r in results),
+        "done": len(manifests),
+        "restored": sum(m["status"] == "restored" for m in manifests),
+        "skipped": sum(m["status"] == "skipped" for m in manifests),
+        "failed": comparison["failed"],
+        "variants": comparison["table"],
+        "report": comparison["uris"].get("report.html"),
+        "output": job.output,
+        "job": comparison["uris"]["report.html"].rsplit("/", 1)[0],
+        "results": ", ".join(f"{r.plan.job_dir}/restored.zarr" for r in results if r.plan is not None),
+        "input_changes": source["changes"],
+        "seconds": {"total": round(time.perf_counter() - started, 3)},
+    }
+    if comparison["failed"]:
+        return Failed(message=f"{len(comparison['failed'])} shard(s) of the comparison failed", data=summary)
+    return summary
 
 
 def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, dict[str, Any]]:
@@ -111,12 +177,24 @@ def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, d
 
 @flow(name="evaluate", flow_run_name=evaluate_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def evaluate(job: Job) -> dict[str, Any]:
-    """Metrics and report for the outputs a job has already written (shards not done are listed as pending)."""
+    """Metrics and report for the outputs a job has already written (shards not done are listed as pending); for a
+    comparison, every variant × task and the comparison's table."""
     started = time.perf_counter()
     source = with_job_retries(ingest_input, job)(job)
-    plan = with_job_retries(plan_run, job)(job, source["store"])
-    refs = DatasetStore.open(plan.output_store, job.storage_options).shards()
-    manifests = done_manifests(job, plan, refs)
-    get_run_logger().info("%d of %d shard(s) are done and will be scored", len(manifests), len(refs))
-    report = score_and_report(job, plan, refs, manifests, {}, time.perf_counter() - started)
-    return {"done": len(manifests), "shards": len(refs), "report": report["uris"].get("report.html")}
+    results = []
+    for run in job.runs():
+        if run.job is None:
+            results.append(RunResult(run))
+            continue
+        plan = with_job_retries(plan_run, job)(run.job, source["store"], job.is_comparison())
+        refs = DatasetStore.open(plan.output_store, job.storage_options).shards()
+        manifests = done_manifests(run.job, plan, refs)
+        get_run_logger().info("%s on %s: %d of %d shard(s) are done and will be scored", run.name, run.task, len(manifests), len(refs))
+        results.append(RunResult(run, plan, refs, {"manifests": manifests, "failed": {}}))
+    if job.is_comparison():
+        comparison = score_comparison(job, results, time.perf_counter() - started)
+        done = sum(len(r.outcome.get("manifests", {})) for r in results)
+        return {"done": done, "shards": sum(len(r.refs) for r in results), "report": comparison["uris"].get("report.html")}
+    (result,) = results
+    report = score_and_report(job, result.plan, result.refs, result.outcome["manifests"], {}, time.perf_counter() - started)
+    return {"done": len(result.outcome["manifests"]), "shards": len(result.refs), "report": report["uris"].get("report.html")}

@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import DaskRunner, Job
-from flows.evaluate import score_and_report
+from flows.evaluate import RunResult, score_and_report, score_comparison, summarise_comparison
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
 from flows.runners import build_task_runner, check_gpu_workers, gpu_annotations, gpus_per_task, model_slots
@@ -131,29 +131,41 @@ def select_shards(store: DatasetStore, keys: list[str] | None) -> ShardSelection
 @flow(name="restore", flow_run_name=job_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
 def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> Any:
     """Restore a dataset: every shard not yet done (or only ``shards``), then metrics and the report.
-    ``force``: write into an output that is not empty although diffpir did not make it."""
+    ``force``: write into an output that is not empty although diffpir did not make it.
+    A comparison (``variants``/``tasks``) runs ``restore-shards`` once per variant × task on the shared
+    measurements, then one table of all of them (``score_comparison``)."""
     started = time.perf_counter()
     source = with_job_retries(ingest_input, job)(job, force)
-    plan = with_job_retries(plan_run, job)(job, source["store"])
-    out = DatasetStore.open(plan.output_store, job.storage_options)
-    selection = select_shards(out, shards)
-    refs = selection.resolve(out)
-    prepared = time.perf_counter()
-    shards_state = restore_shards.with_options(task_runner=build_task_runner(job))(
-        job=job, plan=plan, selection=selection, return_state=True
-    )
-    outcome = shards_state.result(raise_on_failure=False)
-    if isinstance(outcome, BaseException):
-        raise outcome
+    results: list[RunResult] = []
+    for run in job.runs():
+        if run.job is None:
+            results.append(RunResult(run))
+            continue
+        plan = with_job_retries(plan_run, job)(run.job, source["store"], job.is_comparison())
+        out = DatasetStore.open(plan.output_store, job.storage_options)
+        selection = select_shards(out, shards)
+        refs = selection.resolve(out)
+        prepared = time.perf_counter()
+        shards_state = restore_shards.with_options(task_runner=build_task_runner(run.job))(
+            job=run.job, plan=plan, selection=selection, return_state=True
+        )
+        outcome = shards_state.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        results.append(RunResult(run, plan, refs, outcome, prepared, time.perf_counter()))
+        failed: dict[str, str] = outcome["failed"]
+        if unreachable := _unreachable_message(failed, len(refs)):
+            # metrics and the report would only wait on the same dead endpoint: the message names the shards instead
+            return Failed(message=unreachable, data={"failed": failed, "output": job.output, "job": plan.job_dir, "shards": len(refs)})
+    if job.is_comparison():
+        return summarise_comparison(job, results, score_comparison(job, results, time.perf_counter() - started), source, started)
+    (result,) = results
+    plan, refs, outcome, failed = result.plan, result.refs, result.outcome, result.outcome["failed"]
     restored = time.perf_counter()
-    failed: dict[str, str] = outcome["failed"]
-    if unreachable := _unreachable_message(failed, len(refs)):
-        # metrics and the report would only wait on the same dead endpoint: the message names the shards instead
-        return Failed(message=unreachable, data={"failed": failed, "output": job.output, "job": plan.job_dir, "shards": len(refs)})
     report = score_and_report(job, plan, refs, outcome["manifests"], failed, time.perf_counter() - started)
     timings = {
-        "prepare": prepared - started,
-        "restore": restored - prepared,
+        "prepare": result.prepared - started,
+        "restore": restored - result.prepared,
         "report": time.perf_counter() - restored,
         "sampling": sum(m.get("sample_seconds", 0.0) for m in outcome["manifests"].values()),
     }

@@ -15,7 +15,7 @@ from diffpir_core.io.outputs import claim_output
 from diffpir_core.io.uris import filesystem, join, redact_uri
 from diffpir_core.job import Job
 from tasks.errors import retry_transient
-from tasks.plan import CODE_VERSION, RunPlan, input_location, job_folder, measurement_hash, write_text
+from tasks.plan import CODE_VERSION, RunPlan, input_location, job_folder, measurement_hash, shared_measurement_location, write_text
 from tasks.priors import prior_sha256, resolve_device
 
 
@@ -84,19 +84,23 @@ def _job_store(job: Job, uri: str, source: DatasetStore) -> DatasetStore:
 
 
 @task(name="plan-run", retry_condition_fn=retry_transient)
-def plan_run(job: Job, input_store: str) -> RunPlan:
-    """Resolve device and prior digest, prepare the job's store and its arrays, write job.yaml and run.json."""
+def plan_run(job: Job, input_store: str, shared_measurements: bool = False) -> RunPlan:
+    """Resolve device and prior digest, prepare the job's store and its arrays, write job.yaml and run.json.
+    ``shared_measurements`` (a comparison's variant): evaluate-mode measurements go into the store the task's
+    variants share (``tasks.plan.shared_measurement_location``) instead of the job's own."""
     device = resolve_device(job.device)
     source = DatasetStore.open(input_store, job.storage_options)
     job_hash = job.job_hash()
     folder = job_folder(job_hash)
     out = _job_store(job, join(job.output, f"{folder}/restored.zarr"), source)
-    prefix = None
+    prefix = measurements = None
     if job.mode == "evaluate":
         prefix = f"measurements/{measurement_hash(job.task_identity(), job.seed)[:16]}"
+        if shared_measurements:
+            measurements = _job_store(job, join(job.output, shared_measurement_location(job, input_store)), source)
     plan = RunPlan(
         job_hash=job_hash,
-        title=f"{job.task_label()}-{job.dataset_name()}-{job.mode}",
+        title=f"{job.task_label()}-{job.dataset_name()}-{job.mode}" + ("" if job.method == "diffpir" else f"-{job.method}"),
         model_sha256=prior_sha256(job.prior),
         code_version=CODE_VERSION,
         device=device,
@@ -106,13 +110,14 @@ def plan_run(job: Job, input_store: str) -> RunPlan:
         restored_array="restored",
         measurement_prefix=prefix,
         planned_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        measurement_store=None if measurements is None else measurements.uri,
     )
     scale = job.output_scale()
     for group in source.groups():
         out.create_array(group.name, plan.restored_array, (group.height * scale, group.width * scale, 3), "uint8")
         if prefix is not None:
             for name, (shape, dtype) in job.task.measurement_arrays(group.height, group.width, job.storage_options).items():
-                out.create_array(group.name, f"{prefix}/{name}", shape, dtype)
+                (measurements or out).create_array(group.name, f"{prefix}/{name}", shape, dtype)
     write_text(job.output, f"{folder}/job.yaml", job.to_yaml(), job.storage_options)
     write_text(job.output, f"{folder}/run.json", plan.to_json(), job.storage_options)
     return plan

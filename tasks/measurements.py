@@ -1,11 +1,15 @@
 """A shard's measurements in the output store: evaluate mode synthesises and records them once; the
-metrics and the report read them back exactly as the sampler saw them. Restore mode reads the input."""
+metrics and the report read them back exactly as the sampler saw them. Restore mode reads the input.
+
+The store is the job's own, or for a comparison's variant the one its task's variants share
+(``RunPlan.measurements``): the first variant to restore a shard records its measurements, the others read them.
+"""
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
 from diffpir_core.restore import ShardInputs, inputs_as_given, inputs_from_arrays, synthesise
 from diffpir_core.task_kinds.base import GivenData
-from tasks.plan import RunPlan, group_of
+from tasks.plan import RunPlan, group_of, input_checksum
 
 
 def given_data(job: Job, plan: RunPlan, source: DatasetStore, ref: ShardRef) -> GivenData | None:
@@ -42,21 +46,39 @@ def prepare_measurements(
     """The shard's sampler inputs; in evaluate mode synthesised and recorded first unless a matching record exists."""
     if plan.measurement_prefix is None:
         return inputs_as_given(job.task, list(ref.ids), source.read_images(ref), job.storage_options, given)
+    store = _measurement_store(plan, out, writable=True)
     arrays = _shard_paths(job, plan, source, ref)
-    identity = {"measurement": plan.measurement_prefix, "input": checksum, "code_version": plan.code_version}
-    if all(out.record_matches(ref, path, identity) for path in arrays.values()):
-        data = {name: out.read_array(ref, path) for name, path in arrays.items()}
+    identity = _measurement_identity(plan, checksum)
+    if all(store.record_matches(ref, path, identity) for path in arrays.values()):
+        data = {name: store.read_array(ref, path) for name, path in arrays.items()}
     else:
         data = synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, job.storage_options)
         for name, path in arrays.items():
-            written = out.write_shard_output(ref, path, data[name])
-            out.write_record(ref, path, checksum=written, identity=identity)
+            written = store.write_shard_output(ref, path, data[name])
+            store.write_record(ref, path, checksum=written, identity=identity)
     return inputs_from_arrays(job.task, list(ref.ids), data)
 
 
+def _measurement_store(plan: RunPlan, out: DatasetStore, *, writable: bool) -> DatasetStore:
+    if plan.measurement_store is None or plan.measurement_store == out.uri:
+        return out
+    return DatasetStore.open(plan.measurement_store, out.storage_options, writable=writable)
+
+
+def _measurement_identity(plan: RunPlan, checksum: str) -> dict[str, str]:
+    return {"measurement": str(plan.measurement_prefix), "input": checksum, "code_version": plan.code_version}
+
+
 def measurement_inputs(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef) -> ShardInputs:
-    """The shard's measurements and operator parameters as the sampler saw them (read only)."""
+    """The shard's measurements and operator parameters as the sampler saw them (read only). Where the store holds
+    none for the shard (a comparison's variant found done in its own store before the shared store existed), they are
+    synthesised again: seeded per image, they are the ones the sampler saw."""
     if plan.measurement_prefix is None:
         return inputs_as_given(job.task, list(ref.ids), source.read_images(ref), job.storage_options)
+    store = _measurement_store(plan, out, writable=False)
     paths = _shard_paths(job, plan, source, ref)
-    return inputs_from_arrays(job.task, list(ref.ids), {name: out.read_array(ref, path) for name, path in paths.items()})
+    identity = _measurement_identity(plan, input_checksum(source, ref))
+    if not all(store.record_matches(ref, path, identity) for path in paths.values()):
+        data = synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, job.storage_options)
+        return inputs_from_arrays(job.task, list(ref.ids), data)
+    return inputs_from_arrays(job.task, list(ref.ids), {name: store.read_array(ref, path) for name, path in paths.items()})

@@ -13,6 +13,10 @@ Output layout (``<output>`` is the job's ``output``; several jobs may share it):
             measurements/<hash>/{y,kernel,mask}   evaluate mode: synthesised measurements
         status/<group>/<shard>.json       attempts and last error of a shard whose attempt failed
         report.md, report.html, metrics.csv, summary.json
+    <output>/measurements/<key>.zarr      comparison jobs: the measurements every variant of one task shares
+                                          (``measurements/<hash>/{y,kernel,mask}``, synthesised once)
+    <output>/comparisons/<hash[:16]>/     comparison jobs: the table of every variant × task (report.md/html,
+                                          summary.json, metrics.csv, sweep plots)
 
 A changed job (other λ, other prior, another kernel file's bytes) has another hash, so it writes a folder of its
 own and never meets, nor deletes, another job's shards; the records (``diffpir_core.io`` store) decide what is done.
@@ -32,13 +36,28 @@ from diffpir_core.job import Job
 # Bump when the restoration of a shard changes its pixels for the same job (seeding, batching, quantisation).
 RESTORE_REVISION = 2
 CODE_VERSION = f"{__version__}+r{RESTORE_REVISION}"
-_LOCATIONS = ("input_store", "output_store")
+_LOCATIONS = ("input_store", "output_store", "measurement_store")
 MAX_AUTO_UNIT = 16  # shards per work unit at most when the job leaves dispatch.unit_shards to the flow
 
 
 def job_folder(job_hash: str) -> str:
     """The folder of one job inside its output: ``jobs/<first 16 hex digits of the job hash>``."""
     return f"jobs/{job_hash[:16]}"
+
+
+def comparison_folder(job_hash: str) -> str:
+    """The folder of a comparison's report inside its output: ``comparisons/<first 16 hex digits of its hash>``."""
+    return f"comparisons/{job_hash[:16]}"
+
+
+def shared_measurement_location(job: Job, input_store: str) -> str:
+    """Where the variants of a comparison keep the measurements of ``job``'s task: ``measurements/<key>.zarr``, one
+    store per (input, shard grid, task and seed), so every variant of the task restores the same stored data."""
+    key = json.dumps(
+        {"input": redact_uri(input_store), "shard_size": job.shard_size, "measurement": measurement_hash(job.task_identity(), job.seed)},
+        sort_keys=True,
+    )
+    return f"measurements/{hashlib.sha256(key.encode()).hexdigest()[:16]}.zarr"
 
 
 def input_location(job: Job) -> str:
@@ -67,6 +86,7 @@ class RunPlan(BaseModel):
     restored_array: str
     measurement_prefix: str | None
     planned_at: str
+    measurement_store: str | None = None  # where the measurements live when not in output_store (comparisons)
 
     def identity(self, input_checksum: str) -> dict[str, str]:
         """What a shard record must carry: job, model, code and the checksum of the shard's input."""
@@ -76,6 +96,11 @@ class RunPlan(BaseModel):
             "code_version": self.code_version,
             "input": input_checksum,
         }
+
+    @property
+    def measurements(self) -> str:
+        """The store holding this job's measurements (evaluate mode): its own store, or a comparison's shared one."""
+        return self.measurement_store or self.output_store
 
     @property
     def job_dir(self) -> str:
@@ -92,6 +117,8 @@ class RunPlan(BaseModel):
         data = self.model_dump(exclude={"output"})
         for name in _LOCATIONS:
             uri = data[name]
+            if uri is None:
+                continue
             data[name] = uri[len(prefix) :] if uri.startswith(prefix) else (local_path(uri) if is_local(uri) else uri)
         return json.dumps(data, indent=1)
 
@@ -100,7 +127,7 @@ class RunPlan(BaseModel):
         """The plan in ``run.json`` text, for the output at ``output`` (wherever it was when it was written)."""
         data = json.loads(text)
         for name in _LOCATIONS:
-            if "://" not in data[name] and not data[name].startswith("/"):
+            if data.get(name) is not None and "://" not in data[name] and not data[name].startswith("/"):
                 data[name] = join(output, data[name])
         return cls.model_validate({**data, "output": output})
 

@@ -1,6 +1,7 @@
 """``write_job_report``: report files in the output (report.md/html/card, metrics.csv, summary.json), FID,
 the pictured images (samples, best and worst by gain, with the baseline recomputed for them), the shard
-timeline from the records, and the UI pieces (sample strip, links that open in a browser)."""
+timeline from the records, and the UI pieces (sample strip, links that open in a browser).
+``write_comparison_report``: the table of a comparison's variants × tasks with sweep plots and a sample grid."""
 
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ import numpy as np
 from prefect import task
 
 from diffpir_core.io import DatasetStore, ShardRef
+from diffpir_core.io.uris import join
 from diffpir_core.job import Job
 from diffpir_core.metrics import (
     FIDStats,
@@ -33,10 +35,11 @@ from diffpir_core.reporting import (
     pick_images,
     write_report,
 )
-from diffpir_core.scoring import baseline_selected
+from diffpir_core.reporting.comparison import ComparisonEntry, SampleRow, comparison_markdown, write_comparison
+from diffpir_core.scoring import baseline_selected, degraded_psnr
 from tasks.errors import retry_transient
 from tasks.measurements import measurement_inputs
-from tasks.plan import RunPlan
+from tasks.plan import RunPlan, comparison_folder
 
 
 def artifact_key(job: Job, suffix: str) -> str:
@@ -126,11 +129,12 @@ def write_job_report(
         task=job.task.title(),
         dataset=job.dataset_name(),
         prior=job.prior,
-        nfes=job.sampler_config().nfes,
+        nfes=job.sampler_config().nfes,  # every method's config counts its network calls per image
         wall_seconds=wall_seconds,
         mode=job.mode,
         baseline=job.task.BASELINE,
-        config={"job_hash": plan.job_hash, "model_sha256": plan.model_sha256, **job.sampler_config().model_dump(mode="json")},
+        config={"job_hash": plan.job_hash, "model_sha256": plan.model_sha256, "method": job.method,
+                **job.sampler_config().model_dump(mode="json")},
         fid=_fid(job, plan, done),
         unavailable=_unavailable(job, plan),
         failed=[{"shard": key, "error": reason} for key, reason in sorted(failed.items())],
@@ -154,3 +158,74 @@ def write_job_report(
         "links": links_markdown(file_links(files.uris, job.storage_options)),
     }
 
+
+
+def _comparison_samples(job: Job, results: list[Any], count: int) -> list[SampleRow]:
+    """The first ``count`` images of each task across its variants (degraded, one column per variant, truth)."""
+    samples: list[SampleRow] = []
+    for label in dict.fromkeys(result.run.task for result in results):
+        of_task = [result for result in results if result.run.task == label]
+        first = next((result for result in of_task if result.plan is not None and result.refs), None)
+        if first is None or count == 0:
+            continue
+        source = DatasetStore.open(first.plan.input_store, job.storage_options)
+        ref = first.refs[0]
+        inputs = measurement_inputs(first.run.job, first.plan, source, DatasetStore.open(first.plan.output_store, job.storage_options), ref)
+        truth = source.read_images(ref) if job.mode == "evaluate" else None
+        restored: dict[str, np.ndarray | None] = {}
+        for result in of_task:
+            done = result.plan is not None and ref.key in result.outcome.get("manifests", {})
+            restored[result.run.name] = DatasetStore.open(result.plan.output_store, job.storage_options).read_array(
+                ref, result.plan.restored_array) if done else None
+        scores = {
+            result.run.name: {row["id"]: row.get("psnr") for row in result.rows} for result in of_task
+        }
+        degraded = float_to_uint8(inputs.y)
+        for i, image_id in enumerate(ref.ids[:count]):
+            samples.append(SampleRow(
+                label, image_id, degraded[i], {name: None if image is None else image[i] for name, image in restored.items()},
+                None if truth is None else truth[i], {name: by_id.get(image_id) for name, by_id in scores.items()},
+            ))
+    return samples
+
+
+def _degraded_psnr(job: Job, results: list[Any]) -> dict[str, float]:
+    """Per task, the mean PSNR of the degraded inputs (evaluate mode) over the shards of its first run."""
+    means: dict[str, float] = {}
+    for label in dict.fromkeys(result.run.task for result in results):
+        first = next((r for r in results if r.run.task == label and r.plan is not None and r.plan.measurement_prefix), None)
+        if first is None:
+            continue
+        source = DatasetStore.open(first.plan.input_store, job.storage_options)
+        out = DatasetStore.open(first.plan.output_store, job.storage_options)
+        values = [
+            value for ref in first.refs
+            for value in degraded_psnr(first.run.job.task, measurement_inputs(first.run.job, first.plan, source, out, ref), source.read_images(ref))
+        ]
+        if values:
+            means[label] = float(np.mean(values))
+    return means
+
+
+@task(name="comparison-report", retry_condition_fn=retry_transient)
+def write_comparison_report(job: Job, results: list[Any], wall_seconds: float) -> dict[str, Any]:
+    """Write the comparison's table, sweep plots and sample grid into ``<output>/comparisons/<hash>``; returns the
+    URIs, the table rows and its markdown. ``results``: ``flows.evaluate.RunResult`` of every variant × task."""
+    entries = [
+        ComparisonEntry(
+            result.run.name, result.run.task, result.run.method, result.run.settings, result.run.swept,
+            summary=result.summary, rows=result.rows, reason=result.run.reason,
+            backward_passes=getattr(result.run.job.sampler_config(), "backward_passes", 0) if result.run.job else 0,
+        )
+        for result in results
+    ]
+    title = f"Method comparison on {job.dataset_name()} ({job.mode}, prior {job.prior})"
+    intro = (
+        f"{len({e.variant for e in entries})} variant(s) × {len({e.task for e in entries})} task(s) on the same measurements; "
+        f"NFEs are network calls per image, s/image the sampler's seconds per image; wall time {wall_seconds:.0f} s."
+    )
+    uris, rows = write_comparison(
+        join(job.output, comparison_folder(job.job_hash())), title, intro, entries, _degraded_psnr(job, results),
+        _comparison_samples(job, results, min(job.report.samples, 4)), storage_options=job.storage_options,
+    )
+    return {"uris": uris, "table": rows, "markdown": comparison_markdown(rows), "links": links_markdown(file_links(uris, job.storage_options))}

@@ -115,7 +115,7 @@ def restore_prepared(job: Job, plan: RunPlan, item: Prepared) -> tuple[np.ndarra
     assert item.inputs is not None
     restored, batch_size = restore_batchwise(
         prior.unet, item.inputs, job.task, config,
-        seed=job.seed, batch_size=job.batch_size, device=plan.device, precision=job.precision, fit=job.fit(),
+        seed=job.seed, batch_size=job.batch_size, device=plan.device, precision=job.precision, fit=job.fit(), method=job.method,
     )
     timings = {"prepare": item.prepared - item.started, "load_prior": sample_start - loading, "sample": time.perf_counter() - sample_start}
     return np.ascontiguousarray(restored), timings, batch_size

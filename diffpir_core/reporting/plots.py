@@ -101,3 +101,29 @@ def _svg_uri(figure: Figure) -> str:
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "diffpir-report"}):
         FigureCanvasSVG(figure).print_svg(buffer, metadata={"Date": None})
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def sweep_uri(points: Sequence[Mapping[str, float]], parameter: str, *, metric: str = "psnr", title: str = "") -> str:
+    """``metric`` against swept ``parameter``: one line per combination of the other swept settings, as an SVG URI.
+
+    ``points``: one mapping per variant with the swept settings and ``metric`` (variants without a value are left out)."""
+    others = sorted({key for point in points for key in point} - {parameter, metric})
+    lines: dict[tuple, list[tuple[float, float]]] = {}
+    for point in points:
+        if point.get(metric) is None or point.get(parameter) is None:
+            continue
+        lines.setdefault(tuple(point.get(key) for key in others), []).append((float(point[parameter]), float(point[metric])))
+    figure = Figure(figsize=(5.2, 3.0), dpi=100)
+    figure.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)
+    axes = figure.add_subplot()
+    for key, values in sorted(lines.items(), key=lambda item: str(item[0])):
+        xs, ys = zip(*sorted(values), strict=True)
+        label = ", ".join(f"{name}={value}" for name, value in zip(others, key, strict=True)) or metric
+        axes.plot(xs, ys, marker="o", linewidth=1.5, label=label)
+    axes.set_xlabel(parameter)
+    axes.set_ylabel(f"mean {metric.upper()}")
+    axes.set_title(title or f"{metric.upper()} against {parameter}", fontsize=10)
+    if lines:
+        axes.legend(fontsize=7, frameon=False)
+    axes.spines[["top", "right"]].set_visible(False)
+    return _svg_uri(figure)

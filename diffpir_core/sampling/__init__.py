@@ -9,7 +9,7 @@ from diffpir_core.sampling.dpir import DPIRPnPConfig, dpir_pnp_sample
 from diffpir_core.sampling.dps import DPSConfig, dps_sample
 from diffpir_core.sampling.methods import METHODS, Method, check_operator, method_config, restore_with
 from diffpir_core.sampling.schedule import Schedule, network_calls, rho_weight, visited_timesteps
-from diffpir_core.sampling.settings import ResolvedSampler, SamplerOverrides, resolve_sampler
+from diffpir_core.sampling.settings import ResolvedSampler, allowed_settings, check_overrides, method_preset, resolve_sampler
 
 __all__ = [
     "DDRMConfig",
@@ -19,15 +19,17 @@ __all__ = [
     "METHODS",
     "Method",
     "ResolvedSampler",
-    "SamplerOverrides",
     "Schedule",
     "StepCallback",
+    "allowed_settings",
     "check_operator",
+    "check_overrides",
     "ddrm_sample",
     "diffpir_sample",
     "dpir_pnp_sample",
     "dps_sample",
     "method_config",
+    "method_preset",
     "network_calls",
     "reference_schedule",
     "resolve_sampler",

@@ -1,53 +1,99 @@
-"""The effective sampler settings of a job: task preset → prior card → the job's ``sampler:`` overrides.
+"""The effective sampler settings of a job: method preset → prior card → the job's ``sampler:`` overrides.
 
-``SamplerOverrides`` is ``DiffPIRConfig`` with every field optional (same types, bounds and
-descriptions), so a job's ``sampler:`` section is validated field by field and a typo is a field
-error; the noise level is the task's, never a sampler field. :func:`resolve_sampler` merges the three
-layers and says where each value came from, for ``diffpir run --dry-run`` and the run records.
+A job's ``sampler:`` section holds settings of its method's config (``sampling.methods``), every one
+optional: :func:`check_overrides` validates them field by field against that config (same types, bounds
+and descriptions), so a typo or a setting of another method is an error naming the field and the allowed
+ones; the noise level is the task's, never a sampler field. :func:`resolve_sampler` merges the layers and
+says where each value came from, for ``diffpir run --dry-run`` and the run records.
+
+Layers per method: DiffPIR takes the task kind's ``PRESET`` and the prior card's recommendation
+(``card.sampler.<kind>``, tuned for DiffPIR); DPS, DDRM and DPIR take the per-task values of their
+official code (:data:`METHOD_PRESETS`) and no card layer (the cards hold DiffPIR settings only).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from pydantic import ConfigDict, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from diffpir_core.sampling.config import DiffPIRConfig
+from diffpir_core.sampling.dpir import OFFICIAL_TASK_SETTINGS
+from diffpir_core.sampling.dps import OFFICIAL_SCALES
+from diffpir_core.sampling.methods import METHODS, get_method, method_config
 
 _TASK_OWNED = ("noise_sigma",)
 
-
-def _optional_fields() -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for name, info in DiffPIRConfig.model_fields.items():
-        if name not in _TASK_OWNED:
-            fields[name] = (info.annotation | None, FieldInfo.merge_field_infos(info, default=None))
-    return fields
-
-
-def _no_task_fields(cls: type, data: Any) -> Any:
-    if isinstance(data, Mapping) and "noise_sigma" in data:
-        raise ValueError("set the noise level with task.noise_sigma, not sampler.noise_sigma")
-    return data
+METHOD_PRESETS: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
+    "dps": {kind: {"scale": scale} for kind, scale in OFFICIAL_SCALES.items()},
+    "ddrm": {},
+    "dpir": OFFICIAL_TASK_SETTINGS,
+}
+"""Per method and task kind, the settings of the method's official task configs (DiffPIR: the task kinds' PRESET)."""
 
 
-SamplerOverrides = create_model(
-    "SamplerOverrides",
-    __config__=ConfigDict(extra="forbid", frozen=True),
-    __doc__="DiffPIRConfig fields a job overrides (unset = from the task preset or the prior's card).",
-    __validators__={"_no_task_fields": model_validator(mode="before")(_no_task_fields)},
-    **_optional_fields(),
-)
+@cache
+def overrides_model(method: str) -> type[BaseModel]:
+    """Method ``method``'s config with every field optional (noise_sigma left out): what ``sampler:`` may set."""
+    config = get_method(method).config
+    fields: dict[str, Any] = {
+        name: (info.annotation | None, FieldInfo.merge_field_infos(info, default=None))
+        for name, info in config.model_fields.items()
+        if name not in _TASK_OWNED
+    }
+    return create_model(
+        f"{config.__name__}Overrides",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        __doc__=f"{config.__name__} fields a job overrides (unset = from the method's preset or the prior's card).",
+        **fields,
+    )
+
+
+def allowed_settings(method: str) -> list[str]:
+    """The setting names a ``sampler:`` section of method ``method`` may hold."""
+    return list(overrides_model(method).model_fields)
+
+
+def check_overrides(method: str, overrides: Mapping[str, Any], field: str = "sampler") -> dict[str, Any]:
+    """``overrides`` validated against method ``method``'s config; the set fields, normalised (e.g. 3 → 3.0).
+
+    Raises ``ValueError`` with one line per problem, each naming ``<field>.<setting>``: an unknown setting (with the
+    allowed ones), or a bad value."""
+    if "noise_sigma" in overrides:
+        raise ValueError(f"{field}: set the noise level with task.noise_sigma, not {field}.noise_sigma")
+    allowed = allowed_settings(method)
+    problems = []
+    for name in (key for key in overrides if key not in allowed):
+        others = [other for other in METHODS if other != method and name in allowed_settings(other)]
+        hint = f" (a setting of {' / '.join(others)})" if others else ""
+        problems.append(f"{field}.{name}: not a setting of method {method}{hint}; allowed: {', '.join(allowed)}")
+    if problems:
+        raise ValueError("\n".join(problems))
+    try:
+        return overrides_model(method).model_validate(dict(overrides)).model_dump(mode="json", exclude_none=True)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            got = "" if isinstance(e["input"], dict) else f" (got {e['input']!r})"
+            lines.append(f"{field}.{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}{got}")
+        raise ValueError("\n".join(lines)) from None
+
+
+def method_preset(method: str, kind: str, task_preset: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The preset layer of ``method`` for task kind ``kind``: the task's PRESET for DiffPIR, else the official one."""
+    if method == "diffpir":
+        return task_preset
+    return METHOD_PRESETS[method].get(kind, {})
 
 
 @dataclass(frozen=True)
 class ResolvedSampler:
-    """The effective ``DiffPIRConfig`` and, per field, where its value came from."""
+    """The effective method config and, per field, where its value came from."""
 
-    config: DiffPIRConfig
+    config: BaseModel
     sources: dict[str, str]
 
 
@@ -58,15 +104,21 @@ def resolve_sampler(
     noise_sigma: float,
     *,
     card_name: str = "prior card",
+    method: str = "diffpir",
 ) -> ResolvedSampler:
-    """Merge the layers (later wins) into a validated config; the noise level is the task's."""
-    layers = [("task preset", preset), (card_name, card), ("job", overrides)]
+    """Merge the layers (later wins) into a validated config of ``method``; the noise level is the task's."""
+    layers = [("task preset" if method == "diffpir" else f"{method} preset", preset), (card_name, card), ("job", overrides)]
     values: dict[str, Any] = {}
-    sources = dict.fromkeys(DiffPIRConfig.model_fields, "default")
+    config_fields = get_method(method).config.model_fields
+    sources = dict.fromkeys(config_fields, "default")
     for label, layer in layers:
         for key, value in layer.items():
             values[key] = value
             sources[key] = label
-    values["noise_sigma"] = noise_sigma
-    sources["noise_sigma"] = "task"
-    return ResolvedSampler(DiffPIRConfig(**values), sources)
+    config = method_config(method, values, noise_sigma=noise_sigma)
+    if "noise_sigma" in config_fields:
+        sources["noise_sigma"] = "task"
+    return ResolvedSampler(config, sources)
+
+
+

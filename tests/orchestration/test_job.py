@@ -87,7 +87,7 @@ def test_missing_required_fields_are_listed() -> None:
 def test_overrides_set_nested_fields_with_yaml_values(tmp_path: Path) -> None:
     (tmp_path / "job.yaml").write_text(yaml.safe_dump({**MINIMAL, "task": {"kind": "sr", "scale": 4}}))
     job = load_job(tmp_path / "job.yaml", ["task.scale=2", "sampler.lambda_=3.5", "runner={kind: local, max_workers: 3}"])
-    assert job.task.scale == 2 and job.sampler.model_dump(exclude_none=True) == {"lambda_": 3.5}
+    assert job.task.scale == 2 and job.sampler == {"lambda_": 3.5}
     assert job.runner.max_workers == 3
     with pytest.raises(JobError, match="expected key=value"):
         apply_overrides({}, ["task.scale"])
