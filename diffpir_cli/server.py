@@ -99,9 +99,14 @@ def stop_when_recorded(server: Any, timeout_s: float = 60.0, poll_s: float = 1.0
     EventsWorker.drain_all(timeout=timeout_s)
     APILogWorker.drain_all(timeout=timeout_s)
     deadline, last = time.monotonic() + timeout_s, None
+    import httpx
+
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
-            counts = _task_run_counts(client)
+            try:
+                counts = _task_run_counts(client)
+            except httpx.HTTPError:  # the server no longer answers: nothing left to wait for
+                break
             if counts[1] == 0 and counts == last:
                 break
             last = counts
