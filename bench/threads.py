@@ -102,7 +102,7 @@ def run_job(work: Path, threads: int | None, nfe: int) -> dict[str, Any]:
     done = subprocess.run([str(Path(sys.executable).with_name("diffpir")), "run", str(out / "job.yaml")], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:
-        raise RuntimeError(f"diffpir run failed ({done.returncode}): {done.stderr[-2000:]}")
+        return {"threads": threads, "wall_s": wall, "sample_s": None, "error": done.stderr[-2000:], "traceback": "Traceback" in done.stderr}
     store_uri = next(line for line in done.stdout.splitlines() if line.startswith("completed:")).split("results: ")[1].split(" ")[0]
     store = DatasetStore.open(store_uri)
     sample = sum(store.read_record(ref, "restored").timings["sample"] for ref in store.shards())
@@ -148,6 +148,8 @@ def main() -> None:
         for name, seconds in row["seconds"].items():
             print(f"{row['threads']:>7}  {name:<32} {seconds:8.3f} {row['vs_main'][name]:7.2f}x")
         print(f"{'':>7}  (torch's own count in a plain worker: {row['default_threads']})")
+    payload = {"cores": os.cpu_count(), "forward": forward, "diffpir_run": {}, "nfe": args.nfe}
+    write_results(args.out, payload)  # the forward table is kept should a run below fail
     runs = {} if args.skip_run else run_table(args.nfe, [None, 1, 2])
     if runs:
         print(f"\ndiffpir run: 8 images 64², 2 shards of 4, {args.nfe} NFE, local runner")
@@ -155,9 +157,10 @@ def main() -> None:
         for load, entry in runs.items():
             for run in entry["runs"]:
                 label = "default" if run["threads"] is None else str(run["threads"])
-                print(f"{load:<7} {label:>8} {run['sample_s']:10.2f} {run['wall_s']:8.1f}  {run['traceback']!s:<10}  "
+                sample = "failed" if run["sample_s"] is None else f"{run['sample_s']:.2f}"
+                print(f"{load:<7} {label:>8} {sample:>10} {run['wall_s']:8.1f}  {run['traceback']!s:<10}  "
                       f"{entry['loadavg_before']:.1f}/{entry['loadavg_after']:.1f}")
-    write_results(args.out, {"cores": os.cpu_count(), "forward": forward, "diffpir_run": runs, "nfe": args.nfe})
+    write_results(args.out, {**payload, "diffpir_run": runs})
 
 
 if __name__ == "__main__":
