@@ -83,9 +83,11 @@ def start_temporary_server() -> Any | None:
 
 def _task_run_counts(client: Any) -> tuple[int, int]:
     """(task runs, task runs not yet in a final state) as the server has recorded them."""
-    final = ["COMPLETED", "FAILED", "CANCELLED", "CRASHED"]
+    from prefect.client.schemas.objects import TERMINAL_STATES, StateType
+
+    unfinished_types = [t.value for t in StateType if t not in TERMINAL_STATES]
     total = client._client.post("/task_runs/count", json={}).json()
-    unfinished = client._client.post("/task_runs/count", json={"task_runs": {"state": {"type": {"not_any_": final}}}}).json()
+    unfinished = client._client.post("/task_runs/count", json={"task_runs": {"state": {"type": {"any_": unfinished_types}}}}).json()
     return int(total), int(unfinished)
 
 
