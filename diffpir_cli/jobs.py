@@ -80,7 +80,7 @@ def run(
 
     from prefect.exceptions import TerminationSignal
 
-    from diffpir_cli.server import Terminated, sigterm_as_interrupt, start_temporary_server
+    from diffpir_cli.server import Terminated, sigterm_as_interrupt, start_temporary_server, stop_when_recorded
 
     run_ids: list[Any] = []  # the job's flow run, to mark Cancelled after Ctrl-C / SIGTERM
     from diffpir_cli.secrets import in_environment, split_secrets, warning
@@ -90,9 +90,11 @@ def run(
         typer.echo(note, err=True)
     with sigterm_as_interrupt():
         try:
-            start_temporary_server()  # dies with this process, even on SIGKILL
+            server = start_temporary_server()  # dies with this process, even on SIGKILL
             with listening(on_shard), in_environment(secrets):
                 state = restore(job=public, shards=shard or None, return_state=True)
+            if server is not None:
+                stop_when_recorded(server)  # not at exit: stopped while it still records task runs, it logs tracebacks
         except (KeyboardInterrupt, TerminationSignal) as err:
             bar.close()
             _cancelled(run_ids, job_file, terminated=isinstance(err, (Terminated, TerminationSignal)))

@@ -7,6 +7,12 @@ and the server (≈ 230 MB) is left running. :func:`start_temporary_server` star
 before any flow runs, so every Prefect client in the process reuses it, with its process asking the
 kernel for SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``); elsewhere Prefect's own start is
 used unchanged.
+
+:func:`stop_when_recorded` stops it at the end of a run in the right order. The server writes task-run states
+from the events the client sends (its ``task_run_recorder`` service, one database commit per event); on a
+loaded machine it lags behind the flow, and a SIGTERM while it commits cancels that commit: it logged
+"Error flushing 1 events" with two tracebacks, twice, at the end of successful runs. So the client's event
+and log queues are drained first, then the server is given time to record every task run, then stopped.
 """
 
 import contextlib
@@ -15,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -72,6 +79,41 @@ def start_temporary_server() -> Any | None:
             server._run_uvicorn_command = lambda: _watched_uvicorn(server)  # type: ignore[method-assign]
         server.start()
     return server
+
+
+def _task_run_counts(client: Any) -> tuple[int, int]:
+    """(task runs, task runs not yet in a final state) as the server has recorded them."""
+    from prefect.client.schemas.objects import TERMINAL_STATES, StateType
+
+    unfinished_types = [t.value for t in StateType if t not in TERMINAL_STATES]
+    total = client._client.post("/task_runs/count", json={}).json()
+    unfinished = client._client.post("/task_runs/count", json={"task_runs": {"state": {"type": {"any_": unfinished_types}}}}).json()
+    return int(total), int(unfinished)
+
+
+def stop_when_recorded(server: Any, timeout_s: float = 60.0, poll_s: float = 1.0) -> None:
+    """Stop the temporary ``server`` once it has recorded what this process sent: the client's event and log
+    queues drained, then every task run final and their number unchanged for one poll (at most ``timeout_s``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    EventsWorker.drain_all(timeout=timeout_s)
+    APILogWorker.drain_all(timeout=timeout_s)
+    deadline, last = time.monotonic() + timeout_s, None
+    import httpx
+
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            try:
+                counts = _task_run_counts(client)
+            except httpx.HTTPError:  # the server no longer answers: nothing left to wait for
+                break
+            if counts[1] == 0 and counts == last:
+                break
+            last = counts
+            time.sleep(poll_s)
+    server.stop()
 
 
 class Terminated(KeyboardInterrupt):

@@ -4,7 +4,7 @@ A job file is YAML with the top-level keys of ``docs/jobs.md``. :func:`load_job`
 ``--set key=value`` overrides), validates it before anything runs and names the offending field in
 the error. :meth:`Job.job_hash` is the identity of the *result*: two jobs with the same hash produce
 the same restored pixels, so shard records carry it and a re-run reuses only shards whose record
-matches. Fields that change how the work is scheduled (runner, batch size, device string, metrics,
+matches. Fields that change how the work is scheduled (runner, batch size, device string, threads, metrics,
 storage options, output location) are left out of the hash on purpose.
 
 No Prefect here: the same model is used by the CLI, the flows and plain Python.
@@ -150,6 +150,9 @@ class Job(_Strict):
     batch_size: int = Field(4, ge=1, le=1024)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    threads: int | None = Field(
+        None, description="torch CPU threads per shard task; null = OMP_NUM_THREADS if set, else the cores split across concurrent shard tasks"
+    )
     runner: RunnerSpec = Field(default_factory=LocalRunner)
     metrics: list[Literal["psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid", "consistency"]] | None = Field(
         None, description="null = [psnr, ssim] for evaluate, [consistency] for restore"
@@ -170,6 +173,16 @@ class Job(_Strict):
         if not _DEVICE.match(v):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
         return v
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
+            return v
+        raise ValueError(
+            f"must be a whole number of threads from 1 to 1024, or null for the default "
+            f"(OMP_NUM_THREADS, else cores / concurrent shard tasks), got {v!r}"
+        )
 
     @field_validator("input", "output")
     @classmethod

@@ -4,6 +4,9 @@ The local runner is always bounded (Prefect's default thread pool is unbounded).
 connects to a scheduler or creates a cluster; shard tasks ask for ``GPU`` worker resources through
 Dask annotations, so one GPU task runs per GPU. A task that asks for a resource no worker has would
 stay Pending forever in Dask, so :func:`check_gpu_workers` fails the run with a clear message first.
+
+The job's ``threads`` is applied here: in the flow process (whose threads run the local runner's shards) and,
+through :mod:`flows.dask_threads`, in every Dask worker.
 """
 
 import contextlib
@@ -14,21 +17,29 @@ from typing import Any
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from diffpir_core.job import DaskRunner, Job
+from diffpir_core.threads import default_threads, env_threads
+from tasks.priors import use_threads
 
 
 def build_task_runner(job: Job) -> TaskRunner:
-    """The task runner the shard tasks of ``job`` run on."""
+    """The task runner the shard tasks of ``job`` run on; sets this (the flow's) process's torch threads first:
+    ``threads``, else ``OMP_NUM_THREADS``, else the cores split over the local runner's ``max_workers``.
+    Dask workers get ``threads`` (else ``OMP_NUM_THREADS`` of this process) or split their host's cores themselves."""
     spec = job.runner
     if isinstance(spec, DaskRunner):
-        from prefect_dask import DaskTaskRunner
+        from flows.dask_threads import ThreadedDaskTaskRunner
 
+        fixed = job.threads or env_threads()  # read before a created cluster's nannies set OMP_NUM_THREADS=1 here
+        use_threads(fixed or default_threads(1))
         if spec.address:
-            return DaskTaskRunner(address=spec.address)
-        return DaskTaskRunner(
+            return ThreadedDaskTaskRunner(threads=fixed, address=spec.address)
+        return ThreadedDaskTaskRunner(
+            threads=fixed,
             cluster_class=spec.cluster_class,
             cluster_kwargs=dict(spec.cluster_kwargs),
             adapt_kwargs=dict(spec.adapt_kwargs) or None,
         )
+    use_threads(job.threads or default_threads(spec.max_workers))
     return ThreadPoolTaskRunner(max_workers=spec.max_workers)
 
 

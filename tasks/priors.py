@@ -4,6 +4,9 @@ Loading a prior (hundreds of MB for the official checkpoints) costs seconds; a w
 shards, so the UNet is cached at module level, keyed by (file, sha256, device, dtype). The file's
 sha256 is known without loading the network (:func:`prior_sha256`), so finished shards are
 recognised and skipped before any model is loaded.
+
+The process's torch thread count (:func:`use_threads`, set by the flow or by the Dask worker plugin) is applied
+again in every thread that asks for the prior, since under OpenMP a pool thread keeps the count it first ran with.
 """
 
 import os
@@ -13,11 +16,25 @@ import torch
 
 from diffpir_core.models import Prior, load_prior, prior_path
 from diffpir_core.models.files import sha256_file
+from diffpir_core.threads import apply_threads
 
 _PRIORS: dict[tuple[str, str, str, str], Prior] = {}
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _LOCK = threading.Lock()
 _LOADS = 0
+_THREADS: int | None = None
+
+
+def use_threads(threads: int) -> None:
+    """Set this process's torch threads per shard task, now in this thread and in each thread that gets the prior."""
+    global _THREADS
+    _THREADS = threads
+    apply_threads(threads)
+
+
+def shard_threads() -> int | None:
+    """The threads set by :func:`use_threads` in this process (None: torch's own default)."""
+    return _THREADS
 
 
 def prior_sha256(name_or_path: str) -> str:
@@ -37,8 +54,11 @@ def prior_sha256(name_or_path: str) -> str:
 
 
 def get_prior(name_or_path: str, sha256: str, device: str, dtype: torch.dtype = torch.float32) -> Prior:
-    """The loaded prior for this process (loaded on first use); refuses a file whose sha256 changed."""
+    """The loaded prior for this process (loaded on first use, with the calling thread set to the process's
+    threads); refuses a file whose sha256 changed."""
     global _LOADS
+    if _THREADS is not None:
+        apply_threads(_THREADS)  # this thread is about to run the prior
     key = (str(prior_path(name_or_path)), sha256, device, str(dtype))
     with _LOCK:
         prior = _PRIORS.get(key)
