@@ -17,7 +17,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/unet_forward.py
-	$(VENV)/bin/python bench/sampler.py
+	$(VENV)/bin/python -m bench.sampler
 	$(VENV)/bin/python bench/io.py
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/quality.py
