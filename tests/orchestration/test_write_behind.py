@@ -14,10 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
+
+if TYPE_CHECKING:
+    from diffpir_core.job import Job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,16 +64,12 @@ def _restored(output: str) -> np.ndarray:
     return np.concatenate([store.read_array(ref, plan.restored_array) for ref in store.shards()])
 
 
-def test_worker_killed_while_a_write_is_behind_a_computation_loses_nothing(
-    prefect_api: str, make_job, image_writer, tmp_path: Path
-) -> None:
-    from flows.restore import restore
+_OVERRIDES = {"shard_size": 2, "batch_size": 2, "sampler": {"iter_num": 4}, "dispatch": {"unit_shards": 8}}
 
-    images = tmp_path / "images"
-    image_writer(images, 16, seed=11)
-    output = tmp_path / "killed"
-    overrides = {"shard_size": 2, "batch_size": 2, "sampler": {"iter_num": 4}, "dispatch": {"unit_shards": 8}}
-    job = make_job(images, f"slowwrite://{output}", **overrides)
+
+def _start_slow_job(prefect_api: str, job: "Job", tmp_path: Path, slow_s: str) -> tuple[subprocess.Popen, Path]:
+    """Run ``job`` in a child process whose output writes sleep ``slow_s`` seconds before each record (markers: one
+    file per data object written); returns the child and the markers folder."""
     job_file = tmp_path / "job.yaml"
     job_file.write_text(job.to_yaml())
     markers = tmp_path / "markers"
@@ -77,11 +77,23 @@ def test_worker_killed_while_a_write_is_behind_a_computation_loses_nothing(
     env = {
         **os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1",
-        "SLOW_WRITE_MARKERS": str(markers), "SLOW_WRITE_S": "30", "PYTHONPATH": str(REPO),
+        "SLOW_WRITE_MARKERS": str(markers), "SLOW_WRITE_S": slow_s, "PYTHONPATH": str(REPO),
     }
     child = subprocess.Popen(
         [sys.executable, __file__, str(job_file)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
+    return child, markers
+
+
+def test_worker_killed_while_a_write_is_behind_a_computation_loses_nothing(
+    prefect_api: str, make_job, image_writer, tmp_path: Path
+) -> None:
+    from flows.restore import restore
+
+    images, output, overrides = tmp_path / "images", tmp_path / "killed", _OVERRIDES
+    image_writer(images, 16, seed=11)
+    job = make_job(images, f"slowwrite://{output}", **overrides)
+    child, markers = _start_slow_job(prefect_api, job, tmp_path, "30")
     try:
         deadline = time.monotonic() + 240
         while not list(markers.iterdir()):  # shard 0's data is written; its record waits behind the 30 s sleep
@@ -109,23 +121,10 @@ def test_worker_killed_while_a_write_is_behind_a_computation_loses_nothing(
 def test_a_kill_after_some_records_rewrites_none_of_them(prefect_api: str, make_job, image_writer, tmp_path: Path) -> None:
     from flows.restore import restore
 
-    images = tmp_path / "images"
+    images, output, overrides = tmp_path / "images", tmp_path / "killed", _OVERRIDES
     image_writer(images, 16, seed=12)
-    output = tmp_path / "killed"
-    overrides = {"shard_size": 2, "batch_size": 2, "sampler": {"iter_num": 4}, "dispatch": {"unit_shards": 8}}
     job = make_job(images, f"slowwrite://{output}", **overrides)
-    job_file = tmp_path / "job.yaml"
-    job_file.write_text(job.to_yaml())
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    env = {
-        **os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1",
-        "SLOW_WRITE_MARKERS": str(markers), "SLOW_WRITE_S": "1.5", "PYTHONPATH": str(REPO),
-    }
-    child = subprocess.Popen(
-        [sys.executable, __file__, str(job_file)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    child, markers = _start_slow_job(prefect_api, job, tmp_path, "1.5")
     try:
         deadline = time.monotonic() + 240
         while len(_records(output)) < 2:  # two shards recorded, the third written behind the fourth's computation
