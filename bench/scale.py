@@ -13,7 +13,9 @@ S3 on a moto server on 127.0.0.1): compute share = Σ model time / (job wall × 
 per shard, peak RSS of the flow process, Prefect task runs per shard, the re-run and the status times.
 
 Usage: ``python bench/scale.py --shards 1000 --runners local --storage local`` (one configuration per
-runner × storage × shard count; ``--help`` for the rest). Prints a table and writes ``bench/results/scale.json``.
+runner × storage × shard count; ``--help`` for the rest). ``--kill-after S`` first SIGKILLs a run of each job S seconds
+in, then times the resumed run (``skipped``: the shards the killed run had finished). Prints a table and writes
+``bench/results/scale.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -127,10 +130,12 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     work, options = spec["work"], spec["storage_options"]
     from diffpir_core.models import build_unet, save_prior
 
-    torch.manual_seed(0)
-    prior = save_prior(build_unet(**TINY_UNET), Path(spec["scratch"]) / "tiny.safetensors", TINY_UNET)
+    prior = Path(spec["scratch"]) / "tiny.safetensors"
     made = time.perf_counter()
-    _make_store(f"{work}/input.zarr", options, spec["shards"], spec["shard_size"], spec["size"])
+    if not spec.get("resume"):  # a resumed run restores the store and prior the killed one made
+        torch.manual_seed(0)
+        save_prior(build_unet(**TINY_UNET), prior, TINY_UNET)
+        _make_store(f"{work}/input.zarr", options, spec["shards"], spec["shard_size"], spec["size"])
     made = time.perf_counter() - made
     job = parse_job({
         "input": f"{work}/input.zarr", "output": f"{work}/out", "mode": "evaluate",
@@ -162,6 +167,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "overhead_ms_per_shard": round(1000 * (wall * slots - model) / spec["shards"], 1),
         "restored": summary["restored"], "peak_rss_mb": round(rss_run, 1),
         "task_runs_per_shard": round(runs / spec["shards"], 2),
+        "skipped": summary["skipped"],
         "rerun_s": round(rerun, 2), "rerun_skipped": again.result()["skipped"] if again.is_completed() else None,
         "status_s": round(status_s, 2), "status_done": status["counts"]["done"], "store_build_s": round(made, 1),
     }
@@ -204,6 +210,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="model slots: local threads or Dask workers")
     parser.add_argument("--label", default="", help="a name for this set of rows (e.g. before / after)")
     parser.add_argument("--set", dest="job", action="append", default=[], help="job field=JSON value, e.g. dispatch.window=4")
+    parser.add_argument("--kill-after", type=float, default=0.0,
+                        help="SIGKILL a first run of each job this many seconds in (store build included), then resume it")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -278,6 +286,10 @@ def _configuration(args: argparse.Namespace, kind: str, storage: str, shards: in
         "job": job_fields,
     }
     load = os.getloadavg()[0]
+    killed: dict[str, Any] = {}
+    if args.kill_after:
+        killed = _killed_run(spec, args.kill_after)
+        spec["resume"] = True
     done = subprocess.run([sys.executable, str(HERE), "--child", json.dumps(spec)], env=_child_env(),
                           capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -285,11 +297,27 @@ def _configuration(args: argparse.Namespace, kind: str, storage: str, shards: in
         raise SystemExit(f"{kind}/{storage}/{shards} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     return {"label": args.label, "runner": kind, "storage": storage, "shards": shards, "images": shards * args.shard_size,
             "shard_model_s": args.nfe * args.forward_s, "workers": args.workers, "load_avg_1m_before": round(load, 2),
-            "load_avg_1m_after": round(os.getloadavg()[0], 2), "job": job_fields, **json.loads(lines[-1][len("RESULT "):])}
+            "load_avg_1m_after": round(os.getloadavg()[0], 2), "job": job_fields, **killed,
+            **json.loads(lines[-1][len("RESULT "):])}
 
 
-_COLUMNS = ("label", "runner", "storage", "shards", "wall_s", "model_s", "compute_share", "restore_share",
-            "overhead_ms_per_shard", "peak_rss_mb", "task_runs_per_shard", "rerun_s", "status_s", "load_avg_1m_after")
+def _killed_run(spec: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Start the job in a child process and SIGKILL it (and what it started) ``seconds`` into its run; the caller
+    then runs the same job again, which must restore only what the killed run had not finished."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(HERE), "--child", json.dumps(spec)], env=_child_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        proc.wait(timeout=seconds)
+        raise SystemExit(f"the job to kill ended by itself after {time.perf_counter() - started:.0f} s; give a smaller --kill-after")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return {"killed_after_s": round(time.perf_counter() - started, 1)}
+
+
+_COLUMNS = ("label", "runner", "storage", "shards", "images", "wall_s", "model_s", "compute_share", "restore_share",
+            "overhead_ms_per_shard", "peak_rss_mb", "task_runs_per_shard", "skipped", "rerun_s", "status_s", "load_avg_1m_after")
 
 
 def _print_row(row: dict[str, Any]) -> None:

@@ -107,6 +107,7 @@ def demo(
         raise typer.Exit(2)
     import torch
 
+    from diffpir_cli.server import start_temporary_server, stop_when_recorded
     from flows.restore import restore
 
     torch.set_num_threads(threads)
@@ -115,6 +116,7 @@ def demo(
     inputs = write_demo_inputs(out / "input", DEMO_TILES[:images])
     typer.echo(f"wrote {len(inputs)} held-out 64x64 images to {out / 'input'}")
     rows: list[dict[str, Any]] = []
+    server = start_temporary_server()  # stopped below once it recorded every task run (stopped at exit, it logs tracebacks)
     for label in labels:
         job = demo_job(out, label, prior=prior, iter_num=iter_num, images=images)
         typer.echo(f"restoring: {job.task_label()} ({job.sampler_config().iter_num} steps) -> {job.output}")
@@ -131,6 +133,8 @@ def demo(
                      "gain": summary["metrics"]["gain_psnr"]["mean"], "baseline": summary["baseline"]["method"],
                      "seconds": time.perf_counter() - task_start, "summary": summary,
                      "card": report.with_name("report-card.html").read_text(), "report_rel": str(report.relative_to(out))})
+    if server is not None:
+        stop_when_recorded(server)
     index = out / "report.html"
     index.write_text(_index_html(rows))
     typer.echo(f"\n{'task':<24} {'images':>6} {'NFEs':>5} {'PSNR':>7} {'SSIM':>7} {'baseline':>12} {'gain dB':>8} "

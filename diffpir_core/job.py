@@ -117,6 +117,11 @@ class DispatchOptions(_Strict):
     )
     window: int | None = Field(None, ge=1, le=4096, description="work units submitted at once; null = 2 per model slot")
 
+    def units_in_flight(self, slots: int) -> int:
+        """Work units submitted at once for ``slots`` model slots: ``window``, else two per slot (the second one starts
+        and reads while the first computes)."""
+        return self.window or 2 * slots
+
 
 class ReportOptions(_Strict):
     """What goes into report.md / report.html."""

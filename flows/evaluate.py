@@ -26,7 +26,7 @@ from diffpir_core.variants import Run
 from flows.naming import evaluate_run_name
 from tasks.errors import describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
-from tasks.metrics import unit_metrics
+from tasks.metrics import scoring_key, unit_metrics
 from tasks.plan import RunPlan, work_units
 from tasks.report import artifact_key, write_comparison_report, write_job_report
 from tasks.restore import skipped_manifests
@@ -64,24 +64,28 @@ def score_and_report(
     failed: dict[str, str],
     wall_seconds: float,
 ) -> dict[str, Any]:
-    """Score the finished shards (cached per data checksum), write the report, publish the UI artifacts.
+    """Score the finished shards (rows their units kept in the records, else ``unit-metrics``, cached per data
+    checksum), write the report, publish the UI artifacts.
 
     ``failed`` gains an entry for every shard whose scoring failed. Returns the report task's result.
     """
     done = [ref for ref in refs if ref.key in manifests and manifests[ref.key].get("checksum")]
-    units = work_units(done, None, _METRIC_SLOTS)
+    key = scoring_key(job)
+    by_shard = {ref.key: manifests[ref.key]["rows"] for ref in done if manifests[ref.key].get("scored") == key}
+    units = work_units([ref for ref in done if ref.key not in by_shard], None, _METRIC_SLOTS)
     futures = [
         with_job_retries(unit_metrics, job).submit(job, plan, unit, [manifests[ref.key]["checksum"] for ref in unit]) for unit in units
     ]
-    rows: list[dict[str, Any]] = []
     for unit, future in zip(units, futures, strict=True):
         result = future.result(raise_on_failure=False)
         if future.state.is_completed():
-            rows.extend(result)
+            for row in result:
+                by_shard.setdefault(row["shard"], []).append(row)
         else:
             reason = f"metrics: {describe(result) if isinstance(result, BaseException) else future.state.message}"
             failed.update(dict.fromkeys((ref.key for ref in unit), reason))
     scored = [ref for ref in done if ref.key not in failed]
+    rows = [row for ref in scored for row in by_shard.get(ref.key, [])]
     report = with_job_retries(write_job_report, job)(job, plan, scored, rows, failed, wall_seconds)
     create_table_artifact(
         key=artifact_key(job, "shards"),
@@ -172,7 +176,7 @@ def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, d
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options)
     found = skipped_manifests(job, plan, source, out, refs)
-    return {key: {"shard": key, "images": m["images"], "status": "done", "checksum": m["checksum"]} for key, m in found.items()}
+    return {key: {**m, "status": "done"} for key, m in found.items()}
 
 
 @flow(name="evaluate", flow_run_name=evaluate_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))

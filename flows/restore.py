@@ -24,7 +24,7 @@ from diffpir_core.job import DaskRunner, Job
 from flows.evaluate import RunResult, score_and_report, score_comparison, summarise_comparison
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
-from flows.runners import build_task_runner, check_gpu_workers, gpu_annotations, gpus_per_task, model_slots
+from flows.runners import auto_unit_shards, build_task_runner, check_gpu_workers, gpu_annotations, gpus_per_task, model_slots
 from tasks.errors import EndpointUnreachable, describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
 from tasks.plan import RunPlan, ShardSelection, work_units
@@ -106,8 +106,8 @@ def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection) -> Any:
             progress.advance(manifests[ref.key])
     pending = [ref for ref in refs if ref.key not in manifests]
     slots = model_slots(job, runner, gpus)
-    units = work_units(pending, job.dispatch.unit_shards, slots)
-    window = job.dispatch.window or 2 * slots
+    units = work_units(pending, job.dispatch.unit_shards, slots, auto_unit_shards(job))
+    window = job.dispatch.units_in_flight(slots)
     get_run_logger().info(
         "%d shard(s) already done; %d to restore in %d work unit(s), %d in flight at most", len(manifests), len(pending), len(units), window
     )

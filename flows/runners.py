@@ -5,8 +5,10 @@ connects to a scheduler or creates a cluster; shard tasks ask for ``GPU`` worker
 Dask annotations, so one GPU task runs per GPU. A task that asks for a resource no worker has would
 stay Pending forever in Dask, so :func:`check_gpu_workers` fails the run with a clear message first.
 
-The job's ``threads`` is applied here: in the flow process (whose threads run the local runner's shards) and,
-through :mod:`flows.dask_threads`, in every Dask worker.
+The local runner's pool has a thread per work unit in flight (two per model slot by default), and this process as
+many model slots as ``max_workers`` (:func:`tasks.priors.use_model_slots`). The job's ``threads`` is applied here: in
+the flow process (whose threads run the local runner's shards) and, through :mod:`flows.dask_threads`, in every Dask
+worker.
 """
 
 import contextlib
@@ -18,7 +20,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from diffpir_core.job import DaskRunner, Job
 from diffpir_core.threads import default_threads, env_threads
-from tasks.priors import use_threads
+from tasks.plan import MAX_AUTO_UNIT
+from tasks.priors import use_model_slots, use_threads
 
 
 def build_task_runner(job: Job) -> TaskRunner:
@@ -31,6 +34,7 @@ def build_task_runner(job: Job) -> TaskRunner:
 
         fixed = job.threads or env_threads()  # read before a created cluster's nannies set OMP_NUM_THREADS=1 here
         use_threads(fixed or default_threads(1))
+        use_model_slots(None)
         if spec.address:
             return ThreadedDaskTaskRunner(threads=fixed, address=spec.address)
         return ThreadedDaskTaskRunner(
@@ -40,7 +44,21 @@ def build_task_runner(job: Job) -> TaskRunner:
             adapt_kwargs=dict(spec.adapt_kwargs) or None,
         )
     use_threads(job.threads or default_threads(spec.max_workers))
-    return ThreadPoolTaskRunner(max_workers=spec.max_workers)
+    use_model_slots(spec.max_workers)  # the pool runs more units than that: the next one starts while one computes
+    return ThreadPoolTaskRunner(max_workers=max(spec.max_workers, job.dispatch.units_in_flight(spec.max_workers)))
+
+
+DASK_AUTO_UNIT = 64
+"""Shards per work unit at most on Dask when the job leaves ``dispatch.unit_shards`` to the flow. A Dask worker thread
+runs its units one after another, so each unit's start (the task crossing the scheduler, its Prefect task run, its
+first read: ≈ 2–5 s) is not hidden behind the previous unit's computation as on the local runner, and is shared by
+more shards instead."""
+
+
+def auto_unit_shards(job: Job) -> int:
+    """Shards per work unit at most when ``dispatch.unit_shards`` is null: :data:`tasks.plan.MAX_AUTO_UNIT` on the local
+    runner (whose next unit starts while one computes), :data:`DASK_AUTO_UNIT` on Dask."""
+    return DASK_AUTO_UNIT if isinstance(job.runner, DaskRunner) else MAX_AUTO_UNIT
 
 
 def gpus_per_task(job: Job, device: str) -> int:

@@ -158,10 +158,10 @@ class ShardSelection(BaseModel):
         return [ref for ref in refs if any(group == ref.group and first <= ref.index < stop for group, first, stop in self.ranges)]
 
 
-def work_units(refs: list[ShardRef], unit_shards: int | None, slots: int) -> list[list[ShardRef]]:
+def work_units(refs: list[ShardRef], unit_shards: int | None, slots: int, most: int = MAX_AUTO_UNIT) -> list[list[ShardRef]]:
     """Runs of consecutive shards of one size group, ``unit_shards`` at a time (auto: enough units for 4 per model slot,
-    at most :data:`MAX_AUTO_UNIT` shards each, so that a unit's fixed cost is shared and the slots stay balanced)."""
-    size = unit_shards or max(1, min(MAX_AUTO_UNIT, len(refs) // (4 * slots)))
+    at most ``most`` shards each, so that a unit's fixed cost is shared and the slots stay balanced)."""
+    size = unit_shards or max(1, min(most, len(refs) // (4 * slots)))
     units: list[list[ShardRef]] = []
     for ref in refs:
         last = units[-1][-1] if units else None

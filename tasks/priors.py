@@ -7,6 +7,10 @@ recognised and skipped before any model is loaded.
 
 The process's torch thread count (:func:`use_threads`, set by the flow or by the Dask worker plugin) is applied
 again in every thread that asks for the prior, since under OpenMP a pool thread keeps the count it first ran with.
+
+The local runner starts more work units than the process has model slots (:func:`use_model_slots`), so that the next
+unit's task start and first read happen while the current one computes; a unit holds a :class:`ModelSlot` while it
+runs the model, so no more units than slots compute at once.
 """
 
 import os
@@ -23,6 +27,7 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 _LOCK = threading.Lock()
 _LOADS = 0
 _THREADS: int | None = None
+_SLOTS: threading.BoundedSemaphore | None = None
 
 
 def use_threads(threads: int) -> None:
@@ -35,6 +40,33 @@ def use_threads(threads: int) -> None:
 def shard_threads() -> int | None:
     """The threads set by :func:`use_threads` in this process (None: torch's own default)."""
     return _THREADS
+
+
+def use_model_slots(slots: int | None) -> None:
+    """How many work units of this process may run the model at once; None: no limit (each unit its own slot, as in
+    a Dask worker, whose threads are its slots)."""
+    global _SLOTS
+    _SLOTS = None if slots is None else threading.BoundedSemaphore(slots)
+
+
+class ModelSlot:
+    """One unit's claim on a model slot of this process: taken before the model runs, let go while the unit waits
+    for data and when it ends, so that a unit waiting to compute takes over as soon as another stops."""
+
+    def __init__(self) -> None:
+        self._held: threading.BoundedSemaphore | None = None
+
+    def take(self) -> None:
+        """Wait for a slot unless this unit holds one already (no-op without a limit)."""
+        if self._held is None and (slots := _SLOTS) is not None:
+            slots.acquire()
+            self._held = slots
+
+    def release(self) -> None:
+        """Let the slot go (no-op when not held)."""
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
 
 def prior_sha256(name_or_path: str) -> str:

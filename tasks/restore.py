@@ -5,7 +5,8 @@ Order of work per shard, so that a shard is either done (data + matching record)
 1. the record already matches (job hash, model sha256, code version, input checksum, data checksum):
    a ``skipped`` manifest, without loading the prior;
 2. evaluate mode: reuse the stored measurements if their record matches, else synthesise and store them;
-3. restore in batches with the process-wide prior; write the whole shard; then its record.
+3. restore in batches with the process-wide prior; write the whole shard; score it (the metric rows go into the
+   record, so the metrics phase and re-runs need not read the shard again); then its record.
 
 The three steps are a pipeline (:class:`ShardPipeline`): while the model restores shard *k*, one thread reads and
 prepares shard *k + 1* and another writes and records shard *k − 1*. Each shard still has one writer (the unit),
@@ -35,8 +36,9 @@ from diffpir_core.restore import ShardInputs, restore_batchwise
 from tasks import errors
 from tasks.errors import describe, is_transient, retry_transient, storage_endpoint
 from tasks.measurements import given_data, prepare_measurements, shard_identity
+from tasks.metrics import rows_of, scoring_key
 from tasks.plan import RunPlan, input_checksum, write_status
-from tasks.priors import get_prior
+from tasks.priors import ModelSlot, get_prior
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ def _identity(job: Job, plan: RunPlan, source: DatasetStore, shard: ShardRef) ->
 
 
 def _skipped_manifest(shard: ShardRef, record: ShardRecord, started: float) -> dict[str, Any]:
-    return _manifest(shard, "skipped", started, checksum=record.checksum, quarantined=record.metrics.get("quarantined", {}))
+    scored = {key: record.metrics[key] for key in ("rows", "scored") if key in record.metrics}
+    return _manifest(shard, "skipped", started, checksum=record.checksum, quarantined=record.metrics.get("quarantined", {}), **scored)
 
 
 def _skipped(plan: RunPlan, out: DatasetStore, shard: ShardRef, identity: dict[str, str], started: float) -> dict[str, Any] | None:
@@ -122,20 +125,27 @@ def restore_prepared(job: Job, plan: RunPlan, item: Prepared) -> tuple[np.ndarra
 
 
 def write_restored(
-    plan: RunPlan, out: DatasetStore, item: Prepared, restored: np.ndarray, timings: dict[str, float], batch_size: int, attempt: int
+    job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, item: Prepared, restored: np.ndarray,
+    timings: dict[str, float], batch_size: int, attempt: int,
 ) -> dict[str, Any]:
-    """Step 3b: the whole shard, then its record (never the other way round); returns its ``restored`` manifest."""
+    """Step 3b: the whole shard, its metric rows, then its record (never before the data); returns its ``restored``
+    manifest. Rows that cannot be computed here are left to the metrics phase, which reports why."""
     assert item.inputs is not None
     writing = time.perf_counter()
     written = out.write_shard_output(item.ref, plan.restored_array, restored)
     timings = {**timings, "write": time.perf_counter() - writing}
+    scored: dict[str, Any] = {}
+    try:
+        scored = {"rows": rows_of(job, plan, source, item.ref, item.inputs, restored, timings["sample"]), "scored": scoring_key(job)}
+    except Exception as err:
+        log.warning("shard %s: metrics left to the metrics phase: %s", item.ref.key, describe(err))
     out.write_record(
         item.ref, plan.restored_array, checksum=written, identity=item.identity, timings=timings,
-        metrics={"attempts": attempt, "batch_size": batch_size, "quarantined": item.inputs.quarantined},
+        metrics={"attempts": attempt, "batch_size": batch_size, "quarantined": item.inputs.quarantined, **scored},
     )
     return _manifest(
         item.ref, "restored", item.started, checksum=written, attempts=attempt, batch_size=batch_size,
-        sample_seconds=round(timings["sample"], 3), quarantined=item.inputs.quarantined,
+        sample_seconds=round(timings["sample"], 3), quarantined=item.inputs.quarantined, **scored,
     )
 
 
@@ -191,7 +201,7 @@ class ShardPipeline:
                 item, restored, timings, batch_size = work
                 try:
                     manifests[item.ref.key] = write_restored(
-                        self.plan, self.stores()[1], item, restored, timings, batch_size, self.attempts[item.ref.key]
+                        self.job, self.plan, *self.stores(), item, restored, timings, batch_size, self.attempts[item.ref.key]
                     )
                     errors.BREAKER.succeeded(*self.breaker)
                 except Exception as err:
@@ -201,11 +211,13 @@ class ShardPipeline:
         writer = threading.Thread(target=write, name="unit-write", daemon=True)
         reader.start()
         writer.start()
+        slot = ModelSlot()
         try:
-            while (item := ready.get()) is not _DONE:
+            while (item := _next_ready(ready, slot)) is not _DONE:
                 if item.skipped is not None:
                     manifests[item.ref.key] = item.skipped
                     continue
+                slot.take()
                 try:
                     restored, timings, batch_size = restore_prepared(self.job, self.plan, item)
                 except Exception as err:
@@ -213,6 +225,7 @@ class ShardPipeline:
                     continue
                 behind.put((item, restored, timings, batch_size))
         finally:
+            slot.release()  # before the last write: the next unit computes while this one writes behind
             stop.set()
             while reader.is_alive():  # unblock a reader waiting to hand over a shard nobody will take
                 try:
@@ -222,6 +235,15 @@ class ShardPipeline:
             behind.put(_DONE)
             writer.join()
         return manifests, errors_
+
+
+def _next_ready(ready: "queue.Queue[Any]", slot: ModelSlot) -> Any:
+    """The next prepared shard; the model slot is let go while the reader is still on it (another unit may compute)."""
+    try:
+        return ready.get_nowait()
+    except queue.Empty:
+        slot.release()
+        return ready.get()
 
 
 def breaker_key(job: Job, plan: RunPlan) -> tuple[str, str | None]:

@@ -1,7 +1,10 @@
 """The restore flow on the local runner: outputs, records, reports, artifacts, re-runs, status."""
 
+import csv
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,6 +37,13 @@ def _restored(output: Path) -> np.ndarray:
     return np.concatenate([out.read_array(ref, plan.restored_array) for ref in out.shards()])
 
 
+def _metric_run_states(state: Any) -> list[str]:
+    """States of the ``metrics-…`` task runs of the flow run behind ``state``."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [state.state_details.flow_run_id]}))
+    return sorted(t.state.name for t in runs if t.name.startswith("metrics-"))
+
+
 def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, images_8: Path, tmp_path: Path) -> None:
     job = make_job(images_8, tmp_path / "out", metrics=["psnr", "ssim", "consistency"])
     state = restore(job=job, return_state=True)
@@ -52,6 +62,7 @@ def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, 
     assert report["metrics"]["measurement_rms"]["count"] == 8
     assert len((_job_dir(out) / "metrics.csv").read_text().strip().splitlines()) == 9
     assert "<img" in (_job_dir(out) / "report.html").read_text()
+    first_csv = (_job_dir(out) / "metrics.csv").read_text()
 
     loads = prior_loads()
     again = restore(job=job, return_state=True)
@@ -59,9 +70,18 @@ def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, 
     assert (again.result()["restored"], again.result()["skipped"]) == (0, 2)
     assert prior_loads() == loads  # finished shards are skipped without loading the prior
     np.testing.assert_array_equal(_restored(out), restored)
-    with get_client(sync_client=True) as client:  # unchanged shards are not re-scored: Prefect cache hits
-        metric_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [again.state_details.flow_run_id]}))
-    assert sorted(t.state.name for t in metric_runs if t.name.startswith("metrics-")) == ["Cached", "Cached"]
+    # the units scored their shards and kept the rows in the records: the re-run scores nothing again
+    assert _metric_run_states(again) == []
+    assert (_job_dir(out) / "metrics.csv").read_text() == first_csv
+
+    # other metrics (not part of the job hash): the shards are skipped, but scored again, then cached per shard data
+    fewer = job.model_copy(update={"metrics": ["psnr"]})
+    scored = restore(job=fewer, return_state=True)
+    assert (scored.result()["restored"], scored.result()["skipped"]) == (0, 2)
+    assert _metric_run_states(scored) == ["Completed", "Completed"]
+    assert _metric_run_states(restore(job=fewer, return_state=True)) == ["Cached", "Cached"]
+    psnr = {row["id"]: row["psnr"] for row in csv.DictReader(io.StringIO(first_csv))}
+    assert {row["id"]: row["psnr"] for row in csv.DictReader((_job_dir(out) / "metrics.csv").open())} == psnr
 
     status = job_status(str(out))
     assert status["counts"] == {"done": 2, "failed": 0, "pending": 0, "quarantined": 0}
