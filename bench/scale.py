@@ -264,7 +264,7 @@ def _moto() -> tuple[Any, dict[str, Any]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    options = {"key": "bench", "secret": "bench", "endpoint_url": f"http://{host}:{port}", "client_kwargs": {"region_name": "us-east-1"}}
+    options = {"key": "bench", "secret": "bench", "endpoint_url": f"http://{host}:{port}", "client_kwargs": {"region_name": "eu-west-1"}}
     s3fs.S3FileSystem(**options).mkdir("bench")
     return server, options
 
