@@ -43,6 +43,7 @@ _IDENTITY_ARRAYS = ("ids", "sha256", "pixel_sha256")  # what makes a row the sam
 _RESERVED = frozenset(METADATA_ARRAYS)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _COMPRESSOR = ZstdCodec(level=3)
+COLUMN_CHUNK_ROWS = 4096
 
 
 class StoreError(RuntimeError):
@@ -91,6 +92,8 @@ class ShardRecord(BaseModel):
     stop: int
     checksum: str
     rows: str = Field("", description="digest of the ids and content hashes of the rows the record was written for")
+    data_object: str = Field("", description="the shard's data object, relative to the store")
+    fingerprint: str = Field("", description="size and modification stamp (mtime, ETag) of that object once verified")
     identity: dict[str, str] = Field(default_factory=dict, description="job / model / code / config identity")
     timings: dict[str, float] = Field(default_factory=dict, description="seconds, by phase")
     metrics: dict[str, Any] = Field(default_factory=dict, description="per-shard metrics (JSON values)")
@@ -252,7 +255,9 @@ class DatasetStore:
             for name in METADATA_ARRAYS:
                 src = source._array(group.name, name)
                 if name not in node:
-                    node.create_array(name, shape=(0, *src.shape[1:]), dtype=src.dtype, chunks=(self.shard_size, *src.shape[1:]))
+                    node.create_array(
+                        name, shape=(0, *src.shape[1:]), dtype=src.dtype, chunks=(column_chunk_rows(self.shard_size), *src.shape[1:])
+                    )
             for name in self.array_names(group.name):
                 array = node[name]
                 if array.shape[0] != group.count:
@@ -466,6 +471,8 @@ class DatasetStore:
         self._require_writable()
         self._check_ids(ref)
         stored = shard_checksum(self.read_array(ref, name))
+        data_object = self._data_object(ref, name)
+        fingerprint = self._fingerprint(data_object)  # of the object just verified: later checks need not read it
         if stored != checksum:
             raise StoreError(
                 f"shard {ref.key} of {name!r} holds data with checksum {stored}, not the {checksum} that was written; "
@@ -479,6 +486,8 @@ class DatasetStore:
             stop=ref.stop,
             checksum=checksum,
             rows=self.rows_digest(ref),
+            data_object=data_object,
+            fingerprint=fingerprint,
             identity=dict(identity),
             timings=dict(timings or {}),
             metrics=dict(metrics or {}),
@@ -549,11 +558,31 @@ class DatasetStore:
             return None
         if rows[0] != ref.ids or record.rows != rows[1]:
             return None
+        if record.fingerprint and self._fingerprint(record.data_object) == record.fingerprint:
+            return record  # the very object whose checksum was verified when the record was written
         try:
             data = self.read_array(ref, name)
         except Exception:  # a torn or corrupt shard object: the shard is simply not done.
             return None
         return record if shard_checksum(data) == record.checksum else None
+
+    def _data_object(self, ref: ShardRef, name: str) -> str:
+        """The object holding shard ``ref`` of array ``name`` (one per shard: the array's shards are the shard grid)."""
+        array = self._array(ref.group, name)
+        key = array.metadata.encode_chunk_key((ref.index, *([0] * (array.ndim - 1))))
+        return f"groups/{ref.group}/{name}/{key}"
+
+    def _fingerprint(self, relative: str) -> str:
+        """``<size>:<stamp>`` of an object of this store (stamp: ETag on object stores, else mtime), read fresh;
+        ``absent`` when it does not exist. Rewriting the object changes it, so a record whose fingerprint still
+        matches describes the data it verified without reading it again (a copy that changed stamps is read)."""
+        fs, base = self._fs
+        try:
+            info = fs.info(join(base, relative), refresh=True)
+        except FileNotFoundError:
+            return "absent"
+        stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")
+        return f"{info.get('size')}:{stamp}" if stamp is not None else ""
 
     def delete_record(self, ref: ShardRef, name: str) -> None:
         """Remove the shard's record if there is one (the shard then counts as not done)."""
@@ -694,9 +723,10 @@ class DatasetStore:
             dimension_names=["image", "y", "x", "c"],
             attributes={"layout": "NHWC", "range": "0..255"},
         )
+        rows = column_chunk_rows(shard)
         for column in ("ids", "sources", "sha256", "pixel_sha256", "source_mode"):
-            node.create_array(column, shape=(0,), dtype=str, chunks=(shard,))
-        node.create_array("source_shape", shape=(0, 2), dtype="int32", chunks=(shard, 2))
+            node.create_array(column, shape=(0,), dtype=str, chunks=(rows,))
+        node.create_array("source_shape", shape=(0, 2), dtype="int32", chunks=(rows, 2))
         self._root.require_group(f"records/{name}")
         return node
 
@@ -712,6 +742,12 @@ class DatasetStore:
     def _require_writable(self) -> None:
         if not self._writable:
             raise StoreError(f"{redact_uri(self.uri)} was opened read-only; open it with writable=True to write")
+
+
+def column_chunk_rows(shard_size: int) -> int:
+    """Rows per chunk of the id and provenance columns: whole shards, about :data:`COLUMN_CHUNK_ROWS` rows, so that
+    checking thousands of shards reads a few column objects, not one per shard and column."""
+    return shard_size * max(1, COLUMN_CHUNK_ROWS // shard_size)
 
 
 def _columns(images: np.ndarray, metas: Sequence[ImageMeta]) -> dict[str, np.ndarray]:
