@@ -1,5 +1,7 @@
 """Per-image arrays on the shard grid, whole-shard outputs and completion records."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -70,6 +72,30 @@ def test_record_stops_matching_when_data_changes_underneath(store, tmp_path):
     shard_file.write_bytes(shard_file.read_bytes()[:100])  # torn write
     assert store.read_record(ref, "restored") is not None
     assert not store.record_matches(ref, "restored", IDENTITY)
+
+
+def test_a_record_trusts_only_the_very_object_it_verified(store, tmp_path):
+    ref = store.shards()[0]
+    store.create_array(ref.group, "restored", (16, 16, 3), "uint8")
+    out = _restore(store.read_images(ref))
+    record = store.write_record(ref, "restored", checksum=store.write_shard_output(ref, "restored", out), identity=IDENTITY)
+    shard_file = tmp_path / "s.zarr" / record.data_object
+    assert shard_file.is_file() and record.fingerprint == f"{shard_file.stat().st_size}:{shard_file.stat().st_mtime}"
+    original = shard_file.read_bytes()
+
+    shard_file.write_bytes(original)  # the same bytes, a new mtime (a copy that did not keep it): read and hashed again
+    os.utime(shard_file, ns=(shard_file.stat().st_atime_ns, shard_file.stat().st_mtime_ns + 10**9))
+    assert store.record_matches(ref, "restored", IDENTITY)
+
+    other = store.read_images(ref)  # other pixels of the same size written in place: the stamp changed, not done
+    store._array(ref.group, "restored")[ref.start : ref.stop] = other
+    assert store.read_record(ref, "restored") is not None
+    assert not store.record_matches(ref, "restored", IDENTITY)
+
+
+def test_id_columns_are_chunked_by_whole_shards_of_thousands_of_rows(store):
+    ids = store._array(store.shards()[0].group, "ids")
+    assert ids.chunks[0] % store.shard_size == 0 and ids.chunks[0] >= 4000
 
 
 def test_evaluation_arrays_share_the_shard_grid(store):
