@@ -19,6 +19,7 @@ shard counts as done only when its record exists, was written for the ids and co
 checksum matches the data in the store.
 """
 
+import functools
 import hashlib
 import json
 import re
@@ -139,6 +140,20 @@ def group_name(height: int, width: int) -> str:
     return f"{height}x{width}"
 
 
+def _restructures(method: Callable[..., Any]) -> Callable[..., Any]:
+    """For writers that create, resize or delete arrays: the store's opened arrays are forgotten before and after."""
+
+    @functools.wraps(method)
+    def wrapper(self: "DatasetStore", *args: Any, **kwargs: Any) -> Any:
+        self._arrays.clear()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._arrays.clear()
+
+    return wrapper
+
+
 class DatasetStore:
     """A dataset in a Zarr v3 store (local path or fsspec URL). Open with :meth:`open`, make with :meth:`create`.
 
@@ -151,6 +166,7 @@ class DatasetStore:
         self._root = root
         self._writable = writable
         self._append_nodes: dict[tuple[int, int], dict[str, zarr.Array]] = {}
+        self._arrays: dict[str, zarr.Array] = {}  # opened arrays (each open reads metadata: 2 requests on S3)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (self.uri, self.storage_options, self._writable))
@@ -234,6 +250,7 @@ class DatasetStore:
         target.align_with(source)
         return target
 
+    @_restructures
     def align_with(self, source: "DatasetStore") -> None:
         """Make this store's groups and rows those of ``source`` (after ``source`` was re-ingested).
 
@@ -392,6 +409,7 @@ class DatasetStore:
             yield from zip(ref.ids, images, strict=True)
 
     # ------------------------------------------------------------------ per-image arrays and outputs
+    @_restructures
     def create_array(
         self,
         group: str,
@@ -593,6 +611,7 @@ class DatasetStore:
             pass
 
     # ------------------------------------------------------------------ used by ingest
+    @_restructures
     def append(self, group: tuple[int, int], images: np.ndarray, metas: Sequence[ImageMeta]) -> None:
         """Append images (k, H, W, 3) with their provenance to the size group (created on first use).
 
@@ -617,6 +636,7 @@ class DatasetStore:
         with ThreadPoolExecutor(max_workers=len(columns), thread_name_prefix="store-append") as pool:
             list(pool.map(grow_and_write, columns))
 
+    @_restructures
     def write_rows(self, group: tuple[int, int], rows: Mapping[int, tuple[np.ndarray, ImageMeta]]) -> None:
         """Put images with their provenance into existing rows of a size group (a re-ingest replacing changed images
         or filling the rows of removed ones). Rows are written a whole shard object at a time, by this one writer."""
@@ -628,6 +648,7 @@ class DatasetStore:
             by_row = dict(zip(order, values, strict=True))
             self._patch_rows(self._array(name, column), order, by_row.__getitem__)
 
+    @_restructures
     def fill_holes(self, group: str, holes: Sequence[int]) -> None:
         """Remove the rows ``holes`` from a size group: the last rows move into the holes (in order) and the group
         shrinks; every other row keeps its place, so only the shards holding a hole or a moved row change. A group
@@ -655,6 +676,7 @@ class DatasetStore:
             node[name].resize((count + len(entries),))
             node[name][count:] = np.array(values, dtype=object)
 
+    @_restructures
     def clear_quarantine(self) -> None:
         """Empty the quarantine list (a re-ingest lists again the files that still cannot be ingested)."""
         self._require_writable()
@@ -674,11 +696,15 @@ class DatasetStore:
 
     # ------------------------------------------------------------------ internals
     def _array(self, group: str, name: str) -> zarr.Array:
+        path = f"groups/{group}/{name}"
+        if (array := self._arrays.get(path)) is not None:
+            return array
         try:
-            array = self._root[f"groups/{group}/{name}"]
+            array = self._root[path]
         except KeyError as err:
             raise StoreError(f"{redact_uri(self.uri)} has no array {name!r} in size group {group!r}") from err
         assert isinstance(array, zarr.Array)
+        self._arrays[path] = array
         return array
 
     def _group_count(self, group: str) -> int:
