@@ -489,13 +489,13 @@ class DatasetStore:
         self._require_writable()
         self._check_ids(ref)
         stored = shard_checksum(self.read_array(ref, name))
-        data_object = self._data_object(ref, name)
-        fingerprint = self._fingerprint(data_object)  # of the object just verified: later checks need not read it
         if stored != checksum:
             raise StoreError(
                 f"shard {ref.key} of {name!r} holds data with checksum {stored}, not the {checksum} that was written; "
                 "another writer touched this shard; write it again (one writer per shard)"
             )
+        data_object = self._data_object(ref, name)
+        fingerprint = self._fingerprint(data_object)  # of the object just verified: later checks need not read it
         record = ShardRecord(
             array=name,
             group=ref.group,
