@@ -58,6 +58,19 @@ def _already_done(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, di
         return {}
 
 
+def _index_records(job: Job, plan: RunPlan) -> None:
+    """Fold the shards' records into the output's record index, so that later checks (``diffpir status``, a re-run)
+    read one object instead of one per shard. It is only a cache: failing to write it costs speed, not results."""
+    try:
+        DatasetStore.open(plan.output_store, job.storage_options, writable=True).index_records(plan.restored_array)
+    except Exception as err:
+        get_run_logger().warning(
+            "could not update the record index of %s (%s); status checks read each shard's record instead, which is slower",
+            plan.output_store,
+            describe(err),
+        )
+
+
 def _dispatch(job: Job, plan: RunPlan, units: list[list[ShardRef]], window: int, progress: ShardProgress) -> tuple[dict, dict]:
     """Run ``units`` with at most ``window`` of them submitted at once, submitting the next as each one finishes."""
     logger = get_run_logger()
@@ -113,6 +126,7 @@ def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection) -> Any:
     )
     restored, failed = _dispatch(job, plan, units, window, progress)
     manifests.update(restored)
+    _index_records(job, plan)
     outcome = {"manifests": manifests, "failed": failed}
     return Failed(message=_failed_message(failed, len(refs)), data=outcome) if failed else outcome
 

@@ -7,13 +7,10 @@ file says the last attempt failed and the shard is not done. A job whose input c
 changed shards as pending: running it again restores exactly those.
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from diffpir_core.io import DatasetStore, StoreError
-from tasks.plan import RunPlan, read_plans, read_status
-
-_STATUS_THREADS = 8  # status files read at once (object stores answer in parallel)
+from tasks.plan import RunPlan, read_plans, read_statuses
 
 
 def output_status(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -48,10 +45,10 @@ def _plan_status(plan: RunPlan, options: dict[str, Any]) -> dict[str, Any]:
     digests = source.rows_digests(refs) if source is not None else {}  # gone rows: not done
     identities = {key: plan.identity(digest) for key, digest in digests.items()}
     records = out.done_records([ref for ref in refs if ref.key in identities], plan.restored_array, identities)
-    with ThreadPoolExecutor(max_workers=_STATUS_THREADS, thread_name_prefix="status-read") as pool:
-        statuses = list(pool.map(lambda ref: read_status(plan, ref, options) or {}, refs))
+    statuses = read_statuses(plan, options)
     shards = []
-    for ref, status in zip(refs, statuses, strict=True):
+    for ref in refs:
+        status = statuses.get(ref.key, {})
         record = records.get(ref.key)
         done = record is not None
         if record is not None:

@@ -24,12 +24,14 @@ own and never meets, nor deletes, another job's shards; the records (``diffpir_c
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
 from diffpir_core import __version__
 from diffpir_core.io import DatasetStore, ShardRef, SizeGroup
+from diffpir_core.io.listing import listed
 from diffpir_core.io.uris import filesystem, is_local, join, local_path, put_atomic, redact_uri
 from diffpir_core.job import Job
 
@@ -218,10 +220,15 @@ def write_status(plan: RunPlan, ref: ShardRef, storage_options: dict, *, state: 
     write_text(plan.output, plan.status_path(ref), json.dumps(status), storage_options)
 
 
-def read_status(plan: RunPlan, ref: ShardRef, storage_options: dict) -> dict | None:
-    """The last attempt status of a shard, or None."""
-    text = read_text(plan.output, plan.status_path(ref), storage_options)
-    return json.loads(text) if text else None
+def read_statuses(plan: RunPlan, storage_options: dict, threads: int = 8) -> dict[str, dict]:
+    """The last attempt status of every shard that has one, by shard key: one listing of the job's status folder,
+    then only the files it holds (a few failed shards, not one lookup per shard)."""
+    fs, base = filesystem(plan.output, storage_options)
+    folder = join(base, f"{job_folder(plan.job_hash)}/status")
+    names = [name for name in listed(fs, folder) if name.endswith(".json")]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="status-read") as pool:
+        texts = pool.map(lambda name: read_text(plan.output, f"{job_folder(plan.job_hash)}/status/{name}", storage_options), names)
+        return {name.removesuffix(".json"): json.loads(text) for name, text in zip(names, texts, strict=True) if text}
 
 
 def read_plans(output: str, storage_options: dict) -> list[RunPlan]:

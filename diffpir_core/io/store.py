@@ -23,7 +23,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import cached_property
@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from zarr.codecs import ZstdCodec
 
 from diffpir_core import __version__
+from diffpir_core.io.listing import cached_records, fingerprint_of, fingerprints, write_index
 from diffpir_core.io.uris import StorageOptions, filesystem, join, put_atomic, redact_uri, zarr_store
 
 SCHEMA_VERSION = 2
@@ -536,16 +537,74 @@ class DatasetStore:
         self, refs: Sequence[ShardRef], name: str, identities: Mapping[str, Mapping[str, str]], threads: int = 8
     ) -> dict[str, ShardRecord]:
         """The records of the shards of ``refs`` that are done, as :meth:`record_matches` decides it shard by shard
-        (``identities`` by shard key), for many shards at once: each size group's id and hash columns are read once
-        and the records and data are checked by ``threads`` threads (object stores answer in parallel)."""
+        (``identities`` by shard key), for many shards at once: per size group, its id and hash columns are read once,
+        the records come from one listing and the record index (:mod:`diffpir_core.io.listing`; records it lacks are
+        read by ``threads`` threads), the data objects' fingerprints from one listing; only data whose object changed
+        since its record verified it is read and hashed."""
         rows = self._rows_by_shard(refs)
+        found: dict[str, ShardRecord] = {}
+        for group in dict.fromkeys(ref.group for ref in refs):
+            found.update(self._group_done(group, [ref for ref in refs if ref.group == group], name, identities, rows, threads))
+        return found
 
-        def check(ref: ShardRef) -> ShardRecord | None:
-            return self._done_record(ref, name, identities[ref.key], rows[ref.key]) if ref.key in rows else None
-
+    def _group_done(
+        self,
+        group: str,
+        refs: Sequence[ShardRef],
+        name: str,
+        identities: Mapping[str, Mapping[str, str]],
+        rows: Mapping[str, tuple[tuple[str, ...], str]],
+        threads: int,
+    ) -> dict[str, ShardRecord]:
+        records = self._group_records(group, name, threads)
+        fs, base = self._fs
+        stamps = fingerprints(fs, join(base, f"groups/{group}/{name}"))
+        found, unsure = {}, []
+        for ref in refs:
+            record = records.get(ref.index)
+            if record is None or ref.key not in rows or not _record_applies(ref, identities[ref.key], rows[ref.key], record):
+                continue
+            prefix = f"groups/{group}/{name}/"
+            listed = stamps.get(record.data_object[len(prefix) :]) if record.data_object.startswith(prefix) else None
+            if record.fingerprint and listed == record.fingerprint:
+                found[ref.key] = record  # the very object whose checksum was verified when the record was written
+            else:
+                unsure.append((ref, record))
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="record-check") as pool:
-            found = zip(refs, pool.map(check, refs), strict=True)
-            return {ref.key: record for ref, record in found if record is not None}
+            verified = list(pool.map(lambda item: self._data_verifies(item[0], name, item[1]), unsure))
+        found.update({ref.key: record for (ref, record), ok in zip(unsure, verified, strict=True) if ok})
+        return found
+
+    def index_records(self, name: str, threads: int = 8) -> int:
+        """Rewrite the record index of array ``name`` in every size group from its records as they are now (a job
+        calls this once its shards are written, so later checks read one object instead of one per shard); returns
+        the number of records indexed."""
+        self._require_writable()
+        fs, base = self._fs
+        return sum(
+            write_index(fs, join(base, f"records/{group.name}/{name}"), lambda shards, g=group.name: self._raw_records(g, name, shards, threads))
+            for group in self.groups()
+        )
+
+    def _group_records(self, group: str, name: str, threads: int) -> dict[int, ShardRecord]:
+        """Every record of array ``name`` in ``group`` by shard index (see :func:`listing.cached_records`)."""
+        fs, base = self._fs
+        raw = cached_records(fs, join(base, f"records/{group}/{name}"), lambda shards: self._raw_records(group, name, shards, threads))
+        return {shard: ShardRecord.model_validate(record) for shard, record in raw.items()}
+
+    def _raw_records(self, group: str, name: str, shards: Iterable[int], threads: int) -> dict[int, dict[str, Any]]:
+        """The record content (JSON) of the given shards of ``group``, read in parallel; absent ones left out."""
+        fs, base = self._fs
+
+        def read(shard: int) -> dict[str, Any] | None:
+            try:
+                return json.loads(fs.cat_file(join(base, f"records/{group}/{name}/{shard:06d}/zarr.json")))["attributes"]["diffpir_record"]
+            except FileNotFoundError:
+                return None
+
+        shards = list(shards)
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="record-read") as pool:
+            return {shard: record for shard, record in zip(shards, pool.map(read, shards), strict=True) if record is not None}
 
     def rows_digests(self, refs: Sequence[ShardRef]) -> dict[str, str]:
         """:meth:`rows_digest` of many shards, each identity column of a size group read once (shards of a group this
@@ -570,19 +629,19 @@ class DatasetStore:
         self, ref: ShardRef, name: str, identity: Mapping[str, str], rows: tuple[tuple[str, ...], str]
     ) -> ShardRecord | None:
         record = self.read_record(ref, name)
-        if record is None or (record.group, record.shard, record.start, record.stop) != (ref.group, ref.index, ref.start, ref.stop):
-            return None
-        if any(record.identity.get(key) != value for key, value in identity.items()):
-            return None
-        if rows[0] != ref.ids or record.rows != rows[1]:
+        if record is None or not _record_applies(ref, identity, rows, record):
             return None
         if record.fingerprint and self._fingerprint(record.data_object) == record.fingerprint:
             return record  # the very object whose checksum was verified when the record was written
+        return record if self._data_verifies(ref, name, record) else None
+
+    def _data_verifies(self, ref: ShardRef, name: str, record: ShardRecord) -> bool:
+        """True when the shard's data in the store has the record's checksum (unreadable data does not)."""
         try:
             data = self.read_array(ref, name)
         except Exception:  # a torn or corrupt shard object: the shard is simply not done.
-            return None
-        return record if shard_checksum(data) == record.checksum else None
+            return False
+        return shard_checksum(data) == record.checksum
 
     def _data_object(self, ref: ShardRef, name: str) -> str:
         """The object holding shard ``ref`` of array ``name`` (one per shard: the array's shards are the shard grid)."""
@@ -591,16 +650,13 @@ class DatasetStore:
         return f"groups/{ref.group}/{name}/{key}"
 
     def _fingerprint(self, relative: str) -> str:
-        """``<size>:<stamp>`` of an object of this store (stamp: ETag on object stores, else mtime), read fresh;
-        ``absent`` when it does not exist. Rewriting the object changes it, so a record whose fingerprint still
-        matches describes the data it verified without reading it again (a copy that changed stamps is read)."""
+        """:func:`listing.fingerprint_of` an object of this store, read fresh; ``absent`` when it does not exist.
+        A record whose fingerprint still matches describes the data it verified without reading it again."""
         fs, base = self._fs
         try:
-            info = fs.info(join(base, relative), refresh=True)
+            return fingerprint_of(fs.info(join(base, relative), refresh=True))
         except FileNotFoundError:
             return "absent"
-        stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")
-        return f"{info.get('size')}:{stamp}" if stamp is not None else ""
 
     def delete_record(self, ref: ShardRef, name: str) -> None:
         """Remove the shard's record if there is one (the shard then counts as not done)."""
@@ -788,6 +844,16 @@ def _columns(images: np.ndarray, metas: Sequence[ImageMeta]) -> dict[str, np.nda
         "source_shape": np.array([m.source_shape for m in metas], dtype=np.int32).reshape(-1, 2),
         "source_mode": np.array([m.source_mode for m in metas], dtype=object),
     }
+
+
+def _record_applies(ref: ShardRef, identity: Mapping[str, str], rows: tuple[tuple[str, ...], str], record: ShardRecord) -> bool:
+    """The record covers ``ref``, carries every ``identity`` item, and was written for the ids and contents
+    (``rows``: ids, digest) the shard's rows hold now; its data is checked separately."""
+    if (record.group, record.shard, record.start, record.stop) != (ref.group, ref.index, ref.start, ref.stop):
+        return False
+    if any(record.identity.get(key) != value for key, value in identity.items()):
+        return False
+    return rows[0] == ref.ids and record.rows == rows[1]
 
 
 def _check_name(name: str) -> None:

@@ -1,5 +1,6 @@
 """Per-image arrays on the shard grid, whole-shard outputs and completion records."""
 
+import json
 import os
 
 import numpy as np
@@ -134,3 +135,57 @@ def test_aligned_output_store_has_the_same_grid(store, tmp_path):
     reopened = DatasetStore.open(str(tmp_path / "out.zarr"))
     assert reopened.record_matches(ref, "restored", IDENTITY)
     assert [m.id for m in reopened.read_meta(ref)] == list(ref.ids)
+
+
+def _write_all(store: DatasetStore, name: str = "restored") -> dict[str, object]:
+    """Restore every shard (inverted pixels) with a record; returns the records by shard key."""
+    records = {}
+    for ref in store.shards():
+        group = next(g for g in store.groups() if g.name == ref.group)
+        store.create_array(ref.group, name, (group.height, group.width, 3), "uint8")
+        checksum = store.write_shard_output(ref, name, _restore(store.read_images(ref)))
+        records[ref.key] = store.write_record(ref, name, checksum=checksum, identity=IDENTITY)
+    return records
+
+
+def _age(root, seconds: float = 60.0) -> None:
+    """Move every record object's mtime into the past (as if written a minute ago)."""
+    for path in root.glob("records/*/*/*/zarr.json"):
+        stat = path.stat()
+        os.utime(path, (stat.st_atime, stat.st_mtime - seconds))
+
+
+def test_bulk_check_uses_the_record_index_only_while_each_record_object_is_unchanged(store, tmp_path):
+    root = tmp_path / "s.zarr"
+    written = _write_all(store)
+    refs = store.shards()
+    identities = {ref.key: IDENTITY for ref in refs}
+    assert store.index_records("restored") == 0  # records younger than a clock tick could still change unseen
+    _age(root)
+    assert store.index_records("restored") == len(refs)
+    done = store.done_records(refs, "restored", identities)
+    assert done == written
+
+    first, second, third = refs[0], refs[1], refs[-1]
+    index = root / "records" / first.group / "restored" / "index.json"
+    text = index.read_text()
+    assert text.count('"written_at"') == sum(ref.group == first.group for ref in refs)
+    edited = json.loads(text)
+    edited["records"][f"{first.index:06d}"]["record"]["written_at"] = "from the index"
+    index.write_text(json.dumps(edited))
+    assert store.done_records(refs, "restored", identities)[first.key].written_at == "from the index"  # the cache is used
+
+    record_file = root / "records" / first.group / "restored" / f"{first.index:06d}" / "zarr.json"
+    record_file.write_bytes(record_file.read_bytes())  # the same record rewritten: a new mtime, so it is read again
+    store.delete_record(second, "restored")  # gone, though the index still has it
+    store._array(third.group, "restored")[third.start : third.stop] = store.read_images(third)  # other pixels in place
+    done = store.done_records(refs, "restored", identities)
+    assert done[first.key] == written[first.key]
+    assert second.key not in done and third.key not in done
+    assert set(done) == {ref.key for ref in refs} - {second.key, third.key}
+
+    index.write_text("{not json")  # a torn index is no index: every record is read
+    assert set(store.done_records(refs, "restored", identities)) == set(done)
+    assert store.index_records("restored") == len(refs) - 2  # the rewritten record is fresh again, the deleted one gone
+    with pytest.raises(StoreError, match="opened read-only"):
+        DatasetStore.open(store.uri).index_records("restored")

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +65,16 @@ def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, 
     assert "<img" in (_job_dir(out) / "report.html").read_text()
     first_csv = (_job_dir(out) / "metrics.csv").read_text()
 
+    records = list((_job_dir(out) / "restored.zarr" / "records").glob("*/restored/[0-9]*/zarr.json"))
+    assert len(records) == 2
+    for record in records:  # as if written a minute ago: settled, so the next run's index takes them
+        os.utime(record, (record.stat().st_atime, record.stat().st_mtime - 60))
     loads = prior_loads()
     again = restore(job=job, return_state=True)
     assert again.is_completed()
     assert (again.result()["restored"], again.result()["skipped"]) == (0, 2)
+    (index,) = (_job_dir(out) / "restored.zarr" / "records").glob("*/restored/index.json")
+    assert len(json.loads(index.read_text())["records"]) == 2  # status and re-runs read this one object
     assert prior_loads() == loads  # finished shards are skipped without loading the prior
     np.testing.assert_array_equal(_restored(out), restored)
     # the units scored their shards and kept the rows in the records: the re-run scores nothing again
