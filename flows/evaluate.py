@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
@@ -67,7 +68,9 @@ def score_and_report(
     """Score the finished shards (rows their units kept in the records, else ``unit-metrics``, cached per data
     checksum), write the report, publish the UI artifacts.
 
-    ``failed`` gains an entry for every shard whose scoring failed. Returns the report task's result.
+    ``failed`` gains an entry for every shard whose scoring failed. Returns the report task's result. The shards
+    and rows go to the report task quoted: Prefect would otherwise walk every row looking for futures (minutes at
+    100,000 images).
     """
     done = [ref for ref in refs if ref.key in manifests and manifests[ref.key].get("checksum")]
     key = scoring_key(job)
@@ -86,7 +89,7 @@ def score_and_report(
             failed.update(dict.fromkeys((ref.key for ref in unit), reason))
     scored = [ref for ref in done if ref.key not in failed]
     rows = [row for ref in scored for row in by_shard.get(ref.key, [])]
-    report = with_job_retries(write_job_report, job)(job, plan, scored, rows, failed, wall_seconds)
+    report = with_job_retries(write_job_report, job)(job, plan, quote(scored), quote(rows), failed, wall_seconds)
     create_table_artifact(
         key=artifact_key(job, "shards"),
         table=_shard_table(refs, manifests, failed, rows),
@@ -134,7 +137,7 @@ def score_comparison(job: Job, results: list[RunResult], wall_seconds: float) ->
                 result.finished - result.prepared,
             )
             result.rows, result.summary = report["rows"], report["summary"]
-    comparison = with_job_retries(write_comparison_report, job)(job, results, wall_seconds)
+    comparison = with_job_retries(write_comparison_report, job)(job, quote(results), wall_seconds)
     failed = {f"{r.run.name} / {r.run.task} / {key}": reason for r in results for key, reason in r.outcome.get("failed", {}).items()}
     create_markdown_artifact(
         key=artifact_key(job, "comparison").replace(f"-{job.task_label()}", ""),

@@ -18,6 +18,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import DaskRunner, Job
@@ -105,8 +106,8 @@ def _dispatch(job: Job, plan: RunPlan, units: list[list[ShardRef]], window: int,
 def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection) -> Any:
     """Restore the selected shards of the job's store: those already done are recognised in bulk here, the rest run
     in work units (``restore-unit`` tasks) streamed to the task runner a bounded window at a time. Returns the
-    manifests of finished shards and the reasons of failed ones (as the Failed state's data when any shard failed,
-    so the sub-flow run shows it too)."""
+    manifests of finished shards and the reasons of failed ones, quoted (as the Failed state's data when any shard
+    failed, so the sub-flow run shows it too)."""
     gpus = gpus_per_task(job, plan.device)
     runner = FlowRunContext.get().task_runner
     if isinstance(job.runner, DaskRunner):
@@ -127,7 +128,7 @@ def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection) -> Any:
     restored, failed = _dispatch(job, plan, units, window, progress)
     manifests.update(restored)
     _index_records(job, plan)
-    outcome = {"manifests": manifests, "failed": failed}
+    outcome = quote({"manifests": manifests, "failed": failed})  # returned as is: Prefect need not walk every manifest
     return Failed(message=_failed_message(failed, len(refs)), data=outcome) if failed else outcome
 
 
@@ -166,6 +167,7 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
         outcome = shards_state.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):
             raise outcome
+        outcome = outcome.unquote()
         results.append(RunResult(run, plan, refs, outcome, prepared, time.perf_counter()))
         failed: dict[str, str] = outcome["failed"]
         if unreachable := _unreachable_message(failed, len(refs)):

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.io.uris import join
@@ -113,7 +114,7 @@ def _unavailable(job: Job, plan: RunPlan) -> list[MetricUnavailable]:
     return [scorer] if isinstance(scorer, MetricUnavailable) else []
 
 
-@task(name="report", retry_condition_fn=retry_transient)
+@task(name="report", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)  # always rewritten; no key over 100,000 rows
 def write_job_report(
     job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, str], wall_seconds: float
 ) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def _degraded_psnr(job: Job, results: list[Any]) -> dict[str, float]:
     return means
 
 
-@task(name="comparison-report", retry_condition_fn=retry_transient)
+@task(name="comparison-report", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def write_comparison_report(job: Job, results: list[Any], wall_seconds: float) -> dict[str, Any]:
     """Write the comparison's table, sweep plots and sample grid into ``<output>/comparisons/<hash>``; returns the
     URIs, the table rows and its markdown. ``results``: ``flows.evaluate.RunResult`` of every variant × task."""

@@ -24,8 +24,7 @@ def safe_cell(value: Any) -> Any:
 def csv_text(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
     """A header line and one line per row (a missing key is an empty cell), every cell through :func:`safe_cell`."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writerow({column: safe_cell(column) for column in columns})
-    for row in rows:
-        writer.writerow({column: safe_cell(row.get(column, "")) for column in columns})
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([safe_cell(column) for column in columns])
+    writer.writerows([safe_cell(row.get(column, "")) for column in columns] for row in rows)
     return buffer.getvalue()

@@ -97,35 +97,37 @@ def cached_records(
 ) -> dict[int, dict[str, Any]]:
     """The current content of every record in ``folder`` by shard index: from the index where the record object
     still has the fingerprint the index saw, else through ``read`` (the shard indices to read, in bulk)."""
-    return _contents(fs, folder, record_stamps(fs, folder), read)
+    return _contents(record_stamps(fs, folder), read_index(fs, folder), read)
 
 
 def write_index(
     fs: AbstractFileSystem, folder: str, read: Callable[[Iterable[int]], dict[int, dict[str, Any]]]
 ) -> int:
-    """Rewrite the folder's index from its records as they are now; returns the number of records it holds.
+    """Bring the folder's index up to date with its records as they are now (no write when it already is);
+    returns the number of records it holds.
 
     A record enters only when two listings, before and after its content was read, agree on its fingerprint and a
     time stamp (no ETag) is older than :data:`SETTLE_S`, so that the content and the fingerprint belong together."""
     before = record_stamps(fs, folder)
-    records = _contents(fs, folder, before, read)
+    index = read_index(fs, folder)
+    records = _contents(before, index, read)
     after = record_stamps(fs, folder)
     entries = {}
     for shard, record in records.items():
         fingerprint = fingerprint_of(after.get(shard, {}))
         if fingerprint and fingerprint == fingerprint_of(before[shard]) and _settled(after[shard]):
-            entries[f"{shard:06d}"] = {"fingerprint": fingerprint, "record": record}
-    put_atomic(fs, join(folder, INDEX_OBJECT), json.dumps({"diffpir_record_index": INDEX_VERSION, "records": entries}).encode())
+            entries[shard] = (fingerprint, record)
+    if {shard: entry[0] for shard, entry in entries.items()} != {shard: entry[0] for shard, entry in index.items()}:
+        body = {f"{shard:06d}": {"fingerprint": fingerprint, "record": record} for shard, (fingerprint, record) in entries.items()}
+        put_atomic(fs, join(folder, INDEX_OBJECT), json.dumps({"diffpir_record_index": INDEX_VERSION, "records": body}).encode())
     return len(entries)
 
 
 def _contents(
-    fs: AbstractFileSystem,
-    folder: str,
     stamps: Mapping[int, Mapping[str, Any]],
+    index: Mapping[int, tuple[str, dict[str, Any]]],
     read: Callable[[Iterable[int]], dict[int, dict[str, Any]]],
 ) -> dict[int, dict[str, Any]]:
-    index = read_index(fs, folder)
     records = {}
     for shard, info in stamps.items():
         entry = index.get(shard)

@@ -194,9 +194,10 @@ def csv_columns(rows: Sequence[Row]) -> list[str]:
         return list(ROW_KEYS)
     columns = [key for key in ROW_KEYS if any(key in row for row in rows)]
     columns += metric_names(rows)
+    seen = dict.fromkeys(columns)
     for row in rows:
-        columns += [key for key in row if key not in columns]
-    return columns
+        seen.update(dict.fromkeys(row))
+    return list(seen)
 
 
 def metrics_csv(rows: Sequence[Row]) -> str:
