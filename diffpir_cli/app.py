@@ -7,6 +7,10 @@ import os
 # machine (Prefect's own 20 s default fails `diffpir run` on a loaded 2-core box). Users' values win.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# An exported but empty PREFECT_API_URL means "no server" to Prefect's settings, yet its events client then fails on
+# every event ("Service 'EventsWorker' failed"): the CLI treats it as unset, so a temporary server is used cleanly.
+if not os.environ.get("PREFECT_API_URL", "unset").strip():
+    del os.environ["PREFECT_API_URL"]
 
 import typer
 
