@@ -34,6 +34,18 @@ from tasks.restore import skipped_manifests
 
 _METRIC_SLOTS = 2  # the flows' thread pool: metrics of a few shards per task, two tasks at a time
 _SHARD_COLUMNS = ("shard", "status", "images", "seconds", "sample_seconds", "attempts", "batch_size")
+TABLE_SHARDS = 1000  # rows of the shards table artifact at most: Prefect refuses events over ~1.5 MB, and the UI slows
+
+
+def shown_shards(table: list[dict[str, Any]], limit: int = TABLE_SHARDS) -> list[dict[str, Any]]:
+    """The rows of a shards table worth showing when it has more than ``limit``: every failed or pending shard first,
+    then the others in order, back in shard order (all of them are in ``metrics.csv`` and ``diffpir status``)."""
+    if len(table) <= limit:
+        return table
+    finished = ("restored", "skipped", "done")
+    chosen = [i for i, row in enumerate(table) if row["status"] not in finished][:limit]
+    chosen += [i for i, row in enumerate(table) if row["status"] in finished][: limit - len(chosen)]
+    return [table[i] for i in sorted(chosen)]
 
 
 def _shard_table(
@@ -90,10 +102,13 @@ def score_and_report(
     scored = [ref for ref in done if ref.key not in failed]
     rows = [row for ref in scored for row in by_shard.get(ref.key, [])]
     report = with_job_retries(write_job_report, job)(job, plan, quote(scored), quote(rows), failed, wall_seconds)
+    table = _shard_table(refs, manifests, failed, rows)
+    shown = shown_shards(table)
+    part = f" ({len(shown)} of {len(table)} shards, failed and pending ones first; all in metrics.csv and `diffpir status`)"
     create_table_artifact(
         key=artifact_key(job, "shards"),
-        table=_shard_table(refs, manifests, failed, rows),
-        description=f"Per-shard results of {job.task_label()} on {job.dataset_name()}",
+        table=shown,
+        description=f"Per-shard results of {job.task_label()} on {job.dataset_name()}" + (part if len(shown) < len(table) else ""),
     )
     problems = "".join(f"\n- **{key}**: {reason}" for key, reason in sorted(failed.items()))
     sentence = verdict(report["summary"])

@@ -16,6 +16,7 @@ from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 
+from flows.evaluate import shown_shards
 from flows.restore import restore
 
 
@@ -110,3 +111,15 @@ def test_s3_report_links_are_presigned_and_open(make_job, images_8: Path, s3_buc
     assert link and link.group(1).startswith(f"{bucket}/jobs/linked/"), report
     with urllib.request.urlopen(link.group(2), timeout=10) as response:
         assert response.read().startswith(b"<!DOCTYPE html>")
+
+
+def test_a_shards_table_too_long_for_the_ui_keeps_every_failed_and_pending_shard() -> None:
+    statuses = ["restored"] * 2500
+    statuses[7], statuses[1800], statuses[2400] = "failed", "pending", "failed"
+    table = [{"shard": f"32x32/{i:06d}", "status": status} for i, status in enumerate(statuses)]
+    shown = shown_shards(table, limit=1000)
+    assert len(shown) == 1000
+    assert [row["shard"] for row in shown] == sorted(row["shard"] for row in shown)  # still in shard order
+    assert {row["shard"] for row in shown if row["status"] != "restored"} == {"32x32/000007", "32x32/001800", "32x32/002400"}
+    assert shown[-1]["shard"] == "32x32/002400" and shown[-2]["shard"] == "32x32/001800" and shown[-3]["shard"] == "32x32/000997"
+    assert shown_shards(table[:1000], limit=1000) == table[:1000]
