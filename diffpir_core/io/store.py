@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from zarr.codecs import ZstdCodec
 
 from diffpir_core import __version__
-from diffpir_core.io.listing import cached_records, fingerprint_of, fingerprints, write_index
+from diffpir_core.io.listing import cached_records, fingerprint_of, object_infos, write_index
 from diffpir_core.io.uris import StorageOptions, filesystem, join, put_atomic, redact_uri, zarr_store
 
 SCHEMA_VERSION = 2
@@ -556,17 +556,19 @@ class DatasetStore:
         rows: Mapping[str, tuple[tuple[str, ...], str]],
         threads: int,
     ) -> dict[str, ShardRecord]:
-        records = self._group_records(group, name, threads)
+        records = self._group_records(group, name, [ref.index for ref in refs], threads)
+        applying = [
+            (ref, records[ref.index])
+            for ref in refs
+            if ref.index in records and ref.key in rows and _record_applies(ref, identities[ref.key], rows[ref.key], records[ref.index])
+        ]
+        prefix = f"groups/{group}/{name}/"
         fs, base = self._fs
-        stamps = fingerprints(fs, join(base, f"groups/{group}/{name}"))
+        names = [record.data_object[len(prefix) :] for _, record in applying if record.data_object.startswith(prefix)]
+        stamps = {path: fingerprint_of(info) for path, info in object_infos(fs, join(base, prefix.rstrip("/")), names).items()}
         found, unsure = {}, []
-        for ref in refs:
-            record = records.get(ref.index)
-            if record is None or ref.key not in rows or not _record_applies(ref, identities[ref.key], rows[ref.key], record):
-                continue
-            prefix = f"groups/{group}/{name}/"
-            listed = stamps.get(record.data_object[len(prefix) :]) if record.data_object.startswith(prefix) else None
-            if record.fingerprint and listed == record.fingerprint:
+        for ref, record in applying:
+            if record.fingerprint and stamps.get(record.data_object[len(prefix) :]) == record.fingerprint:
                 found[ref.key] = record  # the very object whose checksum was verified when the record was written
             else:
                 unsure.append((ref, record))
@@ -581,15 +583,19 @@ class DatasetStore:
         the number of records indexed."""
         self._require_writable()
         fs, base = self._fs
-        return sum(
-            write_index(fs, join(base, f"records/{group.name}/{name}"), lambda shards, g=group.name: self._raw_records(g, name, shards, threads))
-            for group in self.groups()
-        )
+        count = 0
+        for group in self.groups():
+            shards = range(-(-group.count // self.shard_size))
+            read = functools.partial(self._raw_records, group.name, name, threads=threads)
+            count += write_index(fs, join(base, f"records/{group.name}/{name}"), shards, read)
+        return count
 
-    def _group_records(self, group: str, name: str, threads: int) -> dict[int, ShardRecord]:
-        """Every record of array ``name`` in ``group`` by shard index (see :func:`listing.cached_records`)."""
+    def _group_records(self, group: str, name: str, shards: Sequence[int], threads: int) -> dict[int, ShardRecord]:
+        """The records of array ``name`` that exist for ``shards`` of ``group``, by shard index (see
+        :func:`listing.cached_records`)."""
         fs, base = self._fs
-        raw = cached_records(fs, join(base, f"records/{group}/{name}"), lambda shards: self._raw_records(group, name, shards, threads))
+        read = functools.partial(self._raw_records, group, name, threads=threads)
+        raw = cached_records(fs, join(base, f"records/{group}/{name}"), shards, read)
         return {shard: ShardRecord.model_validate(record) for shard, record in raw.items()}
 
     def _raw_records(self, group: str, name: str, shards: Iterable[int], threads: int) -> dict[int, dict[str, Any]]:
