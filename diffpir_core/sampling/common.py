@@ -50,7 +50,11 @@ class NoiseSource:
         """Noise of ``shape`` (B, C, H, W); ``reference_order`` overrides the source's default."""
         order = self.reference_order if reference_order is None else reference_order
         gen = self.generator
-        if isinstance(gen, Sequence):
+        if isinstance(gen, Sequence) and order and all(_pairs_on_cpu((1, *shape[1:]), g.device) for g in gen):
+            count = math.prod(shape[1:])  # each image's uniforms from its own generator, one transform for the batch
+            uniforms = torch.cat([torch.rand(count, dtype=torch.float64, generator=g) for g in gen])
+            noise = _box_muller(uniforms, (len(gen), *shape[1:]))
+        elif isinstance(gen, Sequence):
             noise = torch.cat([_normal((1, *shape[1:]), g, g.device, order) for g in gen])
         elif gen is None:
             noise = _normal(shape, None, self.device, order)
@@ -86,8 +90,13 @@ def _reference_normal(shape: tuple[int, int, int, int], generator: torch.Generat
     the float32 value when the float64 one lies next to a float32 rounding midpoint, so the ~1.5e-5 of values
     within 2¹² float64 ulps of one are recomputed with ``math`` (the C library's functions, as the scalar
     sampler uses): the result is the scalar sampler's bit for bit."""
+    return _box_muller(torch.rand(math.prod(shape), dtype=torch.float64, generator=generator), shape)
+
+
+def _box_muller(uniforms: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """:func:`_reference_normal` of these float64 uniforms (the generators' next words, image after image)."""
     b, c, h, w = shape
-    u = torch.rand(b * h * w * c, dtype=torch.float64, generator=generator).view(-1, 2)
+    u = uniforms.view(-1, 2)
     radius = u[:, 1].neg().log1p_().mul_(-2.0).sqrt_()
     theta = u[:, 0].mul(2.0 * math.pi)
     exact = torch.stack([theta.cos(), theta.sin_()], dim=1).mul_(radius[:, None]).view(-1)

@@ -248,3 +248,13 @@ def test_reference_order_noise_is_the_scalar_samplers_bit_for_bit(shape):
             else:
                 assert torch.equal(ours.draw(torch.Size(shape)), scalar)
         assert torch.equal(torch.rand(4, generator=ours_gen), torch.rand(4, generator=scalar_gen))
+
+
+def test_reference_order_noise_of_a_batch_is_each_images_own_draw():
+    """One generator per image, drawn for the whole batch at once (one transform): the same values as each image
+    drawn alone, so results stay independent of the batch they ran in."""
+    shape = torch.Size((5, 3, 24, 40))
+    batch = NoiseSource([torch.Generator().manual_seed(seed) for seed in range(5)], 5, torch.device("cpu"), reference_order=True)
+    alone = [NoiseSource(torch.Generator().manual_seed(seed), 1, torch.device("cpu"), reference_order=True) for seed in range(5)]
+    for _ in range(3):
+        assert torch.equal(batch.draw(shape), torch.cat([source.draw(torch.Size((1, *shape[1:]))) for source in alone]))
