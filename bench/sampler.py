@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", choices=["prior", "zeros"], default=["prior", "zeros"])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--images", type=int, default=8, help="real tiles restored per path")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8], help="images per sampler call (4: the jobs' default batch_size)")
     parser.add_argument("--nfe", type=int, default=100, help="sampling steps (the deblur preset's 100 by default)")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the median is reported")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "sampler.json")

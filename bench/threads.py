@@ -109,8 +109,9 @@ def run_job(work: Path, threads: int | None, nfe: int) -> dict[str, Any]:
     return {"threads": threads, "wall_s": wall, "sample_s": sample, "traceback": "Traceback" in done.stdout + done.stderr}
 
 
-def run_table(nfe: int, settings: list[int | None]) -> dict[str, Any]:
-    """``diffpir run`` per thread setting, idle then with two busy processes."""
+def run_table(nfe: int, settings: list[int | None], rounds: int = 1) -> dict[str, Any]:
+    """``diffpir run`` per thread setting, idle then with two busy processes; ``rounds`` interleaved rounds, each
+    setting's median sampler seconds in ``median_sample_s``."""
     work = Path(tempfile.mkdtemp(prefix="bench-threads-"))
     write_inputs(work / "in")
     table: dict[str, Any] = {}
@@ -122,12 +123,22 @@ def run_table(nfe: int, settings: list[int | None]) -> dict[str, Any]:
             for proc in burners:
                 proc.start()
         try:
-            table[load] = {"loadavg_before": os.getloadavg()[0], "runs": [run_job(work, threads, nfe) for threads in settings]}
+            runs = [run_job(work, threads, nfe) for _ in range(rounds) for threads in settings]
+            table[load] = {"loadavg_before": os.getloadavg()[0], "runs": runs, "median_sample_s": _medians(runs, settings)}
             table[load]["loadavg_after"] = os.getloadavg()[0]
         finally:
             for proc in burners:
                 proc.terminate()
     return table
+
+
+def _medians(runs: list[dict[str, Any]], settings: list[int | None]) -> dict[str, float | None]:
+    """Median sampler seconds per thread setting ("default" for None), over the runs that succeeded."""
+    medians: dict[str, float | None] = {}
+    for threads in settings:
+        seconds = [run["sample_s"] for run in runs if run["threads"] == threads and run["sample_s"] is not None]
+        medians["default" if threads is None else str(threads)] = statistics.median(seconds) if seconds else None
+    return medians
 
 
 def main() -> None:
@@ -138,6 +149,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--nfe", type=int, default=10)
     parser.add_argument("--skip-run", action="store_true", help="only the forward comparison")
+    parser.add_argument("--run-rounds", type=int, default=1, help="interleaved rounds of the diffpir run settings")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "threads.json")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()}")
@@ -150,7 +162,7 @@ def main() -> None:
         print(f"{'':>7}  (torch's own count in a plain worker: {row['default_threads']})")
     payload = {"cores": os.cpu_count(), "forward": forward, "diffpir_run": {}, "nfe": args.nfe}
     write_results(args.out, payload)  # the forward table is kept should a run below fail
-    runs = {} if args.skip_run else run_table(args.nfe, [None, 1, 2])
+    runs = {} if args.skip_run else run_table(args.nfe, [None, 1, 2], args.run_rounds)
     if runs:
         print(f"\ndiffpir run: 8 images 64², 2 shards of 4, {args.nfe} NFE, local runner")
         print(f"{'load':<7} {'threads':>8} {'sampler s':>10} {'wall s':>8}  traceback   loadavg before/after")
@@ -160,6 +172,7 @@ def main() -> None:
                 sample = "failed" if run["sample_s"] is None else f"{run['sample_s']:.2f}"
                 print(f"{load:<7} {label:>8} {sample:>10} {run['wall_s']:8.1f}  {run['traceback']!s:<10}  "
                       f"{entry['loadavg_before']:.1f}/{entry['loadavg_after']:.1f}")
+            print(f"{load:<7} median sampler s: " + ", ".join(f"{k} {v:.2f}" for k, v in entry["median_sample_s"].items() if v is not None))
     write_results(args.out, {**payload, "diffpir_run": runs})
 
 
