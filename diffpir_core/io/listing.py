@@ -1,11 +1,12 @@
 """Object fingerprints from listings, and the record index: how a store checks 10,000 shards with a few requests.
 
 A done check needs every shard's record and a proof that its data object is the one that record verified. Read one
-by one that is a GET per record and a HEAD (a ``stat``) per data object. Here it is one listing of the records, one
-listing of the data objects (a listing carries each object's size and ETag or mtime), and one object: the record
-index, a cache of the records' contents keyed by each record object's fingerprint. An index entry is used only while
-the record object still has the fingerprint it had when the entry was made, so a record rewritten since is read
-again; the index may be stale, missing or written by a concurrent run without ever changing what counts as done.
+by one that is a GET per record and a HEAD per data object. Here, on object stores, it is one listing of the records
+and one of the data objects (a listing carries each object's size and ETag), and on a local disk a ``stat`` per
+object; plus one object: the record index, a cache of the records' contents keyed by each record object's
+fingerprint. An index entry is used only while the record object still has the fingerprint it had when the entry was
+made, so a record rewritten since is read again; the index may be stale, missing or written by a concurrent run
+without ever changing what counts as done.
 """
 
 import json

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from zarr.codecs import ZstdCodec
 
 from diffpir_core import __version__
-from diffpir_core.io.listing import cached_records, fingerprint_of, object_infos, write_index
+from diffpir_core.io.listing import RECORD_NAME, cached_records, fingerprint_of, object_infos, write_index
 from diffpir_core.io.uris import StorageOptions, filesystem, join, put_atomic, redact_uri, zarr_store
 
 SCHEMA_VERSION = 2
@@ -513,18 +513,22 @@ class DatasetStore:
             written_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         node = {"zarr_format": 3, "node_type": "group", "attributes": {"diffpir_record": record.model_dump(mode="json")}}
-        fs, path = self._record_path(ref, name)
+        fs, path = self._record_path(ref.group, ref.index, name)
         put_atomic(fs, path, json.dumps(node, indent=1).encode())
         return record
 
     def read_record(self, ref: ShardRef, name: str) -> ShardRecord | None:
         """The shard's completion record, or None when there is none."""
-        fs, path = self._record_path(ref, name)
+        record = self._record_json(ref.group, ref.index, name)
+        return None if record is None else ShardRecord.model_validate(record)
+
+    def _record_json(self, group: str, shard: int, name: str) -> dict[str, Any] | None:
+        """The record of shard ``shard`` of ``group`` as stored (JSON), or None when there is none."""
+        fs, path = self._record_path(group, shard, name)
         try:
-            node = json.loads(fs.cat_file(path))
+            return json.loads(fs.cat_file(path))["attributes"]["diffpir_record"]
         except FileNotFoundError:
             return None
-        return ShardRecord.model_validate(node["attributes"]["diffpir_record"])
 
     def record_matches(self, ref: ShardRef, name: str, expected_identity: Mapping[str, str] | None = None) -> bool:
         """True when the shard is done: a record exists, covers ``ref``, was written for the ids and contents its rows
@@ -600,17 +604,10 @@ class DatasetStore:
 
     def _raw_records(self, group: str, name: str, shards: Iterable[int], threads: int) -> dict[int, dict[str, Any]]:
         """The record content (JSON) of the given shards of ``group``, read in parallel; absent ones left out."""
-        fs, base = self._fs
-
-        def read(shard: int) -> dict[str, Any] | None:
-            try:
-                return json.loads(fs.cat_file(join(base, f"records/{group}/{name}/{shard:06d}/zarr.json")))["attributes"]["diffpir_record"]
-            except FileNotFoundError:
-                return None
-
         shards = list(shards)
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="record-read") as pool:
-            return {shard: record for shard, record in zip(shards, pool.map(read, shards), strict=True) if record is not None}
+            found = pool.map(lambda shard: self._record_json(group, shard, name), shards)
+            return {shard: record for shard, record in zip(shards, found, strict=True) if record is not None}
 
     def rows_digests(self, refs: Sequence[ShardRef]) -> dict[str, str]:
         """:meth:`rows_digest` of many shards, each identity column of a size group read once (shards of a group this
@@ -666,7 +663,7 @@ class DatasetStore:
 
     def delete_record(self, ref: ShardRef, name: str) -> None:
         """Remove the shard's record if there is one (the shard then counts as not done)."""
-        fs, path = self._record_path(ref, name)
+        fs, path = self._record_path(ref.group, ref.index, name)
         try:
             fs.rm_file(path)
         except FileNotFoundError:
@@ -818,10 +815,10 @@ class DatasetStore:
         self._root.require_group(f"records/{name}")
         return node
 
-    def _record_path(self, ref: ShardRef, name: str) -> tuple[Any, str]:
+    def _record_path(self, group: str, shard: int, name: str) -> tuple[Any, str]:
         _check_name(name)
         fs, base = self._fs
-        return fs, join(base, f"records/{ref.group}/{name}/{ref.index:06d}/zarr.json")
+        return fs, join(base, f"records/{group}/{name}/{shard:06d}/{RECORD_NAME}")
 
     @cached_property
     def _fs(self) -> tuple[Any, str]:
