@@ -69,7 +69,7 @@ def _identity(job: Job, plan: RunPlan, source: DatasetStore, shard: ShardRef) ->
 
 def _skipped_manifest(shard: ShardRef, record: ShardRecord, started: float) -> dict[str, Any]:
     scored = {key: record.metrics[key] for key in ("rows", "scored") if key in record.metrics}
-    return _manifest(shard, "skipped", started, checksum=record.checksum, quarantined=record.metrics.get("quarantined", {}), **scored)
+    return _manifest(shard, "skipped", started, checksum=record.checksum, quarantined=record.quarantined, **scored)
 
 
 def _skipped(plan: RunPlan, out: DatasetStore, shard: ShardRef, identity: dict[str, str], started: float) -> dict[str, Any] | None:
