@@ -90,6 +90,7 @@ class RunPlan(BaseModel):
     measurement_prefix: str | None
     planned_at: str
     measurement_store: str | None = None  # where the measurements live when not in output_store (comparisons)
+    threads: int | None = None  # torch threads per shard task, fixed at the job's first plan (None: each Dask worker's own)
 
     def identity(self, input_checksum: str) -> dict[str, str]:
         """What a shard record must carry: job, model, code and the checksum of the shard's input."""
