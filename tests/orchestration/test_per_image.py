@@ -1,4 +1,4 @@
-"""Per-image degradations in restore mode (issue 10 part 3) and exporting a job's results (part 4), end to end.
+"""Per-image degradations in restore mode and exporting a job's results, end to end.
 
 A deblur job with a kernel folder on S3 (moto): kernels of two sizes, one missing and one unreadable file; an
 inpainting job with a mask manifest (CSV) carrying per-image noise σ, one missing mask file and one of the wrong
