@@ -6,7 +6,8 @@ Forward (bundled demo prior, 64², batch ``--batch``): each round times the main
 and a worker of the project's Dask runner (``flows.runners.build_task_runner``, thread plugin registered), all at
 the same thread count; plus the plain worker at torch's own count there. Rounds are interleaved; medians reported.
 ``diffpir run``: a small evaluate job (8 images 64², 2 shards, ``--nfe`` steps, local runner) in a subprocess; the
-sampler seconds are the sum of the shard records' ``sample`` timings, wall is the whole command (server start included).
+sampler seconds are the sum of the shard records' ``sample`` timings, wall is the whole command (server start included),
+and "used" the threads the shard records say they ran with (for the default: what the job's first plan chose).
 Prints a table, writes ``bench/results/threads.json``. About 10-15 minutes on 2 cores.
 """
 
@@ -105,8 +106,10 @@ def run_job(work: Path, threads: int | None, nfe: int) -> dict[str, Any]:
         return {"threads": threads, "wall_s": wall, "sample_s": None, "error": done.stderr[-2000:], "traceback": "Traceback" in done.stderr}
     store_uri = next(line for line in done.stdout.splitlines() if line.startswith("completed:")).split("results: ")[1].split(" ")[0]
     store = DatasetStore.open(store_uri)
-    sample = sum(store.read_record(ref, "restored").timings["sample"] for ref in store.shards())
-    return {"threads": threads, "wall_s": wall, "sample_s": sample, "traceback": "Traceback" in done.stdout + done.stderr}
+    records = [store.read_record(ref, "restored") for ref in store.shards()]
+    sample = sum(record.timings["sample"] for record in records)
+    used = sorted({record.metrics.get("threads") for record in records}, key=str)  # what the default chose
+    return {"threads": threads, "threads_used": used, "wall_s": wall, "sample_s": sample, "traceback": "Traceback" in done.stdout + done.stderr}
 
 
 def run_table(nfe: int, settings: list[int | None], rounds: int = 1) -> dict[str, Any]:
@@ -165,12 +168,13 @@ def main() -> None:
     runs = {} if args.skip_run else run_table(args.nfe, [None, 1, 2], args.run_rounds)
     if runs:
         print(f"\ndiffpir run: 8 images 64², 2 shards of 4, {args.nfe} NFE, local runner")
-        print(f"{'load':<7} {'threads':>8} {'sampler s':>10} {'wall s':>8}  traceback   loadavg before/after")
+        print(f"{'load':<7} {'threads':>8} {'used':>5} {'sampler s':>10} {'wall s':>8}  traceback   loadavg before/after")
         for load, entry in runs.items():
             for run in entry["runs"]:
                 label = "default" if run["threads"] is None else str(run["threads"])
                 sample = "failed" if run["sample_s"] is None else f"{run['sample_s']:.2f}"
-                print(f"{load:<7} {label:>8} {sample:>10} {run['wall_s']:8.1f}  {run['traceback']!s:<10}  "
+                used = ",".join(str(n) for n in run.get("threads_used", [])) or "-"
+                print(f"{load:<7} {label:>8} {used:>5} {sample:>10} {run['wall_s']:8.1f}  {run['traceback']!s:<10}  "
                       f"{entry['loadavg_before']:.1f}/{entry['loadavg_after']:.1f}")
             print(f"{load:<7} median sampler s: " + ", ".join(f"{k} {v:.2f}" for k, v in entry["median_sample_s"].items() if v is not None))
     write_results(args.out, {**payload, "diffpir_run": runs})

@@ -10,6 +10,8 @@ import typer
 from diffpir_core.io import StoreError
 from diffpir_core.job import Job, JobError, load_job
 
+QUARANTINE_SHOWN = 10  # quarantined images the text view of `diffpir status` names per job (--json: all)
+
 
 def register(app: typer.Typer) -> None:
     """Add ``run`` and ``status`` to the ``diffpir`` app."""
@@ -192,7 +194,8 @@ def status(
         list[str] | None, typer.Option("--storage-option", "-o", help="fsspec option key=value, e.g. endpoint_url=...")
     ] = None,
 ) -> None:
-    """List the jobs an output holds and their shards: done, failed (with reason), pending, quarantined inputs."""
+    """List the jobs an output holds and their shards: done, failed (with reason), pending; and the quarantined images."""
+    from diffpir_core.reporting.text import problem_line
     from flows.status import job_status, output_status
 
     options = {}
@@ -215,9 +218,13 @@ def status(
         counts = entry["counts"]
         typer.echo(
             f"job {entry['job_hash'][:16]}  {entry['title']}  planned {entry['planned_at']}: {counts['done']} done, "
-            f"{counts['failed']} failed, {counts['pending']} pending, {counts['quarantined']} quarantined input(s)"
+            f"{counts['failed']} failed, {counts['pending']} pending, {counts['quarantined']} quarantined image(s)"
         )
         typer.echo(f"  results: {entry['store']} (array {entry['array']})")
+        for item in entry["quarantined"][:QUARANTINE_SHOWN]:
+            typer.echo(f"  quarantined {problem_line(item)}")
+        if counts["quarantined"] > QUARANTINE_SHOWN:
+            typer.echo(f"  ... and {counts['quarantined'] - QUARANTINE_SHOWN} more quarantined image(s) (--json lists them all)")
         for shard in entry["shards"]:
             line = f"  shard {shard['id']:>5}  {shard['state']:<8} attempts={shard['attempts']}"
             if shard["finished_at"]:

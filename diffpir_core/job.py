@@ -275,6 +275,10 @@ class Job(_Strict):
         """How the restoration core fits images to the network (padding by the size policy, tiling)."""
         return self.tiling.fit(pad=self.ingest.size_policy == "pad")
 
+    def local_tasks(self) -> int | None:
+        """Shard tasks that run at once in this process: the local runner's ``max_workers``; None on Dask."""
+        return self.runner.max_workers if isinstance(self.runner, LocalRunner) else None
+
     def output_scale(self) -> int:
         """Restored size / stored input size: the task's scale in restore mode (evaluate stores ground truth)."""
         return self.task.output_scale if self.mode == "restore" else 1

@@ -14,7 +14,9 @@ Two things made torch slower in Dask workers than in the main process:
 
 The default count leaves out the cores other processes keep busy (:func:`free_cores`): on a loaded 2-core
 machine two OpenMP threads that keep losing their core to another process wait for each other at every
-barrier, and a UNet forward ran 3-5x slower than with one thread (bench/threads.py).
+barrier, and a UNet forward ran 3-5x slower than with one thread (bench/threads.py). That choice depends on the
+load, and the count changes float rounding, so it is made once per job (:func:`planned_threads`, recorded in the
+job's ``run.json``) and a resumed job uses it again.
 
 No Prefect here: the flows pass the resolved number; this module only reads the machine and sets torch.
 """
@@ -81,6 +83,21 @@ def split_cores(concurrent_tasks: int, cores: float | None = None) -> int:
 def default_threads(concurrent_tasks: int, environ: Mapping[str, str] = os.environ) -> int:
     """``OMP_NUM_THREADS`` when set, else the free cores split across ``concurrent_tasks`` shard tasks."""
     return env_threads(environ) or split_cores(concurrent_tasks)
+
+
+def planned_threads(
+    job_threads: int | None, recorded: int | None, local_tasks: int | None, environ: Mapping[str, str] = os.environ
+) -> int | None:
+    """The threads per shard task a job runs with, fixed once per job so that a resumed job restores with the count its
+    first run used (another count may change results by float rounding): the job's ``threads`` when set, else the
+    count ``recorded`` by an earlier run of the job, else :func:`default_threads` over ``local_tasks`` concurrent
+    tasks of the local runner. None on Dask without either (``local_tasks`` None): each worker host splits its own
+    free cores (:mod:`flows.dask_threads`), unless ``OMP_NUM_THREADS`` is set here."""
+    if job_threads or recorded:
+        return job_threads or recorded
+    if local_tasks is None:
+        return env_threads(environ)
+    return default_threads(local_tasks, environ)
 
 
 def apply_threads(threads: int) -> None:

@@ -33,7 +33,7 @@ from tasks.report import artifact_key, write_comparison_report, write_job_report
 from tasks.restore import skipped_manifests
 
 _METRIC_SLOTS = 2  # the flows' thread pool: metrics of a few shards per task, two tasks at a time
-_SHARD_COLUMNS = ("shard", "status", "images", "seconds", "sample_seconds", "attempts", "batch_size")
+_SHARD_COLUMNS = ("shard", "status", "images", "seconds", "sample_seconds", "attempts", "batch_size", "threads")
 TABLE_SHARDS = 1000  # rows of the shards table artifact at most: Prefect refuses events over ~1.5 MB, and the UI slows
 
 

@@ -161,7 +161,7 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
         selection = select_shards(out, shards)
         refs = selection.resolve(out)
         prepared = time.perf_counter()
-        shards_state = restore_shards.with_options(task_runner=build_task_runner(run.job))(
+        shards_state = restore_shards.with_options(task_runner=build_task_runner(run.job, plan.threads))(
             job=run.job, plan=plan, selection=selection, return_state=True
         )
         outcome = shards_state.result(raise_on_failure=False)

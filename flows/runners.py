@@ -24,15 +24,17 @@ from tasks.plan import MAX_AUTO_UNIT
 from tasks.priors import use_model_slots, use_threads
 
 
-def build_task_runner(job: Job) -> TaskRunner:
+def build_task_runner(job: Job, threads: int | None = None) -> TaskRunner:
     """The task runner the shard tasks of ``job`` run on; sets this (the flow's) process's torch threads first:
-    ``threads``, else ``OMP_NUM_THREADS``, else the cores split over the local runner's ``max_workers``.
-    Dask workers get ``threads`` (else ``OMP_NUM_THREADS`` of this process) or split their host's cores themselves."""
+    ``threads`` (the run plan's, fixed for the job), else the job's, else ``OMP_NUM_THREADS``, else the cores split over
+    the local runner's ``max_workers``. Dask workers get the same fixed count (else ``OMP_NUM_THREADS`` of this
+    process) or split their host's cores themselves."""
     spec = job.runner
+    threads = threads or job.threads
     if isinstance(spec, DaskRunner):
         from flows.dask_threads import ThreadedDaskTaskRunner
 
-        fixed = job.threads or env_threads()  # read before a created cluster's nannies set OMP_NUM_THREADS=1 here
+        fixed = threads or env_threads()  # read before a created cluster's nannies set OMP_NUM_THREADS=1 here
         use_threads(fixed or default_threads(1))
         use_model_slots(None)
         if spec.address:
@@ -43,7 +45,7 @@ def build_task_runner(job: Job) -> TaskRunner:
             cluster_kwargs=dict(spec.cluster_kwargs),
             adapt_kwargs=dict(spec.adapt_kwargs) or None,
         )
-    use_threads(job.threads or default_threads(spec.max_workers))
+    use_threads(threads or default_threads(spec.max_workers))
     use_model_slots(spec.max_workers)  # the pool runs more units than that: the next one starts while one computes
     return ThreadPoolTaskRunner(max_workers=max(spec.max_workers, job.dispatch.units_in_flight(spec.max_workers)))
 

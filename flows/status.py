@@ -5,12 +5,15 @@ Done means what the restore task means by it: a record with the run's identity (
 of the shard's input rows as the input store holds them now) whose checksum matches the data. Failed means a status
 file says the last attempt failed and the shard is not done. A job whose input changed since it ran shows the
 changed shards as pending: running it again restores exactly those.
+
+Quarantined images are those the ingest could not read (the input store's list) and those a done shard did not
+restore (restore mode: a missing, unreadable or wrong-size kernel or mask file, a bad σ cell; its record lists them).
 """
 
 from typing import Any
 
 from diffpir_core.io import DatasetStore, StoreError
-from tasks.plan import RunPlan, read_plans, read_statuses
+from tasks.plan import RunPlan, quarantined_images, read_plans, read_statuses
 
 
 def output_status(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -23,9 +26,10 @@ def output_status(output: str, storage_options: dict[str, Any] | None = None) ->
 
 
 def job_status(output: str, storage_options: dict[str, Any] | None = None, job: str | None = None) -> dict[str, Any]:
-    """Counts (``done``, ``failed``, ``pending``, ``quarantined``) and one entry per shard (``id``, ``state``,
-    ``attempts``, ``finished_at``, ``error``) of one job in ``output``: the one whose hash starts with ``job``, or
-    the only one there is."""
+    """Counts (``done``, ``failed``, ``pending``, ``quarantined``), one entry per shard (``id``, ``state``,
+    ``attempts``, ``finished_at``, ``error``) and one per quarantined image (``id``, ``reason``, ``stage``: ``ingest``
+    or ``restore`` with its ``shard``) of one job in ``output``: the one whose hash starts with ``job``, or the only
+    one there is."""
     options = dict(storage_options or {})
     plans = [plan for plan in read_plans(output, options) if plan.job_hash.startswith(job or "")]
     if len(plans) != 1:
@@ -60,7 +64,8 @@ def _plan_status(plan: RunPlan, options: dict[str, Any]) -> dict[str, Any]:
         attempts = int(status.get("attempts", record.metrics.get("attempts", 1) if done else 0))
         shards.append({"id": ref.key, "state": state, "attempts": attempts, "finished_at": finished, "error": error})
     counts = {state: sum(s["state"] == state for s in shards) for state in ("done", "failed", "pending")}
-    counts["quarantined"] = len(source.quarantine()) if source is not None else 0
+    quarantined = quarantined_images(source, records)
+    counts["quarantined"] = len(quarantined)
     return {
         "output": plan.output,
         "job_hash": plan.job_hash,
@@ -72,4 +77,5 @@ def _plan_status(plan: RunPlan, options: dict[str, Any]) -> dict[str, Any]:
         "code_version": plan.code_version,
         "counts": counts,
         "shards": shards,
+        "quarantined": quarantined,
     }

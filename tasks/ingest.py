@@ -14,8 +14,9 @@ from diffpir_core.io import DatasetStore, IngestSummary, StoreError, ingest, ref
 from diffpir_core.io.outputs import claim_output
 from diffpir_core.io.uris import filesystem, join, redact_uri
 from diffpir_core.job import Job
+from diffpir_core.threads import planned_threads
 from tasks.errors import retry_transient
-from tasks.plan import CODE_VERSION, RunPlan, input_location, job_folder, measurement_hash, shared_measurement_location, write_text
+from tasks.plan import CODE_VERSION, RunPlan, input_location, job_folder, measurement_hash, read_text, shared_measurement_location, write_text
 from tasks.priors import prior_sha256, resolve_device
 
 
@@ -83,9 +84,16 @@ def _job_store(job: Job, uri: str, source: DatasetStore) -> DatasetStore:
     return out
 
 
+def _recorded_threads(job: Job, folder: str) -> int | None:
+    """The threads an earlier run of this job recorded in its ``run.json`` (None: no earlier run, or none recorded)."""
+    text = read_text(job.output, f"{folder}/run.json", job.storage_options)
+    return None if text is None else RunPlan.from_json(text, job.output).threads
+
+
 @task(name="plan-run", retry_condition_fn=retry_transient)
 def plan_run(job: Job, input_store: str, shared_measurements: bool = False) -> RunPlan:
-    """Resolve device and prior digest, prepare the job's store and its arrays, write job.yaml and run.json.
+    """Resolve device, prior digest and threads (those of the job's first run, see ``planned_threads``), prepare the
+    job's store and its arrays, write job.yaml and run.json.
     ``shared_measurements`` (a comparison's variant): evaluate-mode measurements go into the store the task's
     variants share (``tasks.plan.shared_measurement_location``) instead of the job's own."""
     device = resolve_device(job.device)
@@ -111,6 +119,7 @@ def plan_run(job: Job, input_store: str, shared_measurements: bool = False) -> R
         measurement_prefix=prefix,
         planned_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         measurement_store=None if measurements is None else measurements.uri,
+        threads=planned_threads(job.threads, _recorded_threads(job, folder), job.local_tasks()),
     )
     scale = job.output_scale()
     for group in source.groups():

@@ -24,13 +24,14 @@ own and never meets, nor deletes, another job's shards; the records (``diffpir_c
 
 import hashlib
 import json
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict
 
 from diffpir_core import __version__
-from diffpir_core.io import DatasetStore, ShardRef, SizeGroup
+from diffpir_core.io import DatasetStore, ShardRecord, ShardRef, SizeGroup
 from diffpir_core.io.listing import listed
 from diffpir_core.io.uris import filesystem, is_local, join, local_path, put_atomic, redact_uri
 from diffpir_core.job import Job
@@ -89,6 +90,7 @@ class RunPlan(BaseModel):
     measurement_prefix: str | None
     planned_at: str
     measurement_store: str | None = None  # where the measurements live when not in output_store (comparisons)
+    threads: int | None = None  # torch threads per shard task, fixed at the job's first plan (None: each Dask worker's own)
 
     def identity(self, input_checksum: str) -> dict[str, str]:
         """What a shard record must carry: job, model, code and the checksum of the shard's input."""
@@ -229,6 +231,17 @@ def read_statuses(plan: RunPlan, storage_options: dict, threads: int = 8) -> dic
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="status-read") as pool:
         texts = pool.map(lambda name: read_text(plan.output, f"{job_folder(plan.job_hash)}/status/{name}", storage_options), names)
         return {name.removesuffix(".json"): json.loads(text) for name, text in zip(names, texts, strict=True) if text}
+
+
+def quarantined_images(source: DatasetStore | None, records: Mapping[str, ShardRecord]) -> list[dict[str, str]]:
+    """Every image of a job that was left out, with why: ``{"id", "reason", "stage": "ingest"}`` for each file the
+    ingest quarantined (``source``'s list; none when the input store cannot be opened), then ``{"id", "reason",
+    "stage": "restore", "shard"}`` for each image a finished shard did not restore (restore mode: its kernel or mask
+    file missing, unreadable or of the wrong size, or a bad σ cell), from ``records`` (shard key -> record)."""
+    entries = [{"id": q.id, "reason": q.reason, "stage": "ingest"} for q in (source.quarantine() if source is not None else [])]
+    for key, record in sorted(records.items()):
+        entries += [{"id": i, "reason": r, "stage": "restore", "shard": key} for i, r in sorted(record.quarantined.items())]
+    return entries
 
 
 def read_plans(output: str, storage_options: dict) -> list[RunPlan]:

@@ -40,7 +40,7 @@ from diffpir_core.reporting.comparison import ComparisonEntry, SampleRow, compar
 from diffpir_core.scoring import baseline_selected, degraded_psnr
 from tasks.errors import retry_transient
 from tasks.measurements import measurement_inputs
-from tasks.plan import RunPlan, comparison_folder
+from tasks.plan import RunPlan, comparison_folder, quarantined_images
 
 
 def artifact_key(job: Job, suffix: str) -> str:
@@ -120,12 +120,9 @@ def write_job_report(
 ) -> dict[str, Any]:
     """Write the four report files into ``job.output``; returns their URIs and the summary."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
-    quarantined = [{"id": q.id, "error": q.reason} for q in source.quarantine()]
     out = DatasetStore.open(plan.output_store, job.storage_options)
-    for ref in done:  # images a shard did not restore (restore mode: missing or unfit per-image kernel/mask)
-        record = out.read_record(ref, plan.restored_array)
-        for image_id, reason in sorted(((record.metrics.get("quarantined") or {}) if record else {}).items()):
-            quarantined.append({"id": image_id, "error": reason})
+    records = {ref.key: record for ref in done if (record := out.read_record(ref, plan.restored_array)) is not None}
+    quarantined = quarantined_images(source, records)
     info = RunInfo(
         task=job.task.title(),
         dataset=job.dataset_name(),

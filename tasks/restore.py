@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
@@ -58,6 +59,7 @@ class Prepared:
     inputs: ShardInputs | None = None
     skipped: dict[str, Any] | None = None
     prepared: float = 0.0
+    threads: int = 0  # torch threads the model restored it with (set by restore_prepared)
 
 
 def _identity(job: Job, plan: RunPlan, source: DatasetStore, shard: ShardRef) -> tuple[str, dict[str, str], Any]:
@@ -68,8 +70,8 @@ def _identity(job: Job, plan: RunPlan, source: DatasetStore, shard: ShardRef) ->
 
 
 def _skipped_manifest(shard: ShardRef, record: ShardRecord, started: float) -> dict[str, Any]:
-    scored = {key: record.metrics[key] for key in ("rows", "scored") if key in record.metrics}
-    return _manifest(shard, "skipped", started, checksum=record.checksum, quarantined=record.metrics.get("quarantined", {}), **scored)
+    scored = {key: record.metrics[key] for key in ("rows", "scored", "threads") if key in record.metrics}
+    return _manifest(shard, "skipped", started, checksum=record.checksum, quarantined=record.quarantined, **scored)
 
 
 def _skipped(plan: RunPlan, out: DatasetStore, shard: ShardRef, identity: dict[str, str], started: float) -> dict[str, Any] | None:
@@ -110,9 +112,11 @@ def prepare_shard(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetSto
 
 
 def restore_prepared(job: Job, plan: RunPlan, item: Prepared) -> tuple[np.ndarray, dict[str, float], int]:
-    """Step 3a: the model restores the shard (the prior is loaded once per process). Returns (pixels, timings, batch)."""
+    """Step 3a: the model restores the shard (the prior is loaded once per process). Returns (pixels, timings, batch);
+    the torch threads it ran with go into ``item.threads``."""
     loading = time.perf_counter()
-    prior = get_prior(job.prior, plan.model_sha256, plan.device)
+    prior = get_prior(job.prior, plan.model_sha256, plan.device)  # applies the process's threads in this thread
+    item.threads = torch.get_num_threads()
     config = job.sampler_config()
     sample_start = time.perf_counter()
     assert item.inputs is not None
@@ -141,10 +145,10 @@ def write_restored(
         log.warning("shard %s: metrics left to the metrics phase: %s", item.ref.key, describe(err))
     out.write_record(
         item.ref, plan.restored_array, checksum=written, identity=item.identity, timings=timings,
-        metrics={"attempts": attempt, "batch_size": batch_size, "quarantined": item.inputs.quarantined, **scored},
+        metrics={"attempts": attempt, "batch_size": batch_size, "threads": item.threads, "quarantined": item.inputs.quarantined, **scored},
     )
     return _manifest(
-        item.ref, "restored", item.started, checksum=written, attempts=attempt, batch_size=batch_size,
+        item.ref, "restored", item.started, checksum=written, attempts=attempt, batch_size=batch_size, threads=item.threads,
         sample_seconds=round(timings["sample"], 3), quarantined=item.inputs.quarantined, **scored,
     )
 

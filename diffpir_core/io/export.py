@@ -147,7 +147,7 @@ def export_images(
                     skipped.append(ref.key)
                     continue
                 record = store.read_record(ref, array)
-                left_out = dict((record.metrics.get("quarantined") or {}) if record else {})
+                left_out = record.quarantined if record else {}
             quarantined.update(left_out)
             rows = [i for i, image_id in enumerate(ref.ids) if image_id not in left_out]  # quarantined rows are empty
             if not rows:

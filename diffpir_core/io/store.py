@@ -101,6 +101,12 @@ class ShardRecord(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict, description="per-shard metrics (JSON values)")
     written_at: str = ""
 
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """Images of the shard that were not restored, with why (id -> reason): restore mode's per-image kernel, mask
+        or σ that is missing, unreadable or unfit. Their rows of the data are empty."""
+        return dict(self.metrics.get("quarantined") or {})
+
 
 class QuarantineEntry(BaseModel):
     """A source file that was not ingested."""

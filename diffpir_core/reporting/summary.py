@@ -32,8 +32,8 @@ class RunInfo:
 
     ``task`` is a display label ("sr x4, sigma 0.05"); ``baseline`` the name of the task's classical
     method whose ``baseline_*`` / ``gain_*`` columns the rows carry; ``fid`` the dataset FID (or why it is missing);
-    ``unavailable`` the per-image metrics that could not be computed; ``failed`` / ``quarantined``
-    one mapping per shard or image with at least an ``id`` (or ``shard``) and an ``error``.
+    ``unavailable`` the per-image metrics that could not be computed; ``failed`` one mapping per shard with a
+    ``shard`` and an ``error``, ``quarantined`` one per image with an ``id`` and a ``reason``.
     """
 
     task: str

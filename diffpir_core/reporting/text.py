@@ -181,11 +181,12 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
 
 
 def problem_line(item: Mapping[str, Any]) -> str:
-    """"shard-0003 (attempts 3): CUDA out of memory" from a failed/quarantined entry."""
+    """"shard-0003 (attempts 3): CUDA out of memory" from a failed entry (its ``error``), "a.png (stage restore,
+    shard 32x32/000000): no mask file ..." from a quarantined one (its ``reason``)."""
     name = item.get("id", item.get("shard", "?"))
-    extras = [f"{key} {value}" for key, value in item.items() if key not in ("id", "shard", "error")]
+    extras = [f"{key} {value}" for key, value in item.items() if key not in ("id", "error", "reason") and value != name]
     label = f"{name} ({', '.join(extras)})" if extras else str(name)
-    return f"{label}: {item.get('error', 'no reason recorded')}"
+    return f"{label}: {item.get('error', item.get('reason', 'no reason recorded'))}"
 
 
 def csv_columns(rows: Sequence[Row]) -> list[str]:

@@ -1,6 +1,6 @@
 """``diffpir run`` of a small local job in a subprocess, with its own temporary Prefect server: exit 0 and no
-traceback anywhere in its output, the server's shutdown included (it used to log four when stopped while it
-still recorded task runs), and with ``PREFECT_API_URL`` set but empty (Prefect's events client failed on every event)."""
+traceback anywhere in its output, the server's shutdown included (a server stopped while it still records task runs
+can log tracebacks), and with ``PREFECT_API_URL`` set but empty (Prefect's events client then fails on every event)."""
 
 import os
 import subprocess

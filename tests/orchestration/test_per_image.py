@@ -1,4 +1,4 @@
-"""Per-image degradations in restore mode (issue 10 part 3) and exporting a job's results (part 4), end to end.
+"""Per-image degradations in restore mode and exporting a job's results, end to end.
 
 A deblur job with a kernel folder on S3 (moto): kernels of two sizes, one missing and one unreadable file; an
 inpainting job with a mask manifest (CSV) carrying per-image noise σ, one missing mask file and one of the wrong
@@ -174,3 +174,33 @@ def test_inpaint_with_a_mask_manifest_and_exports(make_job, image_writer, tmp_pa
                 np.asarray(Image.open(tmp_path / name / image_id)), np.asarray(Image.open(tmp_path / "e1" / image_id))
             )
     assert not (tmp_path / "e4" / "img002.png").exists()
+
+
+def test_status_counts_images_quarantined_at_ingest_and_by_a_shard(make_job, image_writer, tmp_path: Path) -> None:
+    """A mask folder without img001's mask: the shard quarantines img001, and `diffpir status` counts and names it;
+    a file the ingest cannot read then counts as well."""
+    folder, masks, out = tmp_path / "masked", tmp_path / "masks", tmp_path / "out"
+    image_writer(folder, 3)
+    masks.mkdir()
+    for name in ("img000.png", "img002.png"):
+        Image.fromarray(np.full((32, 32), 255, np.uint8)).save(masks / name)
+    job = make_job(folder, out, mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks), "noise_sigma": 0.02})
+    assert restore(job=job, return_state=True).is_completed()
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["status", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads(result.output)["jobs"]
+    assert entry["counts"] == {"done": 1, "failed": 0, "pending": 0, "quarantined": 1}
+    (item,) = entry["quarantined"]
+    assert (item["id"], item["stage"], item["shard"]) == ("img001.png", "restore", "32x32/000000")
+    assert "img001" in item["reason"] and str(masks) in item["reason"], item["reason"]
+    text = runner.invoke(app, ["status", str(out)])
+    assert "1 done, 0 failed, 0 pending, 1 quarantined image(s)" in text.output, text.output
+    assert f"quarantined img001.png (stage restore, shard 32x32/000000): {item['reason']}" in text.output
+
+    (folder / "broken.png").write_bytes(b"not an image")
+    assert restore(job=job, return_state=True).is_completed()
+    (entry,) = json.loads(runner.invoke(app, ["status", str(out), "--json"]).output)["jobs"]
+    assert entry["counts"]["quarantined"] == 2
+    assert [(q["id"], q["stage"]) for q in entry["quarantined"]] == [("broken.png", "ingest"), ("img001.png", "restore")]

@@ -1,20 +1,26 @@
-"""The ``threads`` job field: validated, left out of the job hash, applied in the flow process, in the pool thread
-that runs the prior, and in real Dask workers (with glibc's malloc thresholds back to their dynamic values)."""
+"""The ``threads`` job field: validated, left out of the job hash, fixed once per job (recorded in ``run.json``, used
+again by a resumed run, and the count each shard ran with in its record), applied in the flow process, in the pool
+thread that runs the prior, and in real Dask workers (with glibc's malloc thresholds back to their dynamic values)."""
 
 import ctypes
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from distributed import Client, LocalCluster
 
+from diffpir_core.io import DatasetStore
 from diffpir_core.job import JobError, parse_job
-from diffpir_core.threads import apply_threads, default_threads, machine_cores, split_cores
+from diffpir_core.threads import apply_threads, default_threads, machine_cores, planned_threads, split_cores
+from flows.restore import restore
 from flows.runners import build_task_runner
 from tasks import priors
+from tasks.plan import read_plans
 
 CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None, "host": "127.0.0.1"}
 
@@ -44,6 +50,36 @@ def test_default_is_omp_num_threads_else_the_free_cores_split_over_concurrent_ta
     assert split_cores(1, cores=1.7) == 2
     assert split_cores(1, cores=0.1) == 1  # a fully loaded machine still gets one thread
     assert 1 <= default_threads(1, {"OMP_NUM_THREADS": "zero"}) <= machine_cores()
+
+
+def test_a_job_keeps_the_threads_of_its_first_run_unless_it_sets_them():
+    assert planned_threads(None, None, 2, {"OMP_NUM_THREADS": "3"}) == 3  # first run: the default
+    assert planned_threads(None, 3, 2, {"OMP_NUM_THREADS": "1"}) == 3  # later runs: the recorded count
+    assert planned_threads(2, 3, 2, {}) == 2  # the job's own setting wins
+    assert planned_threads(None, None, None, {}) is None  # Dask: each worker host chooses
+    assert planned_threads(None, None, None, {"OMP_NUM_THREADS": "2"}) == 2
+    assert 1 <= planned_threads(None, None, 1, {}) <= machine_cores()
+
+
+def test_a_resumed_job_restores_with_the_threads_its_first_run_recorded(
+    make_job, images_8: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    job = make_job(images_8, tmp_path / "out")  # threads: null
+    assert restore(job=job, return_state=True).is_completed()
+    (plan,) = read_plans(str(tmp_path / "out"), {})
+    assert plan.threads == 1 and json.loads((Path(plan.job_dir) / "run.json").read_text())["threads"] == 1
+    out = DatasetStore.open(plan.output_store, writable=True)
+    refs = out.shards()
+    assert [out.read_record(ref, "restored").metrics["threads"] for ref in refs] == [1, 1]
+    uninterrupted = out.read_array(refs[1], "restored")
+    out.delete_record(refs[1], "restored")  # as if the run had been killed before the last shard's record
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the default would now be another count
+    assert restore(job=job, return_state=True).result()["restored"] == 1
+    (plan,) = read_plans(str(tmp_path / "out"), {})
+    assert plan.threads == 1 and out.read_record(refs[1], "restored").metrics["threads"] == 1
+    np.testing.assert_array_equal(out.read_array(refs[1], "restored"), uninterrupted)
 
 
 def test_local_runner_sets_the_flow_process_threads(make_job, images_8: Path, monkeypatch: pytest.MonkeyPatch):

@@ -36,7 +36,7 @@ def info() -> RunInfo:
         fid=59.654321,
         unavailable=[LPIPS_MISSING],
         failed=[{"shard": "shard-00007", "attempts": 3, "error": "CUDA out of memory <b>"}],
-        quarantined=[{"id": "broken.png", "error": "not a PNG file"}],
+        quarantined=[{"id": "broken.png", "reason": "not a PNG file", "stage": "ingest"}],
     )
 
 

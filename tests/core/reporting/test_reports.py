@@ -97,7 +97,7 @@ def test_write_report_writes_four_parseable_files(tmp_path: Path, rows, info, sa
     report = (folder / "report.md").read_text()
     assert "| sr x4 \\| sigma 0.05 | inf | 0.7500 | n/a | 59.65 | 100 |" in report
     assert "- shard-00007 (attempts 3): CUDA out of memory <b>" in report
-    assert "- broken.png: not a PNG file" in report
+    assert "- broken.png (stage ingest): not a PNG file" in report
     assert "LPIPS unavailable: cannot import torchvision. Fix: pip install x" in report
     assert len(list(csv.DictReader((folder / "metrics.csv").open()))) == 4
 
