@@ -116,12 +116,14 @@ def demo(
     inputs = write_demo_inputs(out / "input", DEMO_TILES[:images])
     typer.echo(f"wrote {len(inputs)} held-out 64x64 images to {out / 'input'}")
     rows: list[dict[str, Any]] = []
+    flow_runs = []
     server = start_temporary_server()  # stopped below once it recorded every task run (stopped at exit, it logs tracebacks)
     for label in labels:
         job = demo_job(out, label, prior=prior, iter_num=iter_num, images=images)
         typer.echo(f"restoring: {job.task_label()} ({job.sampler_config().iter_num} steps) -> {job.output}")
         task_start = time.perf_counter()
         state = restore(job=job, return_state=True)
+        flow_runs.append(state.state_details.flow_run_id)
         result = state.result(raise_on_failure=False)
         if not state.is_completed():
             typer.echo(f"error: the {label} job failed: {state.message}; re-run `diffpir demo` to retry it", err=True)
@@ -134,7 +136,7 @@ def demo(
                      "seconds": time.perf_counter() - task_start, "summary": summary,
                      "card": report.with_name("report-card.html").read_text(), "report_rel": str(report.relative_to(out))})
     if server is not None:
-        stop_when_recorded(server)
+        stop_when_recorded(server, flow_runs)
     index = out / "report.html"
     index.write_text(_index_html(rows))
     typer.echo(f"\n{'task':<24} {'images':>6} {'NFEs':>5} {'PSNR':>7} {'SSIM':>7} {'baseline':>12} {'gain dB':>8} "

@@ -23,7 +23,9 @@ def run(
         list[str] | None,
         typer.Option("--set", help="override a field, e.g. --set task.scale=4 --set sampler.iter_num=20"),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the effective job only")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate, print the effective job and its cost, run every preflight check; restore nothing")
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="write into a non-empty output although diffpir did not make it")
     ] = False,
@@ -39,16 +41,20 @@ def run(
     except JobError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    if dry_run:
-        typer.echo(job.to_yaml() + _effective_sampler(job))
-        return
-    from diffpir_core.io.outputs import OutputRefused, claim_output
     from diffpir_core.preflight import preflight
 
-    if problems := preflight(job):  # before any Prefect server starts: each a permanent error, said in one line
-        for problem in problems:
-            typer.echo(f"error: {problem}", err=True)
+    if dry_run:
+        typer.echo(job.to_yaml() + _effective_sampler(job))
+    problems = preflight(job)  # before any Prefect server starts: each a permanent error, said in one line
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
         raise typer.Exit(2)
+    if dry_run:
+        typer.echo("preflight: every check passed (input, task files, prior, device, runner, storage); nothing was run")
+        return
+    from diffpir_core.io.outputs import OutputRefused, claim_output
+
     try:
         claim_output(job.output, job.input, job.storage_options, force=force)
     except OutputRefused as err:
@@ -94,7 +100,7 @@ def run(
             with listening(on_shard), in_environment(secrets):
                 state = restore(job=public, shards=shard or None, return_state=True)
             if server is not None:
-                stop_when_recorded(server)  # not at exit: stopped while it still records task runs, it logs tracebacks
+                stop_when_recorded(server, [state.state_details.flow_run_id])  # stopped at exit while it records, it logs tracebacks
         except (KeyboardInterrupt, TerminationSignal) as err:
             bar.close()
             _cancelled(run_ids, job_file, terminated=isinstance(err, (Terminated, TerminationSignal)))

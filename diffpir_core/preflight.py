@@ -8,16 +8,28 @@ and the fix, so that ``diffpir run`` stops in one line instead of failing shard 
 * ``runner.address``: a Dask scheduler answers a short TCP connect;
 * ``task``: kernel and mask files exist and read (their bytes are what identifies the job);
 * ``input``/``output`` on object stores: the bucket exists and the credentials work (one cheap call each);
-* ``output`` on local disk: the nearest existing folder is writable.
+* ``output`` on local disk: the nearest existing folder is writable;
+* ``input``: the folder or prefix exists; a local one holds images (or is a Zarr store), and per-image kernel or mask
+  files (restore mode) cover the first images with files of their size;
+* ``prior``: the weights file is there (shipped, downloaded, or the path given);
+* ``runner.cluster_class``: its module is installed (``dask_cuda`` is a separate package).
+
+``diffpir run --dry-run`` runs the same checks.
 """
 
+import importlib.util
 import os
 import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-from diffpir_core.io.uris import filesystem, is_local, local_path, redact_uri
+from diffpir_core.io.decode import IMAGE_EXTENSIONS
+from diffpir_core.io.uris import filesystem, is_local, join, local_path, redact_uri
 from diffpir_core.job import DaskRunner, Job
+from diffpir_core.models import prior_path
+
+INPUT_SAMPLE = 64
+"""Images whose per-image kernel/mask files the preflight reads (the run checks every one, and quarantines)."""
 
 
 def check_device(job: Job) -> str | None:
@@ -92,7 +104,96 @@ def check_storage(job: Job) -> list[str]:
     return problems
 
 
+def _local_images(root: str, limit: int) -> dict[str, str]:
+    """Up to ``limit`` image files under the local folder ``root``, by the id ingest gives them (path below root)."""
+    found: dict[str, str] = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                found[os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")] = os.path.join(folder, name)
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def _task_file_problem(job: Job, images: dict[str, str]) -> str | None:
+    """Restore mode: the images the per-image kernel/mask files would quarantine (read as the run reads them)."""
+    from PIL import Image
+
+    field = "task.mask" if hasattr(job.task, "mask") else "task.kernel"
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for image_id, path in images.items():
+        with Image.open(path) as image:
+            by_size.setdefault((image.height, image.width), []).append(image_id)
+    reasons: dict[str, str] = {}
+    for (height, width), ids in by_size.items():
+        reasons |= job.task.given(ids, (len(ids), height, width), job.storage_options).quarantined
+    if not reasons:
+        return None
+    first = next(iter(reasons.items()))
+    count = f"every one of the {len(images)}" if len(reasons) == len(images) else f"{len(reasons)} of the {len(images)}"
+    return (
+        f"{field}: {count} image(s) checked would be quarantined, e.g. {first[0]}: "
+        f"{first[1]}; fix the files or {field}"
+    )
+
+
+def check_input(job: Job) -> list[str]:
+    """``input``: the folder/prefix exists; a local folder holds images, and per-image task files cover them."""
+    try:
+        fs, root = filesystem(job.input, job.storage_options)
+        if fs.exists(join(root, "zarr.json")):
+            return []
+        if not fs.isdir(root):
+            return [
+                f"input: {redact_uri(job.input)} is not a folder, prefix or Zarr store; fix input (a relative path in a "
+                "job file is relative to the file's folder, one given with --set to the current folder)"
+            ]
+    except Exception as err:  # the bucket check says why; this one adds nothing
+        return [] if not is_local(job.input) else [f"input: cannot read {job.input} ({type(err).__name__}: {err})"]
+    if not is_local(job.input):
+        return []
+    images = _local_images(local_path(job.input), INPUT_SAMPLE)
+    if not images:
+        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+        return [f"input: no image files ({extensions}) under {job.input}; point input at the folder of your images"]
+    if job.mode != "restore":
+        return []
+    try:
+        problem = _task_file_problem(job, images)
+    except Exception as err:  # an unreadable image is quarantined by ingest; the files' own check is the run's
+        problem = None if isinstance(err, OSError) else f"task: cannot check the per-image files ({type(err).__name__}: {err})"
+    return [problem] if problem else []
+
+
+def check_prior(job: Job) -> list[str]:
+    """``prior``: the weights file of every run's prior is there."""
+    priors = {run.job.prior for run in job.runs() if run.job is not None} or {job.prior}
+    problems = []
+    for prior in sorted(priors):
+        path = prior_path(prior)
+        if not path.is_file():
+            fix = f"run `diffpir models download {prior}`" if "/" not in prior and "." not in prior else "fix the path"
+            problems.append(f"prior: {prior!r} is not here ({path} does not exist); {fix} (see `diffpir models`)")
+    return problems
+
+
+def check_cluster_class(job: Job) -> str | None:
+    """``runner.cluster_class``: the module of the Dask cluster class the run would create is installed."""
+    if not isinstance(job.runner, DaskRunner) or not job.runner.cluster_class:
+        return None
+    module = job.runner.cluster_class.rsplit(".", 1)[0]
+    if importlib.util.find_spec(module.split(".")[0]) is not None:
+        return None
+    package = module.split(".")[0].replace("_", "-")
+    return f"runner.cluster_class: {job.runner.cluster_class} needs the {module!r} module, not installed here; `pip install {package}`"
+
+
 def preflight(job: Job) -> list[str]:
     """Every problem the checks above find, one line each (field first); [] when the job may start."""
-    found = [check_device(job), check_dask_address(job), check_task_files(job), *check_storage(job)]
+    found = [check_device(job), check_dask_address(job), check_task_files(job), check_cluster_class(job), *check_storage(job)]
+    found += check_prior(job)
+    if not any(problem and problem.startswith("input:") for problem in found):
+        found += check_input(job)
     return [problem for problem in found if problem]
