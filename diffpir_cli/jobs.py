@@ -42,10 +42,13 @@ def run(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     from diffpir_core.preflight import preflight
+    from diffpir_core.reporting import nothing_restored, outcome_line
 
     if dry_run:
         typer.echo(job.to_yaml() + _effective_sampler(job))
-    problems = preflight(job)  # before any Prefect server starts: each a permanent error, said in one line
+    problems, notes = preflight(job)  # before any Prefect server starts: each a permanent error, said in one line
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
     if problems:
@@ -111,8 +114,9 @@ def run(
         typer.echo("input: " + ", ".join(f"{count} {what}" for what, count in changes.items()))
     if state.is_completed():
         typer.echo(
-            f"completed: {summary['restored']} shard(s) restored, {summary['skipped']} already done; "
-            f"report: {summary['report']}; results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)"
+            f"completed: {outcome_line(summary['images_restored'], summary['quarantined'])}; "
+            f"{summary['restored']} shard(s) run, {summary['skipped']} already done\n"
+            f"results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)\nreport: {summary['report']}"
         )
         return
     typer.echo(f"failed: {state.message}", err=True)
@@ -124,7 +128,8 @@ def run(
 
     if isinstance(raised, BaseException) and debug:
         raise raised
-    permanent = (
+    all_quarantined = nothing_restored(summary.get("images_restored", 0), summary.get("quarantined") or {}) is not None
+    permanent = all_quarantined or (
         not is_transient(raised) if isinstance(raised, BaseException) else bool(reasons) and all("(permanent)" in r for r in reasons.values())
     )
     if permanent and not any(EndpointUnreachable.__name__ in r for r in reasons.values()):

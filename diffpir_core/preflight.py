@@ -1,7 +1,7 @@
 """Checks a job can pass before any work starts (no model run, no Prefect): each failure names the job field
 and the fix, so that ``diffpir run`` stops in one line instead of failing shard after shard.
 
-:func:`preflight` runs them all and returns the problems found (``[]`` = nothing to report):
+:func:`preflight` runs them all and returns the problems found (none = the job may start) and notes:
 
 * ``device``: ``cuda``/``cuda:N`` requested where this process sees no such CUDA device (local runner only: with
   Dask the workers' devices count, and they are checked by the shard tasks);
@@ -10,7 +10,7 @@ and the fix, so that ``diffpir run`` stops in one line instead of failing shard 
 * ``input``/``output`` on object stores: the bucket exists and the credentials work (one cheap call each);
 * ``output`` on local disk: the nearest existing folder is writable;
 * ``input``: the folder or prefix exists; a local one holds images (or is a Zarr store), and per-image kernel or mask
-  files (restore mode) cover the first images with files of their size;
+  files (restore mode) cover the first images with files of their size (a note when some would be quarantined);
 * ``prior``: the weights file is there (shipped, downloaded, or the path given);
 * ``runner.cluster_class``: its module is installed (``dask_cuda`` is a separate package).
 
@@ -117,11 +117,11 @@ def _local_images(root: str, limit: int) -> dict[str, str]:
     return found
 
 
-def _task_file_problem(job: Job, images: dict[str, str]) -> str | None:
-    """Restore mode: the images the per-image kernel/mask files would quarantine (read as the run reads them)."""
+def _task_file_reasons(job: Job, images: dict[str, str]) -> dict[str, str]:
+    """Restore mode: ``{image id: reason}`` of the images the per-image kernel/mask files would quarantine (read as
+    the run reads them)."""
     from PIL import Image
 
-    field = "task.mask" if hasattr(job.task, "mask") else "task.kernel"
     by_size: dict[tuple[int, int], list[str]] = {}
     for image_id, path in images.items():
         with Image.open(path) as image:
@@ -129,42 +129,42 @@ def _task_file_problem(job: Job, images: dict[str, str]) -> str | None:
     reasons: dict[str, str] = {}
     for (height, width), ids in by_size.items():
         reasons |= job.task.given(ids, (len(ids), height, width), job.storage_options).quarantined
-    if not reasons:
-        return None
-    first = next(iter(reasons.items()))
-    count = f"every one of the {len(images)}" if len(reasons) == len(images) else f"{len(reasons)} of the {len(images)}"
-    return (
-        f"{field}: {count} image(s) checked would be quarantined, e.g. {first[0]}: "
-        f"{first[1]}; fix the files or {field}"
-    )
+    return reasons
 
 
-def check_input(job: Job) -> list[str]:
-    """``input``: the folder/prefix exists; a local folder holds images, and per-image task files cover them."""
+def inspect_input(job: Job) -> tuple[list[str], list[str]]:
+    """``input``: (problems, notes). Problems: the folder/prefix does not exist, a local folder holds no image, the
+    per-image task files would quarantine every image checked. Note: they would quarantine some of them."""
     try:
         fs, root = filesystem(job.input, job.storage_options)
         if fs.exists(join(root, "zarr.json")):
-            return []
+            return [], []
         if not fs.isdir(root):
             return [
                 f"input: {redact_uri(job.input)} is not a folder, prefix or Zarr store; fix input (a relative path in a "
                 "job file is relative to the file's folder, one given with --set to the current folder)"
-            ]
+            ], []
     except Exception as err:  # the bucket check says why; this one adds nothing
-        return [] if not is_local(job.input) else [f"input: cannot read {job.input} ({type(err).__name__}: {err})"]
+        return ([] if not is_local(job.input) else [f"input: cannot read {job.input} ({type(err).__name__}: {err})"]), []
     if not is_local(job.input):
-        return []
+        return [], []
     images = _local_images(local_path(job.input), INPUT_SAMPLE)
     if not images:
         extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
-        return [f"input: no image files ({extensions}) under {job.input}; point input at the folder of your images"]
+        return [f"input: no image files ({extensions}) under {job.input}; point input at the folder of your images"], []
     if job.mode != "restore":
-        return []
+        return [], []
     try:
-        problem = _task_file_problem(job, images)
-    except Exception as err:  # an unreadable image is quarantined by ingest; the files' own check is the run's
-        problem = None if isinstance(err, OSError) else f"task: cannot check the per-image files ({type(err).__name__}: {err})"
-    return [problem] if problem else []
+        reasons = _task_file_reasons(job, images)
+    except OSError:  # an unreadable image: ingest quarantines it with its reason
+        return [], []
+    if not reasons:
+        return [], []
+    field = "task.mask" if hasattr(job.task, "mask") else "task.kernel"
+    example = "e.g. {}: {}".format(*next(iter(reasons.items())))
+    if len(reasons) == len(images):
+        return [f"{field}: every one of the {len(images)} image(s) checked would be quarantined, {example}; fix the files or {field}"], []
+    return [], [f"{field}: {len(reasons)} of the {len(images)} image(s) checked will be quarantined, {example}"]
 
 
 def check_prior(job: Job) -> list[str]:
@@ -190,10 +190,14 @@ def check_cluster_class(job: Job) -> str | None:
     return f"runner.cluster_class: {job.runner.cluster_class} needs the {module!r} module, not installed here; `pip install {package}`"
 
 
-def preflight(job: Job) -> list[str]:
-    """Every problem the checks above find, one line each (field first); [] when the job may start."""
+def preflight(job: Job) -> tuple[list[str], list[str]]:
+    """(every problem the checks above find, notes worth a line), one line each, field first; no problem = the job
+    may start."""
     found = [check_device(job), check_dask_address(job), check_task_files(job), check_cluster_class(job), *check_storage(job)]
     found += check_prior(job)
+    notes: list[str] = []
     if not any(problem and problem.startswith("input:") for problem in found):
-        found += check_input(job)
-    return [problem for problem in found if problem]
+        problems, notes = inspect_input(job)
+        found += problems
+    return [problem for problem in found if problem], notes
+

@@ -22,7 +22,7 @@ from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
-from diffpir_core.reporting import markdown_table, verdict
+from diffpir_core.reporting import image_outcome, markdown_table, nothing_restored, verdict
 from diffpir_core.variants import Run
 from flows.naming import evaluate_run_name
 from tasks.errors import describe, with_job_retries
@@ -170,11 +170,14 @@ def summarise_comparison(job: Job, results: list[RunResult], comparison: dict[st
     """The ``restore`` flow's return value for a comparison: shard counts over every variant, the table, and the
     report; a Failed state naming the variants' failed shards when there are any."""
     manifests = [m for r in results for m in r.outcome.get("manifests", {}).values()]
+    images, quarantined = image_outcome(manifests)
     summary = {
         "shards": sum(len(r.refs) for r in results),
         "done": len(manifests),
         "restored": sum(m["status"] == "restored" for m in manifests),
         "skipped": sum(m["status"] == "skipped" for m in manifests),
+        "images_restored": images,
+        "quarantined": quarantined,
         "failed": comparison["failed"],
         "variants": comparison["table"],
         "report": comparison["uris"].get("report.html"),
@@ -186,6 +189,8 @@ def summarise_comparison(job: Job, results: list[RunResult], comparison: dict[st
     }
     if comparison["failed"]:
         return Failed(message=f"{len(comparison['failed'])} shard(s) of the comparison failed", data=summary)
+    if message := nothing_restored(images, quarantined):
+        return Failed(message=message, data=summary)
     return summary
 
 

@@ -22,6 +22,7 @@ from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import DaskRunner, Job
+from diffpir_core.reporting import image_outcome, nothing_restored
 from flows.evaluate import RunResult, score_and_report, score_comparison, summarise_comparison
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
@@ -185,13 +186,15 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
         "report": time.perf_counter() - restored,
         "sampling": sum(m.get("sample_seconds", 0.0) for m in outcome["manifests"].values()),
     }
+    images, quarantined = image_outcome(outcome["manifests"].values())
     summary = {
         "shards": len(refs),
         "done": len(outcome["manifests"]),
         "restored": sum(m["status"] == "restored" for m in outcome["manifests"].values()),
         "skipped": sum(m["status"] == "skipped" for m in outcome["manifests"].values()),
         "failed": failed,
-        "quarantined": {i: r for m in outcome["manifests"].values() for i, r in (m.get("quarantined") or {}).items()},
+        "images_restored": images,
+        "quarantined": quarantined,
         "report": report["uris"].get("report.html"),
         "output": job.output,
         "job": plan.job_dir,
@@ -200,4 +203,6 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
     }
     if failed:
         return Failed(message=_failed_message(failed, len(refs)), data=summary)
+    if message := nothing_restored(images, quarantined):
+        return Failed(message=message, data=summary)
     return summary

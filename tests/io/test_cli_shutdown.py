@@ -30,7 +30,7 @@ def test_a_successful_run_prints_no_traceback(tmp_path: Path):
     diffpir = Path(sys.executable).with_name("diffpir")
     done = subprocess.run([str(diffpir), "run", str(tmp_path / "job.yaml")], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "completed: 24 shard(s) restored" in done.stdout
+    assert "completed: restored 24 image(s), quarantined 0; 24 shard(s) run" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr, done.stderr[-6000:]
     assert "Error flushing" not in done.stderr
     assert "EventsWorker" not in done.stderr and "stopped service" not in done.stderr, done.stderr[-6000:]
