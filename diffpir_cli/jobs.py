@@ -41,12 +41,17 @@ def run(
     except JobError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    from diffpir_core.preflight import preflight
+    from diffpir_core.preflight import cost_lines, demo_prior_notice, preflight, restored_sizes
     from diffpir_core.reporting import nothing_restored, outcome_line
 
+    sizes = restored_sizes(job)
     if dry_run:
         typer.echo(job.to_yaml() + _effective_sampler(job))
+        for line in cost_lines(job, sizes):
+            typer.echo(line)
     problems, notes = preflight(job)  # before any Prefect server starts: each a permanent error, said in one line
+    if notice := demo_prior_notice(job, sizes):
+        notes.append(notice)
     for note in notes:
         typer.echo(f"note: {note}", err=True)
     for problem in problems:
@@ -70,21 +75,23 @@ def run(
         raise typer.Exit(2) from None
     from tqdm import tqdm
 
-    from flows.progress import listening
+    from flows.progress import ShardProgress, listening
     from flows.restore import restore
 
     if not debug:
         _quiet_tracebacks()  # after `import prefect`, which installs the console handler
 
-    bar = tqdm(total=0, unit="shard", desc=f"{job.task_label()} {job.dataset_name()}", dynamic_ncols=True)
+    bar = tqdm(total=0, unit="image", desc=job.dataset_name(), dynamic_ncols=True, bar_format=_BAR)
 
-    def on_shard(done: int, total: int, item: object) -> None:
-        if done == 0:
+    def on_progress(progress: ShardProgress, item: object) -> None:
+        if progress.done == 0 and item is None and bar.desc != progress.label:
             from prefect.runtime import flow_run
 
             run_ids.append(flow_run.root_flow_run_id)
-            bar.reset(total=total)  # the clock starts with the shards, not with ingest and server start-up
-        bar.n = done
+            bar.set_description(progress.label, refresh=False)
+            bar.reset(total=progress.images_total)  # the clock starts with the shards, not with ingest and server start-up
+        bar.n = round(progress.images_now, 2)
+        bar.set_postfix_str(f"{progress.done}/{progress.total} shards", refresh=False)
         bar.refresh()
 
     from prefect.exceptions import TerminationSignal
@@ -100,7 +107,7 @@ def run(
     with sigterm_as_interrupt():
         try:
             server = start_temporary_server()  # dies with this process, even on SIGKILL
-            with listening(on_shard), in_environment(secrets):
+            with listening(on_progress), in_environment(secrets):
                 state = restore(job=public, shards=shard or None, return_state=True)
             if server is not None:
                 stop_when_recorded(server, [state.state_details.flow_run_id])  # stopped at exit while it records, it logs tracebacks
@@ -137,6 +144,9 @@ def run(
     else:
         typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
     raise typer.Exit(1)
+
+
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} images [{elapsed}<{remaining}{postfix}]"
 
 
 def _quiet_tracebacks() -> None:

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from diffpir_core.io.decode import IMAGE_EXTENSIONS
 from diffpir_core.io.uris import filesystem, is_local, join, local_path, redact_uri
 from diffpir_core.job import DaskRunner, Job
-from diffpir_core.models import prior_path
+from diffpir_core.models import prior_image_size, prior_path
 
 INPUT_SAMPLE = 64
 """Images whose per-image kernel/mask files the preflight reads (the run checks every one, and quarantines)."""
@@ -165,6 +165,58 @@ def inspect_input(job: Job) -> tuple[list[str], list[str]]:
     if len(reasons) == len(images):
         return [f"{field}: every one of the {len(images)} image(s) checked would be quarantined, {example}; fix the files or {field}"], []
     return [], [f"{field}: {len(reasons)} of the {len(images)} image(s) checked will be quarantined, {example}"]
+
+
+def restored_sizes(job: Job, limit: int = INPUT_SAMPLE) -> list[tuple[int, int]]:
+    """(height, width) the network restores, of up to ``limit`` images of a local input folder ([] otherwise)."""
+    from PIL import Image
+
+    if not is_local(job.input) or not os.path.isdir(local_path(job.input)):
+        return []
+    scale = job.task.output_scale if job.mode == "restore" else 1
+    sizes = []
+    for path in _local_images(local_path(job.input), limit).values():
+        try:
+            with Image.open(path) as image:
+                sizes.append((image.height * scale, image.width * scale))
+        except OSError:  # ingest quarantines it
+            continue
+    return sizes
+
+
+def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
+    """What the run costs per image, in tile forwards: NFEs × tiles per network call (a photo larger than the prior's
+    training size is restored tile by tile, every step)."""
+    lines = []
+    for run in job.runs():
+        if run.job is None:
+            continue
+        nfes = run.job.sampler_config().nfes
+        trained = prior_image_size(run.job.prior)
+        tiles = [run.job.fit().tiles(height, width, trained) for height, width in sizes] or [1]
+        per_image = nfes * sum(tiles) / len(tiles)
+        where = f"{run.method} on {run.task}: " if job.is_comparison() else ""
+        largest = max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
+        shape = f" ({largest[1]}x{largest[0]} restored, {trained}-px prior)" if largest and trained else ""
+        lines.append(
+            f"cost: {where}{nfes} network calls per image x {max(tiles)} tile forward(s) each{shape} = about "
+            f"{per_image:,.0f} tile forwards per image" + (f", {per_image * len(sizes):,.0f} for the {len(sizes)} image(s) checked" if sizes else "")
+        )
+    return lines
+
+
+def demo_prior_notice(job: Job, sizes: list[tuple[int, int]]) -> str | None:
+    """A one-line notice when the bundled demo prior is to restore images larger than its training size."""
+    trained = prior_image_size("demo")
+    uses_demo = any(run.job is not None and run.job.prior == "demo" for run in job.runs())
+    larger = [hw for hw in sizes if trained and max(hw) > trained]
+    if not uses_demo or not larger:
+        return None
+    height, width = larger[0]
+    return (
+        f"prior: `demo` is a small {trained}-px demo prior; on {width}x{height} images it restores tile by tile and gains "
+        "little over the baseline. Real priors: `diffpir models` (docs/models.md)"
+    )
 
 
 def check_prior(job: Job) -> list[str]:

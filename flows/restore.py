@@ -22,6 +22,7 @@ from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import DaskRunner, Job
+from diffpir_core.progress import watching
 from diffpir_core.reporting import image_outcome, nothing_restored
 from flows.evaluate import RunResult, score_and_report, score_comparison, summarise_comparison
 from flows.naming import job_run_name, shards_run_name
@@ -99,7 +100,7 @@ def _dispatch(job: Job, plan: RunPlan, units: list[list[ShardRef]], window: int,
             for ref in unit:
                 if ref.key in outcome["failed"]:
                     logger.error("shard %s failed: %s", ref.key, outcome["failed"][ref.key])
-                progress.advance(outcome["manifests"].get(ref.key, outcome["failed"].get(ref.key)))
+                progress.advance(outcome["manifests"].get(ref.key, outcome["failed"].get(ref.key)), ref.key)
     return manifests, failed
 
 
@@ -126,7 +127,8 @@ def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection) -> Any:
     get_run_logger().info(
         "%d shard(s) already done; %d to restore in %d work unit(s), %d in flight at most", len(manifests), len(pending), len(units), window
     )
-    restored, failed = _dispatch(job, plan, units, window, progress)
+    with watching(progress.on_step):  # sampler steps of the shards restored in this process
+        restored, failed = _dispatch(job, plan, units, window, progress)
     manifests.update(restored)
     _index_records(job, plan)
     outcome = quote({"manifests": manifests, "failed": failed})  # returned as is: Prefect need not walk every manifest

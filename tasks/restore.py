@@ -28,10 +28,12 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.runtime import task_run
 
 from diffpir_core.io import DatasetStore, ShardRecord, ShardRef
 from diffpir_core.job import Job
+from diffpir_core.progress import ShardMeter
 from diffpir_core.restore import ShardInputs, restore_batchwise
 from tasks import errors
 from tasks.errors import describe, is_transient, retry_transient, storage_endpoint
@@ -109,6 +111,14 @@ def prepare_shard(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetSto
     return Prepared(shard, started, checksum, identity, inputs, prepared=time.perf_counter())
 
 
+def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The task run's logger (its lines reach the run's page), or this module's outside a task run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
+
+
 def restore_prepared(job: Job, plan: RunPlan, item: Prepared) -> tuple[np.ndarray, dict[str, float], int]:
     """Step 3a: the model restores the shard (the prior is loaded once per process). Returns (pixels, timings, batch)."""
     loading = time.perf_counter()
@@ -116,9 +126,10 @@ def restore_prepared(job: Job, plan: RunPlan, item: Prepared) -> tuple[np.ndarra
     config = job.sampler_config()
     sample_start = time.perf_counter()
     assert item.inputs is not None
+    meter = ShardMeter(item.ref.key, [item.inputs.ids[k] for k in item.inputs.kept()], config.nfes, _run_logger())
     restored, batch_size = restore_batchwise(
-        prior.unet, item.inputs, job.task, config,
-        seed=job.seed, batch_size=job.batch_size, device=plan.device, precision=job.precision, fit=job.fit(), method=job.method,
+        prior.unet, item.inputs, job.task, config, seed=job.seed, batch_size=job.batch_size, device=plan.device,
+        precision=job.precision, fit=job.fit(), method=job.method, meter=meter,
     )
     timings = {"prepare": item.prepared - item.started, "load_prior": sample_start - loading, "sample": time.perf_counter() - sample_start}
     return np.ascontiguousarray(restored), timings, batch_size
