@@ -108,6 +108,7 @@ def demo(
     import torch
 
     from diffpir_cli.server import start_temporary_server, stop_when_recorded
+    from diffpir_cli.tables import render, summary_row
     from flows.restore import restore
 
     torch.set_num_threads(threads)
@@ -139,11 +140,7 @@ def demo(
         stop_when_recorded(server, flow_runs)
     index = out / "report.html"
     index.write_text(_index_html(rows))
-    typer.echo(f"\n{'task':<24} {'images':>6} {'NFEs':>5} {'PSNR':>7} {'SSIM':>7} {'baseline':>12} {'gain dB':>8} "
-               f"{'seconds':>8}")
-    for r in rows:
-        typer.echo(f"{r['task']:<24} {r['images']:>6} {r['nfes']:>5} {r['psnr']:>7.2f} {r['ssim']:>7.4f} "
-                   f"{r['baseline']:>12} {r['gain']:>+8.2f} {r['seconds']:>8.1f}")
+    typer.echo("\n" + render([summary_row(r["summary"], seconds=r["seconds"]) for r in rows]))
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; report: {index}")
 
 

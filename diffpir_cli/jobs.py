@@ -78,8 +78,7 @@ def run(
     from flows.progress import ShardProgress, listening
     from flows.restore import restore
 
-    if not debug:
-        _quiet_tracebacks()  # after `import prefect`, which installs the console handler
+    _tidy_console(debug)  # after `import prefect`, which installs the console handler
 
     bar = tqdm(total=0, unit="image", desc=job.dataset_name(), dynamic_ncols=True, bar_format=_BAR)
 
@@ -120,14 +119,16 @@ def run(
     if changes := summary.get("input_changes"):
         typer.echo("input: " + ", ".join(f"{count} {what}" for what, count in changes.items()))
     if state.is_completed():
+        if table := _results_table(summary, job):
+            typer.echo(table)
         typer.echo(
             f"completed: {outcome_line(summary['images_restored'], summary['quarantined'])}; "
             f"{summary['restored']} shard(s) run, {summary['skipped']} already done\n"
             f"results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)\nreport: {summary['report']}"
         )
         return
-    typer.echo(f"failed: {state.message}", err=True)
     reasons = summary.get("failed", {})
+    typer.echo(f"failed: {len(reasons)} shard(s) failed:" if reasons else f"failed: {state.message}", err=True)
     for shard, reason in sorted(reasons.items()):
         typer.echo(f"  shard {shard}: {reason}", err=True)
     raised = state.result(raise_on_failure=False)
@@ -149,20 +150,52 @@ def run(
 _BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} images [{elapsed}<{remaining}{postfix}]"
 
 
-def _quiet_tracebacks() -> None:
-    """Prefect's console handler logs failures with their tracebacks; without ``--debug`` only the message stays
-    (the API log handler, and so the UI, keeps them)."""
+def _results_table(summary: dict[str, Any], job: Job) -> str | None:
+    """The compact table of what ran (``diffpir_cli.tables``): a comparison's rows, else the job's ``summary.json``
+    beside its report; None when it cannot be read."""
+    from diffpir_cli.tables import comparison_row, render, summary_row
+
+    if summary.get("variants"):
+        return render([comparison_row(row) for row in summary["variants"]])
+    try:
+        from diffpir_core.io.uris import filesystem
+
+        fs, path = filesystem(summary["job"].rstrip("/") + "/summary.json", job.storage_options)
+        with fs.open(path) as handle:
+            report = json.load(handle)
+    except Exception:  # the table is a courtesy: the report path below still says where the results are
+        return None
+    return render([summary_row(report)])
+
+
+def _tidy_console(debug: bool) -> None:
+    """Prefect's console handler, made fit for a terminal with a progress bar: each line written above the bar (never
+    on its line); without ``--debug`` no tracebacks and no repeats of a shard's failure (the task's warning, the flow's
+    error and its final state: the run's last lines name every failed shard once). The API log handler, and so the
+    UI, keeps everything."""
     import logging
 
-    class NoTraceback(logging.Filter):
+    from tqdm import tqdm
+
+    class Tidy(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
+            if record.msg == "shard %s failed: %s" or str(record.msg).startswith("Finished in state Failed"):
+                return False
             record.exc_info, record.exc_text, record.stack_info = None, None, None
             return True
 
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
         for handler in logging.getLogger(name).handlers:
             if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.addFilter(NoTraceback())
+                if not debug:
+                    handler.addFilter(Tidy())
+                emit = handler.emit
+
+                def above_the_bar(record: logging.LogRecord, emit: Any = emit) -> None:
+                    with tqdm.external_write_mode():
+                        emit(record)
+
+                handler.emit = above_the_bar  # type: ignore[method-assign]
 
 
 def _cancelled(run_ids: list[Any], job_file: Path, *, terminated: bool) -> None:

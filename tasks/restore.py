@@ -271,7 +271,8 @@ def restore_unit_fn(job: Job, plan: RunPlan, shards: list[ShardRef], first_attem
     run, endpoint = breaker_key(job, plan)
 
     def on_error(ref: ShardRef, err: BaseException) -> BaseException:
-        log.warning("shard %s attempt %d failed: %s", ref.key, attempts[ref.key], describe(err))
+        if is_transient(err) and attempts[ref.key] - first_attempt < job.retries:  # a final failure is logged once, by the unit
+            log.warning("shard %s attempt %d failed, to be retried: %s", ref.key, attempts[ref.key], describe(err))
         # module attribute, not a name imported here: Dask pickles this task by value, and the breaker (a lock) cannot travel
         if unreachable := errors.BREAKER.failed(run, endpoint, ref.key, err):
             return unreachable  # permanent: no more retries, and no status write to a dead endpoint
