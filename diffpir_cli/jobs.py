@@ -147,7 +147,7 @@ def run(
     raise typer.Exit(1)
 
 
-_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} images [{elapsed}<{remaining}{postfix}]"
+_BAR = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} images [{elapsed}<{remaining}{postfix}]"
 
 
 def _results_table(summary: dict[str, Any], job: Job) -> str | None:

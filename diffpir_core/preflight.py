@@ -75,6 +75,12 @@ def check_task_files(job: Job) -> str | None:
     return None
 
 
+_CREDENTIALS_HINT = (
+    "set the credentials in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or in ~/.aws "
+    "(`aws configure`); not in the job file (docs/jobs.md)"
+)
+
+
 def _bucket_problem(field: str, uri: str, storage_options: dict[str, Any]) -> str | None:
     scheme = uri.split("://", 1)[0]
     if scheme not in ("s3", "s3a", "gs", "gcs", "az", "abfs"):
@@ -86,9 +92,10 @@ def _bucket_problem(field: str, uri: str, storage_options: dict[str, Any]) -> st
     except FileNotFoundError:
         return f"{field}: bucket {bucket!r} does not exist ({redact_uri(uri)}); create it or fix the {field} URI"
     except PermissionError as err:
-        return f"{field}: access to bucket {bucket!r} is denied ({err}); check the credentials (environment or storage_options)"
+        return f"{field}: access to bucket {bucket!r} is denied ({err}); {_CREDENTIALS_HINT}"
     except Exception as err:  # any other failure of the one call is the answer
-        return f"{field}: cannot reach bucket {bucket!r} ({type(err).__name__}: {err}); check storage_options (endpoint_url, credentials)"
+        hint = _CREDENTIALS_HINT if "credential" in str(err).lower() else "check storage_options.endpoint_url and the network"
+        return f"{field}: cannot reach bucket {bucket!r} ({type(err).__name__}: {err}); {hint}"
     return None
 
 

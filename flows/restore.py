@@ -105,17 +105,17 @@ def _dispatch(job: Job, plan: RunPlan, units: list[list[ShardRef]], window: int,
 
 
 @flow(name="restore-shards", flow_run_name=shards_run_name)
-def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection) -> Any:
+def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection, label: str = "") -> Any:
     """Restore the selected shards of the job's store: those already done are recognised in bulk here, the rest run
     in work units (``restore-unit`` tasks) streamed to the task runner a bounded window at a time. Returns the
     manifests of finished shards and the reasons of failed ones, quoted (as the Failed state's data when any shard
-    failed, so the sub-flow run shows it too)."""
+    failed, so the sub-flow run shows it too). ``label``: a comparison's variant and task, for names and progress."""
     gpus = gpus_per_task(job, plan.device)
     runner = FlowRunContext.get().task_runner
     if isinstance(job.runner, DaskRunner):
         check_gpu_workers(runner, gpus, job.runner.gpu_wait_s)
     refs = selection.resolve(DatasetStore.open(plan.output_store, job.storage_options))
-    progress = ShardProgress(len(refs), f"{job.task_label()} on {job.dataset_name()}", images=sum(ref.size for ref in refs))
+    progress = ShardProgress(len(refs), f"{label or job.task_label()} on {job.dataset_name()}", images=sum(ref.size for ref in refs))
     manifests = _already_done(job, plan, refs)
     for ref in refs:
         if ref.key in manifests:
@@ -159,13 +159,13 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
         if run.job is None:
             results.append(RunResult(run))
             continue
-        plan = with_job_retries(plan_run, job)(run.job, source["store"], job.is_comparison())
+        plan = with_job_retries(plan_run, job)(run.job, source["store"], job.is_comparison(), run.name if job.is_comparison() else None)
         out = DatasetStore.open(plan.output_store, job.storage_options)
         selection = select_shards(out, shards)
         refs = selection.resolve(out)
         prepared = time.perf_counter()
         shards_state = restore_shards.with_options(task_runner=build_task_runner(run.job))(
-            job=run.job, plan=plan, selection=selection, return_state=True
+            job=run.job, plan=plan, selection=selection, label=f"{run.name} on {run.task}" if job.is_comparison() else "", return_state=True
         )
         outcome = shards_state.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):

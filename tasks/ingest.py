@@ -84,10 +84,10 @@ def _job_store(job: Job, uri: str, source: DatasetStore) -> DatasetStore:
 
 
 @task(name="plan-run", retry_condition_fn=retry_transient)
-def plan_run(job: Job, input_store: str, shared_measurements: bool = False) -> RunPlan:
+def plan_run(job: Job, input_store: str, shared_measurements: bool = False, variant: str | None = None) -> RunPlan:
     """Resolve device and prior digest, prepare the job's store and its arrays, write job.yaml and run.json.
     ``shared_measurements`` (a comparison's variant): evaluate-mode measurements go into the store the task's
-    variants share (``tasks.plan.shared_measurement_location``) instead of the job's own."""
+    variants share (``tasks.plan.shared_measurement_location``) instead of the job's own; ``variant`` is its name."""
     device = resolve_device(job.device)
     source = DatasetStore.open(input_store, job.storage_options)
     job_hash = job.job_hash()
@@ -111,6 +111,8 @@ def plan_run(job: Job, input_store: str, shared_measurements: bool = False) -> R
         measurement_prefix=prefix,
         planned_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         measurement_store=None if measurements is None else measurements.uri,
+        variant=variant,
+        task=job.task_label(),
     )
     scale = job.output_scale()
     for group in source.groups():

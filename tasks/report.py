@@ -43,9 +43,9 @@ from tasks.measurements import measurement_inputs
 from tasks.plan import RunPlan, comparison_folder
 
 
-def artifact_key(job: Job, suffix: str) -> str:
-    """A Prefect artifact key (lowercase letters, digits, dashes) naming the dataset and task."""
-    raw = f"{job.dataset_name()}-{job.task_label()}-{suffix}".lower()
+def artifact_key(job: Job, suffix: str, variant: str | None = None) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) naming the dataset, the variant if any, and the task."""
+    raw = f"{job.dataset_name()}-{variant or ''}-{job.task_label()}-{suffix}".lower()
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
 
 

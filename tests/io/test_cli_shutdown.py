@@ -86,3 +86,25 @@ def test_the_end_of_run_wait_ignores_task_runs_of_killed_processes(tmp_path: Pat
     up to the bound."""
     assert _waited(tmp_path / "mine", "mine", 30.0) < 15.0
     assert _waited(tmp_path / "stale", "stale", 3.0) >= 3.0  # the stale run, watched, is waited for until the bound
+
+
+@pytest.mark.timeout(900)
+def test_a_failure_is_printed_once_and_log_lines_never_share_the_bar_line(tmp_path: Path):
+    """A shard that fails for good (33x33 images are no multiple of the SR scale 2): its reason reaches the terminal
+    once, in the run's last lines (it used to be printed four times), and every log line starts a line of its own."""
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(np.zeros((33, 33, 3), np.uint8)).save(images / "odd.png")
+    job = {"input": str(images), "output": str(tmp_path / "out"), "task": {"kind": "sr", "scale": 2}, "prior": "demo",
+           "device": "cpu", "sampler": {"iter_num": 1}, "threads": 1}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    env = dict(os.environ, PREFECT_API_URL="", PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_UI_ENABLED="false")
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"
+    diffpir = Path(sys.executable).with_name("diffpir")
+    done = subprocess.run([str(diffpir), "run", str(tmp_path / "job.yaml")], env=env, capture_output=True, text=True, timeout=900)
+    printed = done.stdout + done.stderr
+    assert done.returncode == 1, printed[-3000:]
+    assert printed.count("not a multiple of the SR scale 2") == 1, printed[-6000:]
+    assert "failed: 1 shard(s) failed:\n  shard 33x33/000000: ValueError (permanent)" in done.stderr
+    for line in printed.replace("\r", "\n").splitlines():
+        assert "| INFO " not in line or line[:2].isdigit(), line  # a log line never follows the bar on its line
