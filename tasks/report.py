@@ -37,6 +37,7 @@ from diffpir_core.reporting import (
     write_report,
 )
 from diffpir_core.reporting.comparison import ComparisonEntry, SampleRow, comparison_markdown, write_comparison
+from diffpir_core.reporting.text import key_settings
 from diffpir_core.scoring import baseline_selected, degraded_psnr
 from tasks.errors import retry_transient
 from tasks.measurements import measurement_inputs
@@ -214,7 +215,9 @@ def write_comparison_report(job: Job, results: list[Any], wall_seconds: float) -
     URIs, the table rows and its markdown. ``results``: ``flows.evaluate.RunResult`` of every variant × task."""
     entries = [
         ComparisonEntry(
-            result.run.name, result.run.task, result.run.method, result.run.settings, result.run.swept,
+            result.run.name, result.run.task, result.run.method,
+            key_settings(result.run.job.sampler_config().model_dump(mode="json")) if result.run.job else result.run.settings,
+            result.run.swept,
             summary=result.summary, rows=result.rows, reason=result.run.reason,
             backward_passes=getattr(result.run.job.sampler_config(), "backward_passes", 0) if result.run.job else 0,
         )

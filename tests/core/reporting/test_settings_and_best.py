@@ -1,0 +1,31 @@
+"""Reports show the settings that ran in human labels, mark each task's best value, and sort sweeps by number."""
+
+from diffpir_core.reporting.comparison import BEST_MARK, comparison_markdown
+from diffpir_core.reporting.plots import _numeric_first
+from diffpir_core.reporting.text import key_settings, settings_line
+
+
+def _row(variant: str, psnr: float, lpips: float, task: str = "sr4") -> dict:
+    return {
+        "task": task, "variant": variant, "method": "diffpir", "settings": {"lambda_": "2", "zeta": "1", "iter_num": 20},
+        "swept": {}, "nfes": 20, "backward_passes": 0, "psnr": psnr, "ssim": 0.5, "lpips": lpips, "fid": None,
+        "degraded_psnr": None, "baseline_psnr": 20.0, "seconds_per_image": 1.0, "images": 2, "status": "done", "reason": None,
+    }
+
+
+def test_settings_read_as_they_ran() -> None:
+    config = {"method": "diffpir", "lambda_": 2.0, "zeta": 0.30000001, "iter_num": 20, "noise_sigma": 0.05, "skip_type": "quad"}
+    assert key_settings(config) == {"lambda_": "2", "zeta": "0.3", "iter_num": "20"}
+    assert settings_line(config) == "method diffpir · λ=2 · ζ=0.3 · steps=20"
+
+
+def test_the_best_value_of_each_task_is_marked() -> None:
+    table = comparison_markdown([_row("a", 24.0, 0.3), _row("b", 25.5, 0.4), _row("c", 23.0, 0.2, task="deblur")])
+    lines = table.splitlines()[2:]
+    assert f"25.50{BEST_MARK}" in lines[1] and f"0.3000{BEST_MARK}" in lines[0]  # higher PSNR, lower LPIPS
+    assert BEST_MARK not in lines[2]  # a task with one variant has nothing to compare
+    assert "λ=2, ζ=1, steps=20" in lines[0] and "lambda_" not in table
+
+
+def test_sweep_values_sort_by_number() -> None:
+    assert sorted(["16.0", 4, "1.0", "x"], key=_numeric_first) == ["1.0", 4, "16.0", "x"]
