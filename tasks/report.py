@@ -65,7 +65,7 @@ def _report_images(job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dic
         restored = out.read_array(ref, plan.restored_array)
         truth = source.read_images(ref) if job.mode == "evaluate" else None
         inputs = measurement_inputs(job, plan, source, out, ref).select(indices)
-        fraction = job.task.baseline_fraction(*restored.shape[1:3])
+        fraction = job.task.baseline_fraction(*restored.shape[1:3], inputs.params)
         with_baseline = [k for k, image_id in enumerate(inputs.ids) if baseline_selected(image_id, fraction)]
         baselines: dict[int, np.ndarray] = {}
         if with_baseline:
