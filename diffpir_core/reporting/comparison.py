@@ -21,7 +21,7 @@ import numpy as np
 from diffpir_core.reporting.html import _CSS, _figure
 from diffpir_core.reporting.plots import sweep_uri
 from diffpir_core.reporting.summary import Row
-from diffpir_core.reporting.text import _md_escape, format_number, metrics_csv, setting_label, to_json
+from diffpir_core.reporting.text import _md_escape, format_number, method_caveat, metrics_csv, setting_label, to_json
 
 COLUMNS = (
     "task", "variant", "method", "settings", "NFEs", "backward", "PSNR", "SSIM", "LPIPS", "FID", "degraded PSNR", "baseline PSNR",
@@ -150,6 +150,8 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def _notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     notes = [f"{row['variant']} on {row['task']}: n/a — {row['reason']}" for row in rows if row["status"] == "n/a"]
+    notes += [f"{row['variant']} on {row['task']}: {caveat}" for row in rows
+              if row["status"] != "n/a" and (caveat := method_caveat(row["method"], row["task"]))]
     if any(row["backward_passes"] for row in rows):
         notes.append(MEMORY_NOTE)
     return notes

@@ -138,6 +138,18 @@ def format_setting(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def method_caveat(method: str, task: str) -> str | None:
+    """Why ``method`` is not expected to do ``task`` (a task label or title) well, or None: DPIR on inpainting with
+    holes (a box, or masks from files; random-pixel masks are fine)."""
+    if method == "dpir" and task.startswith("inpaint") and "random" not in task:
+        return (
+            "DPIR cannot fill large holes: its prior is a denoiser, which spreads colour only a few pixels into an "
+            "unknown region per iteration, so a hole wider than that stays near its start (black); its scores there "
+            "measure the hole, not the method (DPIR suits random-pixel masks)"
+        )
+    return None
+
+
 def verdict(summary: Mapping[str, Any]) -> str | None:
     """One sentence on the restoration against the baseline ("+0.91 dB PSNR … better on 14 of 16
     images"), or on both consistencies in restore mode; None when the run has no baseline values."""
@@ -190,6 +202,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "",
         markdown_table([summary]),
         *([sentence, ""] if (sentence := verdict(summary)) else []),
+        *([f"Note: {caveat}.", ""] if (caveat := method_caveat(str(summary["config"].get("method", "")), summary["task"])) else []),
         "## Per-image statistics",
         "",
         "| metric | mean | std | min | max | images |",

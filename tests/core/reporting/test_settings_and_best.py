@@ -1,6 +1,6 @@
 """Reports show the settings that ran in human labels, mark each task's best value, and sort sweeps by number."""
 
-from diffpir_core.reporting.comparison import BEST_MARK, comparison_markdown
+from diffpir_core.reporting.comparison import BEST_MARK, _notes, comparison_markdown
 from diffpir_core.reporting.plots import _numeric_first
 from diffpir_core.reporting.text import key_settings, settings_line
 
@@ -29,3 +29,10 @@ def test_the_best_value_of_each_task_is_marked() -> None:
 
 def test_sweep_values_sort_by_number() -> None:
     assert sorted(["16.0", 4, "1.0", "x"], key=_numeric_first) == ["1.0", 4, "16.0", "x"]
+
+
+def test_dpir_on_holes_is_marked_with_the_reason() -> None:
+    rows = [{**_row("dpir", 10.7, 0.5, task="inpaint-box"), "method": "dpir"}, {**_row("dpir", 30.0, 0.1, task="inpaint-random"), "method": "dpir"},
+            _row("diffpir", 28.0, 0.2, task="inpaint-box")]
+    notes = _notes(rows)
+    assert len(notes) == 1 and notes[0].startswith("dpir on inpaint-box: DPIR cannot fill large holes")
