@@ -75,7 +75,8 @@ def _report_images(job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dic
         for k, i in enumerate(indices):
             image_id = ref.ids[i]
             images[image_id] = ReportSample(
-                image_id, degraded[k], restored[i], None if truth is None else truth[i], baselines.get(k), scores.get(image_id, {})
+                image_id, degraded[k], restored[i], None if truth is None else truth[i], baselines.get(k), scores.get(image_id, {}),
+                job.task.unknown_region(inputs.params, k),
             )
     return images
 

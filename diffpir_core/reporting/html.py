@@ -230,7 +230,9 @@ def _columns(sample: ReportSample, method: str) -> list[tuple[str, np.ndarray | 
 
 def _sample_block(sample: ReportSample, method: str) -> str:
     """Title with the image's numbers, the columns at ≥ 256 px with the crop framed, then the crops."""
-    box = crop_box(sample.restored, sample.baseline, align=max(1, sample.restored.shape[0] // sample.degraded.shape[0]))
+    box = crop_box(
+        sample.restored, sample.baseline, align=max(1, sample.restored.shape[0] // sample.degraded.shape[0]), unknown=sample.unknown
+    )
     reference = sample.restored.shape
     full, zoomed = [], []
     for label, image in _columns(sample, method):

@@ -126,6 +126,11 @@ class InpaintTask(TaskKind):
     def operator(self, params: Mapping[str, Tensor]) -> Operator:
         return Inpainting(params["mask"])
 
+    def unknown_region(self, params: Mapping[str, Tensor], index: int) -> np.ndarray | None:
+        """The holes of image ``index``'s mask."""
+        mask = params["mask"]
+        return (mask[index, 0] if mask.dim() == 4 else mask).numpy() < 0.5
+
     def baseline_fraction(self, height: int, width: int, params: Mapping[str, Tensor]) -> float:
         """Every image whose unknown region is up to :data:`HOLE_BUDGET` pixels (a 256² image half unknown), fewer
         above: the biharmonic solve grows with the hole, not the image (one CPU thread: 0.35 s for a 256² image half

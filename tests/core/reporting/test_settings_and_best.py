@@ -36,3 +36,21 @@ def test_dpir_on_holes_is_marked_with_the_reason() -> None:
             _row("diffpir", 28.0, 0.2, task="inpaint-box")]
     notes = _notes(rows)
     assert len(notes) == 1 and notes[0].startswith("dpir on inpaint-box: DPIR cannot fill large holes")
+
+
+def test_the_zoomed_crop_lies_in_the_hole() -> None:
+    """Restoration and baseline differ most in a measured corner (foliage), a little in the hole: the crop goes to the
+    hole when the report knows it, to the corner when it does not."""
+    import numpy as np
+
+    from diffpir_core.reporting.images import crop_box
+
+    restored = np.zeros((128, 128, 3), np.uint8)
+    baseline = restored.copy()
+    restored[:32, :32] = 200  # measured pixels that differ (a slightly different texture)
+    restored[80:112, 80:112] = 30  # the hole, filled differently
+    unknown = np.zeros((128, 128), bool)
+    unknown[80:112, 80:112] = True
+    assert crop_box(restored, baseline).top < 32
+    box = crop_box(restored, baseline, unknown=unknown)
+    assert 80 <= box.top < 112 and 80 <= box.left < 112
