@@ -109,3 +109,36 @@ def test_a_cuda_cluster_without_dask_cuda(make_job, images_8: Path, tmp_path: Pa
     result = _run(job, tmp_path, "--dry-run")
     assert result.exit_code == 2 and "error: runner.cluster_class: dask_cuda.LocalCUDACluster needs" in result.output, result.output
     assert "pip install dask-cuda" in result.output
+
+
+def test_missing_s3_credentials_name_the_environment_not_the_job_file(
+    make_job, images_8: Path, tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    job = make_job(images_8, "s3://some-bucket/out", storage_options={"endpoint_url": s3_endpoint})
+    result = _run(job, tmp_path, "--dry-run")
+    assert result.exit_code == 2 and "error: output: cannot reach bucket 'some-bucket'" in result.output, result.output
+    assert "AWS_ACCESS_KEY_ID" in result.output and "~/.aws" in result.output and "check storage_options" not in result.output
+
+
+def test_the_demo_prior_on_photos_says_it_is_a_demo(tmp_path: Path) -> None:
+    """A one-line notice when the bundled 64-px demo prior is to restore larger images (none for its own size, or for
+    another prior)."""
+    from PIL import Image
+
+    from diffpir_core.job import parse_job
+    from diffpir_core.preflight import demo_prior_notice, restored_sizes
+
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (640, 427)).save(tmp_path / "photos" / "photo.png")
+    job = parse_job({"input": str(tmp_path / "photos"), "output": str(tmp_path / "out"), "task": {"kind": "sr", "scale": 2}, "prior": "demo"})
+    sizes = restored_sizes(job)
+    assert sizes == [(427, 640)]
+    notice = demo_prior_notice(job, sizes)
+    assert notice is not None and "small 64-px demo prior" in notice and "`diffpir models` (docs/models.md)" in notice
+    assert demo_prior_notice(job, [(64, 64)]) is None
+    assert demo_prior_notice(job.model_copy(update={"prior": "ffhq_256"}), sizes) is None
