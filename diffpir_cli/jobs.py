@@ -82,10 +82,13 @@ def run(
 
     bar = tqdm(total=0, unit="image", desc=job.dataset_name(), dynamic_ncols=True, bar_format=_BAR)
 
+    counted: list[ShardProgress] = []  # the sub-flow runs' progress, the current one last
+
     def on_progress(progress: ShardProgress, item: object) -> None:
-        if progress.done == 0 and item is None and bar.desc != progress.label:
+        if not counted or counted[-1] is not progress:
             from prefect.runtime import flow_run
 
+            counted.append(progress)
             run_ids.append(flow_run.root_flow_run_id)
             bar.set_description(progress.label, refresh=False)
             bar.reset(total=progress.images_total)  # the clock starts with the shards, not with ingest and server start-up
