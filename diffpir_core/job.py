@@ -411,15 +411,16 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     task = data.get("task")
     for node, key in [(data, "input"), (data, "output"), (data, "prior"), (task, "kernel"), (task, "mask")]:
         if isinstance(node, dict) and key in node:
-            node[key] = _resolve_relative(node[key], base)
+            node[key] = _resolve_relative(node[key], base, always=key in ("input", "output"))
     return data
 
 
-def _resolve_relative(value: Any, base: Path) -> Any:
-    """A relative local path (``./x``, ``a/b``, ``x.npy``, ``~/x``) resolved from ``base``; names and URIs unchanged."""
+def _resolve_relative(value: Any, base: Path, always: bool = False) -> Any:
+    """A relative local path (``./x``, ``a/b``, ``x.npy``, ``~/x``; any relative path when ``always``: input and
+    output are never names) resolved from ``base``; names (``demo``, ``box``) and URIs unchanged."""
     if not isinstance(value, str) or "://" in value:
         return value
     value = os.path.expanduser(value)
-    if Path(value).is_absolute() or ("/" not in value and "." not in value):
+    if Path(value).is_absolute() or (not always and "/" not in value and "." not in value):
         return value
     return str((base / value).resolve())

@@ -218,6 +218,8 @@ def test_set_paths_resolve_from_where_the_command_is_typed(tmp_path: Path, monke
     assert (job.input, job.output) == (str(tmp_path / "jobs" / "data" / "in"), str(tmp_path / "out"))
     job = load_job(job_file, ["input=photos/raw", "output=~/results"])
     assert (job.input, job.output) == (str(tmp_path / "typed-here" / "photos" / "raw"), str(tmp_path / "home" / "results"))
+    job = load_job(job_file, ["input=photos", "task={kind: inpaint, mask: box}"])  # a bare folder name is a folder here
+    assert (job.input, job.task.mask) == (str(tmp_path / "typed-here" / "photos"), "box")
 
 
 def test_an_unknown_field_suggests_the_close_one() -> None:
