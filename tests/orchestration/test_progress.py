@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import FlowRunFilter, LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogWorker
 
 from diffpir_core.models import load_prior
@@ -63,8 +63,8 @@ def test_a_run_logs_each_finished_image(make_job, image_writer, tmp_path: Path) 
     assert heard[-1] == 4.0 and 2.0 in heard  # each batch's end reached the flow's progress before the shard ended
     APILogWorker.drain_all(timeout=30)
     with get_client(sync_client=True) as client:
-        subflows = client.read_flow_runs()
-        ids = [run.id for run in subflows if run.parent_task_run_id is not None or run.id == state.state_details.flow_run_id]
+        root = state.state_details.flow_run_id
+        ids = [root, *(run.id for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [root]})))]
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
     finished = sorted(log.message.split(" restored")[0] for log in logs if " restored in " in log.message)
     assert finished == [f"shard 32x32/000000: image {i}/4 img00{i - 1}.png" for i in range(1, 5)], finished
