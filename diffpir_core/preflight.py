@@ -202,7 +202,7 @@ def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
         trained = prior_image_size(run.job.prior)
         tiles = [run.job.fit().tiles(height, width, trained) for height, width in sizes] or [1]
         per_image = nfes * sum(tiles) / len(tiles)
-        where = f"{run.method} on {run.task}: " if job.is_comparison() else ""
+        where = f"{run.name} on {run.task}: " if job.is_comparison() else ""
         largest = max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
         shape = f" ({largest[1]}x{largest[0]} restored, {trained}-px prior)" if largest and trained else ""
         lines.append(

@@ -131,7 +131,7 @@ def test_the_demo_prior_on_photos_says_it_is_a_demo(tmp_path: Path) -> None:
     from PIL import Image
 
     from diffpir_core.job import parse_job
-    from diffpir_core.preflight import demo_prior_notice, restored_sizes
+    from diffpir_core.preflight import cost_lines, demo_prior_notice, restored_sizes
 
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (640, 427)).save(tmp_path / "photos" / "photo.png")
@@ -142,3 +142,6 @@ def test_the_demo_prior_on_photos_says_it_is_a_demo(tmp_path: Path) -> None:
     assert notice is not None and "small 64-px demo prior" in notice and "`diffpir models` (docs/models.md)" in notice
     assert demo_prior_notice(job, [(64, 64)]) is None
     assert demo_prior_notice(job.model_copy(update={"prior": "ffhq_256"}), sizes) is None
+    (cost,) = cost_lines(job.model_copy(update={"sampler": {"iter_num": 20}}), sizes)  # the tiles every step costs, counted
+    assert cost.startswith("cost: 20 network calls per image x 117 tile forward(s) each (640x427 restored, 64-px prior)"), cost
+    assert "about 2,340 tile forwards per image" in cost
