@@ -118,7 +118,7 @@ def test_grid_report_plots_psnr_against_each_swept_setting(make_job, images_8: P
         {"lambda_": 1, "zeta": 0.3}, {"lambda_": 1, "zeta": 1.0}, {"lambda_": 7, "zeta": 0.3}, {"lambda_": 7, "zeta": 1.0}
     ]
     page = Path(summary["report"]).read_text()
-    assert 'alt="PSNR against lambda_"' in page and 'alt="PSNR against zeta"' in page
+    assert 'alt="PSNR against λ"' in page and 'alt="PSNR against ζ"' in page  # human labels, not lambda_
 
 
 def _names_say_variant_and_task(flow_run_id, out: Path, tmp_path: Path, data: str) -> None:
