@@ -118,7 +118,7 @@ def baseline_costs(sizes: list[int], images: int = 4) -> list[dict[str, Any]]:
             task.baseline(inputs.y, inputs.params)
             ms = 1000 * (time.perf_counter() - started) / images
             results.append({"kind": name, "label": task.label(), "baseline": task.BASELINE, "size": size,
-                            "ms_per_image": round(ms, 1), "fraction": round(task.baseline_fraction(size, size), 4)})
+                            "ms_per_image": round(ms, 1), "fraction": round(task.baseline_fraction(size, size, inputs.params), 4)})
     return results
 
 

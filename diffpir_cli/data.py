@@ -5,13 +5,14 @@ S3 credentials come from the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_A
 ``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) points at a non-AWS S3 API such as MinIO.
 """
 
+import re
 from typing import Annotated
 
 import typer
 from tqdm import tqdm
 
 from diffpir_core.io import IMAGES, DatasetStore, SizePolicy, StoreError, export_images, ingest
-from diffpir_core.io.uris import StorageOptions, is_local
+from diffpir_core.io.uris import StorageOptions, is_local, join
 
 EndpointOption = Annotated[
     str | None, typer.Option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 API endpoint (MinIO, moto, ...)")
@@ -79,21 +80,37 @@ def export_command(
         str | None, typer.Option(help="array to export; default: restored for jobs and restored.zarr, images for a dataset store")
     ] = None,
     job: Annotated[str | None, typer.Option("--job", help="job hash prefix, when the output holds several jobs")] = None,
+    variant: Annotated[str | None, typer.Option("--variant", help="a comparison's variant by name, e.g. DPS")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="a job's task label, e.g. sr4 or inpaint-box")] = None,
+    every: Annotated[bool, typer.Option("--all", help="every job that matches, each into OUT_URI/<variant>-<task>")] = False,
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Write a job's restored images (or a store's images) as PNG files named after the original ids."""
-    from tasks.plan import export_source  # here: the job plans are only needed by export
+    from tasks.plan import export_source, matching_plans  # here: the job plans are only needed by export
 
     options = _options(store, endpoint_url)
     try:
-        located = export_source(store, options or {}, job)
+        if every:
+            plans = matching_plans(store, options or {}, job, variant, task)
+            if plans is None:
+                raise ValueError(f"{store} holds no diffpir jobs; --all exports the jobs of a job output")
+            for plan in plans:
+                name = re.sub(r"[^\w.=-]+", "-", f"{plan.variant or plan.title.rsplit('-', 1)[0]}-{plan.task or ''}").strip("-")
+                typer.echo(f"{plan.variant or plan.title} on {plan.task}: -> {join(out_uri, name)}")
+                _export(plan.output_store, join(out_uri, name), plan.restored_array, options, endpoint_url)
+            return
+        located = export_source(store, options or {}, job, variant, task)
         if located is not None:
             store, default = located
         else:
             default = IMAGES if _has_images(store, options) else "restored"
     except (StoreError, ValueError) as err:
         raise typer.BadParameter(str(err)) from err
-    array = array or default
+    _export(store, out_uri, array or default, options, endpoint_url)
+
+
+def _export(store: str, out_uri: str, array: str, options: StorageOptions | None, endpoint_url: str | None) -> None:
+    """Export ``array`` of ``store`` into ``out_uri`` with a progress bar, then say what was written and left out."""
     with tqdm(desc="export", unit="image") as bar:
         try:
             summary = export_images(

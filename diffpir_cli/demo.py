@@ -108,6 +108,7 @@ def demo(
     import torch
 
     from diffpir_cli.server import start_temporary_server, stop_when_recorded
+    from diffpir_cli.tables import render, summary_row
     from flows.restore import restore
 
     torch.set_num_threads(threads)
@@ -116,12 +117,14 @@ def demo(
     inputs = write_demo_inputs(out / "input", DEMO_TILES[:images])
     typer.echo(f"wrote {len(inputs)} held-out 64x64 images to {out / 'input'}")
     rows: list[dict[str, Any]] = []
+    flow_runs = []
     server = start_temporary_server()  # stopped below once it recorded every task run (stopped at exit, it logs tracebacks)
     for label in labels:
         job = demo_job(out, label, prior=prior, iter_num=iter_num, images=images)
         typer.echo(f"restoring: {job.task_label()} ({job.sampler_config().iter_num} steps) -> {job.output}")
         task_start = time.perf_counter()
         state = restore(job=job, return_state=True)
+        flow_runs.append(state.state_details.flow_run_id)
         result = state.result(raise_on_failure=False)
         if not state.is_completed():
             typer.echo(f"error: the {label} job failed: {state.message}; re-run `diffpir demo` to retry it", err=True)
@@ -134,14 +137,10 @@ def demo(
                      "seconds": time.perf_counter() - task_start, "summary": summary,
                      "card": report.with_name("report-card.html").read_text(), "report_rel": str(report.relative_to(out))})
     if server is not None:
-        stop_when_recorded(server)
+        stop_when_recorded(server, flow_runs)
     index = out / "report.html"
     index.write_text(_index_html(rows))
-    typer.echo(f"\n{'task':<24} {'images':>6} {'NFEs':>5} {'PSNR':>7} {'SSIM':>7} {'baseline':>12} {'gain dB':>8} "
-               f"{'seconds':>8}")
-    for r in rows:
-        typer.echo(f"{r['task']:<24} {r['images']:>6} {r['nfes']:>5} {r['psnr']:>7.2f} {r['ssim']:>7.4f} "
-                   f"{r['baseline']:>12} {r['gain']:>+8.2f} {r['seconds']:>8.1f}")
+    typer.echo("\n" + render([summary_row(r["summary"], seconds=r["seconds"]) for r in rows]))
     typer.echo(f"\ndemo finished in {time.perf_counter() - started:.0f} s; report: {index}")
 
 

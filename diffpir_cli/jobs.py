@@ -25,7 +25,9 @@ def run(
         list[str] | None,
         typer.Option("--set", help="override a field, e.g. --set task.scale=4 --set sampler.iter_num=20"),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and print the effective job only")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="validate, print the effective job and its cost, run every preflight check; restore nothing")
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="write into a non-empty output although diffpir did not make it")
     ] = False,
@@ -41,16 +43,28 @@ def run(
     except JobError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    from diffpir_core.preflight import cost_lines, demo_prior_notice, preflight, restored_sizes
+    from diffpir_core.reporting import nothing_restored, outcome_line
+
+    sizes = restored_sizes(job)
     if dry_run:
         typer.echo(job.to_yaml() + _effective_sampler(job))
+        for line in cost_lines(job, sizes):
+            typer.echo(line)
+    problems, notes = preflight(job)  # before any Prefect server starts: each a permanent error, said in one line
+    if notice := demo_prior_notice(job, sizes):
+        notes.append(notice)
+    for note in notes:
+        typer.echo(f"note: {note}", err=True)
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    if dry_run:
+        typer.echo("preflight: every check passed (input, task files, prior, device, runner, storage); nothing was run")
         return
     from diffpir_core.io.outputs import OutputRefused, claim_output
-    from diffpir_core.preflight import preflight
 
-    if problems := preflight(job):  # before any Prefect server starts: each a permanent error, said in one line
-        for problem in problems:
-            typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(2)
     try:
         claim_output(job.output, job.input, job.storage_options, force=force)
     except OutputRefused as err:
@@ -63,21 +77,25 @@ def run(
         raise typer.Exit(2) from None
     from tqdm import tqdm
 
-    from flows.progress import listening
+    from flows.progress import ShardProgress, listening
     from flows.restore import restore
 
-    if not debug:
-        _quiet_tracebacks()  # after `import prefect`, which installs the console handler
+    _tidy_console(debug)  # after `import prefect`, which installs the console handler
 
-    bar = tqdm(total=0, unit="shard", desc=f"{job.task_label()} {job.dataset_name()}", dynamic_ncols=True)
+    bar = tqdm(total=0, unit="image", desc=job.dataset_name(), dynamic_ncols=True, bar_format=_BAR)
 
-    def on_shard(done: int, total: int, item: object) -> None:
-        if done == 0:
+    counted: list[ShardProgress] = []  # the sub-flow runs' progress, the current one last
+
+    def on_progress(progress: ShardProgress, item: object) -> None:
+        if not counted or counted[-1] is not progress:
             from prefect.runtime import flow_run
 
+            counted.append(progress)
             run_ids.append(flow_run.root_flow_run_id)
-            bar.reset(total=total)  # the clock starts with the shards, not with ingest and server start-up
-        bar.n = done
+            bar.set_description(progress.label, refresh=False)
+            bar.reset(total=progress.images_total)  # the clock starts with the shards, not with ingest and server start-up
+        bar.n = round(progress.images_now, 2)
+        bar.set_postfix_str(f"{progress.done}/{progress.total} shards", refresh=False)
         bar.refresh()
 
     from prefect.exceptions import TerminationSignal
@@ -93,10 +111,10 @@ def run(
     with sigterm_as_interrupt():
         try:
             server = start_temporary_server()  # dies with this process, even on SIGKILL
-            with listening(on_shard), in_environment(secrets):
+            with listening(on_progress), in_environment(secrets):
                 state = restore(job=public, shards=shard or None, return_state=True)
             if server is not None:
-                stop_when_recorded(server)  # not at exit: stopped while it still records task runs, it logs tracebacks
+                stop_when_recorded(server, [state.state_details.flow_run_id])  # stopped at exit while it records, it logs tracebacks
         except (KeyboardInterrupt, TerminationSignal) as err:
             bar.close()
             _cancelled(run_ids, job_file, terminated=isinstance(err, (Terminated, TerminationSignal)))
@@ -106,13 +124,16 @@ def run(
     if changes := summary.get("input_changes"):
         typer.echo("input: " + ", ".join(f"{count} {what}" for what, count in changes.items()))
     if state.is_completed():
+        if table := _results_table(summary, job):
+            typer.echo(table)
         typer.echo(
-            f"completed: {summary['restored']} shard(s) restored, {summary['skipped']} already done; "
-            f"report: {summary['report']}; results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)"
+            f"completed: {outcome_line(summary['images_restored'], summary['quarantined'])}; "
+            f"{summary['restored']} shard(s) run, {summary['skipped']} already done\n"
+            f"results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)\nreport: {summary['report']}"
         )
         return
-    typer.echo(f"failed: {state.message}", err=True)
     reasons = summary.get("failed", {})
+    typer.echo(f"failed: {len(reasons)} shard(s) failed:" if reasons else f"failed: {state.message}", err=True)
     for shard, reason in sorted(reasons.items()):
         typer.echo(f"  shard {shard}: {reason}", err=True)
     raised = state.result(raise_on_failure=False)
@@ -120,7 +141,8 @@ def run(
 
     if isinstance(raised, BaseException) and debug:
         raise raised
-    permanent = (
+    all_quarantined = nothing_restored(summary.get("images_restored", 0), summary.get("quarantined") or {}) is not None
+    permanent = all_quarantined or (
         not is_transient(raised) if isinstance(raised, BaseException) else bool(reasons) and all("(permanent)" in r for r in reasons.values())
     )
     if permanent and not any(EndpointUnreachable.__name__ in r for r in reasons.values()):
@@ -130,20 +152,55 @@ def run(
     raise typer.Exit(1)
 
 
-def _quiet_tracebacks() -> None:
-    """Prefect's console handler logs failures with their tracebacks; without ``--debug`` only the message stays
-    (the API log handler, and so the UI, keeps them)."""
+_BAR = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} images [{elapsed}<{remaining}{postfix}]"
+
+
+def _results_table(summary: dict[str, Any], job: Job) -> str | None:
+    """The compact table of what ran (``diffpir_cli.tables``): a comparison's rows, else the job's ``summary.json``
+    beside its report; None when it cannot be read."""
+    from diffpir_cli.tables import comparison_row, render, summary_row
+
+    if summary.get("variants"):
+        return render([comparison_row(row) for row in summary["variants"]])
+    try:
+        from diffpir_core.io.uris import filesystem
+
+        fs, path = filesystem(summary["job"].rstrip("/") + "/summary.json", job.storage_options)
+        with fs.open(path) as handle:
+            report = json.load(handle)
+    except Exception:  # the table is a courtesy: the report path below still says where the results are
+        return None
+    return render([summary_row(report)])
+
+
+def _tidy_console(debug: bool) -> None:
+    """Prefect's console handler, made fit for a terminal with a progress bar: each line written above the bar (never
+    on its line); without ``--debug`` no tracebacks and no repeats of a shard's failure (the task's warning, the flow's
+    error and its final state: the run's last lines name every failed shard once). The API log handler, and so the
+    UI, keeps everything."""
     import logging
 
-    class NoTraceback(logging.Filter):
+    from tqdm import tqdm
+
+    class Tidy(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
+            if record.msg == "shard %s failed: %s" or str(record.msg).startswith("Finished in state Failed"):
+                return False
             record.exc_info, record.exc_text, record.stack_info = None, None, None
             return True
 
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
         for handler in logging.getLogger(name).handlers:
             if type(handler).__name__ == "PrefectConsoleHandler":
-                handler.addFilter(NoTraceback())
+                if not debug:
+                    handler.addFilter(Tidy())
+                emit = handler.emit
+
+                def above_the_bar(record: logging.LogRecord, emit: Any = emit) -> None:
+                    with tqdm.external_write_mode():
+                        emit(record)
+
+                handler.emit = above_the_bar  # type: ignore[method-assign]
 
 
 def _cancelled(run_ids: list[Any], job_file: Path, *, terminated: bool) -> None:

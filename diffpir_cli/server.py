@@ -8,7 +8,7 @@ before any flow runs, so every Prefect client in the process reuses it, with its
 kernel for SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``); elsewhere Prefect's own start is
 used unchanged.
 
-:func:`stop_when_recorded` stops it at the end of a run in the right order. The server writes task-run states
+:func:`stop_when_recorded` stops it at the end of a run in the right order, watching only that run's task runs. The server writes task-run states
 from the events the client sends (its ``task_run_recorder`` service, one database commit per event); on a
 loaded machine it lags behind the flow, and a SIGTERM while it commits cancels that commit: it logged
 "Error flushing 1 events" with two tracebacks, twice, at the end of successful runs. So the client's event
@@ -81,32 +81,52 @@ def start_temporary_server() -> Any | None:
     return server
 
 
-def _task_run_counts(client: Any) -> tuple[int, int]:
-    """(task runs, task runs not yet in a final state) as the server has recorded them."""
+def _run_flow_ids(client: Any, roots: list[Any]) -> list[str]:
+    """The flow runs ``roots`` and their sub-flow runs at any depth, as the server has recorded them."""
+    ids = [str(root) for root in roots]
+    frontier = list(ids)
+    while frontier:
+        children = client._client.post(
+            "/flow_runs/filter", json={"flow_runs": {"parent_flow_run_id": {"any_": frontier}}, "limit": 200}
+        ).json()
+        frontier = [run["id"] for run in children if run["id"] not in ids]
+        ids += frontier
+    return ids
+
+
+def _task_run_counts(client: Any, roots: list[Any]) -> tuple[int, int]:
+    """(task runs, task runs not yet in a final state) of the flow runs ``roots`` and their sub-flows, as the server has
+    recorded them. Task runs of other flow runs (earlier processes killed mid-run leave theirs Running forever in
+    the same database) are not this run's to wait for."""
     from prefect.client.schemas.objects import TERMINAL_STATES, StateType
 
     unfinished_types = [t.value for t in StateType if t not in TERMINAL_STATES]
-    total = client._client.post("/task_runs/count", json={}).json()
-    unfinished = client._client.post("/task_runs/count", json={"task_runs": {"state": {"type": {"any_": unfinished_types}}}}).json()
+    mine = {"flow_run_id": {"any_": _run_flow_ids(client, roots)}}
+    total = client._client.post("/task_runs/count", json={"task_runs": mine}).json()
+    unfinished = client._client.post(
+        "/task_runs/count", json={"task_runs": {**mine, "state": {"type": {"any_": unfinished_types}}}}
+    ).json()
     return int(total), int(unfinished)
 
 
-def stop_when_recorded(server: Any, timeout_s: float = 60.0, poll_s: float = 1.0) -> None:
+def stop_when_recorded(server: Any, flow_run_ids: list[Any], timeout_s: float = 15.0, poll_s: float = 0.5) -> None:
     """Stop the temporary ``server`` once it has recorded what this process sent: the client's event and log
-    queues drained, then every task run final and their number unchanged for one poll (at most ``timeout_s``)."""
+    queues drained, then every task run of the flow runs ``flow_run_ids`` (and their sub-flows) final and their number
+    unchanged for one poll (at most ``timeout_s`` in all: a lagging record costs a Running badge, not a stall)."""
     from prefect.client.orchestration import get_client
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
+    deadline = time.monotonic() + timeout_s
     EventsWorker.drain_all(timeout=timeout_s)
-    APILogWorker.drain_all(timeout=timeout_s)
-    deadline, last = time.monotonic() + timeout_s, None
+    APILogWorker.drain_all(timeout=max(0.0, deadline - time.monotonic()))
+    last = None
     import httpx
 
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
+        while flow_run_ids and time.monotonic() < deadline:
             try:
-                counts = _task_run_counts(client)
+                counts = _task_run_counts(client, flow_run_ids)
             except httpx.HTTPError:  # the server no longer answers: nothing left to wait for
                 break
             if counts[1] == 0 and counts == last:

@@ -10,8 +10,11 @@ storage options, output location) are left out of the hash on purpose.
 No Prefect here: the same model is used by the CLI, the flows and plain Python.
 """
 
+import difflib
+import functools
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -350,8 +353,18 @@ def format_validation_error(err: ValidationError) -> str:
         loc = ".".join(str(p) for i, p in enumerate(e["loc"]) if not (i == 1 and e["loc"][0] in _TAGGED))
         msg = e["msg"].removeprefix("Value error, ")
         got = f" (got {e['input']!r})" if e["type"] not in ("missing", "value_error") and not isinstance(e["input"], dict) else ""
+        if e["type"] == "extra_forbidden" and (close := difflib.get_close_matches(str(e["loc"][-1]), _field_names(), n=1)):
+            got = f"; did you mean `{close[0]}`?"
         lines.append(f"{loc}: {msg}{got}" if loc else msg)
     return "\n".join(lines)
+
+
+@functools.cache
+def _field_names() -> tuple[str, ...]:
+    """Every field name a job can have at any depth (task kinds, runner, sampler of every method included)."""
+    schema = Job.model_json_schema()
+    models = [schema, *schema.get("$defs", {}).values()]
+    return tuple(sorted({name for model in models for name in model.get("properties", {})}))
 
 
 def parse_job(data: dict[str, Any]) -> Job:
@@ -393,18 +406,25 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> Job:
         raise JobError(f"job file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise JobError(f"job file {path} must hold a mapping of fields (input, output, task, ...)")
-    data = apply_overrides(data, overrides or [])
+    data = apply_overrides(_resolve_paths(data, path.parent), overrides or [])
+    return parse_job(_resolve_paths(data, Path.cwd()))  # what --set made relative is relative to where it was typed
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``data`` with its relative local paths (input, output, prior, task.kernel, task.mask) resolved from ``base``."""
     task = data.get("task")
     for node, key in [(data, "input"), (data, "output"), (data, "prior"), (task, "kernel"), (task, "mask")]:
         if isinstance(node, dict) and key in node:
-            node[key] = _resolve_relative(node[key], path.parent)
-    return parse_job(data)
+            node[key] = _resolve_relative(node[key], base, always=key in ("input", "output"))
+    return data
 
 
-def _resolve_relative(value: Any, base: Path) -> Any:
-    """A relative local path (``./x``, ``a/b``, ``x.npy``) resolved from ``base``; names and URIs unchanged."""
-    if not isinstance(value, str) or "://" in value or Path(value).is_absolute():
+def _resolve_relative(value: Any, base: Path, always: bool = False) -> Any:
+    """A relative local path (``./x``, ``a/b``, ``x.npy``, ``~/x``; any relative path when ``always``: input and
+    output are never names) resolved from ``base``; names (``demo``, ``box``) and URIs unchanged."""
+    if not isinstance(value, str) or "://" in value:
         return value
-    if "/" not in value and "." not in value:
+    value = os.path.expanduser(value)
+    if Path(value).is_absolute() or (not always and "/" not in value and "." not in value):
         return value
     return str((base / value).resolve())

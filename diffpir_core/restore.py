@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 
 from diffpir_core.metrics import float_to_uint8, uint8_to_float
-from diffpir_core.models.tiling import TiledUNet
+from diffpir_core.models.tiling import TiledUNet, tile_starts
+from diffpir_core.progress import ShardMeter
 from diffpir_core.sampling import restore_with
+from diffpir_core.sampling.common import StepCallback
 from diffpir_core.task_kinds import TaskKind
 from diffpir_core.task_kinds.base import GivenData
 
@@ -80,6 +82,14 @@ class Fit:
     tile: int | None = None
     overlap: int | None = None
     tile_batch: int = 8
+
+    def tiles(self, height: int, width: int, image_size: int | None) -> int:
+        """Tile forwards per network call on a ``height`` × ``width`` image for a prior trained at ``image_size``."""
+        tile = self.tile if self.tile is not None else image_size or 0
+        if not tile:
+            return 1
+        overlap = tile // 4 if self.overlap is None else self.overlap
+        return len(tile_starts(height, tile, overlap)) * len(tile_starts(width, tile, overlap))
 
     def network(self, unet: torch.nn.Module) -> torch.nn.Module:
         """``unet`` wrapped for tiled evaluation, unless tiling is off or the prior's size is unknown."""
@@ -149,7 +159,7 @@ def restore_batchwise(
     device: str,
     precision: str = "fp32",
     fit: Fit = Fit(),
-    on_batch: Callable[[int, int], None] | None = None,
+    meter: ShardMeter | None = None,
     method: str = "diffpir",
 ) -> tuple[np.ndarray, int]:
     """Restore all images of ``inputs`` with ``method`` (``config`` is its config, ``sampling.methods``); returns
@@ -157,7 +167,7 @@ def restore_batchwise(
 
     A CUDA out-of-memory error halves the batch and retries that batch (down to 1 image) instead of
     failing the shard; the smaller batch size is kept for the rest of the shard. Quarantined images are not
-    restored: their rows of the result are zeros.
+    restored: their rows of the result are zeros. ``meter`` hears of every sampler step and finished batch.
     """
     if inputs.quarantined:
         kept = inputs.kept()
@@ -167,7 +177,7 @@ def restore_batchwise(
             return full, max(1, batch_size)
         restored, size = restore_batchwise(
             unet, inputs.select(kept), task, config, seed=seed, batch_size=batch_size, device=device,
-            precision=precision, fit=fit, on_batch=on_batch, method=method,
+            precision=precision, fit=fit, meter=meter, method=method,
         )
         full[kept] = restored
         return full, size
@@ -185,7 +195,8 @@ def restore_batchwise(
         try:
             with autocast:
                 restored = restore_batch(
-                    network, inputs.batch(start, stop), task, config, seed=seed, device=device, pad=fit.pad, method=method
+                    network, inputs.batch(start, stop), task, config, seed=seed, device=device, pad=fit.pad, method=method,
+                    callback=None if meter is None else lambda i, *_, a=start, b=stop: meter.step(a, b, i),
                 )
         except torch.cuda.OutOfMemoryError:
             if size == 1:
@@ -195,15 +206,15 @@ def restore_batchwise(
             log.warning("CUDA out of memory at batch %d; retrying with batch size %d", stop - start, size)
             continue
         outputs.append(float_to_uint8(restored.float().cpu()))
-        if on_batch is not None:
-            on_batch(stop, n)
+        if meter is not None:
+            meter.batch(start, stop)
         start = stop
     return np.concatenate(outputs), size
 
 
 def restore_batch(
     unet: torch.nn.Module, inputs: ShardInputs, task: TaskKind, config: BaseModel, *, seed: int, device: str,
-    pad: bool = True, method: str = "diffpir",
+    pad: bool = True, method: str = "diffpir", callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """One batch through ``method``'s sampler with one generator per image; (B, 3, H, W) float, unclamped, at the
     images' own restored size (padded for the network and cropped back when ``pad``). Per-image σ reach the
@@ -215,5 +226,5 @@ def restore_batch(
     y = _reflect(inputs.y.to(device), pad_h, pad_w)
     if inputs.noise_sigma is not None and "noise_sigma" in type(config).model_fields:
         config = config.model_copy(update={"noise_sigma": list(inputs.noise_sigma)})
-    restored = restore_with(method, unet, task.operator(params), y, config, generator=generators)
+    restored = restore_with(method, unet, task.operator(params), y, config, generator=generators, callback=callback)
     return restored[..., : height * task.output_scale, : width * task.output_scale]

@@ -63,7 +63,7 @@ def score_images(
     consistency = "consistency" in metrics
     rows = _score(task, inputs, uint8_to_float(restored_u8), truth_u8, pixel, consistency, device)
     height, width = restored_u8.shape[1:3]
-    fraction = task.baseline_fraction(height, width)
+    fraction = task.baseline_fraction(height, width, inputs.params)
     chosen = [i for i, image_id in enumerate(inputs.ids) if baseline_selected(image_id, fraction)]
     if not chosen or not (pixel or consistency):
         return rows

@@ -22,7 +22,7 @@ from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
-from diffpir_core.reporting import markdown_table, verdict
+from diffpir_core.reporting import image_outcome, markdown_table, nothing_restored, verdict
 from diffpir_core.variants import Run
 from flows.naming import evaluate_run_name
 from tasks.errors import describe, with_job_retries
@@ -103,19 +103,20 @@ def score_and_report(
     rows = [row for ref in scored for row in by_shard.get(ref.key, [])]
     report = with_job_retries(write_job_report, job)(job, plan, quote(scored), quote(rows), failed, wall_seconds)
     table = _shard_table(refs, manifests, failed, rows)
+    what = f"{plan.variant} on {job.task_label()}" if plan.variant else job.task_label()
     shown = shown_shards(table)
     part = f" ({len(shown)} of {len(table)} shards, failed and pending ones first; all in metrics.csv and `diffpir status`)"
     create_table_artifact(
-        key=artifact_key(job, "shards"),
+        key=artifact_key(job, "shards", plan.variant),
         table=shown,
-        description=f"Per-shard results of {job.task_label()} on {job.dataset_name()}" + (part if len(shown) < len(table) else ""),
+        description=f"Per-shard results of {what} on {job.dataset_name()}" + (part if len(shown) < len(table) else ""),
     )
     problems = "".join(f"\n- **{key}**: {reason}" for key, reason in sorted(failed.items()))
     sentence = verdict(report["summary"])
     create_markdown_artifact(
-        key=artifact_key(job, "report"),
+        key=artifact_key(job, "report", plan.variant),
         markdown=(
-            f"# {job.task_label()} on {job.dataset_name()} ({job.mode})\n\n{markdown_table([report['summary']])}\n"
+            f"# {what} on {job.dataset_name()} ({job.mode})\n\n{markdown_table([report['summary']])}\n"
             + (f"{sentence}\n\n" if sentence else "")
             + (f"## Samples\n\n{report['strip']}\n" if report["strip"] else "")
             + f"## Report files\n\nOutput: `{job.output}`\n\n{report['links']}"
@@ -170,11 +171,14 @@ def summarise_comparison(job: Job, results: list[RunResult], comparison: dict[st
     """The ``restore`` flow's return value for a comparison: shard counts over every variant, the table, and the
     report; a Failed state naming the variants' failed shards when there are any."""
     manifests = [m for r in results for m in r.outcome.get("manifests", {}).values()]
+    images, quarantined = image_outcome(manifests)
     summary = {
         "shards": sum(len(r.refs) for r in results),
         "done": len(manifests),
         "restored": sum(m["status"] == "restored" for m in manifests),
         "skipped": sum(m["status"] == "skipped" for m in manifests),
+        "images_restored": images,
+        "quarantined": quarantined,
         "failed": comparison["failed"],
         "variants": comparison["table"],
         "report": comparison["uris"].get("report.html"),
@@ -186,6 +190,8 @@ def summarise_comparison(job: Job, results: list[RunResult], comparison: dict[st
     }
     if comparison["failed"]:
         return Failed(message=f"{len(comparison['failed'])} shard(s) of the comparison failed", data=summary)
+    if message := nothing_restored(images, quarantined):
+        return Failed(message=message, data=summary)
     return summary
 
 
@@ -208,7 +214,7 @@ def evaluate(job: Job) -> dict[str, Any]:
         if run.job is None:
             results.append(RunResult(run))
             continue
-        plan = with_job_retries(plan_run, job)(run.job, source["store"], job.is_comparison())
+        plan = with_job_retries(plan_run, job)(run.job, source["store"], job.is_comparison(), run.name if job.is_comparison() else None)
         refs = DatasetStore.open(plan.output_store, job.storage_options).shards()
         manifests = done_manifests(run.job, plan, refs)
         get_run_logger().info("%s on %s: %d of %d shard(s) are done and will be scored", run.name, run.task, len(manifests), len(refs))

@@ -1,19 +1,28 @@
 """Run names that say what runs: ``sr4-faces-evaluate``, ``deblur-gaussian-imagenet-restore-shards``."""
 
+import re
+
 from prefect.runtime import flow_run
 
 from diffpir_core.job import Job
 
 
 def job_run_name(suffix: str = "") -> str:
-    """Task, dataset and mode of the current flow run's ``job`` parameter, plus ``suffix``."""
+    """Task (a comparison: its size), dataset and mode of the current flow run's ``job`` parameter, plus ``suffix``;
+    a ``label`` parameter (a comparison's variant and task) replaces the task."""
     job = flow_run.parameters["job"]
     job = job if isinstance(job, Job) else Job.model_validate(job)
-    return f"{job.task_label()}-{job.dataset_name()}-{job.mode}{suffix}"
+    what = job.task_label()
+    if job.is_comparison():
+        runs = job.runs()
+        what = f"compare-{len({r.name for r in runs})}-variants-{len({r.task for r in runs})}-tasks"
+    if label := flow_run.parameters.get("label"):
+        what = re.sub(r"[^\w.=-]+", "-", label.replace(" on ", "-")).strip("-")
+    return f"{what}-{job.dataset_name()}-{job.mode}{suffix}"
 
 
 def shards_run_name() -> str:
-    """Name of the ``restore-shards`` sub-flow run."""
+    """Name of the ``restore-shards`` sub-flow run: ``DPS-inpaint-box-demo-tiles-evaluate-shards`` in a comparison."""
     return job_run_name("-shards")
 
 

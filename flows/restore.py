@@ -22,6 +22,8 @@ from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import DaskRunner, Job
+from diffpir_core.progress import watching
+from diffpir_core.reporting import image_outcome, nothing_restored
 from flows.evaluate import RunResult, score_and_report, score_comparison, summarise_comparison
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
@@ -98,22 +100,22 @@ def _dispatch(job: Job, plan: RunPlan, units: list[list[ShardRef]], window: int,
             for ref in unit:
                 if ref.key in outcome["failed"]:
                     logger.error("shard %s failed: %s", ref.key, outcome["failed"][ref.key])
-                progress.advance(outcome["manifests"].get(ref.key, outcome["failed"].get(ref.key)))
+                progress.advance(outcome["manifests"].get(ref.key, outcome["failed"].get(ref.key)), ref.key)
     return manifests, failed
 
 
 @flow(name="restore-shards", flow_run_name=shards_run_name)
-def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection) -> Any:
+def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection, label: str = "") -> Any:
     """Restore the selected shards of the job's store: those already done are recognised in bulk here, the rest run
     in work units (``restore-unit`` tasks) streamed to the task runner a bounded window at a time. Returns the
     manifests of finished shards and the reasons of failed ones, quoted (as the Failed state's data when any shard
-    failed, so the sub-flow run shows it too)."""
+    failed, so the sub-flow run shows it too). ``label``: a comparison's variant and task, for names and progress."""
     gpus = gpus_per_task(job, plan.device)
     runner = FlowRunContext.get().task_runner
     if isinstance(job.runner, DaskRunner):
         check_gpu_workers(runner, gpus, job.runner.gpu_wait_s)
     refs = selection.resolve(DatasetStore.open(plan.output_store, job.storage_options))
-    progress = ShardProgress(len(refs), f"{job.task_label()} on {job.dataset_name()}", images=sum(ref.size for ref in refs))
+    progress = ShardProgress(len(refs), f"{label or job.task_label()} on {job.dataset_name()}", images=sum(ref.size for ref in refs))
     manifests = _already_done(job, plan, refs)
     for ref in refs:
         if ref.key in manifests:
@@ -125,7 +127,8 @@ def restore_shards(job: Job, plan: RunPlan, selection: ShardSelection) -> Any:
     get_run_logger().info(
         "%d shard(s) already done; %d to restore in %d work unit(s), %d in flight at most", len(manifests), len(pending), len(units), window
     )
-    restored, failed = _dispatch(job, plan, units, window, progress)
+    with watching(progress.on_step):  # sampler steps of the shards restored in this process
+        restored, failed = _dispatch(job, plan, units, window, progress)
     manifests.update(restored)
     _index_records(job, plan)
     outcome = quote({"manifests": manifests, "failed": failed})  # returned as is: Prefect need not walk every manifest
@@ -156,13 +159,18 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
         if run.job is None:
             results.append(RunResult(run))
             continue
-        plan = with_job_retries(plan_run, job)(run.job, source["store"], job.is_comparison())
+        plan = with_job_retries(plan_run, job)(run.job, source["store"], job.is_comparison(), run.name if job.is_comparison() else None)
         out = DatasetStore.open(plan.output_store, job.storage_options)
         selection = select_shards(out, shards)
         refs = selection.resolve(out)
         prepared = time.perf_counter()
+<<<<<<< HEAD
         shards_state = restore_shards.with_options(task_runner=build_task_runner(run.job, plan.threads))(
             job=run.job, plan=plan, selection=selection, return_state=True
+=======
+        shards_state = restore_shards.with_options(task_runner=build_task_runner(run.job))(
+            job=run.job, plan=plan, selection=selection, label=f"{run.name} on {run.task}" if job.is_comparison() else "", return_state=True
+>>>>>>> userday
         )
         outcome = shards_state.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):
@@ -185,13 +193,15 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
         "report": time.perf_counter() - restored,
         "sampling": sum(m.get("sample_seconds", 0.0) for m in outcome["manifests"].values()),
     }
+    images, quarantined = image_outcome(outcome["manifests"].values())
     summary = {
         "shards": len(refs),
         "done": len(outcome["manifests"]),
         "restored": sum(m["status"] == "restored" for m in outcome["manifests"].values()),
         "skipped": sum(m["status"] == "skipped" for m in outcome["manifests"].values()),
         "failed": failed,
-        "quarantined": {i: r for m in outcome["manifests"].values() for i, r in (m.get("quarantined") or {}).items()},
+        "images_restored": images,
+        "quarantined": quarantined,
         "report": report["uris"].get("report.html"),
         "output": job.output,
         "job": plan.job_dir,
@@ -200,4 +210,6 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
     }
     if failed:
         return Failed(message=_failed_message(failed, len(refs)), data=summary)
+    if message := nothing_restored(images, quarantined):
+        return Failed(message=message, data=summary)
     return summary

@@ -90,7 +90,12 @@ class RunPlan(BaseModel):
     measurement_prefix: str | None
     planned_at: str
     measurement_store: str | None = None  # where the measurements live when not in output_store (comparisons)
+<<<<<<< HEAD
     threads: int | None = None  # torch threads per shard task, fixed at the job's first plan (None: each Dask worker's own)
+=======
+    variant: str | None = None  # a comparison's variant name (``diffpir export --variant``)
+    task: str | None = None  # the task's label, e.g. ``sr4`` (``diffpir export --task``)
+>>>>>>> userday
 
     def identity(self, input_checksum: str) -> dict[str, str]:
         """What a shard record must carry: job, model, code and the checksum of the shard's input."""
@@ -259,27 +264,54 @@ def read_plans(output: str, storage_options: dict) -> list[RunPlan]:
     return sorted(plans, key=lambda plan: plan.planned_at, reverse=True)
 
 
-def export_source(uri: str, storage_options: dict, job: str | None = None) -> tuple[str, str] | None:
-    """(restored store, array) of what ``uri`` names, for ``diffpir export``: a job's folder ``<output>/jobs/<hash>``,
-    or a job output holding one job (several: the one whose hash starts with ``job``, else a ``ValueError`` listing
-    them); None when ``uri`` is neither (a dataset store, e.g. a ``restored.zarr``, exported as it is)."""
+def _describe_plan(plan: RunPlan) -> str:
+    named = f"variant {plan.variant!r}, task {plan.task}, " if plan.variant else ""
+    return f"{plan.job_hash[:16]} ({named}{plan.title}, planned {plan.planned_at})"
+
+
+def matching_plans(
+    uri: str, storage_options: dict, job: str | None = None, variant: str | None = None, task: str | None = None
+) -> list[RunPlan] | None:
+    """The plans of the jobs ``uri`` names (a job folder ``<output>/jobs/<hash>``: its own; a job output: all of them)
+    whose hash starts with ``job``, variant is ``variant`` and task label is ``task`` (each case-insensitive, when
+    given); None when ``uri`` is neither (a dataset store, e.g. a ``restored.zarr``)."""
     text = read_text(uri, "run.json", storage_options)
     if text is not None:
-        output = uri.rstrip("/").rsplit("/", 2)[0]
-        plan = RunPlan.from_json(text, output)
-        if job is not None and not plan.job_hash.startswith(job):
-            raise ValueError(f"{redact_uri(uri)} is job {plan.job_hash[:16]}, not one starting with {job!r}")
-        return plan.output_store, plan.restored_array
-    fs, base = filesystem(uri, storage_options)
-    if not (fs.exists(join(base, "diffpir-output.json")) or fs.isdir(join(base, "jobs"))):
+        plans = [RunPlan.from_json(text, uri.rstrip("/").rsplit("/", 2)[0])]
+    else:
+        fs, base = filesystem(uri, storage_options)
+        if not (fs.exists(join(base, "diffpir-output.json")) or fs.isdir(join(base, "jobs"))):
+            return None
+        plans = read_plans(uri, storage_options)
+        if not plans:
+            raise ValueError(f"{redact_uri(uri)} is a job output but holds no job yet (no jobs/<hash>/run.json); run one first")
+
+    def fits(plan: RunPlan) -> bool:
+        return (
+            (job is None or plan.job_hash.startswith(job))
+            and (variant is None or (plan.variant or "").lower() == variant.lower())
+            and (task is None or (plan.task or plan.title.split("-", 1)[0]).lower() == task.lower())
+        )
+
+    chosen = [plan for plan in plans if fits(plan)]
+    if not chosen:
+        asked = ", ".join(f"{k} {v!r}" for k, v in (("hash prefix", job), ("variant", variant), ("task", task)) if v)
+        raise ValueError(f"no job of {redact_uri(uri)} has {asked}; its jobs: " + "; ".join(_describe_plan(p) for p in plans))
+    return chosen
+
+
+def export_source(
+    uri: str, storage_options: dict, job: str | None = None, variant: str | None = None, task: str | None = None
+) -> tuple[str, str] | None:
+    """(restored store, array) of the one job :func:`matching_plans` finds, for ``diffpir export`` (several: a
+    ``ValueError`` listing them); None when ``uri`` names no job."""
+    chosen = matching_plans(uri, storage_options, job, variant, task)
+    if chosen is None:
         return None
-    plans = read_plans(uri, storage_options)
-    chosen = [plan for plan in plans if job is None or plan.job_hash.startswith(job)]
     if len(chosen) == 1:
         return chosen[0].output_store, chosen[0].restored_array
-    listed = "; ".join(f"{plan.job_hash[:16]} ({plan.title}, planned {plan.planned_at})" for plan in plans)
-    if not plans:
-        raise ValueError(f"{redact_uri(uri)} is a job output but holds no job yet (no jobs/<hash>/run.json); run one first")
-    if not chosen:
-        raise ValueError(f"no job of {redact_uri(uri)} has a hash starting with {job!r}; its jobs: {listed}")
-    raise ValueError(f"{redact_uri(uri)} holds {len(chosen)} jobs; choose one with --job PREFIX (a hash prefix): {listed}")
+    listed = "; ".join(_describe_plan(plan) for plan in chosen)
+    raise ValueError(
+        f"{redact_uri(uri)} holds {len(chosen)} such jobs; choose one with --variant NAME and --task LABEL (or --job PREFIX), "
+        f"or export them all with --all: {listed}"
+    )

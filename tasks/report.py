@@ -37,15 +37,16 @@ from diffpir_core.reporting import (
     write_report,
 )
 from diffpir_core.reporting.comparison import ComparisonEntry, SampleRow, comparison_markdown, write_comparison
+from diffpir_core.reporting.text import key_settings
 from diffpir_core.scoring import baseline_selected, degraded_psnr
 from tasks.errors import retry_transient
 from tasks.measurements import measurement_inputs
 from tasks.plan import RunPlan, comparison_folder, quarantined_images
 
 
-def artifact_key(job: Job, suffix: str) -> str:
-    """A Prefect artifact key (lowercase letters, digits, dashes) naming the dataset and task."""
-    raw = f"{job.dataset_name()}-{job.task_label()}-{suffix}".lower()
+def artifact_key(job: Job, suffix: str, variant: str | None = None) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) naming the dataset, the variant if any, and the task."""
+    raw = f"{job.dataset_name()}-{variant or ''}-{job.task_label()}-{suffix}".lower()
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
 
 
@@ -64,7 +65,7 @@ def _report_images(job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dic
         restored = out.read_array(ref, plan.restored_array)
         truth = source.read_images(ref) if job.mode == "evaluate" else None
         inputs = measurement_inputs(job, plan, source, out, ref).select(indices)
-        fraction = job.task.baseline_fraction(*restored.shape[1:3])
+        fraction = job.task.baseline_fraction(*restored.shape[1:3], inputs.params)
         with_baseline = [k for k, image_id in enumerate(inputs.ids) if baseline_selected(image_id, fraction)]
         baselines: dict[int, np.ndarray] = {}
         if with_baseline:
@@ -74,7 +75,8 @@ def _report_images(job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dic
         for k, i in enumerate(indices):
             image_id = ref.ids[i]
             images[image_id] = ReportSample(
-                image_id, degraded[k], restored[i], None if truth is None else truth[i], baselines.get(k), scores.get(image_id, {})
+                image_id, degraded[k], restored[i], None if truth is None else truth[i], baselines.get(k), scores.get(image_id, {}),
+                job.task.unknown_region(inputs.params, k),
             )
     return images
 
@@ -211,7 +213,9 @@ def write_comparison_report(job: Job, results: list[Any], wall_seconds: float) -
     URIs, the table rows and its markdown. ``results``: ``flows.evaluate.RunResult`` of every variant × task."""
     entries = [
         ComparisonEntry(
-            result.run.name, result.run.task, result.run.method, result.run.settings, result.run.swept,
+            result.run.name, result.run.task, result.run.method,
+            key_settings(result.run.job.sampler_config().model_dump(mode="json")) if result.run.job else result.run.settings,
+            result.run.swept,
             summary=result.summary, rows=result.rows, reason=result.run.reason,
             backward_passes=getattr(result.run.job.sampler_config(), "backward_passes", 0) if result.run.job else 0,
         )

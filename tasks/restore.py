@@ -29,10 +29,12 @@ import numpy as np
 import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 from prefect.runtime import task_run
 
 from diffpir_core.io import DatasetStore, ShardRecord, ShardRef
 from diffpir_core.job import Job
+from diffpir_core.progress import ShardMeter
 from diffpir_core.restore import ShardInputs, restore_batchwise
 from tasks import errors
 from tasks.errors import describe, is_transient, retry_transient, storage_endpoint
@@ -111,6 +113,14 @@ def prepare_shard(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetSto
     return Prepared(shard, started, checksum, identity, inputs, prepared=time.perf_counter())
 
 
+def _run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The task run's logger (its lines reach the run's page), or this module's outside a task run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
+
+
 def restore_prepared(job: Job, plan: RunPlan, item: Prepared) -> tuple[np.ndarray, dict[str, float], int]:
     """Step 3a: the model restores the shard (the prior is loaded once per process). Returns (pixels, timings, batch);
     the torch threads it ran with go into ``item.threads``."""
@@ -120,9 +130,10 @@ def restore_prepared(job: Job, plan: RunPlan, item: Prepared) -> tuple[np.ndarra
     config = job.sampler_config()
     sample_start = time.perf_counter()
     assert item.inputs is not None
+    meter = ShardMeter(item.ref.key, [item.inputs.ids[k] for k in item.inputs.kept()], config.nfes, _run_logger())
     restored, batch_size = restore_batchwise(
-        prior.unet, item.inputs, job.task, config,
-        seed=job.seed, batch_size=job.batch_size, device=plan.device, precision=job.precision, fit=job.fit(), method=job.method,
+        prior.unet, item.inputs, job.task, config, seed=job.seed, batch_size=job.batch_size, device=plan.device,
+        precision=job.precision, fit=job.fit(), method=job.method, meter=meter,
     )
     timings = {"prepare": item.prepared - item.started, "load_prior": sample_start - loading, "sample": time.perf_counter() - sample_start}
     return np.ascontiguousarray(restored), timings, batch_size
@@ -264,7 +275,8 @@ def restore_unit_fn(job: Job, plan: RunPlan, shards: list[ShardRef], first_attem
     run, endpoint = breaker_key(job, plan)
 
     def on_error(ref: ShardRef, err: BaseException) -> BaseException:
-        log.warning("shard %s attempt %d failed: %s", ref.key, attempts[ref.key], describe(err))
+        if is_transient(err) and attempts[ref.key] - first_attempt < job.retries:  # a final failure is logged once, by the unit
+            log.warning("shard %s attempt %d failed, to be retried: %s", ref.key, attempts[ref.key], describe(err))
         # module attribute, not a name imported here: Dask pickles this task by value, and the breaker (a lock) cannot travel
         if unreachable := errors.BREAKER.failed(run, endpoint, ref.key, err):
             return unreachable  # permanent: no more retries, and no status write to a dead endpoint

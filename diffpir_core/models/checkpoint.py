@@ -330,6 +330,18 @@ def prior_path(name_or_path: str | Path, model_dir: Path | None = None) -> Path:
     return preset.path(model_dir) if preset is not None else Path(name_or_path).expanduser()
 
 
+def prior_image_size(name_or_path: str | Path) -> int | None:
+    """The training size of a prior (its config's ``image_size``) from its preset or card, without reading the
+    weights; None when neither says."""
+    preset = _as_preset(name_or_path)
+    try:
+        config = preset.load_config() if preset is not None else prior_card(name_or_path).get("config", {})
+    except Exception:  # no card, no preset: the size is unknown, the run itself will say what is missing
+        return None
+    size = config.get("image_size")
+    return int(size) if size else None
+
+
 def prior_card(name_or_path: str | Path) -> dict[str, Any]:
     """The model card of a prior (a preset's shipped card, or ``<file>.json`` beside a checkpoint); {} if none."""
     preset = _as_preset(name_or_path)

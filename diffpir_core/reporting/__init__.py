@@ -8,6 +8,7 @@ shows from the rows; :func:`markdown_table`, :func:`markdown_strip`, :func:`file
 
 from diffpir_core.reporting.html import Extremes, render_html, render_index, render_pages
 from diffpir_core.reporting.images import ReportSample, png_data_uri
+from diffpir_core.reporting.outcome import image_outcome, nothing_restored, outcome_line
 from diffpir_core.reporting.plots import ShardTiming
 from diffpir_core.reporting.selection import ImagePicks, pick_images
 from diffpir_core.reporting.summary import RunInfo, build_summary, metric_names
@@ -27,11 +28,14 @@ __all__ = [
     "Throughput",
     "build_summary",
     "file_links",
+    "image_outcome",
     "links_markdown",
     "markdown_strip",
     "markdown_table",
     "metric_names",
     "metrics_csv",
+    "nothing_restored",
+    "outcome_line",
     "pick_images",
     "png_data_uri",
     "progress_line",

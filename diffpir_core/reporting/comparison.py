@@ -21,7 +21,7 @@ import numpy as np
 from diffpir_core.reporting.html import _CSS, _figure
 from diffpir_core.reporting.plots import sweep_uri
 from diffpir_core.reporting.summary import Row
-from diffpir_core.reporting.text import _md_escape, format_number, metrics_csv, to_json
+from diffpir_core.reporting.text import _md_escape, format_number, method_caveat, metrics_csv, setting_label, to_json
 
 COLUMNS = (
     "task", "variant", "method", "settings", "NFEs", "backward", "PSNR", "SSIM", "LPIPS", "FID", "degraded PSNR", "baseline PSNR",
@@ -104,30 +104,54 @@ def table_rows(entries: Sequence[ComparisonEntry], degraded: Mapping[str, float]
     return table
 
 
-def _cells(row: Mapping[str, Any]) -> list[str]:
-    settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items()) or "defaults"
+BEST_MARK = " ★"
+"""Appended to the best value of a metric among a task's variants (higher PSNR/SSIM, lower LPIPS/FID)."""
+_BEST = {"psnr": max, "ssim": max, "lpips": min, "fid": min}
+
+
+def _best(rows: Sequence[Mapping[str, Any]]) -> set[tuple[int, str]]:
+    """(row index, metric) of each task's best value of each metric, when the task has more than one value."""
+    marked = set()
+    for task in dict.fromkeys(row["task"] for row in rows):
+        for metric, pick in _BEST.items():
+            scored = [(i, row[metric]) for i, row in enumerate(rows) if row["task"] == task and row.get(metric) is not None]
+            if len(scored) > 1:
+                best = pick(value for _, value in scored)
+                marked |= {(i, metric) for i, value in scored if value == best}
+    return marked
+
+
+def _cells(row: Mapping[str, Any], best: set[str] = frozenset()) -> list[str]:
+    settings = ", ".join(f"{setting_label(k)}={v}" for k, v in row["settings"].items()) or "method defaults"
     if row["status"] == "n/a":
         return [row["task"], row["variant"], row["method"], settings, *(["n/a"] * (len(COLUMNS) - 4))]
 
-    def number(value: Any, decimals: int) -> str:
-        return "n/a" if value is None else format_number(value, decimals)
+    def number(value: Any, decimals: int, metric: str = "") -> str:
+        return "n/a" if value is None else format_number(value, decimals) + (BEST_MARK if metric in best else "")
 
     return [
         row["task"], row["variant"], row["method"], settings, number(row["nfes"], 0), number(row["backward_passes"], 0),
-        number(row["psnr"], 2), number(row["ssim"], 4), number(row["lpips"], 4), number(row["fid"], 2),
+        number(row["psnr"], 2, "psnr"), number(row["ssim"], 4, "ssim"), number(row["lpips"], 4, "lpips"), number(row["fid"], 2, "fid"),
         number(row["degraded_psnr"], 2), number(row["baseline_psnr"], 2), number(row["seconds_per_image"], 2), str(row["images"]),
     ]
 
 
+def _table_cells(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    marked = _best(rows)
+    return [_cells(row, {metric for index, metric in marked if index == i}) for i, row in enumerate(rows)]
+
+
 def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table as GitHub markdown (also the Prefect UI artifact's)."""
+    """The table as GitHub markdown (also the Prefect UI artifact's); ★ marks each task's best value per metric."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_md_escape(cell) for cell in _cells(row)) + " |" for row in rows]
+    lines += ["| " + " | ".join(_md_escape(cell) for cell in cells) + " |" for cells in _table_cells(rows)]
     return "\n".join(lines) + "\n"
 
 
 def _notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     notes = [f"{row['variant']} on {row['task']}: n/a — {row['reason']}" for row in rows if row["status"] == "n/a"]
+    notes += [f"{row['variant']} on {row['task']}: {caveat}" for row in rows
+              if row["status"] != "n/a" and (caveat := method_caveat(row["method"], row["task"]))]
     if any(row["backward_passes"] for row in rows):
         notes.append(MEMORY_NOTE)
     return notes
@@ -141,20 +165,20 @@ def sweeps(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[str, str]]
         parameters = [name for name in dict.fromkeys(k for row in swept for k in row["swept"])
                       if len({str(row["swept"].get(name)) for row in swept}) > 1]
         points = [{**row["swept"], "psnr": row["psnr"]} for row in swept]
-        plots[task] = [(name, sweep_uri(points, name, title=f"{task}: PSNR against {name}")) for name in parameters]
+        plots[task] = [(name, sweep_uri(points, name, title=f"{task}: PSNR against {setting_label(name)}")) for name in parameters]
     return {task: found for task, found in plots.items() if found}
 
 
 def comparison_html(title: str, intro: str, rows: Sequence[Mapping[str, Any]], samples: Sequence[SampleRow]) -> str:
     """The self-contained page: table, notes, sweep plots, sample grid (one column per variant)."""
     head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
-    body_rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in _cells(row)) + "</tr>" for row in rows)
+    body_rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>" for cells in _table_cells(rows))
     body = [f"<h1>{escape(title)}</h1>", f"<p>{escape(intro)}</p>",
             f"<table><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>"]
     body += [f'<p class="note">{escape(note)}</p>' for note in _notes(rows)]
     for task, plots in sweeps(rows).items():
         body.append(f"<h2>Sweep: {escape(task)}</h2>")
-        body += [f'<img src="{uri}" alt="PSNR against {escape(name)}">' for name, uri in plots]
+        body += [f'<img src="{uri}" alt="PSNR against {escape(setting_label(name))}">' for name, uri in plots]
     for task in dict.fromkeys(sample.task for sample in samples):
         body.append(f"<h2>Samples: {escape(task)}</h2>")
         for sample in (s for s in samples if s.task == task):

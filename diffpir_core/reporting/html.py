@@ -32,6 +32,7 @@ from diffpir_core.reporting.text import (
     image_caption,
     paper_table_rows,
     problem_line,
+    settings_line,
     to_json,
     verdict,
 )
@@ -109,6 +110,7 @@ def render_pages(
         "<ul>",
         f"<li>dataset: <code>{escape(str(summary['dataset']))}</code></li>",
         f"<li>prior: <code>{escape(str(summary['prior']))}</code>; baseline: {escape(method)}</li>",
+        f"<li>settings that ran: {escape(settings_line(summary.get('config') or {}))} · {summary.get('nfes')} NFEs</li>",
         f"<li>mode: {escape(str(summary['mode']))}; images scored: {summary['images']}; "
         f"generated {escape(str(summary['generated_at']))}</li>",
         "</ul>",
@@ -209,8 +211,8 @@ def _figure(image_u8: np.ndarray | None, label: str, side: int) -> str:
     """One picture enlarged to ``side`` px (nearest neighbour); a click shows it as large as the window."""
     if image_u8 is None:
         return (
-            '<figure><div class="missing">no baseline for this image: the job scores it on a subset '
-            f"(see the sentence under the table)</div><figcaption>{escape(label)}</figcaption></figure>"
+            '<figure><div class="missing">no baseline for this image: on large images the baseline is scored on a '
+            f"subset of them, picked by id, to bound its cost</div><figcaption>{escape(label)}</figcaption></figure>"
         )
     uri = png_data_uri(image_u8)
     anchor = "z" + hashlib.sha1((label + uri).encode("ascii", "replace")).hexdigest()[:12]
@@ -228,7 +230,9 @@ def _columns(sample: ReportSample, method: str) -> list[tuple[str, np.ndarray | 
 
 def _sample_block(sample: ReportSample, method: str) -> str:
     """Title with the image's numbers, the columns at ≥ 256 px with the crop framed, then the crops."""
-    box = crop_box(sample.restored, sample.baseline, align=max(1, sample.restored.shape[0] // sample.degraded.shape[0]))
+    box = crop_box(
+        sample.restored, sample.baseline, align=max(1, sample.restored.shape[0] // sample.degraded.shape[0]), unknown=sample.unknown
+    )
     reference = sample.restored.shape
     full, zoomed = [], []
     for label, image in _columns(sample, method):

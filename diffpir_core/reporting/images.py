@@ -33,6 +33,7 @@ class ReportSample:
     truth: np.ndarray | None = None
     baseline: np.ndarray | None = None
     scores: Mapping[str, Any] = field(default_factory=dict)
+    unknown: np.ndarray | None = None  # bool (H, W): the pixels the measurement says nothing about (inpainting holes)
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,12 @@ def display_image(image_u8: np.ndarray, min_side: int = 256, max_side: int = 102
 
 
 def crop_box(
-    restored_u8: np.ndarray, baseline_u8: np.ndarray | None = None, fraction: float = 0.25, align: int = 1
+    restored_u8: np.ndarray, baseline_u8: np.ndarray | None = None, fraction: float = 0.25, align: int = 1,
+    unknown: np.ndarray | None = None,
 ) -> Box:
     """The square region (a ``fraction`` of the short side, ≥ 8 px) where the restoration differs most
-    from the baseline, or without a baseline where the restoration has the most detail (gradient energy).
+    from the baseline, or without a baseline where the restoration has the most detail (gradient energy), counted
+    inside the ``unknown`` region when there is one (where restoring is the question: an inpainting hole).
     Corner and size are multiples of ``align`` (the SR scale), so a smaller measurement crops exactly."""
     height, width = restored_u8.shape[:2]
     size = min(height, width, max(8, round(min(height, width) * fraction)))
@@ -92,6 +95,8 @@ def crop_box(
         energy = np.zeros_like(restored)
         energy[:, 1:] += np.abs(np.diff(restored, axis=1))
         energy[1:, :] += np.abs(np.diff(restored, axis=0))
+    if unknown is not None and unknown.shape == energy.shape and unknown.any():
+        energy = energy * unknown + 1e-3 * unknown  # a flat hole still draws the crop to itself
     table = np.pad(energy.cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
     sums = table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
     sums = sums[::align, ::align]

@@ -10,6 +10,7 @@ import base64
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib import rc_context
@@ -18,6 +19,8 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from diffpir_core.reporting.text import setting_label
 
 RESTORED_COLOUR = "#1f6fb4"
 BASELINE_COLOUR = "#d9822b"
@@ -103,6 +106,14 @@ def _svg_uri(figure: Figure) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _numeric_first(value: Any) -> tuple[int, float, str]:
+    """A sort key that orders numbers by value (1, 4, 16, not "1.0", "16.0", "4.0"), then anything else as text."""
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
 def sweep_uri(points: Sequence[Mapping[str, float]], parameter: str, *, metric: str = "psnr", title: str = "") -> str:
     """``metric`` against swept ``parameter``: one line per combination of the other swept settings, as an SVG URI.
 
@@ -116,11 +127,11 @@ def sweep_uri(points: Sequence[Mapping[str, float]], parameter: str, *, metric: 
     figure = Figure(figsize=(5.2, 3.0), dpi=100)
     figure.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)
     axes = figure.add_subplot()
-    for key, values in sorted(lines.items(), key=lambda item: str(item[0])):
+    for key, values in sorted(lines.items(), key=lambda item: tuple(_numeric_first(v) for v in item[0])):
         xs, ys = zip(*sorted(values), strict=True)
-        label = ", ".join(f"{name}={value}" for name, value in zip(others, key, strict=True)) or metric
+        label = ", ".join(f"{setting_label(name)}={value}" for name, value in zip(others, key, strict=True)) or metric
         axes.plot(xs, ys, marker="o", linewidth=1.5, label=label)
-    axes.set_xlabel(parameter)
+    axes.set_xlabel(setting_label(parameter))
     axes.set_ylabel(f"mean {metric.upper()}")
     axes.set_title(title or f"{metric.upper()} against {parameter}", fontsize=10)
     if lines:

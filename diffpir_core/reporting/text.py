@@ -109,6 +109,47 @@ def image_caption(scores: Mapping[str, Any], method: str | None) -> str:
     return " · ".join(parts)
 
 
+SETTING_LABELS = {"lambda_": "λ", "zeta": "ζ", "iter_num": "steps", "num_steps": "steps", "timesteps": "steps", "eta": "η",
+                  "eta_b": "η_b", "noise_sigma": "σ", "sigma": "σ"}
+"""How sampler settings read in reports: λ, not ``lambda_``."""
+KEY_SETTINGS = ("lambda_", "zeta", "iter_num", "num_steps", "timesteps", "eta", "eta_b")
+"""The sampler settings a report shows near its top (those a method has)."""
+
+
+def setting_label(name: str) -> str:
+    """The human label of a sampler setting (``lambda_`` → ``λ``); other names with ``_`` read as spaces."""
+    return SETTING_LABELS.get(name, name.rstrip("_").replace("_", " "))
+
+
+def settings_line(config: Mapping[str, Any]) -> str:
+    """``method diffpir · λ=2 · ζ=1 · steps=20 · 20 NFEs`` from a report's ``config`` (the settings that ran)."""
+    parts = [f"method {config['method']}"] if config.get("method") else []
+    parts += [f"{setting_label(key)}={value}" for key, value in key_settings(config).items()]
+    return " · ".join(parts)
+
+
+def key_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`KEY_SETTINGS` a sampler config has, as they ran (floats shortened)."""
+    return {key: format_setting(config[key]) for key in KEY_SETTINGS if config.get(key) is not None}
+
+
+def format_setting(value: Any) -> str:
+    """A setting's value as short text: 2.0 → 2, 0.30000001 → 0.3."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def method_caveat(method: str, task: str) -> str | None:
+    """Why ``method`` is not expected to do ``task`` (a task label or title) well, or None: DPIR on inpainting with
+    holes (a box, or masks from files; random-pixel masks are fine)."""
+    if method == "dpir" and task.startswith("inpaint") and "random" not in task:
+        return (
+            "DPIR cannot fill large holes: its prior is a denoiser, which spreads colour only a few pixels into an "
+            "unknown region per iteration, so a hole wider than that stays near its start (black); its scores there "
+            "measure the hole, not the method (DPIR suits random-pixel masks)"
+        )
+    return None
+
+
 def verdict(summary: Mapping[str, Any]) -> str | None:
     """One sentence on the restoration against the baseline ("+0.91 dB PSNR … better on 14 of 16
     images"), or on both consistencies in restore mode; None when the run has no baseline values."""
@@ -152,6 +193,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         f"- dataset: `{summary['dataset']}`",
         f"- prior: `{summary['prior']}`",
         f"- mode: {summary['mode']}",
+        f"- settings that ran: {settings_line(summary['config'])} · {summary['nfes']} NFEs",
         f"- images scored: {summary['images']}, failed: {len(summary['failed'])}, "
         f"quarantined: {len(summary['quarantined'])}",
         f"- generated: {summary['generated_at']}",
@@ -160,6 +202,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "",
         markdown_table([summary]),
         *([sentence, ""] if (sentence := verdict(summary)) else []),
+        *([f"Note: {caveat}.", ""] if (caveat := method_caveat(str(summary["config"].get("method", "")), summary["task"])) else []),
         "## Per-image statistics",
         "",
         "| metric | mean | std | min | max | images |",

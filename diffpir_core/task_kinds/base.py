@@ -127,8 +127,13 @@ class TaskKind(BaseModel):
         """The classical restoration of ``y`` (B, 3, h, w) given what DiffPIR is given; (B, 3, H, W) in [0, 1]."""
         raise NotImplementedError
 
-    def baseline_fraction(self, height: int, width: int) -> float:
-        """Share of the images of this output size that the metrics score the baseline on (1.0 = all).
+    def unknown_region(self, params: Mapping[str, Tensor], index: int) -> np.ndarray | None:
+        """Image ``index``'s pixels the measurement says nothing about, as a bool (H, W) array (a report zooms there);
+        None when every pixel is measured."""
+        return None
+
+    def baseline_fraction(self, height: int, width: int, params: Mapping[str, Tensor]) -> float:
+        """Share of the images of this output size and operator data that the metrics score the baseline on (1.0 = all).
 
         A kind whose baseline is slow on large images returns less, so scoring stays cheap next to
         restoring; which images are picked depends only on their ids (``diffpir_core.scoring``).

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from diffpir_core.baselines import bicubic_sr
@@ -51,9 +52,18 @@ def test_restore_rows_carry_both_consistencies_and_no_gain() -> None:
 
 def test_baseline_subset_is_stable_and_bounded_for_large_inpainting_images() -> None:
     task = task_kind("inpaint")()
-    assert task.baseline_fraction(256, 256) == 1.0 and task.baseline_fraction(64, 64) == 1.0
-    assert task.baseline_fraction(512, 512) == pytest.approx(1 / 8)
-    assert task_kind("sr")().baseline_fraction(2048, 2048) == 1.0
+
+    def half_unknown(side: int, images: int = 2) -> dict:
+        mask = torch.ones(images, 1, side, side)
+        mask[:, :, : side // 2] = 0
+        return {"mask": mask}
+
+    assert task.baseline_fraction(256, 256, half_unknown(256)) == 1.0 and task.baseline_fraction(64, 64, half_unknown(64)) == 1.0
+    assert task.baseline_fraction(512, 512, half_unknown(512)) == pytest.approx(1 / 8)
+    box = torch.ones(427, 640)
+    box[150:250, 250:350] = 0  # a box hole in a photo: scored on every image (the rule used to look at the image's area)
+    assert task.baseline_fraction(427, 640, {"mask": box}) == 1.0
+    assert task_kind("sr")().baseline_fraction(2048, 2048, {}) == 1.0
     ids = [f"img{i:05d}.png" for i in range(4000)]
     chosen = [image_id for image_id in ids if baseline_selected(image_id, 1 / 8)]
     assert 400 < len(chosen) < 600 and chosen == [i for i in ids if baseline_selected(i, 1 / 8)]

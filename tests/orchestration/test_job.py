@@ -204,3 +204,26 @@ def test_dry_run_shows_where_each_sampler_value_comes_from_and_rejects_bad_scale
     bad = CliRunner().invoke(app, ["run", job_file, "--dry-run", "--set", "task.scale=5"])
     assert bad.exit_code == 2
     assert "task.scale: Input should be 2, 3, 4 or 8 (got 5)" in bad.output
+
+
+def test_set_paths_resolve_from_where_the_command_is_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paths in the job file resolve from its folder; paths given with --set from the current folder, ``~`` expanded."""
+    (tmp_path / "jobs").mkdir()
+    job_file = tmp_path / "jobs" / "job.yaml"
+    job_file.write_text(yaml.safe_dump({"input": "data/in", "output": "../out", "task": {"kind": "sr", "scale": 2}}))
+    (tmp_path / "typed-here").mkdir()
+    monkeypatch.chdir(tmp_path / "typed-here")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    job = load_job(job_file)
+    assert (job.input, job.output) == (str(tmp_path / "jobs" / "data" / "in"), str(tmp_path / "out"))
+    job = load_job(job_file, ["input=photos/raw", "output=~/results"])
+    assert (job.input, job.output) == (str(tmp_path / "typed-here" / "photos" / "raw"), str(tmp_path / "home" / "results"))
+    job = load_job(job_file, ["input=photos", "task={kind: inpaint, mask: box}"])  # a bare folder name is a folder here
+    assert (job.input, job.task.mask) == (str(tmp_path / "typed-here" / "photos"), "box")
+
+
+def test_an_unknown_field_suggests_the_close_one() -> None:
+    with pytest.raises(JobError, match=r"task\.noise_sgima: Extra inputs are not permitted; did you mean `noise_sigma`\?"):
+        parse_job({"input": "/in", "output": "/out", "task": {"kind": "sr", "scale": 2, "noise_sgima": 0.05}})
+    with pytest.raises(JobError, match=r"shard_sise: .*did you mean `shard_size`\?"):
+        parse_job({"input": "/in", "output": "/out", "shard_sise": 4})

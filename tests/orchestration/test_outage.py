@@ -8,7 +8,7 @@ import pytest
 import s3fs
 from moto.server import ThreadedMotoServer
 
-from flows.progress import listening
+from flows.progress import ShardProgress, listening
 from flows.restore import restore
 from tasks.errors import EndpointBreaker, EndpointUnreachable
 
@@ -38,8 +38,8 @@ def test_endpoint_down_from_the_first_shard_fails_the_job_fast_naming_its_shards
 
     stopped: list[float] = []
 
-    def stop_at_start(done: int, total: int, item: object) -> None:
-        if done == 0:
+    def stop_at_start(progress: ShardProgress, item: object) -> None:
+        if progress.done == 0 and not stopped:
             stopped.append(time.monotonic())
             server.stop()  # ingest and plan are written; every shard now meets a closed port
 

@@ -204,3 +204,26 @@ def test_status_counts_images_quarantined_at_ingest_and_by_a_shard(make_job, ima
     (entry,) = json.loads(runner.invoke(app, ["status", str(out), "--json"]).output)["jobs"]
     assert entry["counts"]["quarantined"] == 2
     assert [(q["id"], q["stage"]) for q in entry["quarantined"]] == [("broken.png", "ingest"), ("img001.png", "restore")]
+
+
+def test_a_job_whose_every_image_is_quarantined_fails(make_job, image_writer, tmp_path: Path) -> None:
+    """Masks of the wrong size for every image: the run restores nothing and ends Failed, saying so (it used to
+    complete, "1 shard(s) restored"); with one good mask the summary counts restored and quarantined images."""
+    folder = tmp_path / "masked"
+    image_writer(folder, 3)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("img000", "img001", "img002"):
+        Image.fromarray(np.full((16, 16), 255, np.uint8)).save(masks / f"{name}.png")
+    job = make_job(folder, tmp_path / "out", mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks)})
+    state = restore(job=job, return_state=True)
+    assert state.is_failed() and state.message.startswith("every image was quarantined, none restored: restored 0 image(s), quarantined 3")
+    assert "16x16" in state.message
+
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(masks / "img001.png")
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(job.to_yaml())
+    result = CliRunner().invoke(app, ["run", str(job_file)])
+    assert result.exit_code == 0, result.output
+    assert "note: task.mask: 2 of the 3 image(s) checked will be quarantined" in result.output
+    assert "completed: restored 1 image(s), quarantined 2 (img000.png: mask" in result.output

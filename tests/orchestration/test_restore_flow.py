@@ -218,7 +218,7 @@ def test_cli_reruns_named_shards_and_a_finished_job_dispatches_nothing(make_job,
     job_file.write_text(job.to_yaml())
     result = CliRunner().invoke(app, ["run", str(job_file), "--shard", "32x32/000004", "--shard", "32x32/000003"])
     assert result.exit_code == 0, result.output
-    assert "2 shard(s) restored, 0 already done" in result.output
+    assert "2 shard(s) run, 0 already done" in result.output
     assert [s["state"] for s in job_status(str(tmp_path / "out"))["shards"]] == ["pending"] * 3 + ["done"] * 2 + ["pending"]
 
     state = restore(job=job, return_state=True)

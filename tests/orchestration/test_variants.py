@@ -98,6 +98,8 @@ def test_comparison_shares_measurements_reruns_nothing_and_runs_only_a_new_varia
     assert sum(line.startswith("| inpaint-box |") for line in markdown.splitlines()) == 4
     assert report.read_text().count('<div class="sample">') == 2  # report.samples: 2 images, one column per variant
 
+    _names_say_variant_and_task(state.state_details.flow_run_id, out, tmp_path, images_8.name)
+
     again = restore(job=job, return_state=True).result()
     assert (again["restored"], again["skipped"]) == (0, 8)
     assert sorted(r.written_at for r in (shared.read_record(ref, f"{plans[0].measurement_prefix}/y") for ref in shared.shards())) == stamps
@@ -116,4 +118,36 @@ def test_grid_report_plots_psnr_against_each_swept_setting(make_job, images_8: P
         {"lambda_": 1, "zeta": 0.3}, {"lambda_": 1, "zeta": 1.0}, {"lambda_": 7, "zeta": 0.3}, {"lambda_": 7, "zeta": 1.0}
     ]
     page = Path(summary["report"]).read_text()
-    assert 'alt="PSNR against lambda_"' in page and 'alt="PSNR against zeta"' in page
+    assert 'alt="PSNR against λ"' in page and 'alt="PSNR against ζ"' in page  # human labels, not lambda_
+
+
+def _names_say_variant_and_task(flow_run_id, out: Path, tmp_path: Path, data: str) -> None:
+    """The comparison's runs, artifacts and exports name the variant and the task (four sub-flows used to share one
+    name, and export needed one of four hashes)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter
+    from typer.testing import CliRunner
+
+    from diffpir_cli.app import app
+
+    with get_client(sync_client=True) as client:
+        parent = client.read_flow_run(flow_run_id)
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]}))
+        keys = {a.key for a in client.read_artifacts() if a.key}
+    assert parent.name == f"compare-4-variants-1-tasks-{data}-evaluate"
+    assert sorted(run.name for run in children if run.name.endswith("-shards")) == [
+        f"{variant}-inpaint-box-{data}-evaluate-shards" for variant in ("ddrm-timesteps=3", "diffpir", "dpir-iter_num=3", "dps-num_steps=3")
+    ]
+    assert {f"{data}-dps-num-steps-3-inpaint-box-report", f"{data}-diffpir-inpaint-box-shards"} <= keys
+    plans = {plan.variant: plan for plan in read_plans(str(out), {})}
+    assert sorted(plans) == ["ddrm timesteps=3", "diffpir", "dpir iter_num=3", "dps num_steps=3"]
+    runner = CliRunner()
+    chosen = runner.invoke(app, ["export", str(out), str(tmp_path / "dps"), "--variant", "DPS num_steps=3", "--task", "inpaint-box"])
+    assert chosen.exit_code == 0 and "exported 8 PNGs" in chosen.output, chosen.output
+    several = runner.invoke(app, ["export", str(out), str(tmp_path / "x"), "--task", "inpaint-box"])
+    assert several.exit_code != 0 and "--all" in several.output and "variant 'dps num_steps=3'" in several.output
+    every = runner.invoke(app, ["export", str(out), str(tmp_path / "all"), "--all"])
+    assert every.exit_code == 0, every.output
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        "ddrm-timesteps=3-inpaint-box", "diffpir-inpaint-box", "dpir-iter_num=3-inpaint-box", "dps-num_steps=3-inpaint-box",
+    ]
