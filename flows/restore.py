@@ -22,6 +22,7 @@ from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import DaskRunner, Job
+from flows.credentials import block_credentials, in_environment
 from flows.evaluate import RunResult, score_and_report, score_comparison, summarise_comparison
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
@@ -144,11 +145,18 @@ def select_shards(store: DatasetStore, keys: list[str] | None) -> ShardSelection
 
 
 @flow(name="restore", flow_run_name=job_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> Any:
+def restore(job: Job, shards: list[str] | None = None, force: bool = False, credentials_block: str | None = None) -> Any:
     """Restore a dataset: every shard not yet done (or only ``shards``), then metrics and the report.
     ``force``: write into an output that is not empty although diffpir did not make it.
+    ``credentials_block``: name of a Prefect Secret block with the storage credentials (``flows.credentials``);
+    without it they come from the worker's environment.
     A comparison (``variants``/``tasks``) runs ``restore-shards`` once per variant × task on the shared
     measurements, then one table of all of them (``score_comparison``)."""
+    with in_environment(block_credentials(credentials_block)):
+        return _restore(job, shards, force)
+
+
+def _restore(job: Job, shards: list[str] | None, force: bool) -> Any:
     started = time.perf_counter()
     source = with_job_retries(ingest_input, job)(job, force)
     results: list[RunResult] = []

@@ -1,4 +1,4 @@
-"""The data layer against a real S3 API (moto server on 127.0.0.1), through s3fs."""
+"""The data layer against a real S3 API (SeaweedFS on 127.0.0.1), through s3fs."""
 
 import io
 

@@ -1,4 +1,4 @@
-"""Safe export: traversal, colliding and glob-like ids through ingest and export, locally and on S3 (moto server).
+"""Safe export: traversal, colliding and glob-like ids through ingest and export, locally and on S3 (SeaweedFS).
 
 Every round trip checks the two promises: nothing is written outside the destination, and every image comes back
 with its pixels (its file is the one ``ids.csv`` names).

@@ -11,15 +11,16 @@ from typer.testing import CliRunner
 from diffpir_cli.app import app
 
 
-def test_no_storage_secret_reaches_the_prefect_api(make_job, images_8: Path, s3_bucket, tmp_path: Path) -> None:
+def test_no_storage_secret_reaches_the_prefect_api(make_job, images_8: Path, s3_bucket, s3_credentials, tmp_path: Path) -> None:
     bucket, options = s3_bucket
     fs = s3fs.S3FileSystem(**options)
     for path in sorted(images_8.glob("*.png"))[:4]:
         fs.pipe_file(f"{bucket}/in/{path.name}", path.read_bytes())
-    job = make_job(f"{bucket}/in", f"{bucket}/out", storage_options=options, name="secret-check")
+    key, secret = s3_credentials["AWS_ACCESS_KEY_ID"], s3_credentials["AWS_SECRET_ACCESS_KEY"]
+    job = make_job(f"{bucket}/in", f"{bucket}/out", storage_options={**options, "key": key, "secret": secret}, name="secret-check")
     job_file = tmp_path / "job.yaml"
     job_file.write_text(job.to_yaml(redact=False))
-    assert options["secret"] in job_file.read_text()
+    assert secret in job_file.read_text()
 
     result = CliRunner().invoke(app, ["run", str(job_file)])
     assert result.exit_code == 0, result.output
@@ -31,4 +32,4 @@ def test_no_storage_secret_reaches_the_prefect_api(make_job, images_8: Path, s3_
     assert {run.name for run in ours} >= {"sr2-secret-check-evaluate", "sr2-secret-check-evaluate-shards"}, [r.name for r in ours]
     for run in ours:
         text = json.dumps(run.parameters, default=str)
-        assert options["secret"] not in text and options["key"] not in text, run.name
+        assert secret not in text and key not in text, run.name
