@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite: reference test vectors, a real S3 server (SeaweedFS), GPU skipping."""
 
 import importlib.util
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,8 +56,10 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of the session's S3 server: SeaweedFS (``weed mini``) on free loopback ports, its files in a session
     folder, started once. It enforces :data:`S3_KEY`/:data:`S3_SECRET`, which this process (and every process it
     starts: Dask workers, Prefect workers) holds in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` for the
-    session, as a production worker would; jobs never carry them in ``storage_options``. The server is real
-    everywhere: no test needs moto (SeaweedFS enforces signatures and refuses unknown keys itself)."""
+    session, as a production worker would; jobs never carry them in ``storage_options``. SeaweedFS plays S3 in
+    every test but one: AWS keeps keys with ``.``, ``..`` or empty path segments (``raw/../evil.png``) as keys of
+    their own, SeaweedFS (a file-system namespace) refuses or collapses them, so the test that crafts such keys
+    uses :func:`literal_keys_s3_options` (moto)."""
     with running_s3(tmp_path_factory.mktemp("seaweedfs"), S3_KEY, S3_SECRET) as server:
         yield server.endpoint
 
@@ -71,6 +74,20 @@ def s3_credentials() -> dict[str, str]:
 def s3_options(s3_endpoint: str) -> dict:
     """s3fs storage options for the session's server: no credentials (s3fs takes them from the environment)."""
     return {"endpoint_url": s3_endpoint, "client_kwargs": {"region_name": "eu-west-1"}, "use_listings_cache": False}
+
+
+@pytest.fixture(scope="session")
+def literal_keys_s3_options() -> Iterator[dict]:
+    """s3fs options for a moto S3 server on 127.0.0.1 (random port): S3's literal object keys, for the one test that
+    needs keys SeaweedFS cannot hold (see :func:`s3_endpoint`). moto accepts any credentials."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield {"endpoint_url": f"http://{host}:{port}", "key": "moto", "secret": "moto", "client_kwargs": {"region_name": "eu-west-1"}}
+    server.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
