@@ -6,11 +6,12 @@
 #   prefect-worker-1/2  process workers of the work pool diffpir-process
 #   seaweedfs        an S3 server (SeaweedFS) with the bucket diffpir, enforcing generated credentials
 #   dask-scheduler, dask-worker-1/2   a Dask cluster (workers without nannies: one process each)
-# Usage: scripts/stack.sh up|down|status. Ports: STACK_PG_PORT (55432), STACK_PREFECT_PORT (4200), STACK_S3_PORT (8333),
-# STACK_DASK_PORT (8786). `up` writes $STACK_DIR/env (PREFECT_API_URL, S3 endpoint, Dask address; source it) and
-# $STACK_DIR/s3.env (the S3 credentials, mode 600), and saves them as the Prefect Secret block diffpir-s3: deployment
-# runs name it (credentials_block), so no credential is ever a run parameter. The Prefect workers do not hold the
-# credentials; the Dask workers do (tasks on an existing cluster read storage with their own environment).
+# Usage: scripts/stack.sh up|down|status (`up` starts whatever part is not up). Ports: STACK_PG_PORT (55432),
+# STACK_PREFECT_PORT (4200), STACK_S3_PORT (8333), STACK_DASK_PORT (8786); STACK_WORKER_LIMIT: flow runs per worker (1).
+# `up` writes $STACK_DIR/env (PREFECT_API_URL, S3 endpoint, Dask address; source it) and $STACK_DIR/s3.env (the S3
+# credentials, mode 600), and saves them as the Prefect Secret block diffpir-s3: deployment runs name it
+# (credentials_block), so no credential is ever a run parameter. The Prefect workers do not hold the credentials; the
+# Dask workers do (tasks on an existing cluster read storage with their own environment).
 set -euo pipefail
 cmd="${1:-status}"
 venv="${VENV:-.venv}"
@@ -27,9 +28,11 @@ services=(dask-worker-2 dask-worker-1 dask-scheduler prefect-worker-2 prefect-wo
 
 alive() { [ -f "$dir/pids/$1.pid" ] && kill -0 "$(cat "$dir/pids/$1.pid")" 2>/dev/null; }
 
-# start NAME ENV... -- COMMAND...: a new session (its own process group), output to logs/NAME.log, PID to pids/NAME.pid
+# start NAME ENV... -- COMMAND...: unless NAME is up, a new session (its own process group), output to logs/NAME.log,
+# PID to pids/NAME.pid
 start() {
     local name="$1"; shift
+    if alive "$name"; then return; fi
     local envs=()
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
@@ -70,6 +73,7 @@ as_pg() {  # run as the database's user: never root (PostgreSQL refuses it)
 }
 
 up_postgres() {
+    if alive postgres; then return; fi
     local bin; bin="$(pg_bin)"
     pg_user="$(id -un)"
     if [ "$(id -u)" = 0 ]; then pg_user="$(getent passwd postgres >/dev/null && echo postgres || echo nobody)"; fi
@@ -89,8 +93,7 @@ up_postgres() {
     fi
 }
 
-up() {
-    if alive prefect-server; then echo "stack: already up ($dir); scripts/stack.sh status"; return; fi
+up() {  # starts every part that is not up: after a crash, `up` again restarts what is missing
     "$venv/bin/python" -c "import diffpir_cli.seaweed as s; s.weed_binary()"  # says what to install if weed is missing
     up_postgres
     if [ ! -f "$dir/s3.env" ]; then
@@ -123,7 +126,7 @@ with get_client(sync_client=True) as client:
 EOF
     for i in 1 2; do
         start "prefect-worker-$i" "${common[@]}" PYTHONUNBUFFERED=1 -- "$venv/bin/prefect" worker start --pool diffpir-process \
-            --limit 1 --name "stack-worker-$i" --type process
+            --limit "${STACK_WORKER_LIMIT:-1}" --name "stack-worker-$i" --type process
     done
     wait_for "SeaweedFS (http://127.0.0.1:$s3_port)" 60 curl -s -o /dev/null "http://127.0.0.1:$s3_port/"
     wait_for "two Dask workers (tcp://127.0.0.1:$dask_port)" 60 "$venv/bin/python" -c "
@@ -148,14 +151,19 @@ down() {
             pg_user="$(stat -c %U "$(cat "$dir/postgres.data")")"
             as_pg "$(cat "$dir/postgres.bin")/pg_ctl" -D "$(cat "$dir/postgres.data")/db" -m fast -w stop >/dev/null 2>&1 || true
         elif kill -0 "$pid" 2>/dev/null; then
-            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true  # its own process group only
+            signal=TERM
+            case "$name" in prefect-worker-*) signal=INT ;; esac  # a Prefect worker takes >10 s to act on SIGTERM
+            kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true  # its own process group only
         fi
     done
     for name in "${services[@]}"; do
         [ -f "$dir/pids/$name.pid" ] || continue
         pid="$(cat "$dir/pids/$name.pid")"
         for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-        kill -KILL -- "-$pid" 2>/dev/null || true
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "stack: $name (pid $pid) did not stop within 10 s of SIGTERM: killed" >&2
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        fi
         rm -f "$dir/pids/$name.pid"
     done
     echo "stack: down ($dir)"
