@@ -143,7 +143,8 @@ EOF
     echo "set -a; . $dir/env; set +a   # then: prefect --no-prompt deploy -n local (deployments/README.md)"
 }
 
-down() {
+down() {  # SIGINT to the Python parts (they act on it at once), SIGTERM to the others; SIGKILL after 10 s
+    local stopping=()
     for name in "${services[@]}"; do
         [ -f "$dir/pids/$name.pid" ] || continue
         pid="$(cat "$dir/pids/$name.pid")"
@@ -151,21 +152,22 @@ down() {
             pg_user="$(stat -c %U "$(cat "$dir/postgres.data")")"
             as_pg "$(cat "$dir/postgres.bin")/pg_ctl" -D "$(cat "$dir/postgres.data")/db" -m fast -w stop >/dev/null 2>&1 || true
         elif kill -0 "$pid" 2>/dev/null; then
-            signal=TERM
-            case "$name" in prefect-worker-*) signal=INT ;; esac  # a Prefect worker takes >10 s to act on SIGTERM
+            signal=INT
+            [ "$name" = seaweedfs ] && signal=TERM
             kill "-$signal" -- "-$pid" 2>/dev/null || kill "-$signal" "$pid" 2>/dev/null || true  # its own process group only
+            stopping+=("$name")
         fi
     done
-    for name in "${services[@]}"; do
-        [ -f "$dir/pids/$name.pid" ] || continue
+    local deadline=$((SECONDS + 10))
+    for name in "${stopping[@]}"; do
         pid="$(cat "$dir/pids/$name.pid")"
-        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+        while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
         if kill -0 "$pid" 2>/dev/null; then
-            echo "stack: $name (pid $pid) did not stop within 10 s of SIGTERM: killed" >&2
+            echo "stack: $name (pid $pid) did not stop within 10 s: killed" >&2
             kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
         fi
-        rm -f "$dir/pids/$name.pid"
     done
+    rm -f "$dir"/pids/*.pid
     echo "stack: down ($dir)"
 }
 
