@@ -36,7 +36,7 @@ start() {
     local envs=()
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
-    env "${envs[@]}" setsid "$@" >"$dir/logs/$name.log" 2>&1 < /dev/null &
+    env "${envs[@]}" setsid "$@" >>"$dir/logs/$name.log" 2>&1 < /dev/null &
     echo $! >"$dir/pids/$name.pid"
 }
 

@@ -66,8 +66,12 @@ class Stack:
         return int((self.dir / "pids" / f"{name}.pid").read_text())
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to the process group of the part ``name`` (its process and what it started)."""
-        os.killpg(self.pid(name), sig)
+        """Send ``sig`` to the part ``name``: its process group where it leads one (its process and what it started)."""
+        pid = self.pid(name)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
 
     def fs(self) -> s3fs.S3FileSystem:
         return s3fs.S3FileSystem(endpoint_url=self.s3, key=self.credentials["key"], secret=self.credentials["secret"])

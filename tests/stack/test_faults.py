@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from datetime import datetime
 from uuid import UUID
 
 import numpy as np
@@ -72,25 +73,28 @@ def _done(stack, output: str) -> int:
         return 0
 
 
-def _unit_runs(run_id: UUID) -> dict[str, list[str]]:
-    """State names, in order, of every ``restore-*`` task run of the run's sub-flow(s), by task-run name."""
+def _unit_runs(run_id: UUID) -> dict[str, list[tuple[str, datetime]]]:
+    """(state name, time), in order, of every ``restore-*`` task run of the run's sub-flow(s), by task-run name."""
     with get_client(sync_client=True) as client:
         children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])))
         ids = [run_id, *(child.id for child in children)]
         tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids)), limit=200)
         return {
-            task.name: [state.name for state in client.read_task_run_states(task.id)] for task in tasks if task.name.startswith("restore-")
+            task.name: [(state.name, state.timestamp) for state in client.read_task_run_states(task.id)]
+            for task in tasks
+            if task.name.startswith("restore-")
         }
 
 
-def _shard_statuses(run_id: UUID) -> dict[str, str]:
-    """The run's shards table (artifact): restored / skipped / failed / pending, by shard."""
+def _shard_tables(run_id: UUID) -> list[dict[str, str]]:
+    """The shards tables (artifacts) of the run, one per attempt that reached its report, oldest first: status by shard."""
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), type=ArtifactFilterType(any_=["table"]))
         )
-    rows = [row for artifact in artifacts for row in (json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data)]
-    return {row["shard"]: row["status"] for row in rows}
+    artifacts = sorted(artifacts, key=lambda artifact: artifact.created)
+    tables = [json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data for artifact in artifacts]
+    return [{row["shard"]: row["status"] for row in rows} for rows in tables]
 
 
 def _unit_shards(name: str) -> list[str]:
@@ -100,20 +104,26 @@ def _unit_shards(name: str) -> list[str]:
     return [f"{group}/{index:06d}" for index in range(int(first), int(last or first) + 1)]
 
 
-def _restored_twice(run_ids: list[UUID]) -> tuple[int, int]:
-    """(shards restored by more than one execution, work units that ran to completion more than once). A shard is
-    restored again when two runs both report it restored, or when a unit that had finished runs again (Dask lost
-    the worker holding its result) and its second execution reports the shard restored rather than skipped."""
+def _restored_twice(stack, output: str, run_ids: list[UUID]) -> tuple[int, int]:
+    """(shards restored by more than one execution, work units that ran again after finishing). Two runs restored a
+    shard when both report it restored. A unit that had finished can run again when Dask loses the worker holding
+    its result; it restored a shard again only if that shard's record was written after the unit started again
+    (otherwise its skip check found the record and left the shard alone)."""
     restorations: Counter[str] = Counter()
-    units_again = 0
     for run_id in run_ids:
-        statuses = _shard_statuses(run_id)
-        restorations.update(key for key, status in statuses.items() if status == "restored")
+        for table in _shard_tables(run_id):
+            restorations.update(key for key, status in table.items() if status == "restored")
+    finished = {shard["id"]: datetime.fromisoformat(shard["finished_at"]) for shard in job_status(output, stack.reader_options())["shards"]}
+    again = 0
+    for run_id in run_ids:
         for name, states in _unit_runs(run_id).items():
-            if states.count("Completed") > 1:
-                units_again += 1
-                restorations.update(key for key in _unit_shards(name) if statuses.get(key) == "restored")
-    return sum(count > 1 for count in restorations.values()), units_again
+            names = [state for state, _ in states]
+            if names.count("Completed") < 2:
+                continue
+            again += 1
+            restarted = next(at for state, at in states[names.index("Completed") + 1 :] if state == "Running")
+            restorations.update(key for key in _unit_shards(name) if finished[key] >= restarted)
+    return sum(count > 1 for count in restorations.values()), again
 
 
 def _wait_for_shards(stack, output: str, count: int, timeout: float = 120) -> float:
@@ -135,7 +145,7 @@ def test_dask_worker_killed_mid_job(stack) -> None:
     recovered = time.monotonic()
     try:
         assert run.state.is_completed(), run.state.message
-        twice, again = _restored_twice([run_id])
+        twice, again = _restored_twice(stack, job["output"], [run_id])
         print(f"\ndask worker killed {killed - started:.1f} s into the run (3 shards done); completed {recovered - killed:.1f} s later; "
               f"shards restored twice: {twice}; work units run again after finishing: {again}")
         restored = _restored(stack, job["output"])
@@ -181,7 +191,7 @@ def test_flow_run_process_killed_then_retried_through_the_api(stack) -> None:
     run = stack.wait(run_id)
     assert run.state.is_completed(), run.state.message
     finished = time.monotonic()
-    statuses = _shard_statuses(run_id)
+    (statuses,) = _shard_tables(run_id)  # the killed attempt never reached its report
     twice = sum(statuses.get(key) == "restored" for key in done_before)
     print(f"\nflow-run process killed {killed - started:.1f} s into the run ({len(done_before)} shards done); Crashed "
           f"{crashed - killed:.1f} s later; the retry completed {finished - crashed:.1f} s after that; shards restored twice: {twice}")
@@ -212,9 +222,39 @@ def test_s3_server_stopped_for_20_s_mid_run(stack) -> None:
         rerun = stack.wait(runs[-1])
         assert rerun.state.is_completed(), rerun.state.message
     finished = time.monotonic()
-    twice, _ = _restored_twice(runs)
+    twice, _ = _restored_twice(stack, job["output"], runs)
     print(f"\nSeaweedFS stopped {stopped - started:.1f} s into the run for {back - stopped:.1f} s; first run {run.state.name}; "
           f"all shards done {finished - back:.1f} s after the restart ({len(runs)} run(s)); shards restored twice: {twice}")
+    restored = _restored(stack, job["output"])
+    assert restored.keys() == expected.keys()
+    for key, pixels in expected.items():
+        np.testing.assert_array_equal(restored[key], pixels, err_msg=key)
+    assert twice == 0
+
+
+def test_database_restarted_mid_run(stack) -> None:
+    job = stack.job("pg-restart", 12)
+    expected = stack.expected(job, stack.images("pg-restart", 12))
+    started = time.monotonic()
+    run_id = stack.submit(job)
+    stopped = _wait_for_shards(stack, job["output"], 3)
+    stack.kill("postgres", signal.SIGINT)  # PostgreSQL's fast shutdown: every connection is cut
+    while psutil.pid_exists(stack.pid("postgres")):
+        time.sleep(0.1)
+    time.sleep(5)
+    stack.script("up")  # starts PostgreSQL again on the same data
+    back = time.monotonic()
+    run = stack.wait(run_id)
+    if not run.state.is_completed():  # the run could not record its states while the database was down: retry it
+        assert run.state.is_final(), run.state.name
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run_id, Scheduled(message="Retried via the API"), force=True)
+        run = stack.wait(run_id)
+    assert run.state.is_completed(), run.state.message
+    finished = time.monotonic()
+    twice, _ = _restored_twice(stack, job["output"], [run_id])
+    print(f"\nPostgreSQL stopped {stopped - started:.1f} s into the run and started {back - stopped:.1f} s later; the run "
+          f"completed {finished - back:.1f} s after that (run count {run.run_count}); shards restored twice: {twice}")
     restored = _restored(stack, job["output"])
     assert restored.keys() == expected.keys()
     for key, pixels in expected.items():
