@@ -34,6 +34,7 @@ from tasks.plan import read_plans
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 SHARDS = 6  # images of a fault test's job, one per shard
+SLOW = {"iter_num": 12}  # sampler steps: a shard lasts long enough (~1-2 s) for a fault to land mid-run
 BURST = 6  # runs submitted at once: each starts a flow-run process (about 15 CPU-s on 2 cores, mostly imports)
 
 
@@ -136,7 +137,7 @@ def _wait_for_shards(stack, output: str, count: int, timeout: float = 120) -> fl
 
 
 def test_dask_worker_killed_mid_job(stack) -> None:
-    job = stack.job("dask-kill", SHARDS, runner={"kind": "dask", "address": stack.dask})
+    job = stack.job("dask-kill", SHARDS, sampler=SLOW, runner={"kind": "dask", "address": stack.dask})
     expected = stack.expected(job, stack.images("dask-kill", SHARDS))
     started = time.monotonic()
     run_id = stack.submit(job)
@@ -188,7 +189,7 @@ def _retry(run_id: UUID, timeout: float = 60) -> None:
 
 
 def test_flow_run_process_killed_then_retried_through_the_api(stack) -> None:
-    job = stack.job("run-kill", SHARDS)
+    job = stack.job("run-kill", SHARDS, sampler=SLOW)
     expected = stack.expected(job, stack.images("run-kill", SHARDS))
     started = time.monotonic()
     run_id = stack.submit(job)
@@ -217,7 +218,7 @@ def test_flow_run_process_killed_then_retried_through_the_api(stack) -> None:
 
 
 def test_s3_server_stopped_for_20_s_mid_run(stack) -> None:
-    job = stack.job("s3-outage", SHARDS)
+    job = stack.job("s3-outage", SHARDS, sampler=SLOW)
     expected = stack.expected(job, stack.images("s3-outage", SHARDS))
     started = time.monotonic()
     run_id = stack.submit(job)
@@ -246,7 +247,7 @@ def test_s3_server_stopped_for_20_s_mid_run(stack) -> None:
 
 
 def test_database_restarted_mid_run(stack) -> None:
-    job = stack.job("pg-restart", SHARDS)
+    job = stack.job("pg-restart", SHARDS, sampler=SLOW)
     expected = stack.expected(job, stack.images("pg-restart", SHARDS))
     started = time.monotonic()
     run_id = stack.submit(job)
