@@ -39,7 +39,7 @@ def test_no_storage_secret_reaches_the_prefect_api(make_job, images_8: Path, s3_
 
 def test_a_secret_block_gives_a_run_its_credentials(make_job, images_8: Path, s3_bucket, s3_credentials, monkeypatch) -> None:
     """A worker whose environment holds no credentials: a run naming the Secret block completes (the S3 server
-    enforces the credentials), the same run without it is refused by the server; the environment is as before."""
+    enforces the credentials), the same run without it fails for want of credentials; the environment is as before."""
     from prefect.blocks.system import Secret
 
     from flows.credentials import block_credentials
