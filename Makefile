@@ -22,5 +22,8 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/quality.py
 
+stack: $(STAMP)
+	VENV=$(VENV) bash scripts/stack.sh up
+
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
-"""Data-layer throughput: ingest and read, local and S3 (moto server on 127.0.0.1), against raw decoding.
+"""Data-layer throughput: ingest and read, local and S3 (SeaweedFS on 127.0.0.1), against raw decoding.
 
-Generates N small PNGs (default 2,000 of 64x64, smooth content plus noise), copies them to a moto S3 bucket, and
+Generates N small PNGs (default 2,000 of 64x64, smooth content plus noise), copies them to an S3 bucket, and
 measures, each phase in a fresh spawned process (so its peak RSS is its own):
 
 - ``raw decode``: read every file and decode it with Pillow, one thread (the floor any ingest pays);
@@ -17,7 +17,6 @@ Prints a table and writes JSON (default ``bench/results/io.json``). About 1-2 mi
 import argparse
 import io
 import json
-import logging
 import multiprocessing
 import os
 import platform
@@ -178,24 +177,16 @@ def main() -> None:
 
 
 def _s3_phases(work: Path, source_bytes: int, pixel_bytes: int, record: Any) -> None:
-    """Copy the images to a moto S3 bucket, then ingest S3 -> S3 and read the S3 store back."""
+    """Copy the images to an S3 bucket (SeaweedFS), then ingest S3 -> S3 and read the S3 store back."""
     import s3fs
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options = {"endpoint_url": f"http://{host}:{port}", "key": "bench", "secret": "bench",
-                   "client_kwargs": {"region_name": "eu-west-1"}}
-        fs = s3fs.S3FileSystem(**options)
-        fs.mkdir(BUCKET)
-        fs.put(str(work / "src") + "/", f"{BUCKET}/src/", recursive=True)
-        record("ingest S3 -> S3 (moto)", _run("_phase_ingest", f"s3://{BUCKET}/src", f"s3://{BUCKET}/store.zarr", options), source_bytes)
-        record("read S3 (moto)", _run("_phase_read", f"s3://{BUCKET}/store.zarr", options), pixel_bytes)
-    finally:
-        server.stop()
+    from diffpir_cli.seaweed import running_s3
+
+    with running_s3(work / "seaweedfs", "bench-key", "bench-secret", (BUCKET,)) as server:
+        options = server.storage_options()
+        s3fs.S3FileSystem(**options).put(str(work / "src") + "/", f"{BUCKET}/src/", recursive=True)
+        record("ingest S3 -> S3 (SeaweedFS)", _run("_phase_ingest", f"s3://{BUCKET}/src", f"s3://{BUCKET}/store.zarr", options), source_bytes)
+        record("read S3 (SeaweedFS)", _run("_phase_read", f"s3://{BUCKET}/store.zarr", options), pixel_bytes)
 
 
 if __name__ == "__main__":

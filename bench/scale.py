@@ -9,7 +9,7 @@ bench process for the local runner, and through Dask's ``preload`` in every Dask
 Each configuration runs in a fresh child process (so its peak RSS is its own) against a store made directly (no
 image files to ingest): the job, then a re-run of the finished job (everything skipped), then ``diffpir status``.
 Reported per runner (local; Dask LocalCluster created by the job; an existing Dask scheduler) and storage (local;
-S3 on a moto server on 127.0.0.1): compute share = Σ model time / (job wall × model slots), orchestration overhead
+S3 on a SeaweedFS server on 127.0.0.1): compute share = Σ model time / (job wall × model slots), orchestration overhead
 per shard, peak RSS of the flow process, Prefect task runs per shard, the re-run and the status times.
 
 Usage: ``python bench/scale.py --shards 1000 --runners local --storage local`` (one configuration per
@@ -21,6 +21,7 @@ in, then times the resumed run (``skipped``: the shards the killed run had finis
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -221,27 +222,24 @@ def main() -> None:
     os.environ[FORWARD_ENV] = str(args.forward_s)
     job_fields = _job_fields(args.job)
     rows = []
-    moto = cluster = None
-    try:
+    from diffpir_cli.seaweed import running_s3
+
+    s3 = cluster = None
+    with contextlib.ExitStack() as stack:
         for storage in args.storage:
             options: dict[str, Any] = {}
             if storage == "s3":
-                moto, options = moto or _moto(), {}
-                options = moto[1]
+                s3 = s3 or stack.enter_context(running_s3(Path(tempfile.mkdtemp()) / "seaweedfs", "bench-key", "bench-secret", ("bench",)))
+                options = s3.storage_options()
             for kind in args.runners:
                 address = None
                 if kind == "dask-existing":
-                    cluster = cluster or _existing_cluster(args.workers)
+                    cluster = cluster or stack.enter_context(_existing_cluster(args.workers))
                     address = cluster.scheduler_address
                 for shards in args.shards:
                     rows.append(_configuration(args, kind, storage, shards, options, address, job_fields))
                     _print_row(rows[-1])
                     _save(args, rows, table=False)  # a long matrix keeps what it measured so far
-    finally:
-        if cluster is not None:
-            cluster.close()
-        if moto is not None:
-            moto[0].stop()
     _save(args, rows)
 
 
@@ -255,18 +253,6 @@ def _job_fields(items: list[str]) -> dict[str, Any]:
             target = target.setdefault(parent, {})
         target[leaf] = json.loads(value)
     return fields
-
-
-def _moto() -> tuple[Any, dict[str, Any]]:
-    import s3fs
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"key": "bench", "secret": "bench", "endpoint_url": f"http://{host}:{port}", "client_kwargs": {"region_name": "eu-west-1"}}
-    s3fs.S3FileSystem(**options).mkdir("bench")
-    return server, options
 
 
 def _existing_cluster(workers: int) -> Any:

@@ -103,7 +103,8 @@ def run(
     from diffpir_cli.server import Terminated, sigterm_as_interrupt, start_temporary_server, stop_when_recorded
 
     run_ids: list[Any] = []  # the job's flow run, to mark Cancelled after Ctrl-C / SIGTERM
-    from diffpir_cli.secrets import in_environment, split_secrets, warning
+    from diffpir_cli.secrets import split_secrets, warning
+    from flows.credentials import in_environment
 
     public, secrets = split_secrets(job)  # credentials stay out of Prefect's parameters, DB and UI
     if note := warning(secrets):

@@ -2,19 +2,14 @@
 
 Flow and task parameters are stored in the Prefect database and shown by its API and UI, so a job carrying
 ``storage_options: {key: ..., secret: ...}`` would leave its credentials there. :func:`split_secrets` takes the
-S3 credentials out of the job (``key``, ``secret``, ``token``) and :func:`in_environment` puts them where s3fs /
+S3 credentials out of the job (``key``, ``secret``, ``token``) and ``flows.credentials.in_environment`` puts them where s3fs /
 botocore look by default (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) for the run:
 threads of the local runner and a Dask cluster created by the run inherit them; remote Dask workers need them in
 their own environment (or an instance role), which is where they belong anyway.
 """
 
-import contextlib
-import os
-from collections.abc import Iterator
-
 from diffpir_core.job import Job
-
-AWS_ENV = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY", "token": "AWS_SESSION_TOKEN"}
+from flows.credentials import AWS_ENV
 
 
 def split_secrets(job: Job) -> tuple[Job, dict[str, str]]:
@@ -35,18 +30,3 @@ def warning(env: dict[str, str]) -> str | None:
         "warning: the job file holds storage credentials (storage_options key/secret/token); they are kept out of "
         f"Prefect for this run, but put them in the environment ({names}) or ~/.aws/credentials instead of the job file"
     )
-
-
-@contextlib.contextmanager
-def in_environment(env: dict[str, str]) -> Iterator[None]:
-    """``env`` set in ``os.environ`` inside the block, the previous values back after it."""
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

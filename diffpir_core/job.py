@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from diffpir_core.models import recommended_sampler
 from diffpir_core.restore import Fit
@@ -31,6 +31,11 @@ from diffpir_core.variants import MethodName, Run, Variant, expand_variants, ope
 JOB_SCHEMA_VERSION = 1
 FULL_REFERENCE_METRICS = frozenset({"psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid"})
 _SECRET_KEYS = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
+CREDENTIAL_OPTIONS = frozenset(
+    {"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
+)
+"""``storage_options`` names (at any depth, e.g. ``client_kwargs.aws_secret_access_key``) that hold credentials:
+never part of the job's JSON, which Prefect stores as flow-run parameters and shows in its UI."""
 _TAGGED = ("task", "runner")  # pydantic puts the union tag after these in error locations
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -166,7 +171,15 @@ class Job(_Strict):
         None, description="null = [psnr, ssim] for evaluate, [consistency] for restore"
     )
     seed: int = Field(0, ge=0)
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for input/output")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "fsspec options for input/output, e.g. {endpoint_url: http://host:8333}. No credentials here (key, secret, "
+            "token): run parameters are stored in Prefect's database. Put them in the worker's environment "
+            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or in a Secret block named by the run's credentials_block"
+        ),
+        json_schema_extra={"propertyNames": {"not": {"enum": sorted(CREDENTIAL_OPTIONS)}}},
+    )
     name: str | None = Field(None, description="dataset label in run names; null = last part of input")
     ingest: IngestOptions = Field(default_factory=IngestOptions)
     tiling: TilingOptions = Field(default_factory=TilingOptions)
@@ -326,16 +339,28 @@ class Job(_Strict):
             identity["method"] = self.method
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
+    @field_serializer("storage_options", when_used="json")
+    def _storage_options_json(self, options: dict[str, Any]) -> dict[str, Any]:
+        """In JSON, ``storage_options`` without credentials (:data:`CREDENTIAL_OPTIONS`): Prefect stores flow-run
+        parameters as JSON, so no run or sub-flow run of a job holding credentials in memory records them."""
+        return _without_credentials(options)
+
     def public_dict(self) -> dict[str, Any]:
-        """The job as plain data with secrets in ``storage_options`` replaced by ``***``."""
+        """The job as plain data: no credentials, other secret-looking ``storage_options`` replaced by ``***``."""
         data = self.model_dump(mode="json")
         data["storage_options"] = _redact(data["storage_options"])
         return data
 
     def to_yaml(self, *, redact: bool = True) -> str:
         """The job as YAML (secrets redacted unless ``redact=False``); ``load_job`` reads it back."""
-        data = self.public_dict() if redact else self.model_dump(mode="json")
+        data = self.public_dict() if redact else {**self.model_dump(mode="json"), "storage_options": self.storage_options}
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def _without_credentials(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_credentials(v) for k, v in value.items() if k not in CREDENTIAL_OPTIONS}
+    return value
 
 
 def _redact(value: Any) -> Any:

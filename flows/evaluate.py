@@ -24,6 +24,7 @@ from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
 from diffpir_core.reporting import image_outcome, markdown_table, nothing_restored, verdict
 from diffpir_core.variants import Run
+from flows.credentials import block_credentials, in_environment
 from flows.naming import evaluate_run_name
 from tasks.errors import describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
@@ -204,9 +205,14 @@ def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, d
 
 
 @flow(name="evaluate", flow_run_name=evaluate_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def evaluate(job: Job) -> dict[str, Any]:
+def evaluate(job: Job, credentials_block: str | None = None) -> dict[str, Any]:
     """Metrics and report for the outputs a job has already written (shards not done are listed as pending); for a
-    comparison, every variant × task and the comparison's table."""
+    comparison, every variant × task and the comparison's table. ``credentials_block`` as for ``restore``."""
+    with in_environment(block_credentials(credentials_block)):
+        return _evaluate(job)
+
+
+def _evaluate(job: Job) -> dict[str, Any]:
     started = time.perf_counter()
     source = with_job_retries(ingest_input, job)(job)
     results = []

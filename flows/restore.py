@@ -24,6 +24,7 @@ from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import DaskRunner, Job
 from diffpir_core.progress import watching
 from diffpir_core.reporting import image_outcome, nothing_restored
+from flows.credentials import block_credentials, in_environment
 from flows.evaluate import RunResult, score_and_report, score_comparison, summarise_comparison
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
@@ -147,11 +148,18 @@ def select_shards(store: DatasetStore, keys: list[str] | None) -> ShardSelection
 
 
 @flow(name="restore", flow_run_name=job_run_name, task_runner=ThreadPoolTaskRunner(max_workers=2))
-def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> Any:
+def restore(job: Job, shards: list[str] | None = None, force: bool = False, credentials_block: str | None = None) -> Any:
     """Restore a dataset: every shard not yet done (or only ``shards``), then metrics and the report.
     ``force``: write into an output that is not empty although diffpir did not make it.
+    ``credentials_block``: name of a Prefect Secret block with the storage credentials (``flows.credentials``);
+    without it they come from the worker's environment.
     A comparison (``variants``/``tasks``) runs ``restore-shards`` once per variant × task on the shared
     measurements, then one table of all of them (``score_comparison``)."""
+    with in_environment(block_credentials(credentials_block)):
+        return _restore(job, shards, force)
+
+
+def _restore(job: Job, shards: list[str] | None, force: bool) -> Any:
     started = time.perf_counter()
     source = with_job_retries(ingest_input, job)(job, force)
     results: list[RunResult] = []
@@ -164,13 +172,9 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False) -> A
         selection = select_shards(out, shards)
         refs = selection.resolve(out)
         prepared = time.perf_counter()
-<<<<<<< HEAD
         shards_state = restore_shards.with_options(task_runner=build_task_runner(run.job, plan.threads))(
-            job=run.job, plan=plan, selection=selection, return_state=True
-=======
-        shards_state = restore_shards.with_options(task_runner=build_task_runner(run.job))(
-            job=run.job, plan=plan, selection=selection, label=f"{run.name} on {run.task}" if job.is_comparison() else "", return_state=True
->>>>>>> userday
+            job=run.job, plan=plan, selection=selection, label=f"{run.name} on {run.task}" if job.is_comparison() else "",
+            return_state=True,
         )
         outcome = shards_state.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):

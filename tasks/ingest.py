@@ -91,14 +91,9 @@ def _recorded_threads(job: Job, folder: str) -> int | None:
 
 
 @task(name="plan-run", retry_condition_fn=retry_transient)
-<<<<<<< HEAD
-def plan_run(job: Job, input_store: str, shared_measurements: bool = False) -> RunPlan:
+def plan_run(job: Job, input_store: str, shared_measurements: bool = False, variant: str | None = None) -> RunPlan:
     """Resolve device, prior digest and threads (those of the job's first run, see ``planned_threads``), prepare the
     job's store and its arrays, write job.yaml and run.json.
-=======
-def plan_run(job: Job, input_store: str, shared_measurements: bool = False, variant: str | None = None) -> RunPlan:
-    """Resolve device and prior digest, prepare the job's store and its arrays, write job.yaml and run.json.
->>>>>>> userday
     ``shared_measurements`` (a comparison's variant): evaluate-mode measurements go into the store the task's
     variants share (``tasks.plan.shared_measurement_location``) instead of the job's own; ``variant`` is its name."""
     device = resolve_device(job.device)
@@ -124,12 +119,9 @@ def plan_run(job: Job, input_store: str, shared_measurements: bool = False, vari
         measurement_prefix=prefix,
         planned_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         measurement_store=None if measurements is None else measurements.uri,
-<<<<<<< HEAD
         threads=planned_threads(job.threads, _recorded_threads(job, folder), job.local_tasks()),
-=======
         variant=variant,
         task=job.task_label(),
->>>>>>> userday
     )
     scale = job.output_scale()
     for group in source.groups():

@@ -90,12 +90,9 @@ class RunPlan(BaseModel):
     measurement_prefix: str | None
     planned_at: str
     measurement_store: str | None = None  # where the measurements live when not in output_store (comparisons)
-<<<<<<< HEAD
     threads: int | None = None  # torch threads per shard task, fixed at the job's first plan (None: each Dask worker's own)
-=======
     variant: str | None = None  # a comparison's variant name (``diffpir export --variant``)
     task: str | None = None  # the task's label, e.g. ``sr4`` (``diffpir export --task``)
->>>>>>> userday
 
     def identity(self, input_checksum: str) -> dict[str, str]:
         """What a shard record must carry: job, model, code and the checksum of the shard's input."""

@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: reference test vectors, a real S3 API (moto), GPU skipping."""
+"""Fixtures shared by the whole suite: reference test vectors, a real S3 server (SeaweedFS), GPU skipping."""
 
 import importlib.util
 import logging
@@ -9,7 +9,8 @@ from types import ModuleType
 
 import pytest
 import torch
-from moto.server import ThreadedMotoServer
+
+from diffpir_cli.seaweed import running_s3
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPACT_TESTVECTORS = REPO_ROOT / "tests" / "data" / "testvectors"
@@ -44,32 +45,49 @@ def reference_dir(testvectors: Path) -> Path:
     return path
 
 
-# Distinctive, so that tests can prove credentials never land in a store or a report.
+# Distinctive, so that tests can prove credentials never land in a store, a report or Prefect's database.
 S3_KEY = "diffpir-test-key"
 S3_SECRET = "diffpir-test-secret-9f3c"
+AWS_ENV = {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """URL of a moto S3 server on 127.0.0.1 (random port), started once for the session."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the session's S3 server: SeaweedFS (``weed mini``) on free loopback ports, its files in a session
+    folder, started once. It enforces :data:`S3_KEY`/:data:`S3_SECRET`, which this process (and every process it
+    starts: Dask workers, Prefect workers) holds in ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` for the
+    session, as a production worker would; jobs never carry them in ``storage_options``. SeaweedFS plays S3 in
+    every test but one: AWS keeps keys with ``.``, ``..`` or empty path segments (``raw/../evil.png``) as keys of
+    their own, SeaweedFS (a file-system namespace) refuses or collapses them, so the test that crafts such keys
+    uses :func:`literal_keys_s3_options` (moto)."""
+    with running_s3(tmp_path_factory.mktemp("seaweedfs"), S3_KEY, S3_SECRET) as server:
+        yield server.endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_credentials() -> dict[str, str]:
+    """The session's S3 credentials by environment variable name (to search stores and databases for them)."""
+    return dict(AWS_ENV)
 
 
 @pytest.fixture(scope="session")
 def s3_options(s3_endpoint: str) -> dict:
-    """s3fs storage options for the moto server (credentials are passed, never stored)."""
-    return {
-        "endpoint_url": s3_endpoint,
-        "key": S3_KEY,
-        "secret": S3_SECRET,
-        "client_kwargs": {"region_name": "eu-west-1"},
-        "use_listings_cache": False,
-    }
+    """s3fs storage options for the session's server: no credentials (s3fs takes them from the environment)."""
+    return {"endpoint_url": s3_endpoint, "client_kwargs": {"region_name": "eu-west-1"}, "use_listings_cache": False}
+
+
+@pytest.fixture(scope="session")
+def literal_keys_s3_options() -> Iterator[dict]:
+    """s3fs options for a moto S3 server on 127.0.0.1 (random port): S3's literal object keys, for the one test that
+    needs keys SeaweedFS cannot hold (see :func:`s3_endpoint`). moto accepts any credentials."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield {"endpoint_url": f"http://{host}:{port}", "key": "moto", "secret": "moto", "client_kwargs": {"region_name": "eu-west-1"}}
+    server.stop()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

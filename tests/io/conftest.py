@@ -1,4 +1,4 @@
-"""Fixtures for the data-layer tests: fresh S3 buckets (on the root conftest's moto server) and small image folders."""
+"""Fixtures for the data-layer tests: fresh S3 buckets (on the root conftest's S3 server) and small image folders."""
 
 import io
 import uuid

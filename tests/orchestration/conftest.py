@@ -1,7 +1,7 @@
 """Fixtures for the orchestration tests: one Prefect test server for the session (heartbeat off), a tiny
-random prior, small image folders, a moto S3 server on 127.0.0.1, and a job factory.
+random prior, small image folders, S3 buckets (on the root conftest's SeaweedFS server), and a job factory.
 
-Everything is real: Prefect's API (``prefect_test_harness``), S3 (moto in server mode), Dask
+Everything is real: Prefect's API (``prefect_test_harness``), S3 (SeaweedFS on loopback), Dask
 (LocalCluster on loopback). Images are 32×32 and the sampler takes 3 steps, so a shard costs
 a few tens of milliseconds of compute and the tests measure orchestration, not diffusion.
 """

@@ -1,5 +1,6 @@
 """The job model: YAML in and out, validation that names the field, overrides, the job hash."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -137,6 +138,23 @@ def test_secrets_never_leave_in_yaml() -> None:
     job = parse_job({**MINIMAL, "storage_options": {"key": "AKIA123", "secret": "s3cr3t", "endpoint_url": "http://e"}})
     text = job.to_yaml()
     assert "s3cr3t" not in text and "AKIA123" not in text and "http://e" in text
+
+
+def test_credentials_never_reach_the_json_prefect_stores() -> None:
+    """Prefect stores flow-run parameters as the job's JSON (``jsonable_encoder``), so credentials must not be in it at
+    any depth, while the job in memory keeps them; the parameter schema makes the server refuse them outright."""
+    from fastapi.encoders import jsonable_encoder
+    from jsonschema import Draft202012Validator
+
+    options = {"endpoint_url": "http://e", "key": "AKIA123", "secret": "s3cr3t", "client_kwargs": {"aws_session_token": "t0k", "region_name": "r"}}
+    job = parse_job({**MINIMAL, "storage_options": options})
+    assert job.storage_options == options
+    for stored in (json.dumps(jsonable_encoder(job)), job.model_dump_json(), job.to_yaml()):
+        assert not {"AKIA123", "s3cr3t", "t0k"} & set(re.findall(r"\w+", stored)) and "http://e" in stored
+    assert jsonable_encoder(job)["storage_options"] == {"endpoint_url": "http://e", "client_kwargs": {"region_name": "r"}}
+    schema = Draft202012Validator(Job.model_json_schema()["properties"]["storage_options"])
+    assert schema.is_valid({"endpoint_url": "http://e", "client_kwargs": {}})
+    assert not schema.is_valid({"endpoint_url": "http://e", "secret": "s3cr3t"}) and not schema.is_valid({"key": "AKIA123"})
 
 
 def test_run_labels() -> None:

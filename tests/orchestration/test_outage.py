@@ -6,26 +6,21 @@ from pathlib import Path
 
 import pytest
 import s3fs
-from moto.server import ThreadedMotoServer
 
+from diffpir_cli.seaweed import SeaweedS3
 from flows.progress import ShardProgress, listening
 from flows.restore import restore
 from tasks.errors import EndpointBreaker, EndpointUnreachable
 
 
 @pytest.fixture
-def doomed_s3(s3_options: dict) -> tuple[ThreadedMotoServer, dict]:
-    """A second moto S3 server of this test's own (the session's one stays up), with a bucket ``doomed``."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {**s3_options, "endpoint_url": f"http://{host}:{port}"}
+def doomed_s3(s3_options: dict, s3_credentials: dict, tmp_path: Path) -> tuple[SeaweedS3, dict]:
+    """A second S3 server of this test's own (the session's one stays up), with a bucket ``doomed``."""
+    server = SeaweedS3(tmp_path / "seaweedfs", s3_credentials["AWS_ACCESS_KEY_ID"], s3_credentials["AWS_SECRET_ACCESS_KEY"]).start()
+    options = {**s3_options, "endpoint_url": server.endpoint}
     s3fs.S3FileSystem(**options).mkdir("doomed")
     yield server, options
-    try:
-        server.stop()
-    except Exception:  # already stopped by the test
-        pass
+    server.stop()  # a no-op when the test stopped it
 
 
 def test_endpoint_down_from_the_first_shard_fails_the_job_fast_naming_its_shards(

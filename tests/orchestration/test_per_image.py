@@ -1,6 +1,6 @@
 """Per-image degradations in restore mode and exporting a job's results, end to end.
 
-A deblur job with a kernel folder on S3 (moto): kernels of two sizes, one missing and one unreadable file; an
+A deblur job with a kernel folder on S3 (SeaweedFS): kernels of two sizes, one missing and one unreadable file; an
 inpainting job with a mask manifest (CSV) carrying per-image noise σ, one missing mask file and one of the wrong
 size. Bad images are quarantined with their reasons, the others restored at full size with their own kernel, mask
 and σ (checked pixel-wise against the core restoring them alone), and exports leave the quarantined rows out.

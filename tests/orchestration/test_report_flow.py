@@ -1,4 +1,4 @@
-"""Reports of real jobs (tiny prior, real Prefect, Zarr and moto S3): the classical baseline in every job,
+"""Reports of real jobs (tiny prior, real Prefect, Zarr and SeaweedFS S3): the classical baseline in every job,
 the report's pictures and plots, and the UI artifacts (sample strip, gain, links, progress)."""
 
 import base64

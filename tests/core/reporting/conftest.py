@@ -1,8 +1,6 @@
-"""Fixtures of the reporting tests: a small run's rows and facts, a moto S3 server on 127.0.0.1."""
+"""Fixtures of the reporting tests: a small run's rows and facts (S3: the root conftest's server)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -55,23 +53,3 @@ def samples() -> list[ReportSample]:
         )
         for i in range(2)
     ]
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """A real S3 API (moto server) on a free loopback port."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_options(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
