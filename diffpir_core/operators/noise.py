@@ -1,4 +1,5 @@
-"""Additive white Gaussian noise with the reference's semantics (docs/algorithm.md §6.2), seeded per image."""
+"""Additive white Gaussian noise with the reference's semantics (docs/algorithm.md §6.2), seeded per image, and
+the estimate of its level from a measurement (`estimate_noise_sigma`)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,27 @@ def add_noise(x: Tensor, sigma: float | Sequence[float], seed: int | Sequence[in
         u += np.random.RandomState(sd).normal(0, 2 * s, u.shape)
         out.append(torch.from_numpy(u / 2 + 0.5).permute(2, 0, 1))
     return torch.stack(out).to(device=x.device)
+
+
+NOISE_FILTER = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))
+"""Immerkær's 3×3 difference of two Laplacians: it removes planes and most smooth structure, and turns i.i.d.
+noise of std σ into noise of std 6σ (its coefficients' norm)."""
+GAUSSIAN_MAD = 0.6744897501960817
+"""Median of |N(0, 1)|: the median absolute value of N(0, s²) samples is 0.6745·s."""
+
+
+def estimate_noise_sigma(y: Tensor) -> list[float]:
+    """AWGN std of each image of ``y`` (B, C, H, W) on its own scale, from the measurement alone.
+
+    Immerkær's fast noise estimator (1996) in its robust form: the median absolute response of the 3×3 filter
+    :data:`NOISE_FILTER` over every channel's interior, divided by 6·0.6745. The median keeps edges and texture,
+    a minority of the responses, from inflating the estimate. Accurate on blurred photos (within 0.5 % at
+    σ ≥ 0.005); on sharp, textured photos fine detail reads as noise, so low σ is overestimated
+    (docs/operators.md, noise level estimation).
+    """
+    if y.ndim != 4 or y.shape[-2] < 3 or y.shape[-1] < 3:
+        raise ValueError(f"noise estimation needs images (B, C, H, W) of at least 3x3 pixels, got {tuple(y.shape)}")
+    weight = torch.tensor(NOISE_FILTER, dtype=torch.float64).reshape(1, 1, 3, 3)
+    flat = y.detach().to(device="cpu", dtype=torch.float64).flatten(0, 1)[:, None]
+    response = torch.nn.functional.conv2d(flat, weight).reshape(y.shape[0], -1)
+    return (response.abs().median(dim=1).values / (6 * GAUSSIAN_MAD)).tolist()
