@@ -38,8 +38,9 @@ BOUNDARIES: tuple[str, ...] = ("circular", "reflect")
 larger scene (evaluate mode mirrors the ground truth to synthesise it; the data step treats the exterior as unknown)."""
 
 CG_TOLERANCE = 1e-3
-"""Default stopping rule of the canvas data step: ‖b − (AᵀA + τ)x‖ ≤ tol·‖b‖ per image and channel."""
-CG_ITERATIONS = 8
+"""Default stopping rule of the canvas data step: the residual of the normal equations falls to this fraction of
+the start's, per image and channel."""
+CG_ITERATIONS = 20
 """Default cap on conjugate-gradient iterations per data step."""
 
 
@@ -128,73 +129,94 @@ class Canvas:
 class WindowDataTerm:
     """The canvas data step x_p = argmin ‖M ⊙ D(k ⊛ x) − y‖² + τ‖x − z‖², by preconditioned conjugate gradients.
 
-    Normal equations (KᵀDᵀMDK + τ) x = KᵀDᵀMy + τz; preconditioner P = KᵀDᵀDK + τ (the circular closed form of
-    docs/algorithm.md §5.2, applied in the Fourier domain). Start: x⁰ = P⁻¹(KᵀDᵀỹ + τz) with ỹ = y in the
-    window and DKz outside, i.e. the circular solution for the measurement the current estimate predicts where
-    none was observed: exact when the window is the whole canvas. Then PCG with one step size per image and
-    channel (channels and images never mix), stopping an image's channel once ‖r‖ ≤ ``tolerance``·‖b‖ or after
-    ``iterations`` steps. ``last_iterations`` and ``last_residual`` report the last solve.
+    Normal equations (KᵀDᵀMDK + τ) x = KᵀDᵀMy + τz; preconditioner P = KᵀDᵀDK + τ, the circular closed form of
+    docs/algorithm.md §5.2 in the Fourier domain (real FFTs for sf = 1), so that the solve is exact at once where
+    the window is the whole canvas. Start: z, or (warm start) the last solution where its residual is smaller.
+    One step size per image and channel (channels and images never mix, so a batch gives each image's own
+    result); a channel stops once ‖r‖ ≤ ``tolerance``·‖r₀‖, all after ``iterations`` steps. ``last_iterations``
+    and ``last_residual`` (‖r‖/‖b‖ per image and channel) report the last solve.
     """
 
     def __init__(self, y: Tensor, kernel: Tensor, canvas: Canvas, tolerance: float, iterations: int) -> None:
         self.canvas, self.sf = canvas, canvas.sf
+        self.size = (canvas.height, canvas.width)
         self.tolerance, self.iterations = tolerance, iterations
-        self.otf = kernel_otf(kernel, canvas.height, canvas.width)
-        self.otf_conj = torch.conj(self.otf)
-        self.gain = block_mean(torch.abs(self.otf) ** 2, self.sf)
+        otf = kernel_otf(kernel, canvas.height, canvas.width)
+        if self.sf == 1:
+            otf = otf[..., : canvas.width // 2 + 1]  # a real kernel's rfft is the first half of its fft
+        self.otf, self.otf_conj = otf, torch.conj(otf)
+        self.gain = block_mean(torch.abs(otf) ** 2, self.sf)
         self.mask = canvas.embed(torch.ones_like(y[:, :1]))
         self.y_low = canvas.embed(y)
         self.rhs_data = self.adjoint_low(self.y_low)
         self.shape = (y.shape[0], y.shape[1], canvas.height, canvas.width)
+        self.warm_start = True
         self.last_iterations = 0
         self.last_residual = torch.zeros(())
+        self._previous: Tensor | None = None
+
+    def _fft(self, x: Tensor) -> Tensor:
+        return torch.fft.rfftn(x, dim=(-2, -1)) if self.sf == 1 else torch.fft.fftn(x, dim=(-2, -1))
+
+    def _ifft(self, spectrum: Tensor) -> Tensor:
+        if self.sf == 1:
+            return torch.fft.irfftn(spectrum, s=self.size, dim=(-2, -1))
+        return torch.real(torch.fft.ifftn(spectrum, dim=(-2, -1)))
 
     def forward_low(self, x: Tensor) -> Tensor:
         """D(k ⊛ x) on the whole measurement-grid canvas."""
-        return _circular(x, self.otf)[..., :: self.sf, :: self.sf]
+        return self._ifft(self.otf * self._fft(x))[..., :: self.sf, :: self.sf]
 
     def adjoint_low(self, low: Tensor) -> Tensor:
         """KᵀDᵀ of a measurement-grid canvas array."""
-        return _circular(zero_upsample(low, self.sf), self.otf_conj)
+        return self._ifft(self.otf_conj * self._fft(zero_upsample(low, self.sf)))
 
-    def normal(self, x: Tensor, tau: Tensor) -> Tensor:
-        """(KᵀDᵀMDK + τ) x."""
-        return self.adjoint_low(self.mask * self.forward_low(x)) + tau * x
+    def normal(self, x: Tensor, tau: Tensor, spectrum: Tensor | None = None) -> Tensor:
+        """(KᵀDᵀMDK + τ) x (``spectrum``: x's FFT when known)."""
+        spectrum = self._fft(x) if spectrum is None else spectrum
+        low = self._ifft(self.otf * spectrum)[..., :: self.sf, :: self.sf]
+        return self.adjoint_low(self.mask * low) + tau * x
 
     def precondition(self, r: Tensor, tau: Tensor) -> Tensor:
-        """(KᵀDᵀDK + τ)⁻¹ r by the block identity of docs/algorithm.md §5.2."""
-        fr = torch.fft.fftn(r, dim=(-2, -1))
+        """FFT of (KᵀDᵀDK + τ)⁻¹ r, by the block identity of docs/algorithm.md §5.2."""
+        fr = self._fft(r)
         sf = self.sf
         if sf == 1:
-            return torch.real(torch.fft.ifftn(fr / (self.gain + tau), dim=(-2, -1)))
+            return fr / (self.gain + tau)
         v = block_mean(self.otf * fr, sf) / (self.gain + tau)
-        return torch.real(torch.fft.ifftn((fr - self.otf_conj * v.repeat(1, 1, sf, sf)) / tau, dim=(-2, -1)))
+        return (fr - self.otf_conj * v.repeat(1, 1, sf, sf)) / tau
 
     def solve(self, z: Tensor, tau: Tensor) -> Tensor:
         """Image-space x_p on the canvas for z (B, C, H, W) and tau (B|1, 1, 1, 1)."""
-        predicted = self.forward_low(z)
-        imputed = self.mask * (self.y_low - predicted)
-        x = z + self.precondition(self.adjoint_low(imputed), tau)
         b = self.rhs_data + tau * z
-        r = b - self.normal(x, tau)
-        target = self.tolerance * _norms(b)
+        x = z
+        r = self.adjoint_low(self.mask * (self.y_low - self.forward_low(z)))  # b − (KᵀDᵀMDK + τ) z
+        if self.warm_start and self._previous is not None:  # the last solution, where it is the closer start
+            r_warm = b - self.normal(self._previous, tau)
+            closer = _norms(r_warm) < _norms(r)
+            x, r = torch.where(closer, self._previous, x), torch.where(closer, r_warm, r)
+        target = self.tolerance * _norms(r)
         active = _norms(r) > target
-        s = self.precondition(r, tau)
-        p, rs = s, _dots(r, s)
+        p_hat = self.precondition(r, tau)
+        p = self._ifft(p_hat)
+        rs = _dots(r, p)
         done = 0
         while done < self.iterations and bool(active.any()):
-            q = self.normal(p, tau)
+            q = self.normal(p, tau, p_hat)
             alpha = torch.where(active, rs / _dots(p, q), torch.zeros_like(rs))
             x = x + alpha * p
             r = r - alpha * q
             active = active & (_norms(r) > target)
-            s = self.precondition(r, tau)
+            s_hat = self.precondition(r, tau)
+            s = self._ifft(s_hat)
             rs_new = _dots(r, s)
-            p = s + torch.where(active, rs_new / rs, torch.zeros_like(rs)) * p
-            rs = rs_new
+            beta = torch.where(active, rs_new / rs, torch.zeros_like(rs))
+            p_hat, p, rs = s_hat + beta * p_hat, s + beta * p, rs_new
             done += 1
         self.last_iterations = done
         self.last_residual = _norms(r) / _norms(b)
+        if self.warm_start:
+            self._previous = x
         return x
 
     def prox(self, x0: Tensor, rho: Tensor | float) -> Tensor:
