@@ -121,8 +121,8 @@ class SuperResolution(Operator):
 
     @property
     def has_svd(self) -> bool:
-        """Blur mode has the FFT/polyphase SVD; cubic mode (imresize) has none."""
-        return self._conv is not None
+        """Blur mode with the circular boundary has the FFT/polyphase SVD; other boundaries and cubic mode have none."""
+        return self._conv is not None and self._conv.has_svd
 
     def svd(self, y: Tensor) -> OperatorSVD:
         """The complex polyphase SVD of blur mode (operators/svd.py); cubic mode refuses."""
