@@ -142,13 +142,18 @@ class WindowDataTerm:
         self.size = (canvas.height, canvas.width)
         self.tolerance, self.iterations = tolerance, iterations
         otf = kernel_otf(kernel, canvas.height, canvas.width)
+        weight = torch.ones(otf.shape[-1], dtype=y.dtype, device=y.device)
         if self.sf == 1:
             otf = otf[..., : canvas.width // 2 + 1]  # a real kernel's rfft is the first half of its fft
+            weight = torch.full((otf.shape[-1],), 2.0, dtype=y.dtype, device=y.device)
+            weight[0] = 1.0
+            if canvas.width % 2 == 0:
+                weight[-1] = 1.0
+        self.parseval = weight / (canvas.height * canvas.width)  # ⟨a, b⟩ from half (sf = 1) or full spectra
         self.otf, self.otf_conj = otf, torch.conj(otf)
         self.gain = block_mean(torch.abs(otf) ** 2, self.sf)
         self.mask = canvas.embed(torch.ones_like(y[:, :1]))
-        self.y_low = canvas.embed(y)
-        self.rhs_data = self.adjoint_low(self.y_low)
+        self.rhs_data = self._fft(self.adjoint_low(canvas.embed(y)))
         self.shape = (y.shape[0], y.shape[1], canvas.height, canvas.width)
         self.warm_start = True
         self.last_iterations = 0
@@ -163,75 +168,64 @@ class WindowDataTerm:
             return torch.fft.irfftn(spectrum, s=self.size, dim=(-2, -1))
         return torch.real(torch.fft.ifftn(spectrum, dim=(-2, -1)))
 
-    def forward_low(self, x: Tensor) -> Tensor:
-        """D(k ⊛ x) on the whole measurement-grid canvas."""
-        return self._ifft(self.otf * self._fft(x))[..., :: self.sf, :: self.sf]
-
     def adjoint_low(self, low: Tensor) -> Tensor:
         """KᵀDᵀ of a measurement-grid canvas array."""
         return self._ifft(self.otf_conj * self._fft(zero_upsample(low, self.sf)))
 
-    def normal(self, x: Tensor, tau: Tensor, spectrum: Tensor | None = None) -> Tensor:
-        """(KᵀDᵀMDK + τ) x (``spectrum``: x's FFT when known)."""
-        spectrum = self._fft(x) if spectrum is None else spectrum
-        low = self._ifft(self.otf * spectrum)[..., :: self.sf, :: self.sf]
-        return self.adjoint_low(self.mask * low) + tau * x
+    def normal(self, spectrum: Tensor, tau: Tensor) -> Tensor:
+        """Spectrum of (KᵀDᵀMDK + τ) x from x's spectrum: the only step in image space is the window M."""
+        low = self.mask * self._ifft(self.otf * spectrum)[..., :: self.sf, :: self.sf]
+        return self.otf_conj * self._fft(zero_upsample(low, self.sf)) + tau * spectrum
 
     def precondition(self, r: Tensor, tau: Tensor) -> Tensor:
-        """FFT of (KᵀDᵀDK + τ)⁻¹ r, by the block identity of docs/algorithm.md §5.2."""
-        fr = self._fft(r)
+        """Spectrum of (KᵀDᵀDK + τ)⁻¹ r from r's spectrum, by the block identity of docs/algorithm.md §5.2."""
         sf = self.sf
         if sf == 1:
-            return fr / (self.gain + tau)
-        v = block_mean(self.otf * fr, sf) / (self.gain + tau)
-        return (fr - self.otf_conj * v.repeat(1, 1, sf, sf)) / tau
+            return r / (self.gain + tau)
+        v = block_mean(self.otf * r, sf) / (self.gain + tau)
+        return (r - self.otf_conj * v.repeat(1, 1, sf, sf)) / tau
+
+    def _dot(self, a: Tensor, b: Tensor) -> Tensor:
+        """⟨IFFT a, IFFT b⟩ per image and channel, by Parseval."""
+        return (torch.real(a * torch.conj(b)) * self.parseval).sum(dim=(-2, -1), keepdim=True)
 
     def solve(self, z: Tensor, tau: Tensor) -> Tensor:
-        """Image-space x_p on the canvas for z (B, C, H, W) and tau (B|1, 1, 1, 1)."""
-        b = self.rhs_data + tau * z
-        x = z
-        r = self.adjoint_low(self.mask * (self.y_low - self.forward_low(z)))  # b − (KᵀDᵀMDK + τ) z
+        """Image-space x_p on the canvas for z (B, C, H, W) and tau (B|1, 1, 1, 1). Conjugate gradients run on
+        spectra (two FFTs per iteration, for the window); x returns to image space once, at the end."""
+        x = self._fft(z)
+        b = self.rhs_data + tau * x
+        r = b - self.normal(x, tau)
         if self.warm_start and self._previous is not None:  # the last solution, where it is the closer start
             r_warm = b - self.normal(self._previous, tau)
-            closer = _norms(r_warm) < _norms(r)
+            closer = self._dot(r_warm, r_warm) < self._dot(r, r)
             x, r = torch.where(closer, self._previous, x), torch.where(closer, r_warm, r)
-        target = self.tolerance * _norms(r)
-        active = _norms(r) > target
-        p_hat = self.precondition(r, tau)
-        p = self._ifft(p_hat)
-        rs = _dots(r, p)
+        target = self.tolerance**2 * self._dot(r, r)
+        active = self._dot(r, r) > target
+        p = self.precondition(r, tau)
+        rs = self._dot(r, p)
         done = 0
         while done < self.iterations and bool(active.any()):
-            q = self.normal(p, tau, p_hat)
-            alpha = torch.where(active, rs / _dots(p, q), torch.zeros_like(rs))
+            q = self.normal(p, tau)
+            alpha = torch.where(active, rs / self._dot(p, q), torch.zeros_like(rs))
             x = x + alpha * p
             r = r - alpha * q
-            active = active & (_norms(r) > target)
-            s_hat = self.precondition(r, tau)
-            s = self._ifft(s_hat)
-            rs_new = _dots(r, s)
-            beta = torch.where(active, rs_new / rs, torch.zeros_like(rs))
-            p_hat, p, rs = s_hat + beta * p_hat, s + beta * p, rs_new
+            active = active & (self._dot(r, r) > target)
+            s = self.precondition(r, tau)
+            rs_new = self._dot(r, s)
+            p = s + torch.where(active, rs_new / rs, torch.zeros_like(rs)) * p
+            rs = rs_new
             done += 1
         self.last_iterations = done
-        self.last_residual = _norms(r) / _norms(b)
+        self.last_residual = (self._dot(r, r) / self._dot(b, b)).sqrt()
         if self.warm_start:
             self._previous = x
-        return x
+        return self._ifft(x)
 
     def prox(self, x0: Tensor, rho: Tensor | float) -> Tensor:
         """Diffusion-space x_p on the canvas: solved on z = x0/2 + 0.5, mapped back with 2u − 1."""
         check_estimate(x0, self.shape)
-        z = x0.to(self.y_low.dtype) / 2 + 0.5
+        z = x0.to(self.mask.dtype) / 2 + 0.5
         return self.solve(z, rho_column(rho, z.shape[0], z)) * 2 - 1
-
-
-def _dots(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).sum(dim=(-2, -1), keepdim=True)
-
-
-def _norms(a: Tensor) -> Tensor:
-    return _dots(a, a).sqrt()
 
 
 class CanvasConvolution(Operator):
