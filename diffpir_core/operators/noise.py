@@ -51,7 +51,8 @@ def estimate_noise_sigma(y: Tensor) -> list[float]:
     """AWGN std of each image of ``y`` (B, C, H, W) on its own scale, from the measurement alone.
 
     Immerkær's fast noise estimator (1996) in its robust form: the median absolute response of the 3×3 filter
-    :data:`NOISE_FILTER` over every channel's interior, divided by 6·0.6745. The median keeps edges and texture,
+    :data:`NOISE_FILTER` over every channel's interior (:func:`grouped_median`, in 8-bit levels), divided by
+    6·0.6745. The median keeps edges and texture,
     a minority of the responses, from inflating the estimate. Accurate on blurred photos (within 0.5 % at
     σ ≥ 0.005); on sharp, textured photos fine detail reads as noise, so low σ is overestimated
     (docs/operators.md, noise level estimation).
@@ -61,4 +62,16 @@ def estimate_noise_sigma(y: Tensor) -> list[float]:
     weight = torch.tensor(NOISE_FILTER, dtype=torch.float64).reshape(1, 1, 3, 3)
     flat = y.detach().to(device="cpu", dtype=torch.float64).flatten(0, 1)[:, None]
     response = torch.nn.functional.conv2d(flat, weight).reshape(y.shape[0], -1)
-    return (response.abs().median(dim=1).values / (6 * GAUSSIAN_MAD)).tolist()
+    return [grouped_median(r.abs() * 255) / 255 / (6 * GAUSSIAN_MAD) for r in response]
+
+
+def grouped_median(values: Tensor) -> float:
+    """Median of non-negative ``values`` interpolated within unit bins centred on the integers (the grouped
+    median). A photo's 8-bit levels make the filter responses integers (in levels), whose plain median moves in
+    whole steps, 3 % of σ at σ = 0.01 and 20 % at 0.005; interpolating the bin recovers the continuous median."""
+    bins = torch.floor(values + 0.5).long()
+    counts = torch.bincount(bins).double()
+    below = torch.cumsum(counts, 0) - counts
+    half = values.numel() / 2
+    m = int(torch.searchsorted(torch.cumsum(counts, 0), torch.tensor(half, dtype=torch.float64)))
+    return float(m - 0.5 + (half - below[m]) / counts[m])
