@@ -52,10 +52,10 @@ def estimate_noise_sigma(y: Tensor) -> list[float]:
 
     Immerkær's fast noise estimator (1996) in its robust form: the median absolute response of the 3×3 filter
     :data:`NOISE_FILTER` over every channel's interior (:func:`grouped_median`, in 8-bit levels), divided by
-    6·0.6745. The median keeps edges and texture,
-    a minority of the responses, from inflating the estimate. Accurate on blurred photos (within 0.3 % at
-    σ ≥ 0.005 in float, a few % low on 8-bit photos whose noise is clipped); on sharp, textured photos fine detail reads as noise, so low σ is overestimated
-    (docs/operators.md, noise level estimation).
+    6·0.6745. The median keeps edges and texture, a minority of the responses, from inflating the estimate.
+    Accurate on blurred photos (within 0.3 % at σ ≥ 0.005 in float, a few % low on 8-bit photos whose noise is
+    clipped); on sharp, textured photos fine detail reads as noise, so low σ is overestimated (docs/operators.md,
+    noise level estimation).
     """
     if y.ndim != 4 or y.shape[-2] < 3 or y.shape[-1] < 3:
         raise ValueError(f"noise estimation needs images (B, C, H, W) of at least 3x3 pixels, got {tuple(y.shape)}")
