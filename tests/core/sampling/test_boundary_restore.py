@@ -8,9 +8,10 @@ from scipy import ndimage
 from skimage import data
 
 from diffpir_core.metrics import float_to_uint8
-from diffpir_core.models import load_prior, recommended_sampler
-from diffpir_core.operators import add_noise, gaussian_kernel
+from diffpir_core.models import load_prior, random_unet, recommended_sampler
+from diffpir_core.operators import NoSVDError, SuperResolution, add_noise, gaussian_kernel
 from diffpir_core.restore import ShardInputs, restore_batchwise
+from diffpir_core.sampling import method_config, restore_with
 from diffpir_core.task_kinds import task_kind, task_preset
 
 BAND = 16
@@ -71,3 +72,22 @@ def test_circular_data_step_frames_the_border(photo):
     restored, _ = _restore(photo, "circular")
     border, interior = _border_gap(truth, restored)
     assert border < interior - BORDER_MARGIN_DB
+
+
+@pytest.mark.parametrize("method", ["diffpir", "dps", "dpir", "ddrm"])
+def test_every_method_samples_on_the_canvas_or_refuses(method):
+    # DiffPIR, DPS and DPIR run on the canvas (not a multiple of the UNet's factor here) and return the frame;
+    # DDRM, which needs an SVD, refuses before any network call.
+    torch.set_num_threads(1)
+    unet = random_unet(0, image_size=32, num_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions="16",
+                       learn_sigma=True).eval()
+    op = SuperResolution(2, kernel=gaussian_kernel(5, 1.0), boundary="reflect")
+    y = torch.rand(1, 3, 11, 13, generator=torch.Generator().manual_seed(0))
+    settings = {"diffpir": {"iter_num": 2}, "dps": {"num_steps": 2}, "dpir": {"iter_num": 2}, "ddrm": {"timesteps": 2}}
+    config = method_config(method, settings[method], noise_sigma=0.05)
+    if method == "ddrm":
+        with pytest.raises(NoSVDError, match="boundary 'circular'"):
+            restore_with(method, unet, op, y, config)
+        return
+    out = restore_with(method, unet, op, y, config, generator=[torch.Generator().manual_seed(1)])
+    assert out.shape == (1, 3, 22, 26) and torch.isfinite(out).all()
