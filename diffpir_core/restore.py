@@ -219,8 +219,9 @@ def restore_batch(
     pad: bool = True, method: str = "diffpir",
 ) -> torch.Tensor:
     """One batch through ``method``'s sampler with one generator per image; (B, 3, H, W) float, unclamped, at the
-    images' own restored size (padded for the network and cropped back when ``pad``). Per-image σ reach the
-    configs that have a ``noise_sigma`` (DPS has none)."""
+    images' own restored size (padded for the network and cropped back when ``pad``; an operator with a canvas, a
+    non-circular boundary, fits the network by itself and is not padded). Per-image σ reach the configs that have a
+    ``noise_sigma`` (DPS has none)."""
     generators = [torch.Generator(device=device).manual_seed(image_seed(seed, i)) for i in inputs.ids]
     height, width = inputs.y.shape[-2:]
     params = {k: v.to(device) for k, v in inputs.params.items()}
