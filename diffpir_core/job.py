@@ -232,6 +232,8 @@ class Job(_Strict):
                     f"metrics: {bad} need ground truth, which mode restore does not have; "
                     "use [consistency] or mode evaluate"
                 )
+        for task in [self.task, *(self.tasks or [])]:
+            task.apply_mode_defaults(self.mode)
         self.task.check_mode(self.mode)
         if self.ingest.size_policy in ("center_crop", "resize") and self.ingest.size is None:
             raise ValueError(f"ingest.size: required with ingest.size_policy {self.ingest.size_policy}")
@@ -278,7 +280,7 @@ class Job(_Strict):
             method_preset(self.method, self.task.kind, self.task.PRESET),
             card,
             self.sampler,
-            self.task.noise_sigma,
+            self.task.known_sigma,
             card_name=f"prior card ({self.prior})",
             method=self.method,
         )
@@ -311,8 +313,9 @@ class Job(_Strict):
         return self.task.label()
 
     def task_identity(self) -> dict[str, Any]:
-        """The task's fields with every kernel/mask file replaced by the digest of its bytes (reads those files)."""
-        return {**self.task.model_dump(mode="json"), **self.task.content_identity(self.storage_options)}
+        """The task's fields (``TaskKind.identity``: a circular boundary is left out, so jobs from before that field keep
+        their hash) with every kernel/mask file replaced by the digest of its bytes (reads those files)."""
+        return {**self.task.identity(), **self.task.content_identity(self.storage_options)}
 
     def job_hash(self) -> str:
         """sha256 of everything that determines the restored pixels (see the module docstring); kernel and mask

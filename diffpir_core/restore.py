@@ -23,11 +23,12 @@ from pydantic import BaseModel
 
 from diffpir_core.metrics import float_to_uint8, uint8_to_float
 from diffpir_core.models.tiling import TiledUNet, tile_starts
+from diffpir_core.operators import estimate_noise_sigma
 from diffpir_core.progress import ShardMeter
 from diffpir_core.sampling import restore_with
 from diffpir_core.sampling.common import StepCallback
 from diffpir_core.task_kinds import TaskKind
-from diffpir_core.task_kinds.base import GivenData
+from diffpir_core.task_kinds.base import AUTO_SIGMA, GivenData
 
 log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -145,7 +146,19 @@ def inputs_as_given(
     (``given``, when already found by ``task.given``), images without usable data quarantined."""
     if given is None:
         given = task.given(ids, degraded_u8.shape[:3], storage_options)
-    return ShardInputs(ids, uint8_to_float(degraded_u8), given.params, given.noise_sigma, dict(given.quarantined))
+    y = uint8_to_float(degraded_u8)
+    return ShardInputs(ids, y, given.params, _sigmas(task, y, given.noise_sigma), dict(given.quarantined))
+
+
+def _sigmas(task: TaskKind, y: torch.Tensor, given: list[float | str] | None) -> list[float] | None:
+    """Per-image σ of a restore-mode shard: the manifest's where it has one; with ``noise_sigma: auto`` the
+    estimate from each measurement (``estimate_noise_sigma``) elsewhere; None = the task's σ for every image."""
+    if task.noise_sigma != AUTO_SIGMA:
+        return None if given is None else [float(s) for s in given]
+    estimates = estimate_noise_sigma(y)
+    if given is None:
+        return estimates
+    return [estimate if sigma == AUTO_SIGMA else float(sigma) for sigma, estimate in zip(given, estimates, strict=True)]
 
 
 def restore_batchwise(
@@ -217,14 +230,20 @@ def restore_batch(
     pad: bool = True, method: str = "diffpir", callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """One batch through ``method``'s sampler with one generator per image; (B, 3, H, W) float, unclamped, at the
-    images' own restored size (padded for the network and cropped back when ``pad``). Per-image σ reach the
-    configs that have a ``noise_sigma`` (DPS has none)."""
+    images' own restored size (padded for the network and cropped back when ``pad``; an operator with a canvas, a
+    non-circular boundary, fits the network by itself and is not padded). Per-image σ reach the configs that have a
+    ``noise_sigma`` (DPS has none)."""
     generators = [torch.Generator(device=device).manual_seed(image_seed(seed, i)) for i in inputs.ids]
     height, width = inputs.y.shape[-2:]
-    pad_h, pad_w = measurement_padding(unet, task, height, width) if pad else (0, 0)
-    params = task.pad_params({k: v.to(device) for k, v in inputs.params.items()}, pad_h, pad_w)
-    y = _reflect(inputs.y.to(device), pad_h, pad_w)
+    params = {k: v.to(device) for k, v in inputs.params.items()}
+    y = inputs.y.to(device)
+    operator = task.operator(params)
+    if pad and operator.on_canvas(y) is operator:  # a canvas (non-circular boundary) already fits the network
+        pad_h, pad_w = measurement_padding(unet, task, height, width)
+        if pad_h or pad_w:
+            operator = task.operator(task.pad_params(params, pad_h, pad_w))
+            y = _reflect(y, pad_h, pad_w)
     if inputs.noise_sigma is not None and "noise_sigma" in type(config).model_fields:
         config = config.model_copy(update={"noise_sigma": list(inputs.noise_sigma)})
-    restored = restore_with(method, unet, task.operator(params), y, config, generator=generators, callback=callback)
+    restored = restore_with(method, unet, operator, y, config, generator=generators, callback=callback)
     return restored[..., : height * task.output_scale, : width * task.output_scale]

@@ -1,8 +1,9 @@
 """Per-image report rows of one shard: the job's metrics of the restoration and of the task's classical
 baseline on the same measurement, and the gain of the restoration over the baseline (no Prefect).
 
-Columns: the metric names (``psnr``, ``ssim``, …, ``measurement_rms``), the same with a ``baseline_``
-prefix, and ``gain_<metric>`` for the full-reference metrics, signed so that a positive gain means the
+Columns: the metric names (``psnr``, ``ssim``, …, ``measurement_rms``), ``noise_sigma`` (the σ each image
+was restored with, when images have their own: a manifest's or ``noise_sigma: auto``'s estimate), the same
+metrics with a ``baseline_`` prefix, and ``gain_<metric>`` for the full-reference metrics, signed so that a positive gain means the
 restoration is better (``gain_lpips`` = baseline LPIPS − LPIPS). The baseline is quantised to uint8
 first, as the restoration is when it is stored, so both are scored the same way. Images the kind's
 :meth:`~diffpir_core.task_kinds.TaskKind.baseline_fraction` leaves out have no baseline values.
@@ -62,13 +63,17 @@ def score_images(
     pixel = [name for name in metrics if name not in ("consistency", "fid")]
     consistency = "consistency" in metrics
     rows = _score(task, inputs, uint8_to_float(restored_u8), truth_u8, pixel, consistency, device)
+    if inputs.noise_sigma is not None:  # the σ each image was restored with (a manifest's or the estimate)
+        for row, sigma in zip(rows, inputs.noise_sigma, strict=True):
+            row["noise_sigma"] = sigma
     height, width = restored_u8.shape[1:3]
     fraction = task.baseline_fraction(height, width, inputs.params)
     chosen = [i for i, image_id in enumerate(inputs.ids) if baseline_selected(image_id, fraction)]
     if not chosen or not (pixel or consistency):
         return rows
     subset = inputs.select(chosen)
-    baseline = uint8_to_float(float_to_uint8(task.baseline(subset.y, subset.params)))  # stored like the restoration
+    restored_baseline = task.baseline(subset.y, subset.params, subset.noise_sigma)
+    baseline = uint8_to_float(float_to_uint8(restored_baseline))  # stored like the restoration
     truth = None if truth_u8 is None else truth_u8[chosen]
     for i, values in zip(chosen, _score(task, subset, baseline, truth, pixel, consistency, device), strict=True):
         row = rows[i]

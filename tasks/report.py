@@ -70,7 +70,7 @@ def _report_images(job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dic
         baselines: dict[int, np.ndarray] = {}
         if with_baseline:
             subset = inputs.select(with_baseline)
-            baselines = dict(zip(with_baseline, float_to_uint8(job.task.baseline(subset.y, subset.params)), strict=True))
+            baselines = dict(zip(with_baseline, float_to_uint8(job.task.baseline(subset.y, subset.params, subset.noise_sigma)), strict=True))
         degraded = float_to_uint8(inputs.y)
         for k, i in enumerate(indices):
             image_id = ref.ids[i]

@@ -8,6 +8,7 @@ per image. See docs/operators.md.
 
 from .base import DataTerm, Operator
 from .blur import Blur
+from .boundary import BOUNDARIES
 from .degrade import blur_uint8
 from .inpaint import Inpainting
 from .kernels import (
@@ -19,13 +20,14 @@ from .kernels import (
     reference_seed,
 )
 from .masks import box_mask, mask_from_image, random_box_mask, random_mask
-from .noise import add_noise
+from .noise import add_noise, estimate_noise_sigma
 from .resize import bicubic_upsample, imresize
 from .sr import SuperResolution
 from .sr_kernels import bicubic_kernel
 from .svd import FourierSVD, MaskSVD, NoSVDError, OperatorSVD
 
 __all__ = [
+    "BOUNDARIES",
     "Blur",
     "DataTerm",
     "FourierSVD",
@@ -40,6 +42,7 @@ __all__ = [
     "bicubic_upsample",
     "blur_uint8",
     "box_mask",
+    "estimate_noise_sigma",
     "gaussian_kernel",
     "imresize",
     "mask_from_image",

@@ -63,6 +63,15 @@ class Operator(ABC):
     def init_image(self, y: Tensor) -> Tensor:
         """Image-space initial estimate (B, 3, H, W) from the measurement ``y``."""
 
+    def on_canvas(self, y: Tensor, multiple: int = 1) -> Operator:
+        """The operator a sampler runs on for the measurement ``y``: itself, or for a non-circular boundary one
+        whose images are a canvas around the frame with sides multiples of ``multiple`` (operators/boundary.py)."""
+        return self
+
+    def crop(self, x: Tensor) -> Tensor:
+        """The frame of an image of :meth:`on_canvas`'s operator (the image itself when there is no canvas)."""
+        return x
+
     @property
     def has_svd(self) -> bool:
         """Whether :meth:`svd` exists, so that methods needing it can refuse the operator up front."""

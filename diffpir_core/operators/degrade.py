@@ -8,12 +8,15 @@ from scipy import ndimage
 from torch import Tensor
 
 
-def blur_uint8(images: Tensor | np.ndarray, kernel: Tensor | np.ndarray) -> Tensor:
-    """Circular blur of uint8 images (H, W, 3) or (N, H, W, 3) with a kernel (kh, kw) or (N, kh, kw).
+def blur_uint8(images: Tensor | np.ndarray, kernel: Tensor | np.ndarray, mode: str = "wrap") -> Tensor:
+    """Blur of uint8 images (H, W, 3) or (N, H, W, 3) with a kernel (kh, kw) or (N, kh, kw).
 
-    SciPy ``ndimage.convolve`` per channel with ``mode='wrap'`` on the uint8 array, so the result is
-    truncated to uint8 like the reference's blurred inputs (divide by 255 and add noise afterwards).
+    SciPy ``ndimage.convolve`` per channel on the uint8 array, so the result is truncated to uint8 like the
+    reference's blurred inputs (divide by 255 and add noise afterwards). ``mode``: ``wrap`` (circular, the
+    reference's) or ``reflect`` (the half-sample-symmetric border of ``boundary="reflect"``).
     """
+    if mode not in ("wrap", "reflect"):
+        raise ValueError(f"mode must be 'wrap' (circular) or 'reflect', got {mode!r}")
     imgs = torch.as_tensor(images)
     single = imgs.ndim == 3
     if single:
@@ -27,7 +30,7 @@ def blur_uint8(images: Tensor | np.ndarray, kernel: Tensor | np.ndarray) -> Tens
             f"kernel must be (kh, kw) or one per image (N, kh, kw); got {tuple(k.shape)} for {imgs.shape[0]} images"
         )
     out = [
-        torch.from_numpy(ndimage.convolve(img.numpy(), ki.numpy()[..., None], mode="wrap"))
+        torch.from_numpy(ndimage.convolve(img.numpy(), ki.numpy()[..., None], mode=mode))
         for img, ki in zip(imgs.cpu(), k, strict=True)
     ]
     result = torch.stack(out)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import DataTerm, Operator, check_estimate, check_images, rho_column
-from .convolution import CircularConvolution, check_multiple_of_scale
+from .convolution import KernelConvolution, check_multiple_of_scale
 from .resize import bicubic_upsample, imresize, imresize_adjoint
 from .sr_kernels import bicubic_kernel, check_scale
 from .svd import OperatorSVD
@@ -42,7 +42,8 @@ class BackProjectionDataTerm:
 
 
 class SuperResolution(Operator):
-    """Downscaling by ``scale``; ``kernel`` (kh, kw) or (B, kh, kw) overrides our bicubic kernel (blur mode)."""
+    """Downscaling by ``scale``; ``kernel`` (kh, kw) or (B, kh, kw) overrides our bicubic kernel (blur mode);
+    ``boundary`` (blur mode) ``circular`` or ``reflect`` (a camera frame, operators/boundary.py)."""
 
     init_is_noisy_measurement = False
 
@@ -52,6 +53,7 @@ class SuperResolution(Operator):
         kernel: Tensor | None = None,
         mode: Literal["blur", "cubic"] = "blur",
         *,
+        boundary: str = "circular",
         gamma: float = 0.01,
         iterations: int = 1,
     ) -> None:
@@ -65,7 +67,17 @@ class SuperResolution(Operator):
         self.iterations = iterations
         self._conv = None
         if mode == "blur":
-            self._conv = CircularConvolution(bicubic_kernel(self.sf) if kernel is None else kernel, self.sf)
+            self._conv = KernelConvolution(bicubic_kernel(self.sf) if kernel is None else kernel, self.sf, boundary)
+        elif boundary != "circular":
+            raise ValueError(
+                "mode='cubic' has no boundary option (its imresize mirrors the border already); "
+                "use mode='blur' for boundary='reflect'"
+            )
+
+    @property
+    def boundary(self) -> str:
+        """``circular`` or ``reflect`` (blur mode; cubic mode is always ``circular`` here, its imresize mirrors)."""
+        return "circular" if self._conv is None else self._conv.boundary
 
     @property
     def kernel(self) -> Tensor | None:
@@ -101,10 +113,16 @@ class SuperResolution(Operator):
         check_images(y, "y")
         return bicubic_upsample(y, self.sf)
 
+    def on_canvas(self, y: Tensor, multiple: int = 1) -> Operator:
+        """Blur mode with a non-circular boundary: the canvas operator of y; otherwise this operator."""
+        if self._conv is None:
+            return self
+        return self._conv.canvas_operator(self, y, multiple, self.init_image, False)
+
     @property
     def has_svd(self) -> bool:
-        """Blur mode has the FFT/polyphase SVD; cubic mode (imresize) has none."""
-        return self._conv is not None
+        """Blur mode with the circular boundary has the FFT/polyphase SVD; other boundaries and cubic mode have none."""
+        return self._conv is not None and self._conv.has_svd
 
     def svd(self, y: Tensor) -> OperatorSVD:
         """The complex polyphase SVD of blur mode (operators/svd.py); cubic mode refuses."""

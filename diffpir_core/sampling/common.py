@@ -14,6 +14,7 @@ from torch import nn
 
 from diffpir_core.models import X0Predictor
 from diffpir_core.models.layers import AttentionBlock
+from diffpir_core.operators import Operator
 from diffpir_core.sampling.config import Numerics
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
@@ -159,6 +160,13 @@ def check_image_size(unet: nn.Module, height: int, width: int) -> None:
         f"then crop the result) or crop it to {height - height % factor}×{width - width % factor}"
         " (scaled down by the SR factor for a low-resolution y)"
     )
+
+
+def canvas_operator(operator: Operator, unet: nn.Module, y: torch.Tensor) -> Operator:
+    """The operator a sampler runs on for ``y``: the operator itself, or for a non-circular boundary its canvas
+    operator with sides multiples of the UNet's down-sampling factor (the sampler crops its result with
+    ``crop``, docs/operators.md)."""
+    return operator.on_canvas(y, getattr(unet, "downsample_factor", None) or 1)
 
 
 def set_network_numerics(unet: nn.Module, numerics: Numerics) -> torch.memory_format:

@@ -77,8 +77,8 @@ def require_svd(operator: Operator, method: str) -> None:
     if not operator.has_svd:
         raise NoSVDError(
             f"{method} needs the operator's singular value decomposition, which {type(operator).__name__} "
-            "does not have (only inpainting, circular blur and SR in blur mode do); use another method "
-            "(diffpir, dps, dpir) for this task"
+            "does not have (only inpainting, and blur or SR in blur mode with boundary 'circular' do; boundaries: "
+            "circular, reflect, the job's task.boundary); use another method (diffpir, dps, dpir) for this task"
         )
 
 

@@ -32,6 +32,7 @@ from diffpir_core.sampling.common import (
     StepCallback,
     as_image_batch,
     as_predictor,
+    canvas_operator,
     check_image_size,
     set_network_numerics,
     timestep_batch,
@@ -83,6 +84,8 @@ def diffpir_sample(
 ) -> torch.Tensor:
     """Restore the batch ``y`` (B, 3, h, w) in [0, 1] with DiffPIR; returns (B, 3, H, W), unclamped.
 
+    With a non-circular boundary the state lives on the operator's canvas (``x_T`` and the callback's
+    tensors are canvas-sized) and the result is cropped to the frame.
     ``model`` is the bare ε-predicting UNet (or an ``X0Predictor``), in eval mode, on y's device.
     ``operator`` gives the initial estimate and the data step; ``x_T`` (diffusion space) replaces the
     reference initialisation and its noise draw; ``generator`` is one ``torch.Generator`` per image (batch-invariant
@@ -98,6 +101,7 @@ def diffpir_sample(
     steps = visited_timesteps(config.iter_num, config.skip_type, config.t_start, schedule.num_train_timesteps)
     weight = rho_weight(config.lambda_, sigmas).to(device)
     layout = set_network_numerics(predictor.unet, config.numerics)
+    operator = canvas_operator(operator, predictor.unet, y)
 
     with torch.no_grad():
         init = operator.init_image(y)
@@ -113,7 +117,7 @@ def diffpir_sample(
             if callback is not None:
                 callback(i, t, x, x0, x0_hat)
     out = x0_hat if config.return_mode == "x0_hat" else x
-    return out / 2 + 0.5
+    return operator.crop(out / 2 + 0.5)
 
 
 def _step(

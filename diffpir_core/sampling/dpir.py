@@ -28,6 +28,7 @@ from diffpir_core.sampling.common import (
     StepCallback,
     as_image_batch,
     as_predictor,
+    canvas_operator,
     check_image_size,
 )
 from diffpir_core.sampling.config import NoiseSigma, per_image_sigmas
@@ -134,6 +135,7 @@ def dpir_pnp_sample(
     )
     rhos = torch.tensor([r for _, r in per_image], dtype=torch.float32, device=device)
 
+    operator = canvas_operator(operator, predictor.unet, y)
     with torch.no_grad():
         z = operator.init_image(y)
         check_image_size(predictor.unet, z.shape[-2], z.shape[-1])
@@ -147,4 +149,4 @@ def dpir_pnp_sample(
             z = x0 / 2 + 0.5
             if callback is not None:
                 callback(k, int(t[0]), x0, x0, x_pm)
-    return z
+    return operator.crop(z)

@@ -35,6 +35,7 @@ from diffpir_core.sampling.common import (
     StepCallback,
     as_image_batch,
     as_predictor,
+    canvas_operator,
     check_image_size,
     timestep_batch,
 )
@@ -155,6 +156,7 @@ def dps_sample(
     batch, device = y.shape[0], y.device
     noise = NoiseSource(generator, batch, device)
     tables = _Tables.build(config.num_steps, config.variance)
+    operator = canvas_operator(operator, predictor.unet, y)
     shape = operator.init_image(y).shape
     check_image_size(predictor.unet, shape[-2], shape[-1])
     if x_T is None:
@@ -175,7 +177,7 @@ def dps_sample(
             x = x - config.scale * grad
         if callback is not None:
             callback(i, t, x, x0, x0)
-    return x / 2 + 0.5
+    return operator.crop(x / 2 + 0.5)
 
 
 def measurement_gradient(

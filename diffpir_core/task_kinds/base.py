@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from diffpir_core.operators import Operator, add_noise
+from diffpir_core.operators import BOUNDARIES, Operator, add_noise
+
+AUTO_SIGMA = "auto"
+NoiseLevel = Annotated[float, Field(ge=0.0, lt=1.0)] | Literal["auto"]
+"""A task's noise level: AWGN std on the [0, 1] scale, or ``auto`` (estimated per image from the measurement,
+``diffpir_core.operators.estimate_noise_sigma``; restore mode)."""
+SIGMA_DESCRIPTION = "AWGN std on the [0, 1] scale, or auto: estimated per image from the measurement (mode restore)"
 
 ArraySpec = tuple[tuple[int, ...], str]
 """Per-image shape (without the image axis) and dtype of one stored measurement array."""
@@ -29,14 +35,15 @@ class GivenData:
     """Restore mode: the operator data of a shard's images, as :meth:`TaskKind.given` finds it.
 
     ``params`` cover every image (per-image first dim = images, or shared); a quarantined image gets harmless
-    placeholder data there and is not restored. ``noise_sigma`` is one σ per image when they differ (a manifest),
-    else None (the task's). ``identity`` is the digest of the per-image files' bytes (empty when the task's one file
-    is already in the job hash): it enters the shard's record identity, so a changed file re-runs its shard.
+    placeholder data there and is not restored. ``noise_sigma`` is one σ per image when they differ (a manifest;
+    ``auto`` where the image's σ is to be estimated), else None (the task's). ``identity`` is the digest of the
+    per-image files' bytes (empty when the task's one file is already in the job hash): it enters the shard's record
+    identity, so a changed file re-runs its shard.
     """
 
     params: dict[str, Tensor]
     quarantined: dict[str, str] = field(default_factory=dict)
-    noise_sigma: list[float] | None = None
+    noise_sigma: list[float | str] | None = None
     identity: str = ""
 
 
@@ -46,7 +53,7 @@ class TaskKind(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     kind: str
-    noise_sigma: float = Field(0.05, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
+    noise_sigma: NoiseLevel = Field(0.05, description=SIGMA_DESCRIPTION)
 
     PRESET: ClassVar[Mapping[str, Any]]
     """The reference's DiffPIR run values for this kind (``DiffPIRConfig`` fields)."""
@@ -58,8 +65,17 @@ class TaskKind(BaseModel):
         return self.kind
 
     def title(self) -> str:
-        """Human-readable task for report tables, with the noise level (``sr x4, σ=0.05``)."""
-        return f"{self.label().replace('-', ' ')}, σ={self.noise_sigma:g}"
+        """Human-readable task for report tables, with the noise level (``sr x4, σ=0.05``, ``σ=auto``)."""
+        return f"{self.label().replace('-', ' ')}, σ={self.sigma_text()}"
+
+    def sigma_text(self) -> str:
+        """The noise level as shown in titles: ``0.05`` or ``auto``."""
+        return self.noise_sigma if self.noise_sigma == AUTO_SIGMA else f"{self.noise_sigma:g}"
+
+    @property
+    def known_sigma(self) -> float:
+        """The configured σ, or 0.0 for ``auto`` (then each image's estimate replaces it, see ``restore``)."""
+        return 0.0 if self.noise_sigma == AUTO_SIGMA else float(self.noise_sigma)
 
     @property
     def output_scale(self) -> int:
@@ -73,6 +89,18 @@ class TaskKind(BaseModel):
 
     def check_mode(self, mode: str) -> None:
         """Raise ``ValueError`` naming the field when the task cannot run in ``mode`` (evaluate | restore)."""
+        if mode == "evaluate" and self.noise_sigma == AUTO_SIGMA:
+            raise ValueError(
+                "task.noise_sigma: auto estimates σ from real measurements (mode restore); evaluate mode synthesises "
+                "noise of a known level, give it as a number (e.g. 0.05)"
+            )
+
+    def apply_mode_defaults(self, mode: str) -> None:
+        """Set the fields whose default depends on the job's mode (none here; ``boundary`` in blur kinds)."""
+
+    def identity(self) -> dict[str, Any]:
+        """The task's fields as they enter the job hash (all of them here)."""
+        return self.model_dump(mode="json")
 
     def content_identity(self, storage_options: Mapping[str, Any]) -> dict[str, str]:
         """Fields whose value names a file, mapped to the digest of the file's bytes: merged over the task's fields
@@ -89,8 +117,8 @@ class TaskKind(BaseModel):
         """Degrade ground truth (n, H, W, 3) uint8 with one seed per image: ``y`` (n, h, w, 3) float32 in
         [0, 1] with AWGN of ``noise_sigma``, plus the operator arrays of :meth:`measurement_arrays`."""
         y, extra = self.degrade(truth_u8, seeds, storage_options)
-        if self.noise_sigma > 0:
-            y = add_noise(y, self.noise_sigma, seeds)
+        if self.known_sigma > 0:
+            y = add_noise(y, self.known_sigma, seeds)
         return {"y": y.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32), **extra}
 
     def degrade(
@@ -123,14 +151,19 @@ class TaskKind(BaseModel):
         """The operator of a batch, from per-image (first dim = images) or shared parameters."""
         raise NotImplementedError
 
-    def baseline(self, y: Tensor, params: Mapping[str, Tensor]) -> Tensor:
-        """The classical restoration of ``y`` (B, 3, h, w) given what DiffPIR is given; (B, 3, H, W) in [0, 1]."""
+    def baseline(self, y: Tensor, params: Mapping[str, Tensor], noise_sigma: Sequence[float] | None = None) -> Tensor:
+        """The classical restoration of ``y`` (B, 3, h, w) given what DiffPIR is given, with one σ per image
+        (``noise_sigma``, else the task's); (B, 3, H, W) in [0, 1]."""
         raise NotImplementedError
 
     def unknown_region(self, params: Mapping[str, Tensor], index: int) -> np.ndarray | None:
         """Image ``index``'s pixels the measurement says nothing about, as a bool (H, W) array (a report zooms there);
         None when every pixel is measured."""
         return None
+
+    def sigmas(self, batch: int, noise_sigma: Sequence[float] | None) -> list[float]:
+        """One σ per image: ``noise_sigma`` when given (a manifest's or the estimates), else the task's."""
+        return [self.known_sigma] * batch if noise_sigma is None else [float(s) for s in noise_sigma]
 
     def baseline_fraction(self, height: int, width: int, params: Mapping[str, Tensor]) -> float:
         """Share of the images of this output size and operator data that the metrics score the baseline on (1.0 = all).
@@ -141,6 +174,33 @@ class TaskKind(BaseModel):
         return 1.0
 
 
+class ConvolutionTaskKind(TaskKind):
+    """A kind whose operator is a convolution (deblurring, SR): it has a ``boundary``.
+
+    ``circular`` is the reference's wrap-around model (default in evaluate mode, so published numbers hold);
+    ``reflect`` is a camera's frame of a larger scene (default in restore mode): the sampler works on a canvas
+    around the frame and the data step leaves the exterior to the prior (docs/operators.md, boundaries).
+    """
+
+    boundary: Literal[BOUNDARIES] = Field(  # type: ignore[valid-type]
+        "circular",
+        description="circular (wrap-around, evaluate default) | reflect (camera frame of a larger scene, restore "
+        "default; evaluate mode mirrors the ground truth to synthesise it); ddrm needs circular",
+    )
+
+    def apply_mode_defaults(self, mode: str) -> None:
+        """Restore mode's default boundary is the camera's (``reflect``) unless the job sets one."""
+        if mode == "restore" and "boundary" not in self.model_fields_set:
+            self.boundary = "reflect"
+
+    def identity(self) -> dict[str, Any]:
+        """The fields, without ``boundary`` when it is ``circular``: jobs from before the field keep their hash."""
+        fields = self.model_dump(mode="json")
+        if fields["boundary"] == "circular":
+            del fields["boundary"]
+        return fields
+
+
 def per_image_data(
     uri: str,
     ids: Sequence[str],
@@ -148,7 +208,7 @@ def per_image_data(
     extensions: Any,
     storage_options: Mapping[str, Any],
     decode: Any,
-    default_sigma: float,
+    default_sigma: float | str,
 ) -> tuple[dict[str, np.ndarray], GivenData]:
     """Shared part of the kinds with per-image files (``task.kernel`` / ``task.mask`` naming a folder or manifest):
     each image's file decoded by ``decode(image_id, uri, bytes) -> array`` (a ``ValueError`` or decode error

@@ -23,14 +23,15 @@ from diffpir_core.io.degradation_files import (
     pad_kernels,
 )
 from diffpir_core.operators import Blur, Operator, blur_uint8, gaussian_kernel, motion_kernel, reference_gaussian_std
-from diffpir_core.task_kinds.base import ArraySpec, GivenData, TaskKind, per_image_data
+from diffpir_core.task_kinds.base import ArraySpec, ConvolutionTaskKind, GivenData, per_image_data
 
 GENERATED_KERNELS = ("gaussian", "motion")
 KERNEL_EXTENSIONS = frozenset({".npy", *IMAGE_EXTENSIONS})
 
 
-class DeblurTask(TaskKind):
-    """Circular blur with a per-image kernel (+ AWGN); evaluate mode blurs in uint8 as the reference."""
+class DeblurTask(ConvolutionTaskKind):
+    """Blur with a per-image kernel (+ AWGN); evaluate mode blurs in uint8 as the reference (wrap-around, or
+    mirrored with ``boundary: reflect``)."""
 
     kind: Literal["deblur"] = "deblur"
     kernel: str = Field(
@@ -57,6 +58,7 @@ class DeblurTask(TaskKind):
         return f"deblur-{self.kernel if self.kernel in GENERATED_KERNELS else 'file'}"
 
     def check_mode(self, mode: str) -> None:
+        super().check_mode(mode)
         if mode == "evaluate" and is_manifest(self.kernel):
             raise ValueError("task.kernel: a manifest of per-image kernels is for mode restore; evaluate mode takes one file")
         if mode == "restore" and self.kernel in GENERATED_KERNELS:
@@ -95,7 +97,8 @@ class DeblurTask(TaskKind):
         self, truth_u8: np.ndarray, seeds: list[int], storage_options: Mapping[str, Any]
     ) -> tuple[Tensor, dict[str, np.ndarray]]:
         kernels = torch.stack([self._make_kernel(s, storage_options) for s in seeds])
-        y = blur_uint8(truth_u8, kernels).permute(0, 3, 1, 2).float() / 255.0
+        y = blur_uint8(truth_u8, kernels, mode="wrap" if self.boundary == "circular" else "reflect")
+        y = y.permute(0, 3, 1, 2).float() / 255.0
         return y, {"kernel": kernels.numpy().astype(np.float32)}
 
     def params_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
@@ -120,10 +123,10 @@ class DeblurTask(TaskKind):
         return given
 
     def operator(self, params: Mapping[str, Tensor]) -> Operator:
-        return Blur(params["kernel"])
+        return Blur(params["kernel"], boundary=self.boundary)
 
-    def baseline(self, y: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+    def baseline(self, y: Tensor, params: Mapping[str, Tensor], noise_sigma: Sequence[float] | None = None) -> Tensor:
         kernels = params["kernel"]
         if kernels.dim() == 2:
             kernels = kernels[None].expand(y.shape[0], -1, -1)
-        return wiener_deblur(y, kernels, self.noise_sigma)
+        return wiener_deblur(y, kernels, self.sigmas(y.shape[0], noise_sigma), boundary=self.boundary)

@@ -8,9 +8,9 @@ run; the preset takes its deblurring values (λ = 7, ζ = 0.3, 100 steps).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Operator
 from diffpir_core.operators.base import check_images
 from diffpir_core.operators.inpaint import InpaintDataTerm
-from diffpir_core.task_kinds.base import TaskKind
+from diffpir_core.task_kinds.base import SIGMA_DESCRIPTION, TaskKind
 
 
 class Identity(Operator):
@@ -55,7 +55,7 @@ class DenoiseTask(TaskKind):
     """AWGN removal at a known noise level; baseline: adaptive (local 5×5) Wiener filtering with the known σ."""
 
     kind: Literal["denoise"] = "denoise"
-    noise_sigma: float = Field(0.1, gt=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
+    noise_sigma: Annotated[float, Field(gt=0.0, lt=1.0)] | Literal["auto"] = Field(0.1, description=SIGMA_DESCRIPTION)
 
     PRESET: ClassVar[Mapping[str, Any]] = MappingProxyType({"lambda_": 7.0, "zeta": 0.3, "iter_num": 100})
     BASELINE: ClassVar[str] = "local wiener"
@@ -68,7 +68,8 @@ class DenoiseTask(TaskKind):
     def operator(self, params: Mapping[str, Tensor]) -> Operator:
         return Identity()
 
-    def baseline(self, y: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+    def baseline(self, y: Tensor, params: Mapping[str, Tensor], noise_sigma: Sequence[float] | None = None) -> Tensor:
         images = y.double().numpy()
-        out = np.stack([[wiener(channel, 5, self.noise_sigma**2) for channel in image] for image in images])
+        sigmas = self.sigmas(len(images), noise_sigma)
+        out = np.stack([[wiener(channel, 5, s**2) for channel in image] for image, s in zip(images, sigmas, strict=True)])
         return torch.from_numpy(out).float().clamp(0, 1)

@@ -16,7 +16,7 @@ from diffpir_core.io.decode import IMAGE_EXTENSIONS
 from diffpir_core.io.degradation_files import check_manifest, file_digest, is_manifest, is_per_image, load_mask, mask_from_bytes
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Inpainting, Operator, random_box_mask, random_mask
-from diffpir_core.task_kinds.base import ArraySpec, GivenData, TaskKind, per_image_data
+from diffpir_core.task_kinds.base import SIGMA_DESCRIPTION, ArraySpec, GivenData, NoiseLevel, TaskKind, per_image_data
 
 GENERATED_MASKS = ("box", "random")
 
@@ -29,7 +29,7 @@ class InpaintTask(TaskKind):
     """y = m ⊙ x (+ AWGN, none by default as the reference)."""
 
     kind: Literal["inpaint"] = "inpaint"
-    noise_sigma: float = Field(0.0, ge=0.0, lt=1.0, description="AWGN std on the [0, 1] scale")
+    noise_sigma: NoiseLevel = Field(0.0, description=SIGMA_DESCRIPTION)
     mask: str = Field(
         "box",
         description="box | random | URI of a mask image (white = known); restore mode also: a folder/prefix with one "
@@ -45,6 +45,7 @@ class InpaintTask(TaskKind):
         return f"inpaint-{self.mask if self.mask in GENERATED_MASKS else 'file'}"
 
     def check_mode(self, mode: str) -> None:
+        super().check_mode(mode)
         if mode == "evaluate" and is_manifest(self.mask):
             raise ValueError("task.mask: a manifest of per-image masks is for mode restore; evaluate mode takes one file")
         if mode == "restore" and self.mask in GENERATED_MASKS:
@@ -141,7 +142,7 @@ class InpaintTask(TaskKind):
         hole = float((mask < 0.5).sum()) / images
         return min(1.0, (HOLE_BUDGET / max(hole, 1.0)) ** 1.5)
 
-    def baseline(self, y: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+    def baseline(self, y: Tensor, params: Mapping[str, Tensor], noise_sigma: Sequence[float] | None = None) -> Tensor:
         masks = params["mask"]
         masks = masks[:, 0] if masks.dim() == 4 else masks[None].expand(y.shape[0], -1, -1)
         return biharmonic_inpaint(y, masks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
@@ -14,13 +14,14 @@ from diffpir_core.baselines import bicubic_sr
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Operator, SuperResolution, imresize
 from diffpir_core.operators.sr_kernels import SCALES
-from diffpir_core.task_kinds.base import ArraySpec, TaskKind
+from diffpir_core.task_kinds.base import ArraySpec, ConvolutionTaskKind
 
 Scale = Literal[SCALES]  # type: ignore[valid-type]  # the scales our SR kernels exist for
 
 
-class SRTask(TaskKind):
-    """Super-resolution ×``scale``; evaluate-mode images must be a multiple of the scale.
+class SRTask(ConvolutionTaskKind):
+    """Super-resolution ×``scale``; evaluate-mode images must be a multiple of the scale. Evaluate mode degrades
+    with MATLAB's imresize (mirrored border) whatever the boundary; ``boundary`` sets the data step's model.
 
     Preset λ = 7 (ζ = 0.25, 100 steps): the reference sweeps λ = 2…12 and keeps every result, so it has
     no single λ; 7 is the middle of the sweep and the value it runs for deblurring at the same σ, whose
@@ -37,7 +38,7 @@ class SRTask(TaskKind):
         return f"sr{self.scale}"
 
     def title(self) -> str:
-        return f"sr x{self.scale}, σ={self.noise_sigma:g}"
+        return f"sr x{self.scale}, σ={self.sigma_text()}"
 
     @property
     def output_scale(self) -> int:
@@ -62,7 +63,7 @@ class SRTask(TaskKind):
         return imresize(uint8_to_float(truth_u8), 1.0 / self.scale), {}
 
     def operator(self, params: Mapping[str, Tensor]) -> Operator:
-        return SuperResolution(self.scale)
+        return SuperResolution(self.scale, boundary=self.boundary)
 
-    def baseline(self, y: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+    def baseline(self, y: Tensor, params: Mapping[str, Tensor], noise_sigma: Sequence[float] | None = None) -> Tensor:
         return bicubic_sr(y, self.scale)
