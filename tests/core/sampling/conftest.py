@@ -367,7 +367,9 @@ class ForwardError(nn.Module):
         self.unet = unet
         self.discrepancy = discrepancy
         self.generator = torch.Generator().manual_seed(seed)
-        self.downsample_factor = unet.downsample_factor
+        factor = getattr(unet, "downsample_factor", None)
+        if factor is not None:
+            self.downsample_factor = factor
         self.eval()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

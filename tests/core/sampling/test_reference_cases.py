@@ -29,6 +29,8 @@ from diffpir_core.sampling import diffpir_sample, rho_weight
 from diffpir_core.sampling.common import NoiseSource
 from diffpir_core.sampling.diffpir import _data_step, _update
 
+ROUNDING_UNIT = 2.0**-24
+
 # Oracle-network uint8 PSNR (dB) of the reference, docs/algorithm.md §10.5; SR is scored with a 4-pixel border.
 ORACLE_PSNR = {
     "sr_x4_bicubic": 35.588,
@@ -53,8 +55,10 @@ def test_x_T_is_built_like_the_reference(name, ref_cases, oracle_for, stored_sch
         model, ref_cases.operator(case), ref_cases.measurement(case), config, generator=ref_cases.x_T_generator(name),
         schedule=stored_schedule, callback=lambda i, t, x, x0, x0_hat: seen.append(x),
     )
-    # SR starts from a bicubic upscaling (OpenCV in the reference): equal up to its float32 ulps
-    assert _max_abs(seen[0], case["x_T"]) <= (1e-6 if case["task"] == "sr" else 0.0)
+    # x_T = a·P(init) + b·n: a few float32 operations per pixel, whose order (or FMA contraction) differs between
+    # CPUs' kernels by the last roundings; SR's init is a bicubic upscaling (OpenCV in the reference), equal up to
+    # float32 ulps. Measured: bitwise on the reference's machine, ≤ 4.8e-7 = 1.8·u·max|x_T| on another.
+    assert _max_abs(seen[0], case["x_T"]) <= 4 * ROUNDING_UNIT * max(1.0, float(case["x_T"].abs().max()))
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
@@ -65,8 +69,17 @@ def test_oracle_network_matches_reference_and_its_psnr(name, ref_cases, oracle_f
         model, ref_cases.operator(case), ref_cases.measurement(case), ref_cases.config(case),
         generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
     )
-    # measured: bitwise except SR (3.6e-7, from the bicubic x_T); the issue's bar is 1e-4
-    assert _max_abs(out, case["out_x0_oracle_zeta0"]) <= 1e-5
+    # Ours and the reference each carry their own float32 rounding of the data step, amplified by the early small
+    # ρ; this machine's is measured as the run's change with the data step in float64 (S64), and the reference's
+    # is of the same size, so |ours − reference| ≤ 2·S64 (≥ 1e-5). Measured: bitwise except SR (3.6e-7) on the
+    # reference's machine; 1.7–2.8e-5 = 0.29–0.48·S64 on an Intel Xeon whose FFT rounds differently.
+    config = ref_cases.config(case)
+    exact = diffpir_sample(
+        model, ref_cases.operator(case), ref_cases.measurement(case), config.model_copy(update={"data_step_dtype": "float64"}),
+        generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
+    )
+    diff, tolerance = _max_abs(out, case["out_x0_oracle_zeta0"]), max(1e-5, 2 * _max_abs(out, exact))
+    assert diff <= tolerance, f"max |out − reference| {diff:.3e} > {tolerance:.3e}"
     border = ref_cases.psnr_border(case)
     value = psnr(float_to_uint8(out)[0], case["gt_uint8"].numpy(), border=border)
     assert value == pytest.approx(ORACLE_PSNR[name], abs=0.1)
