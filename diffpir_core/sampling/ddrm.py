@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from diffpir_core.models import X0Predictor
 from diffpir_core.operators import NoSVDError, Operator, OperatorSVD
 from diffpir_core.sampling.common import (
     GeneratorArg,
@@ -111,20 +112,31 @@ def ddrm_sample(
     with torch.no_grad():
         shape = operator.init_image(y).shape
         check_image_size(predictor.unet, shape[-2], shape[-1])
-        svd = operator.svd(y)
-        s = torch.where(svd.singulars >= config.singular_threshold, svd.singulars, torch.zeros_like(svd.singulars))
-        y_bar = svd.Ut(2 * y - operator.A(torch.ones(shape, device=device)))
-        terms = _Terms(svd, s, y_bar, sigma_y)
+        terms = _Terms.build(operator, y, shape, sigma_y, config.singular_threshold)
         x = terms.initial_state(_ve_sigma(abar[seq[-1]]), noise.draw(shape))
         for i, (t, t_next) in enumerate(zip(reversed(seq), reversed([-1, *seq[:-1]]), strict=True)):
-            a = abar[t]
-            a_next = abar[t_next] if t_next >= 0 else torch.ones((), device=device)
-            eps = predictor.epsilon(x.contiguous(), timestep_batch(t, x))
-            x0 = (x - eps * (1 - a).sqrt()) / a.sqrt()
-            x = a_next.sqrt() * terms.step(x0, eps, _ve_sigma(a_next), config, noise.draw(shape))
+            x, x0 = _step(predictor, terms, x, t, t_next, abar, config, noise.draw(shape))
             if callback is not None:
                 callback(i, t, x, x0, x0)
     return x / 2 + 0.5
+
+
+def _step(
+    predictor: X0Predictor,
+    terms: _Terms,
+    x: torch.Tensor,
+    t: int,
+    t_next: int,
+    abar: torch.Tensor,
+    config: DDRMConfig,
+    n: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step x_t → x_t' (t' = −1: the end, ᾱ = 1) with the step's image-space noise ``n``: (x_t', x̂0)."""
+    a = abar[t]
+    a_next = abar[t_next] if t_next >= 0 else torch.ones((), device=x.device)
+    eps = predictor.epsilon(x.contiguous(), timestep_batch(t, x))
+    x0 = (x - eps * (1 - a).sqrt()) / a.sqrt()
+    return a_next.sqrt() * terms.step(x0, eps, _ve_sigma(a_next), config, n), x0
 
 
 def official_alphas_cumprod() -> torch.Tensor:
@@ -150,6 +162,14 @@ class _Terms:
         self.y_bar = y_bar
         self.sigma_y = sigma_y
         self.sigma_y_safe = torch.where(sigma_y > 0, sigma_y, torch.ones_like(sigma_y))
+
+    @classmethod
+    def build(cls, operator: Operator, y: torch.Tensor, shape: torch.Size, sigma_y: torch.Tensor, threshold: float) -> _Terms:
+        """The terms of measurement ``y`` (restored ``shape``), singular values below ``threshold`` zeroed."""
+        svd = operator.svd(y)
+        s = torch.where(svd.singulars >= threshold, svd.singulars, torch.zeros_like(svd.singulars))
+        y_bar = svd.Ut(2 * y - operator.A(torch.ones(shape, device=y.device)))
+        return cls(svd, s, y_bar, sigma_y)
 
     def _image(self, coords: torch.Tensor, null_part: torch.Tensor) -> torch.Tensor:
         out = self.svd.V(coords) + null_part

@@ -22,7 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from diffpir_core.operators import Operator
+from diffpir_core.models import X0Predictor
+from diffpir_core.operators import DataTerm, Operator
 from diffpir_core.sampling.common import (
     GeneratorArg,
     StepCallback,
@@ -141,12 +142,18 @@ def dpir_pnp_sample(
         check_image_size(predictor.unet, z.shape[-2], z.shape[-1])
         data = operator.prepare(y)
         for k in range(config.iter_num):
-            x_pm = data.prox(2 * z - 1, rhos[:, k])
             t = timesteps[:, k]
-            a = schedule.sqrt_alphas_cumprod[t][:, None, None, None]
-            mode = k % 8 if config.x8 else 0
-            x0 = deaugment(predictor(augment(a * x_pm, mode).contiguous(), t), mode)
-            z = x0 / 2 + 0.5
+            z, x0, x_pm = _iteration(predictor, data, z, rhos[:, k], t, schedule.sqrt_alphas_cumprod[t], k % 8 if config.x8 else 0)
             if callback is not None:
                 callback(k, int(t[0]), x0, x0, x_pm)
     return operator.crop(z)
+
+
+def _iteration(
+    predictor: X0Predictor, data: DataTerm, z: torch.Tensor, rho: torch.Tensor, t: torch.Tensor, sqrt_abar: torch.Tensor, mode: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One HQS iteration from z_{k−1} ([0, 1]): the data step, then the denoiser at timesteps ``t`` (√ᾱ_t
+    ``sqrt_abar``) on flip/rotation ``mode``; returns (z_k, its diffusion-space x̃0, the data step's x_k)."""
+    x_pm = data.prox(2 * z - 1, rho)
+    x0 = deaugment(predictor(augment(sqrt_abar[:, None, None, None] * x_pm, mode).contiguous(), t), mode)
+    return x0 / 2 + 0.5, x0, x_pm

@@ -168,16 +168,29 @@ def dps_sample(
         raise ValueError(f"x_T must have the shape of the restored batch {tuple(shape)} (diffusion space), got {got}")
 
     for i, k in enumerate(reversed(range(len(tables.timesteps)))):
-        t = tables.timesteps[k]
-        x0, var_values, _, grad = measurement_gradient(predictor, operator, y, x, t)
-        with torch.no_grad():
-            x = tables.at(tables.coef_x0, k, x) * x0 + tables.at(tables.coef_xt, k, x) * x
-            if k > 0:
-                x = x + torch.exp(0.5 * tables.log_variance(k, var_values, config.variance, x0)) * noise.draw(shape)
-            x = x - config.scale * grad
+        x, x0 = _step(predictor, operator, y, x, k, tables, config, noise)
         if callback is not None:
-            callback(i, t, x, x0, x0)
+            callback(i, tables.timesteps[k], x, x0, x0)
     return operator.crop(x / 2 + 0.5)
+
+
+def _step(
+    predictor: X0Predictor,
+    operator: Operator,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    k: int,
+    tables: _Tables,
+    config: DPSConfig,
+    noise: NoiseSource,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step from x_t at respaced index k: (x_{t−1}, x̂0); draws the step's noise unless k = 0."""
+    x0, var_values, _, grad = measurement_gradient(predictor, operator, y, x, tables.timesteps[k])
+    with torch.no_grad():
+        x = tables.at(tables.coef_x0, k, x) * x0 + tables.at(tables.coef_xt, k, x) * x
+        if k > 0:
+            x = x + torch.exp(0.5 * tables.log_variance(k, var_values, config.variance, x0)) * noise.draw(x.shape)
+        return x - config.scale * grad, x0
 
 
 def measurement_gradient(

@@ -5,28 +5,45 @@ import torch
 
 from diffpir_core.operators import Blur, SuperResolution
 
+ROUNDING_FACTOR = 4
+"""Ours and the reference each round the float32 FFT solve their own way (the FFT library and CPU decide the
+order), each missing the exact solution by about what ours misses it by here, |float32 − float64| (S64). So
+|ours − reference| ≤ 2·S64 up to how much the two machines' roundings differ in size; 4·S64 covers a factor 2
+there. Measured: bitwise on the reference's machine; ≤ 1.2·S64 on an Intel Xeon whose FFT rounds differently
+(τ = 1e-4 divides by τ: 5e-5 against S64 = 8e-5)."""
+
+
+def _float64_gap(float32: torch.Tensor, float64: torch.Tensor) -> float:
+    return float((float64 - float32.double()).abs().max())
+
 
 @pytest.mark.parametrize("name", ["data_solution_sr_x4", "data_solution_deblur_gauss"])
-def test_fft_solution_matches_reference_bitwise_for_every_tau(components, name):
-    # docs/algorithm.md §10.3.2: ≤ 1e-5 for tau ≥ 0.05, tau = 1e-4 only with the exact op order; ours is
-    # bitwise at all four.
+def test_fft_solution_matches_reference_for_every_tau(components, name):
+    # docs/algorithm.md §10.3.2: ≤ 1e-5 for tau ≥ 0.05, tau = 1e-4 only with the exact op order; bitwise at all
+    # four where the platform's FFT rounds as the reference's did, within 4·S64 anywhere (ROUNDING_FACTOR).
     vec = components[name]
     op = SuperResolution(vec["sf"], kernel=vec["k"]) if vec["sf"] > 1 else Blur(vec["k"])
-    term = op.prepare(vec["y"])
+    term, term64 = op.prepare(vec["y"]), op.prepare(vec["y"].double())
     for tau, expected in vec["out_by_tau"].items():
-        x_p = term.solve(vec["x"], torch.tensor(tau, dtype=torch.float32).reshape(1, 1, 1, 1))
-        assert torch.equal(x_p, expected), f"tau={tau}: max |diff| {(x_p - expected).abs().max():.3e}"
+        tau32 = torch.tensor(tau, dtype=torch.float32).reshape(1, 1, 1, 1)
+        x_p = term.solve(vec["x"], tau32)
+        bound = ROUNDING_FACTOR * _float64_gap(x_p, term64.solve(vec["x"].double(), tau32.double()))
+        diff = float((x_p - expected).abs().max())
+        assert diff <= bound, f"tau={tau}: max |diff| {diff:.3e} > {bound:.3e}"
 
 
-def test_teacher_forced_x0_hat_is_bitwise(reference_case, case_name):
-    # From the reference x̃0 and rho of every non-final step, prox + g-step (g = 1) gives the reference x̂0.
+def test_teacher_forced_x0_hat_matches_reference(reference_case, case_name):
+    # From the reference x̃0 and rho of every non-final step, prox + g-step (g = 1) gives the reference x̂0:
+    # bitwise where the platform's FFT rounds as the reference's did, within 4·S64 anywhere (ROUNDING_FACTOR).
     case = reference_case(case_name)
-    term = case.operator.prepare(case.y)
+    term, term64 = case.operator.prepare(case.y), case.operator.prepare(case.y.double())
+    g = case.raw["hp"]["guidance_scale"]
     for step in case.raw["trace"][:-1]:
-        x0 = step["x0_model"]
-        x_p = term.prox(x0, torch.tensor(step["rho"], dtype=torch.float32))
-        x0_hat = x0 + case.raw["hp"]["guidance_scale"] * (x_p - x0)
-        assert torch.equal(x0_hat, step["x0_hat"]), f"t={step['t_i']}: {(x0_hat - step['x0_hat']).abs().max():.3e}"
+        x0, rho = step["x0_model"], torch.tensor(step["rho"], dtype=torch.float32)
+        x0_hat = x0 + g * (term.prox(x0, rho) - x0)
+        exact = x0.double() + g * (term64.prox(x0.double(), rho.double()) - x0.double())
+        diff, bound = float((x0_hat - step["x0_hat"]).abs().max()), ROUNDING_FACTOR * _float64_gap(x0_hat, exact)
+        assert diff <= bound, f"t={step['t_i']}: {diff:.3e} > {bound:.3e}"
 
 
 def test_sr_init_rebuilds_reference_x_T(components, reference_case):

@@ -11,6 +11,11 @@ its layout and thread count and comparing x̃0 with the stored one):
   amplification of a per-call ε error, with margin; 2.1e-3 there) and the teacher-forced x̃0 to
   1e-6 + c2_t·(1e-5 + 3·δ_fwd). conftest.py gives the measurements behind both factors.
 
+Where this CPU's FFT data step does not reproduce the reference's bits (``fft_bit_exact``, probed once), the
+first data steps (÷ρ ≈ 2e-7) move SR/deblurring outputs by 0.02–0.09 whatever the network does (an Intel Xeon,
+measured): the end-to-end tiny-UNet bounds then add twice the run's own change with a float64 data step
+(``fft_allowance``), which makes them weak there; the teacher-forced steps keep their tight bounds.
+
 A δ_fwd above 5e-5 is more than float32 rounding explains (the network itself is off, and the probe uses
 only the UNet, not ``X0Predictor``): the bit-exact bounds then apply and fail. Each such test records the
 mode, δ_fwd and its own difference and bound (``record_property``; also in its failure message). Tests
@@ -28,6 +33,8 @@ from diffpir_core.operators import SuperResolution
 from diffpir_core.sampling import diffpir_sample, rho_weight
 from diffpir_core.sampling.common import NoiseSource
 from diffpir_core.sampling.diffpir import _data_step, _update
+
+ROUNDING_UNIT = 2.0**-24
 
 # Oracle-network uint8 PSNR (dB) of the reference, docs/algorithm.md §10.5; SR is scored with a 4-pixel border.
 ORACLE_PSNR = {
@@ -53,8 +60,10 @@ def test_x_T_is_built_like_the_reference(name, ref_cases, oracle_for, stored_sch
         model, ref_cases.operator(case), ref_cases.measurement(case), config, generator=ref_cases.x_T_generator(name),
         schedule=stored_schedule, callback=lambda i, t, x, x0, x0_hat: seen.append(x),
     )
-    # SR starts from a bicubic upscaling (OpenCV in the reference): equal up to its float32 ulps
-    assert _max_abs(seen[0], case["x_T"]) <= (1e-6 if case["task"] == "sr" else 0.0)
+    # x_T = a·P(init) + b·n: a few float32 operations per pixel, whose order (or FMA contraction) differs between
+    # CPUs' kernels by the last roundings; SR's init is a bicubic upscaling (OpenCV in the reference), equal up to
+    # float32 ulps. Measured: bitwise on the reference's machine, ≤ 4.8e-7 = 1.8·u·max|x_T| on another.
+    assert _max_abs(seen[0], case["x_T"]) <= 4 * ROUNDING_UNIT * max(1.0, float(case["x_T"].abs().max()))
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
@@ -65,8 +74,17 @@ def test_oracle_network_matches_reference_and_its_psnr(name, ref_cases, oracle_f
         model, ref_cases.operator(case), ref_cases.measurement(case), ref_cases.config(case),
         generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
     )
-    # measured: bitwise except SR (3.6e-7, from the bicubic x_T); the issue's bar is 1e-4
-    assert _max_abs(out, case["out_x0_oracle_zeta0"]) <= 1e-5
+    # Ours and the reference each carry their own float32 rounding of the data step, amplified by the early small
+    # ρ; this machine's is measured as the run's change with the data step in float64 (S64), and the reference's
+    # is of the same size, so |ours − reference| ≤ 2·S64 (≥ 1e-5). Measured: bitwise except SR (3.6e-7) on the
+    # reference's machine; 1.7–2.8e-5 = 0.29–0.48·S64 on an Intel Xeon whose FFT rounds differently.
+    config = ref_cases.config(case)
+    exact = diffpir_sample(
+        model, ref_cases.operator(case), ref_cases.measurement(case), config.model_copy(update={"data_step_dtype": "float64"}),
+        generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
+    )
+    diff, tolerance = _max_abs(out, case["out_x0_oracle_zeta0"]), max(1e-5, 2 * _max_abs(out, exact))
+    assert diff <= tolerance, f"max |out − reference| {diff:.3e} > {tolerance:.3e}"
     border = ref_cases.psnr_border(case)
     value = psnr(float_to_uint8(out)[0], case["gt_uint8"].numpy(), border=border)
     assert value == pytest.approx(ORACLE_PSNR[name], abs=0.1)
@@ -74,35 +92,46 @@ def test_oracle_network_matches_reference_and_its_psnr(name, ref_cases, oracle_f
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
 def test_tiny_unet_bitwise_in_reference_layout(
-    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads, convolution_platform, record_property
+    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads, convolution_platform, fft_allowance,
+    record_property,
 ):
     """With the network evaluated as the reference did (2 threads, its memory layouts), ζ = 0 from the
     reference x_T reproduces the whole trajectory (bit-exact platform, measured: bitwise, also from our own
     x_T except SR; elsewhere within 300·δ_fwd, measured on AMD EPYC: 4.4e-5 … 6.2e-4 against 2.1e-3)."""
     case = ref_cases.case(name)
-    out = diffpir_sample(
-        reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case), ref_cases.config(case),
-        x_T=case["x_T"], schedule=stored_schedule,
-    )
-    diff, tolerance = _max_abs(out, case["out_x0"]), convolution_platform.end_to_end_tolerance()
+
+    def run(config):
+        return diffpir_sample(
+            reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case), config, x_T=case["x_T"],
+            schedule=stored_schedule,
+        )
+
+    out = run(ref_cases.config(case))
+    diff = _max_abs(out, case["out_x0"])
+    tolerance = convolution_platform.end_to_end_tolerance() + fft_allowance(run, ref_cases.config(case), out)
     note = convolution_platform.record(record_property, max_abs_diff=diff, tolerance=tolerance)
     assert diff <= tolerance, note
 
 
 @pytest.mark.parametrize("name", ["deblur_gaussian", "inpaint_box"])
 def test_tiny_unet_stochastic_run_bitwise(
-    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads, convolution_platform, record_property
+    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads, convolution_platform, fft_allowance,
+    record_property,
 ):
     """ζ > 0 with a CPU generator seeded 0 (ζ = 0.3 uses both noise terms, ζ = 1 only n₂): the sampler's
     draw order and noise reproduce the reference's stochastic run (bit-exact platform, measured: bitwise in
     all five cases; elsewhere within 300·δ_fwd, measured on AMD EPYC: 3.6e-5, 4.4e-5 against 2.1e-3)."""
     case = ref_cases.case(name)
-    out = diffpir_sample(
-        reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case),
-        ref_cases.config(case, stochastic=True), x_T=case["x_T"], generator=[torch.Generator().manual_seed(0)],
-        schedule=stored_schedule,
-    )
-    diff, tolerance = _max_abs(out, case["out_x0_stochastic_seed0"]), convolution_platform.end_to_end_tolerance()
+
+    def run(config):
+        return diffpir_sample(
+            reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case), config, x_T=case["x_T"],
+            generator=[torch.Generator().manual_seed(0)], schedule=stored_schedule,
+        )
+
+    out = run(ref_cases.config(case, stochastic=True))
+    diff = _max_abs(out, case["out_x0_stochastic_seed0"])
+    tolerance = convolution_platform.end_to_end_tolerance() + fft_allowance(run, ref_cases.config(case, stochastic=True), out)
     note = convolution_platform.record(record_property, max_abs_diff=diff, tolerance=tolerance)
     assert diff <= tolerance, note
 
@@ -158,16 +187,25 @@ def test_tiny_unet_teacher_forced_steps(name, ref_cases, tiny_unet, stored_sched
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
-def test_tiny_unet_end_to_end_stays_near_reference(name, ref_cases, tiny_unet, stored_schedule):
+def test_tiny_unet_end_to_end_stays_near_reference(
+    name, ref_cases, tiny_unet, stored_schedule, convolution_platform, fft_allowance, record_property
+):
     """With the sampler's own contiguous network input (1 thread) the UNet rounds differently by ~1e-6
     per call; the early data steps amplify that to 0.5–1.4e-4 on the outputs (measured; docs/algorithm.md §10.4
-    expects 0.6–1.3e-4 for 1e-6 network noise), and the uint8 PSNR is the reference's to 0.01 dB."""
+    expects 0.6–1.3e-4 for 1e-6 network noise): within ``numerics_tolerance`` (FAST_PATH_TOLERANCE on a
+    bit-exact platform), and the uint8 PSNR is the reference's to 0.01 dB."""
     case = ref_cases.case(name)
-    out = diffpir_sample(
-        tiny_unet, ref_cases.operator(case), ref_cases.measurement(case), ref_cases.config(case),
-        generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
-    )
-    assert _max_abs(out, case["out_x0"]) <= 1e-3
+
+    def run(config):
+        return diffpir_sample(
+            tiny_unet, ref_cases.operator(case), ref_cases.measurement(case), config,
+            generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
+        )
+
+    out = run(ref_cases.config(case))
+    diff = _max_abs(out, case["out_x0"])
+    tolerance = numerics_tolerance(convolution_platform) + fft_allowance(run, ref_cases.config(case), out)
+    assert diff <= tolerance, convolution_platform.record(record_property, max_abs_diff=diff, tolerance=tolerance)
     border = ref_cases.psnr_border(case)
     ours = psnr(float_to_uint8(out)[0], case["gt_uint8"].numpy(), border=border)
     theirs = psnr(case["out_uint8"].numpy(), case["gt_uint8"].numpy(), border=border)
@@ -175,27 +213,42 @@ def test_tiny_unet_end_to_end_stays_near_reference(name, ref_cases, tiny_unet, s
 
 
 FAST_PATH_TOLERANCE = 1e-3
-"""max |out − reference| allowed for the default fast numerics (SDPA attention, channels-last), the bound of the
-contiguous run above: the fast path only changes the UNet's float32 rounding (by ~1e-6 per call, like a layout
-change), which the first data steps amplify (docs/algorithm.md §4.8)."""
+"""max |out − reference-layout run| allowed for a change of the UNet's numerics on one platform (the default fast
+numerics: SDPA attention, channels-last; or the sampler's contiguous single-threaded input): it only changes the
+network's float32 rounding (by ~1e-6 per call, like a layout change), which the first data steps amplify
+(docs/algorithm.md §4.8; measured 0.5–3.0e-4). It compares two runs on the same CPU, so it does not depend on
+which CPU that is."""
+
+
+def numerics_tolerance(platform) -> float:
+    """max |out − reference| for a run with other numerics than the reference's: FAST_PATH_TOLERANCE (the numerics
+    change on this platform) plus the reference-layout run's own end-to-end tolerance on this platform (1e-5 where
+    bit-exact, 300·δ_fwd elsewhere), by the triangle inequality."""
+    return FAST_PATH_TOLERANCE + platform.end_to_end_tolerance()
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
 @pytest.mark.parametrize("stochastic", [False, True])
-def test_fast_numerics_stay_within_the_stated_tolerance(name, stochastic, ref_cases, tiny_unet, stored_schedule, record_property):
+def test_fast_numerics_stay_within_the_stated_tolerance(
+    name, stochastic, ref_cases, tiny_unet, stored_schedule, convolution_platform, fft_allowance, record_property
+):
     """The default numerics against the reference's own outputs (ζ = 0 and its seeded stochastic run, same noise
-    order): within FAST_PATH_TOLERANCE (measured on AMD EPYC: see docs/algorithm.md §4.8), uint8 PSNR to 0.01 dB."""
+    order): within ``numerics_tolerance`` (measured on AMD EPYC: see docs/algorithm.md §4.8), uint8 PSNR to 0.01 dB."""
     case = ref_cases.case(name)
     config = ref_cases.config(case, stochastic=stochastic, numerics="fast")
     assert config.numerics == type(config)().numerics  # the default
-    out = diffpir_sample(
-        tiny_unet, ref_cases.operator(case), ref_cases.measurement(case), config, x_T=case["x_T"],
-        generator=[torch.Generator().manual_seed(0)], schedule=stored_schedule,
-    )
+
+    def run(config):
+        return diffpir_sample(
+            tiny_unet, ref_cases.operator(case), ref_cases.measurement(case), config, x_T=case["x_T"],
+            generator=[torch.Generator().manual_seed(0)], schedule=stored_schedule,
+        )
+
+    out = run(config)
     expected = case["out_x0_stochastic_seed0" if stochastic else "out_x0"]
     diff = _max_abs(out, expected)
-    record_property("max_abs_diff", diff)
-    assert diff <= FAST_PATH_TOLERANCE
+    tolerance = numerics_tolerance(convolution_platform) + fft_allowance(run, config, out)
+    assert diff <= tolerance, convolution_platform.record(record_property, max_abs_diff=diff, tolerance=tolerance)
     border = ref_cases.psnr_border(case)
     if not stochastic:
         ours = psnr(float_to_uint8(out)[0], case["gt_uint8"].numpy(), border=border)

@@ -22,9 +22,11 @@ def test_linear_schedule_matches_reference_tables(components):
     # β and the sequential float32 cumprod are exact by construction
     assert torch.equal(ours.betas, stored["betas"])
     assert torch.equal(ours.alphas_cumprod, stored["alphas_cumprod"])
-    # roots: bitwise with PyTorch's CPU sqrt, ±1 ulp where a platform rounds its sqrt correctly
-    for name in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sigma_bar"):
-        ulp = torch.finfo(torch.float32).eps * stored[STORED_NAMES[name]].abs()
+    # roots: bitwise with PyTorch's CPU sqrt, ±1 ulp where a platform rounds its sqrt (or the vectorised kernel
+    # its division) otherwise; σ̄ = √(1−ᾱ)/√ᾱ combines two roots and a quotient: ±2 ulps (measured on an Intel
+    # Xeon with AVX2 kernels: 2 ulps)
+    for name, ulps in (("sqrt_alphas_cumprod", 1), ("sqrt_one_minus_alphas_cumprod", 1), ("sigma_bar", 2)):
+        ulp = ulps * torch.finfo(torch.float32).eps * stored[STORED_NAMES[name]].abs()
         assert ((getattr(ours, name) - stored[STORED_NAMES[name]]).abs() <= ulp).all(), name
 
 
@@ -75,7 +77,9 @@ def test_visited_step_counts_and_t_start():
 
 
 @pytest.mark.parametrize("name", ["sr_x4_bicubic", "deblur_gaussian", "deblur_motion", "inpaint_box", "inpaint_random"])
-def test_trace_timesteps_and_rho_exact(name, ref_cases):
+def test_trace_timesteps_exact_and_rho_to_ulps(name, ref_cases):
+    """Visited t exactly; ρ = fl(1/fl(σ̄²))·w bitwise where σ̄ is (the reference machine), else within the
+    relative error of a σ̄ off by 2 ulps: 2·2 + 2 roundings ≤ 6·eps."""
     case = ref_cases.case(name)
     hp = case["hp"]
     steps = visited_timesteps(hp["iter_num"], hp["skip_type"], hp["t_start"])
@@ -83,7 +87,9 @@ def test_trace_timesteps_and_rho_exact(name, ref_cases):
     schedule = Schedule.linear()
     assert [s["t_i"] for s in case["trace"]] == steps
     assert [s["t_im1"] for s in case["trace"]] == steps[1:] + [None]
-    assert [float(schedule.rho(t, weight)) for t in steps] == [s["rho"] for s in case["trace"]]
+    eps = torch.finfo(torch.float32).eps
+    for t, step in zip(steps, case["trace"], strict=True):
+        assert abs(float(schedule.rho(t, weight)) - step["rho"]) <= 6 * eps * step["rho"], t
 
 
 def test_rho_examples_and_per_image_weights():

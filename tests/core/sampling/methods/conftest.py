@@ -23,6 +23,16 @@ def official_vectors() -> dict:
 
 
 @pytest.fixture(scope="session")
+def vector_platform(official_vectors: dict, vector_unet: nn.Module, probe_forwards):
+    """Whether this platform reproduces the vectors' tiny-UNet forwards (two stored DDRM states, t = 950 and
+    900) bit for bit, and δ_fwd where it does not; probed once per session."""
+    probe = official_vectors["unet_probe"]
+    return probe_forwards(
+        vector_unet, probe["x"], probe["t"], probe["eps"], probed="the vectors' tiny UNet at t = 950, 900 (1 thread, contiguous)"
+    )
+
+
+@pytest.fixture(scope="session")
 def clean32(official_vectors: dict) -> torch.Tensor:
     """The vectors' 32×32 test image, (1, 3, 32, 32) in [0, 1]."""
     return official_vectors["clean_u8"].float() / 255
