@@ -104,7 +104,7 @@ def run(
 
     run_ids: list[Any] = []  # the job's flow run, to mark Cancelled after Ctrl-C / SIGTERM
     from diffpir_cli.secrets import split_secrets, warning
-    from flows.credentials import in_environment
+    from diffpir_core.environment import changed_environment
 
     public, secrets = split_secrets(job)  # credentials stay out of Prefect's parameters, DB and UI
     if note := warning(secrets):
@@ -112,7 +112,7 @@ def run(
     with sigterm_as_interrupt():
         try:
             server = start_temporary_server()  # dies with this process, even on SIGKILL
-            with listening(on_progress), in_environment(secrets):
+            with listening(on_progress), changed_environment(secrets):
                 state = restore(job=public, shards=shard or None, return_state=True)
             if server is not None:
                 stop_when_recorded(server, [state.state_details.flow_run_id])  # stopped at exit while it records, it logs tracebacks

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from diffpir_core.environment import changed_environment
+
 # Every listening port of `weed mini` but the S3 one; -s3.port.iceberg/-s3.port.lance are switched off instead.
 PORT_FLAGS = (
     "master.port",
@@ -144,24 +146,14 @@ def running_s3(root: Path, key: str, secret: str, buckets: tuple[str, ...] = ())
     """A server under ``root`` enforcing ``key``/``secret``, with ``buckets``; inside the block this process (and
     every process it starts: Dask workers, Prefect workers, benchmark phases) holds them in ``AWS_ACCESS_KEY_ID``/
     ``AWS_SECRET_ACCESS_KEY``, where s3fs looks, so storage options never carry them."""
-    env = {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        with SeaweedS3(root, key, secret) as server:
-            if buckets:
-                import s3fs
+    with changed_environment({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}), SeaweedS3(root, key, secret) as server:
+        if buckets:
+            import s3fs
 
-                fs = s3fs.S3FileSystem(**server.storage_options())
-                for bucket in buckets:
-                    fs.mkdir(bucket)
-            yield server
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+            fs = s3fs.S3FileSystem(**server.storage_options())
+            for bucket in buckets:
+                fs.mkdir(bucket)
+        yield server
 
 
 def _answers(url: str) -> bool:

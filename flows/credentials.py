@@ -10,10 +10,6 @@ loads it on the worker and sets those variables for the run. Threads of the loca
 the run inherit them; the workers of an existing Dask cluster need them in their own environment.
 """
 
-import contextlib
-import os
-from collections.abc import Iterator
-
 AWS_ENV = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY", "token": "AWS_SESSION_TOKEN"}
 
 
@@ -31,18 +27,3 @@ def block_credentials(name: str | None) -> dict[str, str]:
     if not isinstance(value, dict) or not {"key", "secret"} <= value.keys():
         raise ValueError(f"credentials_block {name!r}: its value must be JSON with 'key' and 'secret' (and optionally 'token')")
     return {AWS_ENV[name]: str(item) for name, item in value.items() if name in AWS_ENV and item is not None}
-
-
-@contextlib.contextmanager
-def in_environment(env: dict[str, str]) -> Iterator[None]:
-    """``env`` set in ``os.environ`` inside the block, the previous values back after it."""
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

@@ -6,9 +6,7 @@ worker needs both settings.
 """
 
 import contextlib
-import os
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import dask
@@ -16,6 +14,7 @@ from distributed import Client, WorkerPlugin
 from distributed.comm import get_address_host
 from prefect_dask import DaskTaskRunner
 
+from diffpir_core.environment import changed_environment
 from diffpir_core.threads import restore_malloc_thresholds, split_cores
 from tasks.priors import use_threads
 
@@ -44,20 +43,10 @@ def host_slots(client: Client) -> dict[str, int]:
     return dict(slots)
 
 
-@contextlib.contextmanager
-def _spawn_environ_restored() -> Iterator[None]:
+def _spawn_environ_restored() -> contextlib.AbstractContextManager[None]:
     """A Dask nanny writes ``distributed.nanny.pre-spawn-environ`` (``OMP_NUM_THREADS=1``, ...) into *this* process's
     environment before it spawns a worker and leaves it there; put the flow process's own values back."""
-    keys = list(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-    saved = {key: os.environ.get(key) for key in keys}
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return changed_environment(keep=dask.config.get("distributed.nanny.pre-spawn-environ", {}))
 
 
 class ThreadedDaskTaskRunner(DaskTaskRunner):

@@ -20,11 +20,12 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from diffpir_core.environment import changed_environment
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import Job
 from diffpir_core.reporting import image_outcome, markdown_table, nothing_restored, verdict
 from diffpir_core.variants import Run
-from flows.credentials import block_credentials, in_environment
+from flows.credentials import block_credentials
 from flows.naming import evaluate_run_name
 from tasks.errors import describe, with_job_retries
 from tasks.ingest import ingest_input, plan_run
@@ -208,7 +209,7 @@ def done_manifests(job: Job, plan: RunPlan, refs: list[ShardRef]) -> dict[str, d
 def evaluate(job: Job, credentials_block: str | None = None) -> dict[str, Any]:
     """Metrics and report for the outputs a job has already written (shards not done are listed as pending); for a
     comparison, every variant × task and the comparison's table. ``credentials_block`` as for ``restore``."""
-    with in_environment(block_credentials(credentials_block)):
+    with changed_environment(block_credentials(credentials_block)):
         return _evaluate(job)
 
 

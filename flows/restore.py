@@ -20,11 +20,12 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from diffpir_core.environment import changed_environment
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.job import DaskRunner, Job
 from diffpir_core.progress import watching
 from diffpir_core.reporting import image_outcome, nothing_restored
-from flows.credentials import block_credentials, in_environment
+from flows.credentials import block_credentials
 from flows.evaluate import RunResult, score_and_report, score_comparison, summarise_comparison
 from flows.naming import job_run_name, shards_run_name
 from flows.progress import ShardProgress
@@ -155,7 +156,7 @@ def restore(job: Job, shards: list[str] | None = None, force: bool = False, cred
     without it they come from the worker's environment.
     A comparison (``variants``/``tasks``) runs ``restore-shards`` once per variant × task on the shared
     measurements, then one table of all of them (``score_comparison``)."""
-    with in_environment(block_credentials(credentials_block)):
+    with changed_environment(block_credentials(credentials_block)):
         return _restore(job, shards, force)
 
 

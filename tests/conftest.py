@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from diffpir_cli.seaweed import running_s3
+from diffpir_core.models import build_unet, save_prior
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPACT_TESTVECTORS = REPO_ROOT / "tests" / "data" / "testvectors"
@@ -88,6 +89,26 @@ def literal_keys_s3_options() -> Iterator[dict]:
     host, port = server.get_host_and_port()
     yield {"endpoint_url": f"http://{host}:{port}", "key": "moto", "secret": "moto", "client_kwargs": {"region_name": "eu-west-1"}}
     server.stop()
+
+
+TINY_UNET = {
+    "image_size": 32,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,1",
+    "attention_resolutions": "",
+    "learn_sigma": True,
+    "use_scale_shift_norm": True,
+    "resblock_updown": True,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 0.35 M-parameter guided-diffusion UNet for 32×32 images, saved as safetensors."""
+    torch.manual_seed(0)
+    unet = build_unet(**TINY_UNET)
+    return save_prior(unet, tmp_path_factory.mktemp("prior") / "tiny.safetensors", TINY_UNET)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

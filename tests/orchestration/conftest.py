@@ -30,19 +30,9 @@ from prefect.settings import (
 from prefect.testing.utilities import prefect_test_harness
 
 from diffpir_core.job import Job, parse_job
-from diffpir_core.models import build_unet, load_prior, save_prior
+from diffpir_core.models import load_prior
 from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise
 
-TINY_UNET = {
-    "image_size": 32,
-    "num_channels": 32,
-    "num_res_blocks": 1,
-    "channel_mult": "1,1",
-    "attention_resolutions": "",
-    "learn_sigma": True,
-    "use_scale_shift_norm": True,
-    "resblock_updown": True,
-}
 # One intra-op thread: on a small shared machine PyTorch's default thread pool makes these tiny
 # convolutions ~30x slower (measured: 21.8 s vs 0.6 s for one 4-image shard on 2 loaded cores).
 torch.set_num_threads(1)
@@ -64,14 +54,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             from prefect.settings import PREFECT_API_URL
 
             yield PREFECT_API_URL.value()
-
-
-@pytest.fixture(scope="session")
-def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random 0.35 M-parameter guided-diffusion UNet for 32×32 images, saved as safetensors."""
-    torch.manual_seed(0)
-    unet = build_unet(**TINY_UNET)
-    return save_prior(unet, tmp_path_factory.mktemp("prior") / "tiny.safetensors", TINY_UNET)
 
 
 def write_images(folder: Path, count: int, size: int = 32, seed: int = 0) -> dict[str, np.ndarray]:

@@ -19,7 +19,6 @@ from uuid import UUID
 import numpy as np
 import pytest
 import s3fs
-import torch
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
@@ -27,20 +26,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from diffpir_cli.seaweed import free_ports
 from diffpir_core.job import parse_job
-from diffpir_core.models import build_unet, load_prior, save_prior
+from diffpir_core.models import load_prior
 from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_UNET = {
-    "image_size": 32,
-    "num_channels": 32,
-    "num_res_blocks": 1,
-    "channel_mult": "1,1",
-    "attention_resolutions": "",
-    "learn_sigma": True,
-    "use_scale_shift_norm": True,
-    "resblock_updown": True,
-}
 
 
 @dataclass
@@ -149,7 +138,7 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory, tiny_prior: Path) -> Iterator[Stack]:
     """The stack, up, with the ``restore`` flow deployed to its pool as ``restore/stack`` (module entrypoint, no
     concurrency limit); each Prefect worker takes up to 4 runs at a time and polls every second."""
     root = tmp_path_factory.mktemp("stack")
@@ -165,8 +154,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.script("up")
         values = dict(line.split("=", 1) for line in (root / "s3.env").read_text().split())
         stack.credentials.update(key=values["AWS_ACCESS_KEY_ID"], secret=values["AWS_SECRET_ACCESS_KEY"])
-        torch.manual_seed(0)
-        stack.prior = str(save_prior(build_unet(**TINY_UNET), root / "tiny.safetensors", TINY_UNET))
+        stack.prior = str(tiny_prior)
         with temporary_settings({PREFECT_API_URL: stack.api}):
             from prefect.deployments.runner import EntrypointType
 

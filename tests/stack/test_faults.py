@@ -129,6 +129,15 @@ def _restored_twice(stack, output: str, run_ids: list[UUID]) -> tuple[int, int]:
     return sum(count > 1 for count in restorations.values()), again
 
 
+def _assert_as_uninterrupted(stack, output: str, expected: dict[str, np.ndarray], twice: int) -> None:
+    """Every image restored, equal to an uninterrupted run's, and no shard restored twice."""
+    restored = _restored(stack, output)
+    assert restored.keys() == expected.keys()
+    for key, pixels in expected.items():
+        np.testing.assert_array_equal(restored[key], pixels, err_msg=key)
+    assert twice == 0
+
+
 def _wait_for_shards(stack, output: str, count: int, timeout: float = 120) -> float:
     deadline = time.monotonic() + timeout
     while _done(stack, output) < count:
@@ -151,11 +160,7 @@ def test_dask_worker_killed_mid_job(stack) -> None:
         twice, again = _restored_twice(stack, job["output"], [run_id])
         print(f"\ndask worker killed {killed - started:.1f} s into the run (2 shards done); completed {recovered - killed:.1f} s later; "
               f"shards restored twice: {twice}; work units run again after finishing: {again}")
-        restored = _restored(stack, job["output"])
-        assert restored.keys() == expected.keys()
-        for key, pixels in expected.items():
-            np.testing.assert_array_equal(restored[key], pixels, err_msg=key)
-        assert twice == 0
+        _assert_as_uninterrupted(stack, job["output"], expected, twice)
     finally:
         stack.script("up")  # the worker back for the next tests
 
@@ -211,11 +216,7 @@ def test_flow_run_process_killed_then_retried_through_the_api(stack) -> None:
     print(f"\nflow-run process killed {killed - started:.1f} s into the run ({len(done_before)} shards done); Crashed "
           f"{crashed - killed:.1f} s later; the retry completed {finished - crashed:.1f} s after that; shards restored twice: {twice}")
     assert {key for key, status in statuses.items() if status == "skipped"} >= done_before
-    restored = _restored(stack, job["output"])
-    assert restored.keys() == expected.keys()
-    for key, pixels in expected.items():
-        np.testing.assert_array_equal(restored[key], pixels, err_msg=key)
-    assert twice == 0
+    _assert_as_uninterrupted(stack, job["output"], expected, twice)
 
 
 def test_s3_server_stopped_for_20_s_mid_run(stack) -> None:
@@ -240,11 +241,7 @@ def test_s3_server_stopped_for_20_s_mid_run(stack) -> None:
     twice, _ = _restored_twice(stack, job["output"], runs)
     print(f"\nSeaweedFS stopped {stopped - started:.1f} s into the run for {back - stopped:.1f} s; first run {run.state.name}; "
           f"all shards done {finished - back:.1f} s after the restart ({len(runs)} run(s)); shards restored twice: {twice}")
-    restored = _restored(stack, job["output"])
-    assert restored.keys() == expected.keys()
-    for key, pixels in expected.items():
-        np.testing.assert_array_equal(restored[key], pixels, err_msg=key)
-    assert twice == 0
+    _assert_as_uninterrupted(stack, job["output"], expected, twice)
 
 
 def _exited(process: psutil.Process) -> bool:
@@ -296,11 +293,7 @@ def test_database_restarted_mid_run(stack) -> None:
     twice, _ = _restored_twice(stack, job["output"], [run_id])
     print(f"\nPostgreSQL stopped {stopped - started:.1f} s into the run and started {back - stopped:.1f} s later; the run ended "
           f"{first}, completed {finished - back:.1f} s after the restart (run count {run.run_count}); shards restored twice: {twice}")
-    restored = _restored(stack, job["output"])
-    assert restored.keys() == expected.keys()
-    for key, pixels in expected.items():
-        np.testing.assert_array_equal(restored[key], pixels, err_msg=key)
-    assert twice == 0
+    _assert_as_uninterrupted(stack, job["output"], expected, twice)
 
 
 def test_many_runs_submitted_at_once_all_complete(stack) -> None:
