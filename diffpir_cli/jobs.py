@@ -9,6 +9,7 @@ import typer
 
 from diffpir_core.io import StoreError
 from diffpir_core.job import Job, JobError, load_job
+from diffpir_core.task_kinds.base import AUTO_SIGMA
 
 QUARANTINE_SHOWN = 10  # quarantined images the text view of `diffpir status` names per job (--json: all)
 
@@ -240,7 +241,10 @@ def _effective_sampler(job: Job) -> str:
         settings = run.job.sampler_settings()
         values = settings.config.model_dump(mode="json")
         lines.append(f"# effective {run.method} settings{title} ({settings.config.nfes} network calls per image):")
-        lines += [f"#   {name + ':':<17} {values[name]!s:<8} from {source}" for name, source in settings.sources.items()]
+        sources = dict(settings.sources)
+        if getattr(run.job.task, "noise_sigma", None) == AUTO_SIGMA and "noise_sigma" in sources:
+            values["noise_sigma"], sources["noise_sigma"] = "auto", "task (estimated per image from its measurement)"
+        lines += [f"#   {name + ':':<17} {values[name]!s:<8} from {source}" for name, source in sources.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -145,3 +146,11 @@ def test_the_demo_prior_on_photos_says_it_is_a_demo(tmp_path: Path) -> None:
     (cost,) = cost_lines(job.model_copy(update={"sampler": {"iter_num": 20}}), sizes)  # the tiles every step costs, counted
     assert cost.startswith("cost: 20 network calls per image x 117 tile forward(s) each (640x427 restored, 64-px prior)"), cost
     assert "about 2,340 tile forwards per image" in cost
+
+
+def test_dry_run_says_an_auto_noise_level_is_estimated_per_image(make_job, images_8: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "k.npy", np.full((5, 5), 1 / 25, np.float32))
+    job = make_job(images_8, tmp_path / "out", mode="restore", task={"kind": "deblur", "kernel": str(tmp_path / "k.npy"), "noise_sigma": "auto"})
+    result = _run(job, tmp_path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "noise_sigma:      auto     from task (estimated per image from its measurement)" in result.output, result.output
