@@ -84,20 +84,24 @@ class Fit:
     overlap: int | None = None
     tile_batch: int = 8
 
-    def tiles(self, height: int, width: int, image_size: int | None) -> int:
-        """Tile forwards per network call on a ``height`` × ``width`` image for a prior trained at ``image_size``."""
+    def _tiling(self, image_size: int | None) -> tuple[int, int] | None:
+        """(tile, overlap) for a prior trained at ``image_size``; None when tiling is off or the size unknown."""
         tile = self.tile if self.tile is not None else image_size or 0
         if not tile:
+            return None
+        return tile, tile // 4 if self.overlap is None else self.overlap
+
+    def tiles(self, height: int, width: int, image_size: int | None) -> int:
+        """Tile forwards per network call on a ``height`` × ``width`` image for a prior trained at ``image_size``."""
+        tiling = self._tiling(image_size)
+        if tiling is None:
             return 1
-        overlap = tile // 4 if self.overlap is None else self.overlap
-        return len(tile_starts(height, tile, overlap)) * len(tile_starts(width, tile, overlap))
+        return len(tile_starts(height, *tiling)) * len(tile_starts(width, *tiling))
 
     def network(self, unet: torch.nn.Module) -> torch.nn.Module:
         """``unet`` wrapped for tiled evaluation, unless tiling is off or the prior's size is unknown."""
-        tile = self.tile if self.tile is not None else getattr(unet, "image_size", 0)
-        if not tile:
-            return unet
-        return TiledUNet(unet, tile, tile // 4 if self.overlap is None else self.overlap, self.tile_batch)
+        tiling = self._tiling(getattr(unet, "image_size", 0))
+        return unet if tiling is None else TiledUNet(unet, *tiling, self.tile_batch)
 
 
 def _reflect(y: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
