@@ -21,7 +21,7 @@ from skimage import data
 from bench.results import write_results
 from diffpir_core.models import X0Predictor, load_prior, recommended_sampler
 from diffpir_core.operators import Blur, SuperResolution, gaussian_kernel, imresize
-from diffpir_core.restore import Fit
+from diffpir_core.runs.batches import Fit
 from diffpir_core.sampling import Schedule, rho_weight, visited_timesteps
 
 RESULTS = Path(__file__).resolve().parent / "results" / "boundary.json"

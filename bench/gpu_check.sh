@@ -85,7 +85,7 @@ runner: {kind: dask, cluster_class: dask_cuda.LocalCUDACluster, cluster_kwargs: 
 YAML
   cp "$job/job.yaml" "$out/dask_cuda_job.yaml"
   export PREFECT_HOME="$job/prefect" PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=false
-  step dask_cuda_job 120 "$py" -m diffpir_cli.app run "$job/job.yaml"
+  step dask_cuda_job 120 "$py" -m diffpir_flow.cli.app run "$job/job.yaml"
 fi
 
 "$py" - "$status" "$out/gpu_check.json" <<'PY'

@@ -180,7 +180,7 @@ def _s3_phases(work: Path, source_bytes: int, pixel_bytes: int, record: Any) -> 
     """Copy the images to an S3 bucket (SeaweedFS), then ingest S3 -> S3 and read the S3 store back."""
     import s3fs
 
-    from diffpir_cli.seaweed import running_s3
+    from diffpir_flow.cli.seaweed import running_s3
 
     with running_s3(work / "seaweedfs", "bench-key", "bench-secret", (BUCKET,)) as server:
         options = server.storage_options()

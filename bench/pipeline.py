@@ -37,11 +37,11 @@ from PIL import Image
 from prefect import flow
 
 from diffpir_core.io import DatasetStore
-from diffpir_core.job import Job, parse_job
 from diffpir_core.models import build_unet, load_prior, save_prior
-from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise
-from flows.restore import restore
-from tasks.plan import read_plans
+from diffpir_core.runs.batches import inputs_from_arrays, restore_batchwise, synthesise
+from diffpir_core.runs.job import Job, parse_job
+from diffpir_core.runs.plan import read_plans
+from diffpir_flow.flows.run import run as run_flow
 
 TINY_UNET = {
     "image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1",
@@ -79,7 +79,7 @@ def _sampler_seconds(job: Job, input_store: str) -> float:
 
 def _timed(job: Job) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
-    state = restore(job=job, return_state=True)
+    state = run_flow(job=job, return_state=True)
     wall = time.perf_counter() - started
     if not state.is_completed():
         raise SystemExit(f"benchmark job failed: {state.message}")

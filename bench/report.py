@@ -28,14 +28,14 @@ from PIL import Image
 
 from diffpir_core.reporting import (
     Extremes,
+    ReportFacts,
     ReportSample,
-    RunInfo,
     ShardTiming,
     markdown_strip,
     pick_images,
     write_report,
 )
-from diffpir_core.restore import inputs_from_arrays, synthesise
+from diffpir_core.runs.batches import inputs_from_arrays, synthesise
 from diffpir_core.task_kinds import TASK_KINDS
 
 SHARD_SIZE = 16
@@ -80,7 +80,7 @@ def report_build(images: int) -> dict[str, Any]:
     rng = np.random.default_rng(images)
     rows = _rows(rng, images)
     timeline = _timeline(rng, -(-images // SHARD_SIZE))
-    info = RunInfo(task="sr x4, σ=0.05", dataset="bench", prior="demo", nfes=100, wall_seconds=3600.0, baseline="bicubic")
+    info = ReportFacts(task="sr x4, σ=0.05", dataset="bench", prior="demo", nfes=100, wall_seconds=3600.0, baseline="bicubic")
     times: dict[str, float] = {}
     started = time.perf_counter()
     picks = pick_images(rows, SAMPLES, EXTREMES)

@@ -44,10 +44,10 @@ TINY_UNET = {
 
 def install() -> None:
     """Make every prior this process loads take ``$DIFFPIR_BENCH_FORWARD_S`` seconds per forward call."""
-    import tasks.priors
+    import diffpir_core.runs.priors
 
     seconds = float(os.environ.get(FORWARD_ENV, "0"))
-    real_load = getattr(tasks.priors.load_prior, "__wrapped__", tasks.priors.load_prior)
+    real_load = getattr(diffpir_core.runs.priors.load_prior, "__wrapped__", diffpir_core.runs.priors.load_prior)
 
     def load_prior(*args: Any, **kwargs: Any) -> Any:
         prior = real_load(*args, **kwargs)
@@ -63,7 +63,7 @@ def install() -> None:
         return prior
 
     load_prior.__wrapped__ = real_load  # type: ignore[attr-defined]
-    tasks.priors.load_prior = load_prior
+    diffpir_core.runs.priors.load_prior = load_prior
 
 
 def dask_setup(worker: Any) -> None:
@@ -119,9 +119,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     install()
     from prefect import flow
 
-    from diffpir_core.job import parse_job
-    from flows.restore import restore
-    from flows.status import job_status
+    from diffpir_core.runs.job import parse_job
+    from diffpir_core.runs.status import job_status
+    from diffpir_flow.flows.run import run as run_flow
 
     @flow(name="bench-warm-up")
     def warm_up() -> None:
@@ -146,14 +146,14 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         **spec.get("job", {}),
     })
     started = time.perf_counter()
-    state = restore(job=job, return_state=True)
+    state = run_flow(job=job, return_state=True)
     wall = time.perf_counter() - started
     if not state.is_completed():
         raise SystemExit(f"benchmark job failed: {state.message}")
     summary = state.result()
     rss_run = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
-    again = restore(job=job, return_state=True)
+    again = run_flow(job=job, return_state=True)
     rerun = time.perf_counter() - started
     started = time.perf_counter()
     status = job_status(f"{work}/out", options)
@@ -222,7 +222,7 @@ def main() -> None:
     os.environ[FORWARD_ENV] = str(args.forward_s)
     job_fields = _job_fields(args.job)
     rows = []
-    from diffpir_cli.seaweed import running_s3
+    from diffpir_flow.cli.seaweed import running_s3
 
     s3 = cluster = None
     with contextlib.ExitStack() as stack:

@@ -3,7 +3,7 @@
 
 Forward (bundled demo prior, 64², batch ``--batch``): each round times the main process, a plain
 ``distributed.LocalCluster`` worker (the nanny's environment: ``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_=65536``)
-and a worker of the project's Dask runner (``flows.runners.build_task_runner``, thread plugin registered), all at
+and a worker of the project's Dask runner (``diffpir_flow.flows.runners.build_task_runner``, thread plugin registered), all at
 the same thread count; plus the plain worker at torch's own count there. Rounds are interleaved; medians reported.
 ``diffpir run``: a small evaluate job (8 images 64², 2 shards, ``--nfe`` steps, local runner) in a subprocess; the
 sampler seconds are the sum of the shard records' ``sample`` timings, wall is the whole command (server start included),
@@ -36,7 +36,7 @@ CLUSTER = {"n_workers": 1, "threads_per_worker": 1, "processes": True, "dashboar
 def forward_seconds(threads: int | None, batch: int, reps: int) -> tuple[float, int]:
     """Median seconds of one demo-prior forward at ``threads`` (None: leave torch's count) in the calling thread."""
     from diffpir_core.models import load_prior
-    from diffpir_core.threads import apply_threads
+    from diffpir_core.runs.threads import apply_threads
 
     if threads is not None:
         apply_threads(threads)
@@ -56,8 +56,8 @@ def forward_table(threads: int, batch: int, reps: int, rounds: int) -> dict[str,
     """Forward medians over interleaved rounds: main, plain Dask worker, project Dask worker (and plain at its default)."""
     from distributed import Client, LocalCluster
 
-    from diffpir_core.job import parse_job
-    from flows.runners import build_task_runner
+    from diffpir_core.runs.job import parse_job
+    from diffpir_flow.flows.runners import build_task_runner
 
     job = parse_job({"input": "unused", "output": "unused", "threads": threads, "runner": {"kind": "dask", "cluster_kwargs": CLUSTER}})
     samples: dict[str, list[float]] = {"main": [], "dask worker (nanny defaults)": [], "dask worker (project runner)": []}

@@ -24,7 +24,7 @@ from results import write_results
 from diffpir_core.metrics import float_to_uint8, psnr, ssim
 from diffpir_core.models import load_prior, recommended_sampler
 from diffpir_core.models.tiling import tile_starts
-from diffpir_core.restore import Fit, inputs_from_arrays, restore_batchwise
+from diffpir_core.runs.batches import Fit, inputs_from_arrays, restore_batchwise
 from diffpir_core.sampling import resolve_sampler
 from diffpir_core.task_kinds import TaskSpec
 from diffpir_core.training import HELD_OUT_IMAGES, load_rgb_u8

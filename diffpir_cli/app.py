@@ -14,7 +14,7 @@ if not os.environ.get("PREFECT_API_URL", "unset").strip():
 
 import typer
 
-from diffpir_cli import data, demo, jobs, models, train
+from diffpir_flow.cli import data, demo, jobs, models, train
 
 app = typer.Typer(
     name="diffpir",

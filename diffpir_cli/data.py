@@ -86,7 +86,7 @@ def export_command(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Write a job's restored images (or a store's images) as PNG files named after the original ids."""
-    from tasks.plan import export_source, matching_plans  # here: the job plans are only needed by export
+    from diffpir_core.runs.plan import export_source, matching_plans  # here: the job plans are only needed by export
 
     options = _options(store, endpoint_url)
     try:

@@ -50,7 +50,7 @@ def write_demo_inputs(folder: Path, names: tuple[str, ...] = DEMO_TILES) -> list
 
 def demo_job(root: Path, label: str, *, prior: str = "demo", iter_num: int | None = None, images: int = 6) -> Any:
     """The demo's job for task ``label`` (a key of DEMO_TASKS): input ``<root>/input``, output ``<root>/<label>``."""
-    from diffpir_core.job import parse_job
+    from diffpir_core.runs.job import parse_job
 
     task = DEMO_TASKS[label]
     sampler = {} if iter_num is None else {"iter_num": iter_num}
@@ -107,9 +107,9 @@ def demo(
         raise typer.Exit(2)
     import torch
 
-    from diffpir_cli.server import start_temporary_server, stop_when_recorded
-    from diffpir_cli.tables import render, summary_row
-    from flows.restore import restore
+    from diffpir_flow.cli.server import start_temporary_server, stop_when_recorded
+    from diffpir_flow.cli.tables import render, summary_row
+    from diffpir_flow.flows.run import run as run_flow
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -123,7 +123,7 @@ def demo(
         job = demo_job(out, label, prior=prior, iter_num=iter_num, images=images)
         typer.echo(f"restoring: {job.task_label()} ({job.sampler_config().iter_num} steps) -> {job.output}")
         task_start = time.perf_counter()
-        state = restore(job=job, return_state=True)
+        state = run_flow(job=job, return_state=True)
         flow_runs.append(state.state_details.flow_run_id)
         result = state.result(raise_on_failure=False)
         if not state.is_completed():

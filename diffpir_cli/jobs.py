@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from diffpir_core.io import StoreError
-from diffpir_core.job import Job, JobError, load_job
+from diffpir_core.runs.job import Job, JobError, load_job
 from diffpir_core.task_kinds.base import AUTO_SIGMA
 
 QUARANTINE_SHOWN = 10  # quarantined images the text view of `diffpir status` names per job (--json: all)
@@ -44,8 +44,8 @@ def run(
     except JobError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    from diffpir_core.preflight import cost_lines, demo_prior_notice, preflight, restored_sizes
     from diffpir_core.reporting import nothing_restored, outcome_line
+    from diffpir_core.runs.preflight import cost_lines, demo_prior_notice, preflight, restored_sizes
 
     sizes = restored_sizes(job)
     if dry_run:
@@ -78,8 +78,8 @@ def run(
         raise typer.Exit(2) from None
     from tqdm import tqdm
 
-    from flows.progress import ShardProgress, listening
-    from flows.restore import restore
+    from diffpir_flow.flows.progress import ShardProgress, listening
+    from diffpir_flow.flows.run import run as run_flow
 
     _tidy_console(debug)  # after `import prefect`, which installs the console handler
 
@@ -101,11 +101,11 @@ def run(
 
     from prefect.exceptions import TerminationSignal
 
-    from diffpir_cli.server import Terminated, sigterm_as_interrupt, start_temporary_server, stop_when_recorded
+    from diffpir_flow.cli.server import Terminated, sigterm_as_interrupt, start_temporary_server, stop_when_recorded
 
     run_ids: list[Any] = []  # the job's flow run, to mark Cancelled after Ctrl-C / SIGTERM
-    from diffpir_cli.secrets import split_secrets, warning
-    from diffpir_core.environment import changed_environment
+    from diffpir_core.runs.environment import changed_environment
+    from diffpir_flow.cli.secrets import split_secrets, warning
 
     public, secrets = split_secrets(job)  # credentials stay out of Prefect's parameters, DB and UI
     if note := warning(secrets):
@@ -114,7 +114,7 @@ def run(
         try:
             server = start_temporary_server()  # dies with this process, even on SIGKILL
             with listening(on_progress), changed_environment(secrets):
-                state = restore(job=public, shards=shard or None, return_state=True)
+                state = run_flow(job=public, shards=shard or None, return_state=True)
             if server is not None:
                 stop_when_recorded(server, [state.state_details.flow_run_id])  # stopped at exit while it records, it logs tracebacks
         except (KeyboardInterrupt, TerminationSignal) as err:
@@ -139,7 +139,7 @@ def run(
     for shard, reason in sorted(reasons.items()):
         typer.echo(f"  shard {shard}: {reason}", err=True)
     raised = state.result(raise_on_failure=False)
-    from tasks.errors import EndpointUnreachable, is_transient
+    from diffpir_core.runs.failures import EndpointUnreachable, is_transient
 
     if isinstance(raised, BaseException) and debug:
         raise raised
@@ -158,9 +158,9 @@ _BAR = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} images [{elapsed}<{r
 
 
 def _results_table(summary: dict[str, Any], job: Job) -> str | None:
-    """The compact table of what ran (``diffpir_cli.tables``): a comparison's rows, else the job's ``summary.json``
+    """The compact table of what ran (``diffpir_flow.cli.tables``): a comparison's rows, else the job's ``summary.json``
     beside its report; None when it cannot be read."""
-    from diffpir_cli.tables import comparison_row, render, summary_row
+    from diffpir_flow.cli.tables import comparison_row, render, summary_row
 
     if summary.get("variants"):
         return render([comparison_row(row) for row in summary["variants"]])
@@ -233,7 +233,7 @@ def _effective_sampler(job: Job) -> str:
     """The sampler settings the job (each variant × task of a comparison) runs with and where each value came from,
     as YAML comments."""
     lines = []
-    for run in job.runs():
+    for run in job.cells():
         title = f" of {run.name} on {run.task}" if job.is_comparison() else ""
         if run.job is None:
             lines.append(f"# {run.name} on {run.task}: n/a, {run.reason}")
@@ -258,7 +258,7 @@ def status(
 ) -> None:
     """List the jobs an output holds and their shards: done, failed (with reason), pending; and the quarantined images."""
     from diffpir_core.reporting.text import problem_line
-    from flows.status import job_status, output_status
+    from diffpir_core.runs.status import job_status, output_status
 
     options = {}
     for item in storage_option or []:

@@ -6,7 +6,7 @@ path ``weed`` fixes at ``/tmp/seaweedfs-<part>-grpc-<port>.sock``: :meth:`Seawee
 ports. With ``key``/``secret`` the gateway enforces them (SeaweedFS makes them its admin identity): a request
 signed with other credentials is refused, so a test against it shows which credentials a process really used.
 
-``python -m diffpir_cli.seaweed ROOT --s3-port 8333 --bucket NAME`` replaces itself by the server (its PID is the
+``python -m diffpir_flow.cli.seaweed ROOT --s3-port 8333 --bucket NAME`` replaces itself by the server (its PID is the
 server's), with credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from diffpir_core.environment import changed_environment
+from diffpir_core.runs.environment import changed_environment
 
 # Every listening port of `weed mini` but the S3 one; -s3.port.iceberg/-s3.port.lance are switched off instead.
 PORT_FLAGS = (

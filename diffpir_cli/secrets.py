@@ -2,14 +2,14 @@
 
 Flow and task parameters are stored in the Prefect database and shown by its API and UI, so a job carrying
 ``storage_options: {key: ..., secret: ...}`` would leave its credentials there. :func:`split_secrets` takes the
-S3 credentials out of the job (``key``, ``secret``, ``token``) and ``diffpir_core.environment.changed_environment`` puts them where s3fs /
+S3 credentials out of the job (``key``, ``secret``, ``token``) and ``diffpir_core.runs.environment.changed_environment`` puts them where s3fs /
 botocore look by default (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) for the run:
 threads of the local runner and a Dask cluster created by the run inherit them; remote Dask workers need them in
 their own environment (or an instance role), which is where they belong anyway.
 """
 
-from diffpir_core.job import Job
-from flows.credentials import AWS_ENV
+from diffpir_core.runs.job import Job
+from diffpir_flow.flows.credentials import AWS_ENV
 
 
 def split_secrets(job: Job) -> tuple[Job, dict[str, str]]:

@@ -1,7 +1,7 @@
 """The ``threads`` job field on Dask: a worker plugin that sets torch's threads (and glibc's malloc thresholds) in
 every worker, and the Dask task runner that registers it as soon as it connects.
 
-Imported only for Dask runners (``distributed`` is slow to import). See :mod:`diffpir_core.threads` for why a
+Imported only for Dask runners (``distributed`` is slow to import). See :mod:`diffpir_core.runs.threads` for why a
 worker needs both settings.
 """
 
@@ -14,9 +14,9 @@ from distributed import Client, WorkerPlugin
 from distributed.comm import get_address_host
 from prefect_dask import DaskTaskRunner
 
-from diffpir_core.environment import changed_environment
-from diffpir_core.threads import restore_malloc_thresholds, split_cores
-from tasks.priors import use_threads
+from diffpir_core.runs.environment import changed_environment
+from diffpir_core.runs.priors import use_threads
+from diffpir_core.runs.threads import restore_malloc_thresholds, split_cores
 
 PLUGIN_NAME = "diffpir-threads"
 

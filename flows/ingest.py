@@ -4,9 +4,9 @@ from typing import Any
 
 from prefect import flow
 
-from diffpir_core.job import Job
-from flows.naming import ingest_run_name
-from tasks.ingest import ingest_input
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.prepare import ingest_input
+from diffpir_flow.flows.naming import ingest_run_name
 
 
 @flow(name="ingest", flow_run_name=ingest_run_name)

@@ -4,7 +4,7 @@ import re
 
 from prefect.runtime import flow_run
 
-from diffpir_core.job import Job
+from diffpir_core.runs.job import Job
 
 
 def job_run_name(suffix: str = "") -> str:
@@ -14,15 +14,15 @@ def job_run_name(suffix: str = "") -> str:
     job = job if isinstance(job, Job) else Job.model_validate(job)
     what = job.task_label()
     if job.is_comparison():
-        runs = job.runs()
-        what = f"compare-{len({r.name for r in runs})}-variants-{len({r.task for r in runs})}-tasks"
+        cells = job.cells()
+        what = f"compare-{len({c.name for c in cells})}-variants-{len({c.task for c in cells})}-tasks"
     if label := flow_run.parameters.get("label"):
         what = re.sub(r"[^\w.=-]+", "-", label.replace(" on ", "-")).strip("-")
     return f"{what}-{job.dataset_name()}-{job.mode}{suffix}"
 
 
 def shards_run_name() -> str:
-    """Name of the ``restore-shards`` sub-flow run: ``DPS-inpaint-box-demo-tiles-evaluate-shards`` in a comparison."""
+    """Name of the ``run-shards`` sub-flow run: ``DPS-inpaint-box-demo-tiles-evaluate-shards`` in a comparison."""
     return job_run_name("-shards")
 
 
@@ -31,6 +31,6 @@ def ingest_run_name() -> str:
     return job_run_name("-ingest")
 
 
-def evaluate_run_name() -> str:
-    """Name of an ``evaluate`` flow run."""
+def score_run_name() -> str:
+    """Name of a ``score`` flow run."""
     return job_run_name("-scores")

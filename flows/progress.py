@@ -2,7 +2,7 @@
 
 Listeners are plain callables ``(progress, manifest_or_error_or_None)`` registered in this process; the
 flow calls :meth:`ShardProgress.advance` as each shard finishes, and shards restored in this process report their
-sampler steps through :mod:`diffpir_core.progress` (:meth:`ShardProgress.on_step`), so the UI and the terminal show
+sampler steps through :mod:`diffpir_core.runs.progress` (:meth:`ShardProgress.on_step`), so the UI and the terminal show
 the same numbers, inside long shards too. Nothing here is a flow parameter: listeners never travel to workers.
 """
 
@@ -74,7 +74,7 @@ class ShardProgress:
         update_progress_artifact(artifact_id=self._artifact_id, progress=100.0 * min(share, 1.0), description=self._description())
 
     def on_step(self, shard: str, images_done: float) -> None:
-        """Images of the running shard ``shard`` done so far (from :class:`diffpir_core.progress.ShardMeter`)."""
+        """Images of the running shard ``shard`` done so far (from :class:`diffpir_core.runs.progress.ShardMeter`)."""
         with self._lock:
             self._partial[shard] = images_done
         self._publish(self._step_every_s)

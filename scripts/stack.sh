@@ -94,7 +94,7 @@ up_postgres() {
 }
 
 up() {  # starts every part that is not up: after a crash, `up` again restarts what is missing
-    "$venv/bin/python" -c "import diffpir_cli.seaweed as s; s.weed_binary()"  # says what to install if weed is missing
+    "$venv/bin/python" -c "import diffpir_flow.cli.seaweed as s; s.weed_binary()"  # says what to install if weed is missing
     up_postgres
     if [ ! -f "$dir/s3.env" ]; then
         (umask 077; printf 'AWS_ACCESS_KEY_ID=stack-%s\nAWS_SECRET_ACCESS_KEY=%s\n' \
@@ -106,7 +106,7 @@ up() {  # starts every part that is not up: after a crash, `up` again restarts w
     start prefect-server "${common[@]}" \
         PREFECT_API_DATABASE_CONNECTION_URL="postgresql+asyncpg://postgres@127.0.0.1:$pg_port/prefect" -- \
         "$venv/bin/prefect" server start --host 127.0.0.1 --port "$prefect_port"
-    start seaweedfs "${s3_env[@]}" -- "$venv/bin/python" -m diffpir_cli.seaweed "$dir/seaweedfs" --s3-port "$s3_port" --bucket diffpir
+    start seaweedfs "${s3_env[@]}" -- "$venv/bin/python" -m diffpir_flow.cli.seaweed "$dir/seaweedfs" --s3-port "$s3_port" --bucket diffpir
     start dask-scheduler "${common[@]}" -- "$venv/bin/dask" scheduler --host 127.0.0.1 --port "$dask_port" --no-dashboard
     for i in 1 2; do
         start "dask-worker-$i" "${common[@]}" "${s3_env[@]}" -- "$venv/bin/dask" worker "tcp://127.0.0.1:$dask_port" \

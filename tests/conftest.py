@@ -10,8 +10,8 @@ from types import ModuleType
 import pytest
 import torch
 
-from diffpir_cli.seaweed import running_s3
 from diffpir_core.models import build_unet, save_prior
+from diffpir_flow.cli.seaweed import running_s3
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPACT_TESTVECTORS = REPO_ROOT / "tests" / "data" / "testvectors"

@@ -27,7 +27,7 @@ GAIN_METRIC = "gain_psnr"
 
 
 @dataclass
-class RunInfo:
+class ReportFacts:
     """Facts about a run that the rows do not carry.
 
     ``task`` is a display label ("sr x4, sigma 0.05"); ``baseline`` the name of the task's classical
@@ -61,7 +61,7 @@ def metric_names(rows: Sequence[Row]) -> list[str]:
     return known + [name for name in seen if name not in METRIC_ORDER]
 
 
-def build_summary(rows: Sequence[Row], info: RunInfo) -> dict[str, Any]:
+def build_summary(rows: Sequence[Row], info: ReportFacts) -> dict[str, Any]:
     """The run's summary: identity, throughput, per-metric statistics, FID, what failed or is missing.
 
     A metric column without any value is listed as unavailable even when ``info`` gives no reason.

@@ -12,7 +12,7 @@ import fsspec
 from diffpir_core.reporting.html import Extremes, render_pages
 from diffpir_core.reporting.images import ReportSample
 from diffpir_core.reporting.plots import ShardTiming
-from diffpir_core.reporting.summary import Row, RunInfo, build_summary
+from diffpir_core.reporting.summary import ReportFacts, Row, build_summary
 from diffpir_core.reporting.text import metrics_csv, render_markdown, to_json
 
 REPORT_FILES = ("metrics.csv", "summary.json", "report.md", "report.html", "report-card.html")
@@ -29,7 +29,7 @@ class ReportFiles:
 def write_report(
     output_uri: str,
     rows: Sequence[Row],
-    info: RunInfo,
+    info: ReportFacts,
     samples: Sequence[ReportSample] = (),
     *,
     extremes: Extremes | None = None,

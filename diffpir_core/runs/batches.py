@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from diffpir_core.metrics import float_to_uint8, uint8_to_float
 from diffpir_core.models.tiling import TiledUNet, tile_starts
 from diffpir_core.operators import estimate_noise_sigma
-from diffpir_core.progress import ShardMeter
+from diffpir_core.runs.progress import ShardMeter
 from diffpir_core.sampling import restore_with
 from diffpir_core.sampling.common import StepCallback
 from diffpir_core.task_kinds import TaskKind

@@ -2,7 +2,7 @@
 
 Each run is a plain job (one method, one task) with a hash of its own, so each writes its own output array and
 records and a re-run only restores what is missing; variants of one task share the task's synthesised
-measurements (``tasks.plan``). A variant whose method cannot use a task's operator (DDRM without an SVD) is a
+measurements (``diffpir_core.runs.plan``). A variant whose method cannot use a task's operator (DDRM without an SVD) is a
 run without a job, reported as n/a, as the paper does for motion blur.
 """
 
@@ -37,12 +37,12 @@ class Variant(BaseModel):
     )
 
 
-class Run(NamedTuple):
+class Cell(NamedTuple):
     """One variant on one task: its job, or None and why the method cannot run the task."""
 
     name: str
     task: str
-    job: Any  # diffpir_core.job.Job | None (the job module imports this one)
+    job: Any  # diffpir_core.runs.job.Job | None (the job module imports this one)
     reason: str | None = None
     method: str = "diffpir"
     settings: Mapping[str, Any] = {}
@@ -91,11 +91,11 @@ def expand_variants(
     tasks: Sequence[TaskKind],
     storage_options: Mapping[str, Any],
     build: Callable[[str, dict[str, Any], TaskKind], Any],
-) -> list[Run]:
+) -> list[Cell]:
     """The runs of every variant on every task (tasks outer). A variant's settings go over the job's ``sampler``
     when it keeps the job's method (another method starts from its own preset); ``build(method, sampler, task)``
     makes the run's job. Raises ``ValueError`` naming the variant for bad settings or duplicate names."""
-    runs: list[Run] = []
+    cells: list[Cell] = []
     for task in tasks:
         names: set[str] = set()
         for index, variant in enumerate(variants):
@@ -114,6 +114,6 @@ def expand_variants(
                 names.add(name)
                 problem = operator_problem(method, task, storage_options)
                 job = None if problem else build(method, settings, task)
-                runs.append(Run(name, task.label(), job, problem, method, settings, point))
+                runs.append(Cell(name, task.label(), job, problem, method, settings, point))
     return runs
 

@@ -6,24 +6,18 @@ shard attempts that failed with a connection error to one endpoint, and after :d
 once with :class:`EndpointUnreachable` (permanent, not retried), so a job against a dead endpoint fails in bounded
 time, naming its shards and the cause.
 
-Prefect calls :func:`retry_transient` before each retry; a permanent error (a ``ValueError`` from a bad
-kernel file, a ``StoreError`` from a damaged store, a checkpoint that does not load) fails the shard
-at once, with its message, instead of burning retries and delay.
+Only transient failures are retried (``diffpir_flow.tasks.retries`` asks :func:`is_transient`); a permanent error (a
+``ValueError`` from a bad kernel file, a ``StoreError`` from a damaged store, a checkpoint that does not load) fails
+the shard at once, with its message, instead of burning retries and delay.
 """
 
 import socket
 import threading
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import torch
-from prefect import Task
-from prefect.tasks import exponential_backoff
-
 from diffpir_core.io import StoreError
-from diffpir_core.job import Job
-
-T = TypeVar("T", bound=Task)
 
 _PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -44,19 +38,6 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
         return True
     return type(exc).__module__.split(".")[0] in {"botocore", "aiobotocore", "aiohttp", "urllib3"}
-
-
-def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry only when the failure is transient."""
-    exc = state.result(raise_on_failure=False)
-    return isinstance(exc, BaseException) and is_transient(exc)
-
-
-def with_job_retries(task: T, job: Job) -> T:
-    """``task`` retrying transient errors as the job says (``retries``, ``retry_delay_s`` doubling, 20 % jitter)."""
-    return task.with_options(
-        retries=job.retries, retry_delay_seconds=exponential_backoff(job.retry_delay_s), retry_jitter_factor=0.2
-    )
 
 
 def describe(exc: BaseException) -> str:

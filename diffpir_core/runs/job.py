@@ -23,10 +23,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from diffpir_core.models import recommended_sampler
-from diffpir_core.restore import Fit
+from diffpir_core.runs.batches import Fit
 from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, method_preset, resolve_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
-from diffpir_core.variants import MethodName, Run, Variant, expand_variants, operator_problem
+from diffpir_core.runs.cells import Cell, MethodName, Variant, expand_variants, operator_problem
 
 JOB_SCHEMA_VERSION = 1
 FULL_REFERENCE_METRICS = frozenset({"psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid"})
@@ -238,7 +238,7 @@ class Job(_Strict):
         if self.ingest.size_policy in ("center_crop", "resize") and self.ingest.size is None:
             raise ValueError(f"ingest.size: required with ingest.size_policy {self.ingest.size_policy}")
         if self.is_comparison():
-            self.runs()  # every variant's settings validated, names unique
+            self.cells()  # every variant's settings validated, names unique
             return self
         try:
             self.sampler_settings()
@@ -252,12 +252,12 @@ class Job(_Strict):
         """Whether the job lists variants or several tasks (then :meth:`runs` has one job per variant and task)."""
         return self.variants is not None or self.tasks is not None
 
-    def runs(self) -> list[Run]:
+    def cells(self) -> list[Cell]:
         """The jobs of a comparison, one per variant × task (each a plain job: no variants, one task), in the order
         of ``tasks`` then ``variants``; a variant whose method cannot use a task's operator (DDRM without an SVD)
         has no job and the reason instead. A plain job is its own single run."""
         if not self.is_comparison():
-            return [Run(self.method, self.task.label(), self, method=self.method, settings=self.sampler)]
+            return [Cell(self.method, self.task.label(), self, method=self.method, settings=self.sampler)]
         base = self.model_dump(exclude={"variants", "tasks", "method", "sampler", "task"})
 
         def build(method: str, sampler: dict[str, Any], task: TaskSpec) -> "Job":
@@ -323,7 +323,7 @@ class Job(_Strict):
         not DiffPIR (DiffPIR jobs keep the hashes they had before methods existed); a comparison's hash is that of its
         runs' hashes."""
         if self.is_comparison():
-            runs = [(run.name, run.task, run.job.job_hash() if run.job else run.reason) for run in self.runs()]
+            runs = [(run.name, run.task, run.job.job_hash() if run.job else run.reason) for run in self.cells()]
             return hashlib.sha256(json.dumps({"schema": JOB_SCHEMA_VERSION, "comparison": runs}).encode()).hexdigest()
         identity = {
             "schema": JOB_SCHEMA_VERSION,

@@ -2,17 +2,17 @@
 metrics and the report read them back exactly as the sampler saw them. Restore mode reads the input.
 
 The store is the job's own, or for a comparison's variant the one its task's variants share
-(``RunPlan.measurements``): the first variant to restore a shard records its measurements, the others read them.
+(``JobPlan.measurements``): the first variant to restore a shard records its measurements, the others read them.
 """
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.job import Job
-from diffpir_core.restore import ShardInputs, inputs_as_given, inputs_from_arrays, synthesise
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.batches import ShardInputs, inputs_as_given, inputs_from_arrays, synthesise
 from diffpir_core.task_kinds.base import GivenData
-from tasks.plan import RunPlan, group_of, input_checksum
+from diffpir_core.runs.plan import JobPlan, group_of
 
 
-def given_data(job: Job, plan: RunPlan, source: DatasetStore, ref: ShardRef) -> GivenData | None:
+def given_data(job: Job, plan: JobPlan, source: DatasetStore, ref: ShardRef) -> GivenData | None:
     """Restore mode: the shard's operator data from the task's files, images without usable data quarantined,
     found from the size group alone (no pixels read); None in evaluate mode."""
     if plan.measurement_prefix is not None:
@@ -21,7 +21,7 @@ def given_data(job: Job, plan: RunPlan, source: DatasetStore, ref: ShardRef) -> 
     return job.task.given(list(ref.ids), (ref.size, group.height, group.width), job.storage_options)
 
 
-def shard_identity(plan: RunPlan, checksum: str, given: GivenData | None) -> dict[str, str]:
+def shard_identity(plan: JobPlan, checksum: str, given: GivenData | None) -> dict[str, str]:
     """The identity a shard record carries: the plan's, plus the bytes of the shard's per-image files if any."""
     identity = plan.identity(checksum)
     if given is not None and given.identity:
@@ -34,13 +34,13 @@ def measurement_paths(job: Job, prefix: str, height: int, width: int) -> dict[st
     return {name: f"{prefix}/{name}" for name in job.task.measurement_arrays(height, width, job.storage_options)}
 
 
-def _shard_paths(job: Job, plan: RunPlan, source: DatasetStore, ref: ShardRef) -> dict[str, str]:
+def _shard_paths(job: Job, plan: JobPlan, source: DatasetStore, ref: ShardRef) -> dict[str, str]:
     group = group_of(source, ref)
     return measurement_paths(job, str(plan.measurement_prefix), group.height, group.width)
 
 
 def prepare_measurements(
-    job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef, checksum: str,
+    job: Job, plan: JobPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef, checksum: str,
     given: GivenData | None = None,
 ) -> ShardInputs:
     """The shard's sampler inputs; in evaluate mode synthesised and recorded first unless a matching record exists."""
@@ -59,17 +59,17 @@ def prepare_measurements(
     return inputs_from_arrays(job.task, list(ref.ids), data)
 
 
-def _measurement_store(plan: RunPlan, out: DatasetStore, *, writable: bool) -> DatasetStore:
+def _measurement_store(plan: JobPlan, out: DatasetStore, *, writable: bool) -> DatasetStore:
     if plan.measurement_store is None or plan.measurement_store == out.uri:
         return out
     return DatasetStore.open(plan.measurement_store, out.storage_options, writable=writable)
 
 
-def _measurement_identity(plan: RunPlan, checksum: str) -> dict[str, str]:
+def _measurement_identity(plan: JobPlan, checksum: str) -> dict[str, str]:
     return {"measurement": str(plan.measurement_prefix), "input": checksum, "code_version": plan.code_version}
 
 
-def measurement_inputs(job: Job, plan: RunPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef) -> ShardInputs:
+def measurement_inputs(job: Job, plan: JobPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef) -> ShardInputs:
     """The shard's measurements and operator parameters as the sampler saw them (read only). Where the store holds
     none for the shard (a comparison's variant found done in its own store before the shared store existed), they are
     synthesised again: seeded per image, they are the ones the sampler saw."""
@@ -77,7 +77,7 @@ def measurement_inputs(job: Job, plan: RunPlan, source: DatasetStore, out: Datas
         return inputs_as_given(job.task, list(ref.ids), source.read_images(ref), job.storage_options)
     store = _measurement_store(plan, out, writable=False)
     paths = _shard_paths(job, plan, source, ref)
-    identity = _measurement_identity(plan, input_checksum(source, ref))
+    identity = _measurement_identity(plan, source.rows_digest(ref))
     if not all(store.record_matches(ref, path, identity) for path in paths.values()):
         data = synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, job.storage_options)
         return inputs_from_arrays(job.task, list(ref.ids), data)

@@ -7,7 +7,7 @@ Output layout (``<output>`` is the job's ``output``; several jobs may share it):
                                           place (absent when the job's input already is a dataset store)
     <output>/jobs/<job hash[:16]>/        everything of one job:
         job.yaml                          the effective job (secrets redacted)
-        run.json                          the RunPlan below, locations relative to <output>
+        run.json                          the JobPlan below, locations relative to <output>
         restored.zarr                     a store aligned with the input's rows on the job's shard grid, holding
             restored                      the restored images, uint8 (N, H, W, 3), with one record per shard
             measurements/<hash>/{y,kernel,mask}   evaluate mode: synthesised measurements
@@ -34,7 +34,7 @@ from diffpir_core import __version__
 from diffpir_core.io import DatasetStore, ShardRecord, ShardRef, SizeGroup
 from diffpir_core.io.listing import listed
 from diffpir_core.io.uris import filesystem, is_local, join, local_path, put_atomic, redact_uri
-from diffpir_core.job import Job
+from diffpir_core.runs.job import Job
 
 # Bump when the restoration of a shard changes its pixels for the same job (seeding, batching, quantisation).
 RESTORE_REVISION = 2
@@ -70,7 +70,7 @@ def input_location(job: Job) -> str:
     return f"inputs/{hashlib.sha256(key.encode()).hexdigest()[:16]}.zarr"
 
 
-class RunPlan(BaseModel):
+class JobPlan(BaseModel):
     """Everything a shard task needs besides the job: small, picklable, identical for every shard.
 
     Locations are absolute while the job runs; ``run.json`` (:meth:`to_json`) stores those inside the output
@@ -129,7 +129,7 @@ class RunPlan(BaseModel):
         return json.dumps(data, indent=1)
 
     @classmethod
-    def from_json(cls, text: str, output: str) -> "RunPlan":
+    def from_json(cls, text: str, output: str) -> "JobPlan":
         """The plan in ``run.json`` text, for the output at ``output`` (wherever it was when it was written)."""
         data = json.loads(text)
         for name in _LOCATIONS:
@@ -155,6 +155,17 @@ class ShardSelection(BaseModel):
             else:
                 ranges.append((group, index, index + 1))
         return cls(ranges=tuple(ranges))
+
+    @classmethod
+    def of(cls, store: DatasetStore, keys: list[str] | None) -> "ShardSelection":
+        """All shards of ``store``, or those named in ``keys``; unknown keys are an error naming a few known ones."""
+        if keys is None:
+            return cls()
+        known = {ref.key for ref in store.shards()}
+        unknown = sorted(set(keys) - known)
+        if unknown:
+            raise ValueError(f"unknown shard(s) {unknown}; this store has {sorted(known)[:5]}... ({len(known)} shards)")
+        return cls.of_keys(keys)
 
     def resolve(self, store: DatasetStore) -> list[ShardRef]:
         """The selected shards of ``store``, in the store's order."""
@@ -183,11 +194,6 @@ def group_of(store: DatasetStore, ref: ShardRef) -> SizeGroup:
     return next(group for group in store.groups() if group.name == ref.group)
 
 
-def input_checksum(source: DatasetStore, ref: ShardRef) -> str:
-    """Identity of a shard's input: the ids, source sha256 and pixel sha256 of its rows (cheap to read)."""
-    return source.rows_digest(ref)
-
-
 def measurement_hash(task_identity: dict, seed: int) -> str:
     """Identity of synthesised measurements: task parameters (kernel/mask files by their bytes, see
     ``Job.task_identity``) and seed (the ground truth is checked separately)."""
@@ -212,7 +218,7 @@ def read_text(output: str, relative: str, storage_options: dict) -> str | None:
         return None
 
 
-def write_status(plan: RunPlan, ref: ShardRef, storage_options: dict, *, state: str, attempts: int, error: str | None) -> None:
+def write_status(plan: JobPlan, ref: ShardRef, storage_options: dict, *, state: str, attempts: int, error: str | None) -> None:
     """Record the outcome of an attempt (the data record stays the proof of done)."""
     status = {
         "id": ref.key,
@@ -224,7 +230,7 @@ def write_status(plan: RunPlan, ref: ShardRef, storage_options: dict, *, state: 
     write_text(plan.output, plan.status_path(ref), json.dumps(status), storage_options)
 
 
-def read_statuses(plan: RunPlan, storage_options: dict, threads: int = 8) -> dict[str, dict]:
+def read_statuses(plan: JobPlan, storage_options: dict, threads: int = 8) -> dict[str, dict]:
     """The last attempt status of every shard that has one, by shard key: one listing of the job's status folder,
     then only the files it holds (a few failed shards, not one lookup per shard)."""
     fs, base = filesystem(plan.output, storage_options)
@@ -246,7 +252,7 @@ def quarantined_images(source: DatasetStore | None, records: Mapping[str, ShardR
     return entries
 
 
-def read_plans(output: str, storage_options: dict) -> list[RunPlan]:
+def read_plans(output: str, storage_options: dict) -> list[JobPlan]:
     """The plans of every job in ``output``, the one planned last first; [] when it holds none."""
     fs, base = filesystem(output, storage_options)
     try:
@@ -257,24 +263,24 @@ def read_plans(output: str, storage_options: dict) -> list[RunPlan]:
     for folder in folders:
         text = read_text(output, f"jobs/{folder.rstrip('/').rsplit('/', 1)[-1]}/run.json", storage_options)
         if text is not None:
-            plans.append(RunPlan.from_json(text, output))
+            plans.append(JobPlan.from_json(text, output))
     return sorted(plans, key=lambda plan: plan.planned_at, reverse=True)
 
 
-def _describe_plan(plan: RunPlan) -> str:
+def _describe_plan(plan: JobPlan) -> str:
     named = f"variant {plan.variant!r}, task {plan.task}, " if plan.variant else ""
     return f"{plan.job_hash[:16]} ({named}{plan.title}, planned {plan.planned_at})"
 
 
 def matching_plans(
     uri: str, storage_options: dict, job: str | None = None, variant: str | None = None, task: str | None = None
-) -> list[RunPlan] | None:
+) -> list[JobPlan] | None:
     """The plans of the jobs ``uri`` names (a job folder ``<output>/jobs/<hash>``: its own; a job output: all of them)
     whose hash starts with ``job``, variant is ``variant`` and task label is ``task`` (each case-insensitive, when
     given); None when ``uri`` is neither (a dataset store, e.g. a ``restored.zarr``)."""
     text = read_text(uri, "run.json", storage_options)
     if text is not None:
-        plans = [RunPlan.from_json(text, uri.rstrip("/").rsplit("/", 2)[0])]
+        plans = [JobPlan.from_json(text, uri.rstrip("/").rsplit("/", 2)[0])]
     else:
         fs, base = filesystem(uri, storage_options)
         if not (fs.exists(join(base, "diffpir-output.json")) or fs.isdir(join(base, "jobs"))):
@@ -283,7 +289,7 @@ def matching_plans(
         if not plans:
             raise ValueError(f"{redact_uri(uri)} is a job output but holds no job yet (no jobs/<hash>/run.json); run one first")
 
-    def fits(plan: RunPlan) -> bool:
+    def fits(plan: JobPlan) -> bool:
         return (
             (job is None or plan.job_hash.startswith(job))
             and (variant is None or (plan.variant or "").lower() == variant.lower())

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from diffpir_core.io.decode import IMAGE_EXTENSIONS
 from diffpir_core.io.uris import filesystem, is_local, join, local_path, redact_uri
-from diffpir_core.job import DaskRunner, Job
+from diffpir_core.runs.job import DaskRunner, Job
 from diffpir_core.models import prior_image_size, prior_path
 
 INPUT_SAMPLE = 64
@@ -195,7 +195,7 @@ def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
     """What the run costs per image, in tile forwards: NFEs × tiles per network call (a photo larger than the prior's
     training size is restored tile by tile, every step)."""
     lines = []
-    for run in job.runs():
+    for run in job.cells():
         if run.job is None:
             continue
         nfes = run.job.sampler_config().nfes
@@ -215,7 +215,7 @@ def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
 def demo_prior_notice(job: Job, sizes: list[tuple[int, int]]) -> str | None:
     """A one-line notice when the bundled demo prior is to restore images larger than its training size."""
     trained = prior_image_size("demo")
-    uses_demo = any(run.job is not None and run.job.prior == "demo" for run in job.runs())
+    uses_demo = any(run.job is not None and run.job.prior == "demo" for run in job.cells())
     larger = [hw for hw in sizes if trained and max(hw) > trained]
     if not uses_demo or not larger:
         return None
@@ -228,7 +228,7 @@ def demo_prior_notice(job: Job, sizes: list[tuple[int, int]]) -> str | None:
 
 def check_prior(job: Job) -> list[str]:
     """``prior``: the weights file of every run's prior is there."""
-    priors = {run.job.prior for run in job.runs() if run.job is not None} or {job.prior}
+    priors = {run.job.prior for run in job.cells() if run.job is not None} or {job.prior}
     problems = []
     for prior in sorted(priors):
         path = prior_path(prior)

@@ -1,23 +1,21 @@
-"""Prefect tasks that get a job's stores ready: claim the output and ingest the input (if needed), then plan the job.
+"""Get a job's stores ready: claim the output and ingest the input (if needed), then plan the job.
 
 Both are idempotent: the output's ingest of the input is refreshed in place (exactly the new, changed, removed and
 damaged images are re-ingested; unchanged ones keep their rows), the job's store is re-aligned with it (shards whose
 rows did not change stay done), and arrays that exist are left as they are.
 """
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
-
-from prefect import get_run_logger, task
 
 from diffpir_core.io import DatasetStore, IngestSummary, StoreError, ingest, refresh
 from diffpir_core.io.outputs import claim_output
 from diffpir_core.io.uris import filesystem, join, redact_uri
-from diffpir_core.job import Job
-from diffpir_core.threads import planned_threads
-from tasks.errors import retry_transient
-from tasks.plan import CODE_VERSION, RunPlan, input_location, job_folder, measurement_hash, read_text, shared_measurement_location, write_text
-from tasks.priors import prior_sha256, resolve_device
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.threads import planned_threads
+from diffpir_core.runs.plan import CODE_VERSION, JobPlan, input_location, job_folder, measurement_hash, read_text, shared_measurement_location, write_text
+from diffpir_core.runs.priors import prior_sha256, resolve_device
 
 
 def input_is_store(job: Job) -> bool:
@@ -46,13 +44,14 @@ def _ingested(job: Job, uri: str) -> IngestSummary:
     return refresh(job.input, uri, storage_options=job.storage_options)
 
 
-@task(name="ingest", retry_condition_fn=retry_transient)
-def ingest_input(job: Job, force: bool = False) -> dict[str, Any]:
+log = logging.getLogger(__name__)
+
+
+def ingest_input(job: Job, force: bool = False, logger: logging.Logger | logging.LoggerAdapter = log) -> dict[str, Any]:
     """Claim the output (``force``: also one that is not empty and not diffpir's), then the job's input as a
     dataset store: the input itself when it is one, else the output's ingest of it, brought up to date.
     Returns the store's URI, its image count and (for an ingest) how many images were added, changed, repaired,
     removed or kept."""
-    logger = get_run_logger()
     claim_output(job.output, job.input, job.storage_options, force=force)
     if input_is_store(job):
         store = DatasetStore.open(job.input, job.storage_options)
@@ -87,15 +86,14 @@ def _job_store(job: Job, uri: str, source: DatasetStore) -> DatasetStore:
 def _recorded_threads(job: Job, folder: str) -> int | None:
     """The threads an earlier run of this job recorded in its ``run.json`` (None: no earlier run, or none recorded)."""
     text = read_text(job.output, f"{folder}/run.json", job.storage_options)
-    return None if text is None else RunPlan.from_json(text, job.output).threads
+    return None if text is None else JobPlan.from_json(text, job.output).threads
 
 
-@task(name="plan-run", retry_condition_fn=retry_transient)
-def plan_run(job: Job, input_store: str, shared_measurements: bool = False, variant: str | None = None) -> RunPlan:
+def plan_job(job: Job, input_store: str, shared_measurements: bool = False, variant: str | None = None) -> JobPlan:
     """Resolve device, prior digest and threads (those of the job's first run, see ``planned_threads``), prepare the
     job's store and its arrays, write job.yaml and run.json.
     ``shared_measurements`` (a comparison's variant): evaluate-mode measurements go into the store the task's
-    variants share (``tasks.plan.shared_measurement_location``) instead of the job's own; ``variant`` is its name."""
+    variants share (``diffpir_core.runs.plan.shared_measurement_location``) instead of the job's own; ``variant`` is its name."""
     device = resolve_device(job.device)
     source = DatasetStore.open(input_store, job.storage_options)
     job_hash = job.job_hash()
@@ -106,7 +104,7 @@ def plan_run(job: Job, input_store: str, shared_measurements: bool = False, vari
         prefix = f"measurements/{measurement_hash(job.task_identity(), job.seed)[:16]}"
         if shared_measurements:
             measurements = _job_store(job, join(job.output, shared_measurement_location(job, input_store)), source)
-    plan = RunPlan(
+    plan = JobPlan(
         job_hash=job_hash,
         title=f"{job.task_label()}-{job.dataset_name()}-{job.mode}" + ("" if job.method == "diffpir" else f"-{job.method}"),
         model_sha256=prior_sha256(job.prior),

@@ -20,7 +20,7 @@ import torch
 
 from diffpir_core.models import Prior, load_prior, prior_path
 from diffpir_core.models.files import sha256_file
-from diffpir_core.threads import apply_threads
+from diffpir_core.runs.threads import apply_threads
 
 _PRIORS: dict[tuple[str, str, str, str], Prior] = {}
 _DIGESTS: dict[tuple[str, int, int], str] = {}

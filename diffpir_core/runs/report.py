@@ -1,4 +1,4 @@
-"""``write_job_report``: report files in the output (report.md/html/card, metrics.csv, summary.json), FID,
+"""The report of a cell, ``write_job_report``: report files in the output (report.md/html/card, metrics.csv, summary.json), FID,
 the pictured images (samples, best and worst by gain, with the baseline recomputed for them), the shard
 timeline from the records, and the UI pieces (sample strip, links that open in a browser).
 ``write_comparison_report``: the table of a comparison's variants × tasks with sweep plots and a sample grid."""
@@ -9,12 +9,10 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.io.uris import join
-from diffpir_core.job import Job
+from diffpir_core.runs.job import Job
 from diffpir_core.metrics import (
     FIDStats,
     MetricUnavailable,
@@ -28,7 +26,7 @@ from diffpir_core.reporting import (
     Extremes,
     ImagePicks,
     ReportSample,
-    RunInfo,
+    ReportFacts,
     ShardTiming,
     file_links,
     links_markdown,
@@ -38,10 +36,9 @@ from diffpir_core.reporting import (
 )
 from diffpir_core.reporting.comparison import ComparisonEntry, SampleRow, comparison_markdown, write_comparison
 from diffpir_core.reporting.text import key_settings
-from diffpir_core.scoring import baseline_selected, degraded_psnr
-from tasks.errors import retry_transient
-from tasks.measurements import measurement_inputs
-from tasks.plan import RunPlan, comparison_folder, quarantined_images
+from diffpir_core.runs.scoring import baseline_selected, degraded_psnr
+from diffpir_core.runs.measurements import measurement_inputs
+from diffpir_core.runs.plan import JobPlan, comparison_folder, quarantined_images
 
 
 def artifact_key(job: Job, suffix: str, variant: str | None = None) -> str:
@@ -50,7 +47,7 @@ def artifact_key(job: Job, suffix: str, variant: str | None = None) -> str:
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
 
 
-def _report_images(job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dict[str, Any]], picks: ImagePicks) -> dict[str, ReportSample]:
+def _report_images(job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dict[str, Any]], picks: ImagePicks) -> dict[str, ReportSample]:
     """The picked images by id, read from the shards that hold one; the baseline is recomputed for those
     the metrics scored it on (the others show none: their kind scores it on a subset)."""
     wanted = set(picks.ids())
@@ -81,7 +78,7 @@ def _report_images(job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dic
     return images
 
 
-def _timeline(job: Job, plan: RunPlan, done: list[ShardRef]) -> list[ShardTiming]:
+def _timeline(job: Job, plan: JobPlan, done: list[ShardRef]) -> list[ShardTiming]:
     """Completion time and phase seconds of every scored shard, from its record (read in parallel)."""
     out = DatasetStore.open(plan.output_store, job.storage_options)
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -93,7 +90,7 @@ def _timeline(job: Job, plan: RunPlan, done: list[ShardRef]) -> list[ShardTiming
     ]
 
 
-def _fid(job: Job, plan: RunPlan, done: list[ShardRef]) -> float | MetricUnavailable | None:
+def _fid(job: Job, plan: JobPlan, done: list[ShardRef]) -> float | MetricUnavailable | None:
     if "fid" not in job.effective_metrics():
         return None
     inception = load_inception(plan.device)
@@ -108,7 +105,7 @@ def _fid(job: Job, plan: RunPlan, done: list[ShardRef]) -> float | MetricUnavail
     return fid_from_stats(restored, truth)
 
 
-def _unavailable(job: Job, plan: RunPlan) -> list[MetricUnavailable]:
+def _unavailable(job: Job, plan: JobPlan) -> list[MetricUnavailable]:
     """Why a requested per-image backbone metric has no values (the scorer is cached per process)."""
     if "lpips" not in job.effective_metrics():
         return []
@@ -116,16 +113,15 @@ def _unavailable(job: Job, plan: RunPlan) -> list[MetricUnavailable]:
     return [scorer] if isinstance(scorer, MetricUnavailable) else []
 
 
-@task(name="report", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)  # always rewritten; no key over 100,000 rows
 def write_job_report(
-    job: Job, plan: RunPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, str], wall_seconds: float
+    job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, str], wall_seconds: float
 ) -> dict[str, Any]:
     """Write the four report files into ``job.output``; returns their URIs and the summary."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options)
     records = {ref.key: record for ref in done if (record := out.read_record(ref, plan.restored_array)) is not None}
     quarantined = quarantined_images(source, records)
-    info = RunInfo(
+    info = ReportFacts(
         task=job.task.title(),
         dataset=job.dataset_name(),
         prior=job.prior,
@@ -159,12 +155,11 @@ def write_job_report(
     }
 
 
-
 def _comparison_samples(job: Job, results: list[Any], count: int) -> list[SampleRow]:
     """The first ``count`` images of each task across its variants (degraded, one column per variant, truth)."""
     samples: list[SampleRow] = []
-    for label in dict.fromkeys(result.run.task for result in results):
-        of_task = [result for result in results if result.run.task == label]
+    for label in dict.fromkeys(result.cell.task for result in results):
+        of_task = [result for result in results if result.cell.task == label]
         first = next((result for result in of_task if result.plan is not None and result.refs), None)
         if first is None or count == 0:
             continue
@@ -175,10 +170,10 @@ def _comparison_samples(job: Job, results: list[Any], count: int) -> list[Sample
         restored: dict[str, np.ndarray | None] = {}
         for result in of_task:
             done = result.plan is not None and ref.key in result.outcome.get("manifests", {})
-            restored[result.run.name] = DatasetStore.open(result.plan.output_store, job.storage_options).read_array(
+            restored[result.cell.name] = DatasetStore.open(result.plan.output_store, job.storage_options).read_array(
                 ref, result.plan.restored_array) if done else None
         scores = {
-            result.run.name: {row["id"]: row.get("psnr") for row in result.rows} for result in of_task
+            result.cell.name: {row["id"]: row.get("psnr") for row in result.rows} for result in of_task
         }
         degraded = float_to_uint8(inputs.y)
         for i, image_id in enumerate(ref.ids[:count]):
@@ -192,8 +187,8 @@ def _comparison_samples(job: Job, results: list[Any], count: int) -> list[Sample
 def _degraded_psnr(job: Job, results: list[Any]) -> dict[str, float]:
     """Per task, the mean PSNR of the degraded inputs (evaluate mode) over the shards of its first run."""
     means: dict[str, float] = {}
-    for label in dict.fromkeys(result.run.task for result in results):
-        first = next((r for r in results if r.run.task == label and r.plan is not None and r.plan.measurement_prefix), None)
+    for label in dict.fromkeys(result.cell.task for result in results):
+        first = next((r for r in results if r.cell.task == label and r.plan is not None and r.plan.measurement_prefix), None)
         if first is None:
             continue
         source = DatasetStore.open(first.plan.input_store, job.storage_options)
@@ -207,17 +202,16 @@ def _degraded_psnr(job: Job, results: list[Any]) -> dict[str, float]:
     return means
 
 
-@task(name="comparison-report", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def write_comparison_report(job: Job, results: list[Any], wall_seconds: float) -> dict[str, Any]:
     """Write the comparison's table, sweep plots and sample grid into ``<output>/comparisons/<hash>``; returns the
-    URIs, the table rows and its markdown. ``results``: ``flows.evaluate.RunResult`` of every variant × task."""
+    URIs, the table rows and its markdown. ``results``: ``diffpir_core.runs.results.CellResult`` of every cell."""
     entries = [
         ComparisonEntry(
-            result.run.name, result.run.task, result.run.method,
-            key_settings(result.run.job.sampler_config().model_dump(mode="json")) if result.run.job else result.run.settings,
-            result.run.swept,
-            summary=result.summary, rows=result.rows, reason=result.run.reason,
-            backward_passes=getattr(result.run.job.sampler_config(), "backward_passes", 0) if result.run.job else 0,
+            result.cell.name, result.cell.task, result.cell.method,
+            key_settings(result.cell.job.sampler_config().model_dump(mode="json")) if result.cell.job else result.cell.settings,
+            result.cell.swept,
+            summary=result.summary, rows=result.rows, reason=result.cell.reason,
+            backward_passes=getattr(result.cell.job.sampler_config(), "backward_passes", 0) if result.cell.job else 0,
         )
         for result in results
     ]

@@ -21,7 +21,11 @@ import torch
 
 from diffpir_core.metrics import float_to_uint8, measurement_rms, score_batch, uint8_to_float
 from diffpir_core.metrics.batch import CONSISTENCY_COLUMN
-from diffpir_core.restore import ShardInputs
+from diffpir_core.io import DatasetStore, ShardRef
+from diffpir_core.runs.batches import ShardInputs
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.measurements import measurement_inputs
+from diffpir_core.runs.plan import JobPlan
 from diffpir_core.task_kinds import TaskKind
 
 HIGHER_IS_BETTER = {"psnr": 1.0, "psnr_y": 1.0, "ssim": 1.0, "ssim_y": 1.0, "lpips": -1.0}
@@ -116,3 +120,49 @@ def degraded_psnr(task: TaskKind, inputs: ShardInputs, truth_u8: np.ndarray) -> 
         degraded = degraded.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
     scores = score_batch(degraded, truth_u8, ["psnr"], border=task.metric_border)
     return [float(row["psnr"]) for row in scores.rows()]
+
+
+def shard_metrics_key(job: Job, plan: JobPlan, shard: ShardRef, checksum: str) -> str:
+    """What a shard's metric rows depend on: job, shard, prior, code, the restored data's checksum, metrics, baseline."""
+    metrics = "-".join(job.effective_metrics())
+    digest = checksum.removeprefix("sha256:")[:24]
+    return (
+        f"metrics/{plan.job_hash[:16]}/{shard.key}/{plan.model_sha256[:16]}/{plan.code_version}/{digest}/{metrics}"
+        f"/{job.task.BASELINE}"
+    )
+
+
+def scoring_key(job: Job) -> str:
+    """What a shard's metric rows were computed with (metrics and baseline): rows kept in a record count only for a
+    job asking for the same (the metrics are not part of the job hash, so a re-run may ask for others)."""
+    return f"{'-'.join(job.effective_metrics())}/{job.task.BASELINE}"
+
+
+def rows_of(
+    job: Job, plan: JobPlan, source: DatasetStore, shard: ShardRef, inputs: ShardInputs, restored: np.ndarray, sample_seconds: float | None
+) -> list[dict[str, Any]]:
+    """One row per restored image of ``shard``: id, shard, the job's metrics with the baseline's and the gain, sampling
+    seconds per image (quarantined images were not restored: no rows for them)."""
+    kept = inputs.kept()
+    if not kept:
+        return []
+    truth = source.read_images(shard) if job.mode == "evaluate" else None
+    if len(kept) < shard.size:
+        inputs, restored = inputs.select(kept), restored[kept]
+        truth = None if truth is None else truth[kept]
+    scores = score_images(job.task, inputs, restored, truth, job.effective_metrics(), device=plan.device)
+    seconds = None if sample_seconds is None else sample_seconds / len(kept)
+    return [
+        {"id": image_id, "shard": shard.key, "task": job.task_label(), **values, "seconds": seconds}
+        for image_id, values in zip(inputs.ids, scores, strict=True)
+    ]
+
+
+def score_shard(job: Job, plan: JobPlan, shard: ShardRef) -> list[dict[str, Any]]:
+    """:func:`rows_of` a shard as the store holds it (its restored pixels, measurements and record)."""
+    source = DatasetStore.open(plan.input_store, job.storage_options)
+    out = DatasetStore.open(plan.output_store, job.storage_options)
+    restored = out.read_array(shard, plan.restored_array)
+    record = out.read_record(shard, plan.restored_array)
+    inputs = measurement_inputs(job, plan, source, out, shard)
+    return rows_of(job, plan, source, shard, inputs, restored, record.timings.get("sample", 0.0) if record else None)

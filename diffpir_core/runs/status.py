@@ -13,7 +13,7 @@ restore (restore mode: a missing, unreadable or wrong-size kernel or mask file, 
 from typing import Any
 
 from diffpir_core.io import DatasetStore, StoreError
-from tasks.plan import RunPlan, quarantined_images, read_plans, read_statuses
+from diffpir_core.runs.plan import JobPlan, quarantined_images, read_plans, read_statuses
 
 
 def output_status(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def job_status(output: str, storage_options: dict[str, Any] | None = None, job: 
     return _plan_status(plans[0], options)
 
 
-def _plan_status(plan: RunPlan, options: dict[str, Any]) -> dict[str, Any]:
+def _plan_status(plan: JobPlan, options: dict[str, Any]) -> dict[str, Any]:
     try:
         source: DatasetStore | None = DatasetStore.open(plan.input_store, options)
     except StoreError:  # the input store is being refreshed, or gone: nothing counts as done for now

@@ -92,7 +92,7 @@ def planned_threads(
     first run used (another count may change results by float rounding): the job's ``threads`` when set, else the
     count ``recorded`` by an earlier run of the job, else :func:`default_threads` over ``local_tasks`` concurrent
     tasks of the local runner. None on Dask without either (``local_tasks`` None): each worker host splits its own
-    free cores (:mod:`flows.dask_threads`), unless ``OMP_NUM_THREADS`` is set here."""
+    free cores (:mod:`diffpir_flow.flows.dask_threads`), unless ``OMP_NUM_THREADS`` is set here."""
     if job_threads or recorded:
         return job_threads or recorded
     if local_tasks is None:

@@ -169,7 +169,7 @@ class TaskKind(BaseModel):
         """Share of the images of this output size and operator data that the metrics score the baseline on (1.0 = all).
 
         A kind whose baseline is slow on large images returns less, so scoring stays cheap next to
-        restoring; which images are picked depends only on their ids (``diffpir_core.scoring``).
+        restoring; which images are picked depends only on their ids (``diffpir_core.runs.scoring``).
         """
         return 1.0
 

@@ -11,7 +11,6 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor
 
-from diffpir_core.baselines import wiener_deblur
 from diffpir_core.io.decode import IMAGE_EXTENSIONS
 from diffpir_core.io.degradation_files import (
     check_manifest,
@@ -24,6 +23,7 @@ from diffpir_core.io.degradation_files import (
 )
 from diffpir_core.operators import Blur, Operator, blur_uint8, gaussian_kernel, motion_kernel, reference_gaussian_std
 from diffpir_core.task_kinds.base import ArraySpec, ConvolutionTaskKind, GivenData, per_image_data
+from diffpir_core.task_kinds.baselines import wiener_deblur
 
 GENERATED_KERNELS = ("gaussian", "motion")
 KERNEL_EXTENSIONS = frozenset({".npy", *IMAGE_EXTENSIONS})

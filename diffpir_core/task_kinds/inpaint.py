@@ -11,12 +11,12 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from diffpir_core.baselines import biharmonic_inpaint
 from diffpir_core.io.decode import IMAGE_EXTENSIONS
 from diffpir_core.io.degradation_files import check_manifest, file_digest, is_manifest, is_per_image, load_mask, mask_from_bytes
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Inpainting, Operator, random_box_mask, random_mask
 from diffpir_core.task_kinds.base import SIGMA_DESCRIPTION, ArraySpec, GivenData, NoiseLevel, TaskKind, per_image_data
+from diffpir_core.task_kinds.baselines import biharmonic_inpaint
 
 GENERATED_MASKS = ("box", "random")
 

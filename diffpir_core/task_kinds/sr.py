@@ -10,11 +10,11 @@ import numpy as np
 from pydantic import Field
 from torch import Tensor
 
-from diffpir_core.baselines import bicubic_sr
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Operator, SuperResolution, imresize
 from diffpir_core.operators.sr_kernels import SCALES
 from diffpir_core.task_kinds.base import ArraySpec, ConvolutionTaskKind
+from diffpir_core.task_kinds.baselines import bicubic_sr
 
 Scale = Literal[SCALES]  # type: ignore[valid-type]  # the scales our SR kernels exist for
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from diffpir_core.metrics import float_to_uint8, psnr, ssim
 from diffpir_core.models import recommended_sampler
-from diffpir_core.restore import inputs_from_arrays
+from diffpir_core.runs.batches import inputs_from_arrays
 from diffpir_core.sampling import diffpir_sample, resolve_sampler
 from diffpir_core.task_kinds import TaskKind, TaskSpec
 

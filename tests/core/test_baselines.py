@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from diffpir_core.baselines import bicubic_sr, biharmonic_inpaint, wiener_deblur
 from diffpir_core.metrics import float_to_uint8, psnr
 from diffpir_core.operators import Blur, add_noise, gaussian_kernel, random_mask
+from diffpir_core.task_kinds.baselines import bicubic_sr, biharmonic_inpaint, wiener_deblur
 from diffpir_core.training import held_out_tiles
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from diffpir_core.models import random_unet
 from diffpir_core.models.tiling import TiledUNet, tile_starts
-from diffpir_core.restore import Fit, ShardInputs, measurement_padding, restore_batchwise
+from diffpir_core.runs.batches import Fit, ShardInputs, measurement_padding, restore_batchwise
 from diffpir_core.task_kinds import task_kind, task_preset
 
 TINY = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",

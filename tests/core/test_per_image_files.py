@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from diffpir_core.io.degradation_files import pad_kernels, per_image_digest, per_image_files
-from diffpir_core.job import parse_job
+from diffpir_core.runs.job import parse_job
 from diffpir_core.task_kinds import task_kind
 
 

@@ -5,11 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from diffpir_core.baselines import bicubic_sr
 from diffpir_core.metrics import float_to_uint8, measurement_rms, psnr, ssim, uint8_to_float
-from diffpir_core.restore import inputs_from_arrays, synthesise
-from diffpir_core.scoring import baseline_selected, gain, score_images
+from diffpir_core.runs.batches import inputs_from_arrays, synthesise
+from diffpir_core.runs.scoring import baseline_selected, gain, score_images
 from diffpir_core.task_kinds import task_kind
+from diffpir_core.task_kinds.baselines import bicubic_sr
 
 
 def _smooth(count: int, size: int) -> np.ndarray:

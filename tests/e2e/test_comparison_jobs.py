@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffpir_core.job import load_job
+from diffpir_core.runs.job import load_job
 from diffpir_core.training import held_out_tiles
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from diffpir_cli.demo import DEMO_TASKS, demo_job
-from diffpir_core.job import load_job
 from diffpir_core.models.presets import get_preset
+from diffpir_core.runs.job import load_job
+from diffpir_flow.cli.demo import DEMO_TASKS, demo_job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def test_short_demo_runs_the_restore_flow_for_every_task(tmp_path: Path) -> None
     # the demo's own temporary server: no PREFECT_API_URL at all (set but empty, Prefect's events client fails)
     env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "prefect")}
     proc = subprocess.run(
-        [sys.executable, "-c", "from diffpir_cli.app import main; main()", "demo", "--out", str(out),
+        [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "demo", "--out", str(out),
          "--iter-num", "3", "--images", "2"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )

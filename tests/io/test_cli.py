@@ -5,7 +5,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from diffpir_cli import data as cli_data
+from diffpir_flow.cli import data as cli_data
 
 
 def _app() -> typer.Typer:

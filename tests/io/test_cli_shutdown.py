@@ -41,7 +41,7 @@ import sys, time
 from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.states import Running
-from diffpir_cli.server import start_temporary_server, stop_when_recorded
+from diffpir_flow.cli.server import start_temporary_server, stop_when_recorded
 
 server = start_temporary_server()
 

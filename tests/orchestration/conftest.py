@@ -29,9 +29,9 @@ from prefect.settings import (
 )
 from prefect.testing.utilities import prefect_test_harness
 
-from diffpir_core.job import Job, parse_job
 from diffpir_core.models import load_prior
-from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise
+from diffpir_core.runs.batches import inputs_from_arrays, restore_batchwise, synthesise
+from diffpir_core.runs.job import Job, parse_job
 
 # One intra-op thread: on a small shared machine PyTorch's default thread pool makes these tiny
 # convolutions ~30x slower (measured: 21.8 s vs 0.6 s for one 4-image shard on 2 loaded cores).
@@ -110,7 +110,7 @@ def make_job(tiny_prior: Path, tmp_path: Path) -> Callable[..., Job]:
 @pytest.fixture(scope="session")
 def restore_alone(tiny_prior: Path) -> Callable[[Job, str, np.ndarray], np.ndarray]:
     """``restore_alone(job, image_id, pixels)``: what an evaluate-mode ``job`` restores for one image on its own,
-    its measurement synthesised and restored with ``diffpir_core.restore`` exactly as a shard task does (batch of
+    its measurement synthesised and restored with ``diffpir_core.runs.batches`` exactly as a shard task does (batch of
     one): the reference that a result exported under ``image_id`` must equal pixel for pixel."""
     unet = load_prior(str(tiny_prior)).unet
 

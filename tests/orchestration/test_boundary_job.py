@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from diffpir_core.job import JobError, parse_job
 from diffpir_core.metrics import float_to_uint8
 from diffpir_core.operators import Blur, add_noise, gaussian_kernel
-from diffpir_core.restore import inputs_as_given
-from diffpir_core.scoring import score_images
+from diffpir_core.runs.batches import inputs_as_given
+from diffpir_core.runs.job import JobError, parse_job
+from diffpir_core.runs.scoring import score_images
 from diffpir_core.task_kinds import task_kind
 from diffpir_core.task_kinds.base import GivenData
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from diffpir_core.io import DatasetStore, StoreError, export_images
-from diffpir_core.job import Job
-from flows.restore import restore
-from tasks.plan import read_plans
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.plan import read_plans
+from diffpir_flow.flows.run import run
 
 
 def _kernel(path: Path, spread: float) -> None:
@@ -29,7 +29,7 @@ def _image(path: Path, seed: int) -> None:
 
 
 def _run(job: Job, restored: int | None = None, skipped: int | None = None) -> dict[str, Any]:
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert restored is None or summary["restored"] == restored, summary
@@ -133,7 +133,7 @@ def test_a_damaged_dataset_store_given_as_input_fails_the_shard_naming_it(make_j
     damaged[len(damaged) // 2] ^= 0xFF
     shard_file.write_bytes(bytes(damaged))
 
-    state = restore(job=make_job(given, tmp_path / "from-store"), return_state=True)
+    state = run(job=make_job(given, tmp_path / "from-store"), return_state=True)
     assert state.is_failed()
     assert "1/2 shard(s) failed: 32x32/000001" in state.message and "no longer match their sha256" in state.message
     assert state.result(raise_on_failure=False)["done"] == 1

@@ -10,8 +10,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 
 from diffpir_core.io import DatasetStore
-from flows.restore import restore
-from tasks.plan import read_plans
+from diffpir_core.runs.plan import read_plans
+from diffpir_flow.flows.run import run
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_dask_runner_restores_on_workers_like_the_local_runner(
 ) -> None:
     runner = {"kind": "dask", "address": gpu_cluster.scheduler_address, "gpus_per_task": 1}
     dask_job = make_job(images_8, tmp_path / "dask", runner=runner)
-    state = restore(job=dask_job, return_state=True)
+    state = run(job=dask_job, return_state=True)
     assert state.is_completed(), state.message
     assert state.result()["restored"] == 2
     with get_client(sync_client=True) as client:  # the workers reported to this server, not to one of their own
@@ -48,7 +48,7 @@ def test_dask_runner_restores_on_workers_like_the_local_runner(
     ]
 
     local_job = make_job(images_8, tmp_path / "local")
-    assert restore(job=local_job, return_state=True).is_completed()
+    assert run(job=local_job, return_state=True).is_completed()
     np.testing.assert_array_equal(_restored(tmp_path / "dask"), _restored(tmp_path / "local"))
 
 
@@ -57,6 +57,6 @@ def test_gpu_request_no_worker_can_take_fails_fast_with_a_clear_message(
 ) -> None:
     runner = {"kind": "dask", "address": gpu_cluster.scheduler_address, "gpus_per_task": 2, "gpu_wait_s": 1}
     job = make_job(images_8, tmp_path / "out", runner=runner)
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_failed()
     assert "GPU=2" in state.message and "--resources GPU=1" in state.message

@@ -2,6 +2,7 @@
 pool, `prefect deploy` from prefect.yaml, a worker, a run that fails (its prior is missing) and the UI's
 Retry (`prefect flow-run retry`) that completes it once the prior is there."""
 
+import importlib.util
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from diffpir_core.job import parse_job
+from diffpir_core.runs.job import parse_job
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -86,14 +87,14 @@ def test_deployment_walkthrough(make_job, images_8: Path, tiny_prior: Path, tmp_
         ):
             done = subprocess.run(step, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stdout + done.stderr
-        assert "restore/local" in done.stdout
+        assert "run/local" in done.stdout
 
         worker_cmd = [PREFECT, "worker", "start", "--pool", "diffpir-process", "--limit", "1"]
         with _background(worker_cmd, env, tmp_path / "worker.log"), temporary_settings({PREFECT_API_URL: url}):
             # First run: the prior file is not there yet, so the run fails; then the UI's Retry completes it.
             prior = tmp_path / "later" / tiny_prior.name
             job = make_job(images_8, tmp_path / "deployed", name="deployed", prior=str(prior))
-            run = run_deployment("restore/local", parameters={"job": job.public_dict()}, timeout=240, poll_interval=1)
+            run = run_deployment("run/local", parameters={"job": job.public_dict()}, timeout=240, poll_interval=1)
             assert run.state.is_failed() and "does not exist" in run.state.message, run.state
             assert run.name == "sr2-deployed-evaluate"
             prior.parent.mkdir()
@@ -124,10 +125,10 @@ def test_kubernetes_template_requests_gpus_and_declares_every_placeholder() -> N
 def test_prefect_yaml_deploys_the_flows_of_this_repository() -> None:
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in config["deployments"]}
-    assert set(deployments) == {"local", "evaluate", "gpu"}
+    assert set(deployments) == {"local", "score", "gpu"}
     for deployment in deployments.values():
         module, name = deployment["entrypoint"].split(":")  # a module path: Dask pickles the flow's objects by module name
-        assert f"def {name}(" in (REPO / module.replace(".", "/")).with_suffix(".py").read_text()
+        assert f"def {name}(" in Path(importlib.util.find_spec(module).origin).read_text()
         parse_job(deployment["parameters"]["job"])
     assert deployments["local"]["schedules"][0]["cron"] == "0 2 * * *"
     compose = yaml.safe_load((REPO / "deployments" / "dask" / "docker-compose.yaml").read_text())

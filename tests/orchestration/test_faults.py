@@ -14,9 +14,9 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from diffpir_core.io import DatasetStore
-from flows.restore import restore
-from flows.status import job_status
-from tasks.plan import read_plans
+from diffpir_core.runs.plan import read_plans
+from diffpir_core.runs.status import job_status
+from diffpir_flow.flows.run import run
 
 
 class FaultyFileSystem(LocalFileSystem):
@@ -63,7 +63,7 @@ def _restored(output: str, options: dict | None = None) -> np.ndarray:
 def test_transient_write_failures_are_retried_with_nothing_lost(faulty, make_job, images_8: Path, tmp_path: Path) -> None:
     faulty.fail_first = 3
     output = f"faulty://{tmp_path}/out"
-    state = restore(job=make_job(images_8, output, retries=3), return_state=True)
+    state = run(job=make_job(images_8, output, retries=3), return_state=True)
     assert state.is_completed(), state.message
     assert faulty.failures == 3
     status = job_status(output)
@@ -71,7 +71,7 @@ def test_transient_write_failures_are_retried_with_nothing_lost(faulty, make_job
     assert sum(s["attempts"] for s in status["shards"]) == 2 + 3  # every failure cost one attempt
 
     clean = make_job(images_8, tmp_path / "clean")
-    assert restore(job=clean, return_state=True).is_completed()
+    assert run(job=clean, return_state=True).is_completed()
     np.testing.assert_array_equal(_restored(output), _restored(str(tmp_path / "clean")))
 
 
@@ -81,7 +81,7 @@ def test_a_shard_that_always_fails_fails_the_flow_and_a_rerun_completes_it(
     faulty.always = "/restored/c/1/"  # the data object of shard 1
     output = f"faulty://{tmp_path}/out"
     job = make_job(images_8, output, retries=2)
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_failed()
     assert "1/2 shard(s) failed: 32x32/000001" in state.message and "ConnectionResetError" in state.message
     data = state.result(raise_on_failure=False)
@@ -92,7 +92,7 @@ def test_a_shard_that_always_fails_fails_the_flow_and_a_rerun_completes_it(
     assert failed["state"] == "failed" and failed["attempts"] == 3 and "injected write failure" in failed["error"]
 
     faulty.always = None
-    again = restore(job=job, return_state=True)
+    again = run(job=job, return_state=True)
     assert again.is_completed(), again.message
     assert (again.result()["skipped"], again.result()["restored"]) == (1, 1)
     assert job_status(output)["counts"]["done"] == 2
@@ -101,7 +101,7 @@ def test_a_shard_that_always_fails_fails_the_flow_and_a_rerun_completes_it(
 def test_permanent_errors_are_not_retried(faulty, make_job, images_8: Path, tmp_path: Path) -> None:
     faulty.always, faulty.error = "/restored/c/0/", PermissionError
     output = f"faulty://{tmp_path}/out"
-    state = restore(job=make_job(images_8, output, retries=3), return_state=True)
+    state = run(job=make_job(images_8, output, retries=3), return_state=True)
     assert state.is_failed() and "PermissionError (permanent)" in state.message
     shard = {s["id"]: s for s in job_status(output)["shards"]}["32x32/000000"]
     assert (shard["state"], shard["attempts"]) == ("failed", 1)

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from PIL import Image
 
-import diffpir_core.job as job_module
-from diffpir_core.job import Job, JobError, apply_overrides, load_job, parse_job
+import diffpir_core.runs.job as job_module
+from diffpir_core.runs.job import Job, JobError, apply_overrides, load_job, parse_job
+from diffpir_core.runs.plan import measurement_hash
 from diffpir_core.task_kinds import TASK_KINDS
-from tasks.plan import measurement_hash
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"input": "/data/faces", "output": "/runs/faces"}
@@ -210,7 +210,7 @@ def test_example_job_on_the_demo_prior_gets_the_tuned_settings() -> None:
 def test_dry_run_shows_where_each_sampler_value_comes_from_and_rejects_bad_scales() -> None:
     from typer.testing import CliRunner
 
-    from diffpir_cli.app import app
+    from diffpir_flow.cli.app import app
 
     job_file = str(REPO / "jobs" / "local-sr4.yaml")
     shown = CliRunner().invoke(app, ["run", job_file, "--dry-run", "--set", "sampler.iter_num=20"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from diffpir_core.io import DatasetStore
-from flows.restore import restore
-from tasks.plan import read_plans
+from diffpir_core.runs.plan import read_plans
+from diffpir_flow.flows.run import run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ def test_killed_job_resumes_without_recomputing_finished_shards(
         "OMP_NUM_THREADS": "1",
     }
     child = subprocess.Popen(
-        [sys.executable, "-c", "from diffpir_cli.app import main; main()", "run", str(job_file)],
+        [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "run", str(job_file)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
@@ -59,7 +59,7 @@ def test_killed_job_resumes_without_recomputing_finished_shards(
     finished = _records(tmp_path / "killed")
     assert child.returncode == -signal.SIGKILL and 2 <= len(finished) < 8
 
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary["skipped"] >= len(finished) and summary["restored"] == 8 - summary["skipped"]
@@ -67,5 +67,5 @@ def test_killed_job_resumes_without_recomputing_finished_shards(
     assert {path: after[path] for path in finished} == finished  # no finished shard was rewritten
 
     uninterrupted = make_job(images, tmp_path / "clean", shard_size=2, batch_size=2, sampler={"iter_num": 8})
-    assert restore(job=uninterrupted, return_state=True).is_completed()
+    assert run(job=uninterrupted, return_state=True).is_completed()
     np.testing.assert_array_equal(_restored(tmp_path / "killed"), _restored(tmp_path / "clean"))

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from diffpir_cli.seaweed import SeaweedS3
-from flows.progress import ShardProgress, listening
-from flows.restore import restore
-from tasks.errors import EndpointBreaker, EndpointUnreachable
+from diffpir_core.runs.failures import EndpointBreaker, EndpointUnreachable
+from diffpir_flow.cli.seaweed import SeaweedS3
+from diffpir_flow.flows.progress import ShardProgress, listening
+from diffpir_flow.flows.run import run
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_endpoint_down_from_the_first_shard_fails_the_job_fast_naming_its_shards
 
     started = time.monotonic()
     with listening(stop_at_start):
-        state = restore(job=job, return_state=True)
+        state = run(job=job, return_state=True)
     elapsed = time.monotonic() - started
     assert state.is_failed()
     assert elapsed < 120 and time.monotonic() - stopped[0] < 60, f"took {elapsed:.0f} s to fail"

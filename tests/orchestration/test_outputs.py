@@ -11,11 +11,11 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from diffpir_cli.app import app
 from diffpir_core.io import export_images
-from flows.restore import restore
-from flows.status import job_status, output_status
-from tasks.plan import read_plans
+from diffpir_core.runs.plan import read_plans
+from diffpir_core.runs.status import job_status, output_status
+from diffpir_flow.cli.app import app
+from diffpir_flow.flows.run import run
 
 
 def _exported(store: str, array: str, destination: Path) -> dict[str, np.ndarray]:
@@ -36,9 +36,9 @@ def test_three_jobs_with_other_lambdas_and_shard_sizes_share_one_output(
         make_job(tmp_path / "images", out, shard_size=8, sampler={"iter_num": 3, "lambda_": 12.0}),
     ]
     for job, shards in zip(jobs, (2, 3, 1), strict=True):
-        assert restore(job=job, return_state=True).result()["restored"] == shards
+        assert run(job=job, return_state=True).result()["restored"] == shards
     for job in jobs:  # a later job deleted nothing of an earlier one
-        assert restore(job=job, return_state=True).result()["skipped"] == len(job_status(str(out), job=job.job_hash())["shards"])
+        assert run(job=job, return_state=True).result()["skipped"] == len(job_status(str(out), job=job.job_hash())["shards"])
     plans = {plan.job_hash: plan for plan in read_plans(str(out), {})}
     assert plans.keys() == {job.job_hash() for job in jobs}
     assert len({plan.input_store for plan in plans.values()}) == 1  # one ingest serves all three
@@ -73,7 +73,7 @@ def test_a_foreign_or_nested_output_is_refused_and_force_adopts_a_foreign_one(ma
     refused = runner.invoke(app, ["run", str(job_file)])
     assert refused.exit_code == 2 and "is not empty and holds no diffpir-output.json" in refused.output
     assert "--force" in refused.output and "Traceback" not in refused.output
-    state = restore(job=make_job(images_8, foreign), return_state=True)  # a deployment run is refused the same way
+    state = run(job=make_job(images_8, foreign), return_state=True)  # a deployment run is refused the same way
     assert state.is_failed() and "not a diffpir output" in state.message
     forced = runner.invoke(app, ["run", str(job_file), "--force"])
     assert forced.exit_code == 0, forced.output
@@ -92,7 +92,7 @@ def test_a_foreign_or_nested_output_is_refused_and_force_adopts_a_foreign_one(ma
 def test_a_copied_or_moved_output_reports_its_own_state_and_resumes(make_job, images_8: Path, tmp_path: Path) -> None:
     original = tmp_path / "original"
     job = make_job(images_8, original)
-    assert restore(job=job, return_state=True).is_completed()
+    assert run(job=job, return_state=True).is_completed()
     copy = tmp_path / "copy"
     shutil.copytree(original, copy)
     (record,) = copy.glob("jobs/*/restored.zarr/records/32x32/restored/000001/zarr.json")
@@ -105,9 +105,9 @@ def test_a_copied_or_moved_output_reports_its_own_state_and_resumes(make_job, im
     original.rename(moved)
     status = CliRunner().invoke(app, ["status", str(moved)])
     assert status.exit_code == 0 and "2 done, 0 failed, 0 pending" in status.output and "Traceback" not in status.output
-    again = restore(job=make_job(images_8, moved), return_state=True).result()
+    again = run(job=make_job(images_8, moved), return_state=True).result()
     assert (again["restored"], again["skipped"]) == (0, 2)
-    resumed = restore(job=make_job(images_8, copy), return_state=True).result()
+    resumed = run(job=make_job(images_8, copy), return_state=True).result()
     assert (resumed["restored"], resumed["skipped"]) == (1, 1)
     missing = CliRunner().invoke(app, ["status", str(tmp_path / "nothing-here")])
     assert missing.exit_code == 2 and "holds no diffpir job" in missing.output

@@ -17,13 +17,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from diffpir_cli.app import app
 from diffpir_core.io import DatasetStore, export_images
 from diffpir_core.io.degradation_files import pad_kernels
 from diffpir_core.models import load_prior
-from diffpir_core.restore import ShardInputs, restore_batchwise
-from flows.restore import restore
-from tasks.plan import read_plans
+from diffpir_core.runs.batches import ShardInputs, restore_batchwise
+from diffpir_core.runs.plan import read_plans
+from diffpir_flow.cli.app import app
+from diffpir_flow.flows.run import run
 
 
 def _gaussian(size: int, spread: float) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_deblur_with_a_kernel_folder_on_s3(make_job, image_writer, s3_bucket, tm
         f"{bucket}/blurred", f"{bucket}/out", mode="restore", metrics=None, storage_options=options,
         task={"kind": "deblur", "kernel": f"{bucket}/kernels", "noise_sigma": 0.05},
     )
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary["restored"] == 1 and sorted(summary["quarantined"]) == ["img002.png", "img003.png"]
@@ -93,9 +93,9 @@ def test_deblur_with_a_kernel_folder_on_s3(make_job, image_writer, s3_bucket, tm
     assert exported.exported == 2 and sorted(exported.quarantined) == ["img002.png", "img003.png"]
     assert sorted(_ids_csv(tmp_path / "export")) == ["img000.png", "img001.png"]
 
-    assert restore(job=job, return_state=True).result()["skipped"] == 1  # same files: nothing to redo
+    assert run(job=job, return_state=True).result()["skipped"] == 1  # same files: nothing to redo
     fs.pipe_file(f"{bucket}/kernels/img001.png", png.getvalue()[:-1] + b"\x00")  # changed bytes at the same path
-    again = restore(job=job, return_state=True)
+    again = run(job=job, return_state=True)
     assert again.result()["restored"] == 1 and read_plans(f"{bucket}/out", options)[0].job_hash == plan.job_hash
 
 
@@ -125,7 +125,7 @@ def test_inpaint_with_a_mask_manifest_and_exports(make_job, image_writer, tmp_pa
         folder, out, mode="restore", metrics=None, shard_size=8, batch_size=4,
         task={"kind": "inpaint", "mask": str(manifest), "noise_sigma": 0.02},
     )
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     quarantined = state.result()["quarantined"]
     assert sorted(quarantined) == ["img002.png", "img003.png"]
@@ -156,7 +156,7 @@ def test_inpaint_with_a_mask_manifest_and_exports(make_job, image_writer, tmp_pa
         folder, out, mode="restore", metrics=None, shard_size=8, batch_size=4, sampler={"iter_num": 2},
         task={"kind": "inpaint", "mask": str(manifest), "noise_sigma": 0.02},
     )
-    assert restore(job=second, return_state=True).is_completed()
+    assert run(job=second, return_state=True).is_completed()
     hashes = sorted(p.job_hash[:16] for p in read_plans(str(out), {}))
     assert len(hashes) == 2
     two = runner.invoke(app, ["export", str(out), str(tmp_path / "e2")])
@@ -185,7 +185,7 @@ def test_status_counts_images_quarantined_at_ingest_and_by_a_shard(make_job, ima
     for name in ("img000.png", "img002.png"):
         Image.fromarray(np.full((32, 32), 255, np.uint8)).save(masks / name)
     job = make_job(folder, out, mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks), "noise_sigma": 0.02})
-    assert restore(job=job, return_state=True).is_completed()
+    assert run(job=job, return_state=True).is_completed()
 
     runner = CliRunner()
     result = runner.invoke(app, ["status", str(out), "--json"])
@@ -200,7 +200,7 @@ def test_status_counts_images_quarantined_at_ingest_and_by_a_shard(make_job, ima
     assert f"quarantined img001.png (stage restore, shard 32x32/000000): {item['reason']}" in text.output
 
     (folder / "broken.png").write_bytes(b"not an image")
-    assert restore(job=job, return_state=True).is_completed()
+    assert run(job=job, return_state=True).is_completed()
     (entry,) = json.loads(runner.invoke(app, ["status", str(out), "--json"]).output)["jobs"]
     assert entry["counts"]["quarantined"] == 2
     assert [(q["id"], q["stage"]) for q in entry["quarantined"]] == [("broken.png", "ingest"), ("img001.png", "restore")]
@@ -216,7 +216,7 @@ def test_a_job_whose_every_image_is_quarantined_fails(make_job, image_writer, tm
     for name in ("img000", "img001", "img002"):
         Image.fromarray(np.full((16, 16), 255, np.uint8)).save(masks / f"{name}.png")
     job = make_job(folder, tmp_path / "out", mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks)})
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_failed() and state.message.startswith("every image was quarantined, none restored: restored 0 image(s), quarantined 3")
     assert "16x16" in state.message
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from diffpir_cli.app import app
+from diffpir_flow.cli.app import app
 
 
 def _run(job, tmp_path: Path, *flags: str):
@@ -131,8 +131,8 @@ def test_the_demo_prior_on_photos_says_it_is_a_demo(tmp_path: Path) -> None:
     another prior)."""
     from PIL import Image
 
-    from diffpir_core.job import parse_job
-    from diffpir_core.preflight import cost_lines, demo_prior_notice, restored_sizes
+    from diffpir_core.runs.job import parse_job
+    from diffpir_core.runs.preflight import cost_lines, demo_prior_notice, restored_sizes
 
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (640, 427)).save(tmp_path / "photos" / "photo.png")

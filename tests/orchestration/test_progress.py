@@ -11,10 +11,10 @@ from prefect.client.schemas.filters import FlowRunFilter, LogFilter, LogFilterFl
 from prefect.logging.handlers import APILogWorker
 
 from diffpir_core.models import load_prior
-from diffpir_core.progress import ShardMeter, watching
-from diffpir_core.restore import ShardInputs, restore_batchwise
-from flows.progress import ShardProgress, listening
-from flows.restore import restore
+from diffpir_core.runs.batches import ShardInputs, restore_batchwise
+from diffpir_core.runs.progress import ShardMeter, watching
+from diffpir_flow.flows.progress import ShardProgress, listening
+from diffpir_flow.flows.run import run
 
 
 def test_the_meter_hears_every_step_and_logs_every_image(make_job, tiny_prior: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -58,7 +58,7 @@ def test_a_run_logs_each_finished_image(make_job, image_writer, tmp_path: Path) 
     image_writer(images, 4)
     heard: list[float] = []
     with watching(lambda shard, done: heard.append(done)):
-        state = restore(job=make_job(images, tmp_path / "out", shard_size=4, batch_size=2), return_state=True)
+        state = run(job=make_job(images, tmp_path / "out", shard_size=4, batch_size=2), return_state=True)
     assert state.is_completed(), state.message
     assert heard[-1] == 4.0 and 2.0 in heard  # each batch's end reached the flow's progress before the shard ended
     APILogWorker.drain_all(timeout=30)

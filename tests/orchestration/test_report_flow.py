@@ -16,8 +16,8 @@ from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 
-from flows.evaluate import shown_shards
-from flows.restore import restore
+from diffpir_core.runs.results import shown_shards
+from diffpir_flow.flows.run import run
 
 
 def _artifacts(flow_run_id) -> dict:
@@ -37,7 +37,7 @@ def _report_dir(state) -> Path:
 
 def test_evaluate_job_scores_the_baseline_and_pictures_it(make_job, images_8: Path, tmp_path: Path) -> None:
     job = make_job(images_8, tmp_path / "out", name="pictured", metrics=["psnr", "ssim"])
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     folder = _report_dir(state)
 
@@ -84,7 +84,7 @@ def test_restore_mode_report_shows_the_baseline_with_both_consistencies(make_job
         Image.fromarray(pixels * (mask[..., None] > 0)).save(folder / name)
     job = make_job(folder, tmp_path / "out", mode="restore", metrics=None,
                    task={"kind": "inpaint", "mask": str(tmp_path / "mask.png"), "noise_sigma": 0.0})
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     report = _report_dir(state)
     summary = json.loads((report / "summary.json").read_text())
@@ -103,7 +103,7 @@ def test_s3_report_links_are_presigned_and_open(make_job, images_8: Path, s3_buc
     for path in sorted(images_8.glob("*.png"))[:4]:
         fs.pipe_file(f"{bucket}/faces/{path.name}", path.read_bytes())
     job = make_job(f"{bucket}/faces", f"{bucket}/jobs/linked", storage_options=options, name="linked")
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     report = _artifacts(state.state_details.flow_run_id)["linked-sr2-report"].data
     link = re.search(r"- \*\*report\.html\*\*: `(s3://[^`]+)` — \[open\]\((http[^)]+)\)\n", report)

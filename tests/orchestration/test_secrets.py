@@ -10,7 +10,7 @@ import s3fs
 from prefect.client.orchestration import get_client
 from typer.testing import CliRunner
 
-from diffpir_cli.app import app
+from diffpir_flow.cli.app import app
 
 
 def test_no_storage_secret_reaches_the_prefect_api(make_job, images_8: Path, s3_bucket, s3_credentials, tmp_path: Path) -> None:
@@ -42,8 +42,8 @@ def test_a_secret_block_gives_a_run_its_credentials(make_job, images_8: Path, s3
     enforces the credentials), the same run without it fails for want of credentials; the environment is as before."""
     from prefect.blocks.system import Secret
 
-    from flows.credentials import block_credentials
-    from flows.restore import restore
+    from diffpir_flow.flows.credentials import block_credentials
+    from diffpir_flow.flows.run import run
 
     bucket, options = s3_bucket
     fs = s3fs.S3FileSystem(**options)
@@ -56,9 +56,9 @@ def test_a_secret_block_gives_a_run_its_credentials(make_job, images_8: Path, s3
     fresh = {**options, "skip_instance_cache": True}  # no s3fs instance made earlier with the session's credentials
     job = make_job(f"{bucket}/in", f"{bucket}/out", storage_options=fresh, name="block-check", retries=0)
 
-    refused = restore(job=job, return_state=True)
+    refused = run(job=job, return_state=True)
     assert refused.is_failed() and ("Access Denied" in refused.message or "credentials" in refused.message.lower()), refused.message
-    state = restore(job=job, credentials_block="diffpir-test-s3", return_state=True)
+    state = run(job=job, credentials_block="diffpir-test-s3", return_state=True)
     assert state.is_completed(), state.message
     assert not set(s3_credentials) & set(os.environ)
     with pytest.raises(ValueError, match="credentials_block 'missing-block': no such Secret block"):

@@ -57,7 +57,7 @@ def test_no_prefect_server_outlives_a_signalled_run(signum: int, make_job, image
         OMP_NUM_THREADS="1",
     )
     child = subprocess.Popen(
-        [sys.executable, "-c", "from diffpir_cli.app import main; main()", "run", str(job_file)],
+        [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "run", str(job_file)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
@@ -81,7 +81,7 @@ def test_no_prefect_server_outlives_a_signalled_run(signum: int, make_job, image
         assert "Traceback" not in stderr
         with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
             states = dict(db.execute("SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id").fetchall())
-        assert states.get("restore") == "CANCELLED", states
+        assert states.get("run") == "CANCELLED", states
     else:
         assert child.returncode == -signal.SIGKILL
     _, alive = psutil.wait_procs(servers, timeout=10)

@@ -14,10 +14,10 @@ from pydantic import TypeAdapter
 
 from diffpir_core.io import DatasetStore
 from diffpir_core.metrics import psnr, uint8_to_float
-from diffpir_core.restore import inputs_from_arrays
+from diffpir_core.runs.batches import inputs_from_arrays
+from diffpir_core.runs.plan import read_plans
 from diffpir_core.task_kinds import TASK_KINDS, TaskKind, TaskSpec
-from flows.restore import restore
-from tasks.plan import read_plans
+from diffpir_flow.flows.run import run
 
 EXAMPLES: list[dict[str, Any]] = [
     {"kind": "sr", "scale": 2, "noise_sigma": 0.05},
@@ -88,7 +88,7 @@ def test_each_kind_runs_end_to_end_through_the_restore_flow(example: dict[str, A
                                                              tmp_path: Path) -> None:
     images = image_writer(tmp_path / "images", 4)
     job = make_job(tmp_path / "images", tmp_path / "out", task=example, metrics=["psnr", "consistency"])
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     plan = read_plans(str(tmp_path / "out"), {})[0]
     out = DatasetStore.open(plan.output_store)

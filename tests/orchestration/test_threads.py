@@ -15,12 +15,12 @@ import torch
 from distributed import Client, LocalCluster
 
 from diffpir_core.io import DatasetStore
-from diffpir_core.job import JobError, parse_job
-from diffpir_core.threads import apply_threads, default_threads, machine_cores, planned_threads, split_cores
-from flows.restore import restore
-from flows.runners import build_task_runner
-from tasks import priors
-from tasks.plan import read_plans
+from diffpir_core.runs import priors
+from diffpir_core.runs.job import JobError, parse_job
+from diffpir_core.runs.plan import read_plans
+from diffpir_core.runs.threads import apply_threads, default_threads, machine_cores, planned_threads, split_cores
+from diffpir_flow.flows.run import run
+from diffpir_flow.flows.runners import build_task_runner
 
 CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None, "host": "127.0.0.1"}
 
@@ -66,7 +66,7 @@ def test_a_resumed_job_restores_with_the_threads_its_first_run_recorded(
 ):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     job = make_job(images_8, tmp_path / "out")  # threads: null
-    assert restore(job=job, return_state=True).is_completed()
+    assert run(job=job, return_state=True).is_completed()
     (plan,) = read_plans(str(tmp_path / "out"), {})
     assert plan.threads == 1 and json.loads((Path(plan.job_dir) / "run.json").read_text())["threads"] == 1
     out = DatasetStore.open(plan.output_store, writable=True)
@@ -76,7 +76,7 @@ def test_a_resumed_job_restores_with_the_threads_its_first_run_recorded(
     out.delete_record(refs[1], "restored")  # as if the run had been killed before the last shard's record
 
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the default would now be another count
-    assert restore(job=job, return_state=True).result()["restored"] == 1
+    assert run(job=job, return_state=True).result()["restored"] == 1
     (plan,) = read_plans(str(tmp_path / "out"), {})
     assert plan.threads == 1 and out.read_record(refs[1], "restored").metrics["threads"] == 1
     np.testing.assert_array_equal(out.read_array(refs[1], "restored"), uninterrupted)

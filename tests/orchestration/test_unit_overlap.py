@@ -13,9 +13,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 
 from diffpir_core.io import DatasetStore
-from flows.restore import restore
-from tasks import priors
-from tasks.plan import read_plans
+from diffpir_core.runs import priors
+from diffpir_core.runs.plan import read_plans
+from diffpir_flow.flows.run import run
 
 
 class ForwardMeter:
@@ -65,7 +65,7 @@ def _restored(output: Path) -> np.ndarray:
 
 def test_units_overlap_but_only_max_workers_compute_at_once(make_job, images_8: Path, tmp_path: Path, metered: ForwardMeter) -> None:
     one_slot = {"shard_size": 2, "batch_size": 2, "runner": {"kind": "local", "max_workers": 1}, "dispatch": {"unit_shards": 1}}
-    state = restore(job=make_job(images_8, tmp_path / "overlap", **one_slot), return_state=True)
+    state = run(job=make_job(images_8, tmp_path / "overlap", **one_slot), return_state=True)
     assert state.is_completed(), state.message
     assert metered.most == 1  # one model slot: never two units in the network at once
     units = _unit_runs(state)
@@ -74,7 +74,7 @@ def test_units_overlap_but_only_max_workers_compute_at_once(make_job, images_8: 
     assert overlaps >= 2  # each next unit had started before the one computing ended
 
     metered.most = 0
-    serial = restore(job=make_job(images_8, tmp_path / "serial", **{**one_slot, "dispatch": {"unit_shards": 4, "window": 1}}), return_state=True)
+    serial = run(job=make_job(images_8, tmp_path / "serial", **{**one_slot, "dispatch": {"unit_shards": 4, "window": 1}}), return_state=True)
     assert serial.is_completed(), serial.message
     assert len(_unit_runs(serial)) == 1 and metered.most == 1
     np.testing.assert_array_equal(_restored(tmp_path / "overlap"), _restored(tmp_path / "serial"))
@@ -82,6 +82,6 @@ def test_units_overlap_but_only_max_workers_compute_at_once(make_job, images_8: 
 
 def test_two_model_slots_compute_two_units_at_once(make_job, images_8: Path, tmp_path: Path, metered: ForwardMeter) -> None:
     two_slots = {"shard_size": 2, "batch_size": 2, "runner": {"kind": "local", "max_workers": 2}, "dispatch": {"unit_shards": 1}}
-    state = restore(job=make_job(images_8, tmp_path / "out", **two_slots), return_state=True)
+    state = run(job=make_job(images_8, tmp_path / "out", **two_slots), return_state=True)
     assert state.is_completed(), state.message
     assert metered.most == 2

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from diffpir_core.io import DatasetStore
-from diffpir_core.job import JobError, parse_job
-from flows.restore import restore
-from tasks.plan import read_plans
+from diffpir_core.runs.job import JobError, parse_job
+from diffpir_core.runs.plan import read_plans
+from diffpir_flow.flows.run import run
 
 FOUR = [
     {},
@@ -43,7 +43,7 @@ def test_variants_expand_to_runs_with_their_own_hashes_and_ddrm_na_without_svd()
         "tasks": [{"kind": "denoise", "noise_sigma": 0.05}, {"kind": "inpaint", "mask": "box"}],
         "variants": [{}, {"method": "ddrm"}, {"name": "sweep", "grid": {"lambda_": [1, 7], "zeta": [0.3]}}],
     })
-    runs = job.runs()
+    runs = job.cells()
     assert [(r.name, r.task) for r in runs] == [
         ("diffpir", "denoise"), ("ddrm", "denoise"), ("sweep lambda_=1, zeta=0.3", "denoise"), ("sweep lambda_=7, zeta=0.3", "denoise"),
         ("diffpir", "inpaint-box"), ("ddrm", "inpaint-box"), ("sweep lambda_=1, zeta=0.3", "inpaint-box"),
@@ -70,7 +70,7 @@ def test_diffpir_job_hash_is_unchanged_by_the_method_field() -> None:
 def test_comparison_shares_measurements_reruns_nothing_and_runs_only_a_new_variant(make_job, images_8: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     job = make_job(images_8, out, variants=FOUR, task={"kind": "inpaint", "mask": "box"})
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert (summary["shards"], summary["restored"], summary["skipped"]) == (8, 8, 0)
@@ -100,20 +100,20 @@ def test_comparison_shares_measurements_reruns_nothing_and_runs_only_a_new_varia
 
     _names_say_variant_and_task(state.state_details.flow_run_id, out, tmp_path, images_8.name)
 
-    again = restore(job=job, return_state=True).result()
+    again = run(job=job, return_state=True).result()
     assert (again["restored"], again["skipped"]) == (0, 8)
     assert sorted(r.written_at for r in (shared.read_record(ref, f"{plans[0].measurement_prefix}/y") for ref in shared.shards())) == stamps
 
     more = make_job(images_8, out, variants=[*FOUR, {"name": "dpir-x1", "method": "dpir", "sampler": {"iter_num": 3, "x8": False}}],
                     task={"kind": "inpaint", "mask": "box"})
-    grown = restore(job=more, return_state=True).result()
+    grown = run(job=more, return_state=True).result()
     assert (grown["restored"], grown["skipped"]) == (2, 8)
     assert [row["variant"] for row in grown["variants"]][-1] == "dpir-x1"
 
 
 def test_grid_report_plots_psnr_against_each_swept_setting(make_job, images_8: Path, tmp_path: Path) -> None:
     job = make_job(images_8, tmp_path / "out", shard_size=8, batch_size=8, variants=[{"grid": {"lambda_": [1, 7], "zeta": [0.3, 1.0]}}])
-    summary = restore(job=job, return_state=True).result()
+    summary = run(job=job, return_state=True).result()
     assert [row["swept"] for row in summary["variants"]] == [
         {"lambda_": 1, "zeta": 0.3}, {"lambda_": 1, "zeta": 1.0}, {"lambda_": 7, "zeta": 0.3}, {"lambda_": 7, "zeta": 1.0}
     ]
@@ -128,7 +128,7 @@ def _names_say_variant_and_task(flow_run_id, out: Path, tmp_path: Path, data: st
     from prefect.client.schemas.filters import FlowRunFilter
     from typer.testing import CliRunner
 
-    from diffpir_cli.app import app
+    from diffpir_flow.cli.app import app
 
     with get_client(sync_client=True) as client:
         parent = client.read_flow_run(flow_run_id)

@@ -21,7 +21,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 if TYPE_CHECKING:
-    from diffpir_core.job import Job
+    from diffpir_core.runs.job import Job
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def _records(output: Path) -> dict[str, int]:
 
 def _restored(output: str) -> np.ndarray:
     from diffpir_core.io import DatasetStore
-    from tasks.plan import read_plans
+    from diffpir_core.runs.plan import read_plans
 
     plan = read_plans(output, {})[0]
     store = DatasetStore.open(plan.output_store)
@@ -88,7 +88,7 @@ def _start_slow_job(prefect_api: str, job: "Job", tmp_path: Path, slow_s: str) -
 def test_worker_killed_while_a_write_is_behind_a_computation_loses_nothing(
     prefect_api: str, make_job, image_writer, tmp_path: Path
 ) -> None:
-    from flows.restore import restore
+    from diffpir_flow.flows.run import run
 
     images, output, overrides = tmp_path / "images", tmp_path / "killed", _OVERRIDES
     image_writer(images, 16, seed=11)
@@ -109,17 +109,17 @@ def test_worker_killed_while_a_write_is_behind_a_computation_loses_nothing(
     assert "/restored/c/0/" in written  # shard 0's data object, written behind the computation of shard 1
     assert _records(output) == {}  # its record never followed: nothing counts as done
 
-    state = restore(job=job, return_state=True)  # this process: no markers, no sleep
+    state = run(job=job, return_state=True)  # this process: no markers, no sleep
     assert state.is_completed(), state.message
     summary = state.result()
     assert (summary["restored"], summary["skipped"], summary["failed"]) == (8, 0, {})
     clean = make_job(images, tmp_path / "clean", **overrides)
-    assert restore(job=clean, return_state=True).is_completed()
+    assert run(job=clean, return_state=True).is_completed()
     np.testing.assert_array_equal(_restored(f"slowwrite://{output}"), _restored(str(tmp_path / "clean")))
 
 
 def test_a_kill_after_some_records_rewrites_none_of_them(prefect_api: str, make_job, image_writer, tmp_path: Path) -> None:
-    from flows.restore import restore
+    from diffpir_flow.flows.run import run
 
     images, output, overrides = tmp_path / "images", tmp_path / "killed", _OVERRIDES
     image_writer(images, 16, seed=12)
@@ -138,22 +138,22 @@ def test_a_kill_after_some_records_rewrites_none_of_them(prefect_api: str, make_
     written = len(list(markers.iterdir()))
     assert child.returncode == -signal.SIGKILL and 2 <= len(finished) < 8 and written >= len(finished)
 
-    state = restore(job=job, return_state=True)
+    state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary["skipped"] == len(finished) and summary["restored"] == 8 - len(finished)
     after = _records(output)
     assert {path: after[path] for path in finished} == finished  # no recorded shard was rewritten
     clean = make_job(images, tmp_path / "clean", **overrides)
-    assert restore(job=clean, return_state=True).is_completed()
+    assert run(job=clean, return_state=True).is_completed()
     np.testing.assert_array_equal(_restored(f"slowwrite://{output}"), _restored(str(tmp_path / "clean")))
 
 
 if __name__ == "__main__":
     import torch
 
-    from diffpir_core.job import load_job
-    from flows.restore import restore as restore_flow
+    from diffpir_core.runs.job import load_job
+    from diffpir_flow.flows.run import run as restore_flow
 
     torch.set_num_threads(1)
     restore_flow(job=load_job(Path(sys.argv[1]), []))

@@ -24,10 +24,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from diffpir_cli.seaweed import free_ports
-from diffpir_core.job import parse_job
 from diffpir_core.models import load_prior
-from diffpir_core.restore import inputs_from_arrays, restore_batchwise, synthesise
+from diffpir_core.runs.batches import inputs_from_arrays, restore_batchwise, synthesise
+from diffpir_core.runs.job import parse_job
+from diffpir_flow.cli.seaweed import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,9 +158,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_prior: Path) -> Iterato
         with temporary_settings({PREFECT_API_URL: stack.api}):
             from prefect.deployments.runner import EntrypointType
 
-            from flows.restore import restore
+            from diffpir_flow.flows.run import run as run_flow
 
-            deployment = restore.to_deployment(
+            deployment = run_flow.to_deployment(
                 name="stack", entrypoint_type=EntrypointType.MODULE_PATH, work_pool_name="diffpir-process",
                 job_variables={"env": {"PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false", "OMP_NUM_THREADS": "1"}},
             )

@@ -30,8 +30,8 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import Scheduled
 
 from diffpir_core.io import DatasetStore
-from flows.status import job_status
-from tasks.plan import read_plans
+from diffpir_core.runs.plan import read_plans
+from diffpir_core.runs.status import job_status
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 SHARDS = 6  # images of a fault test's job, one per shard

@@ -6,8 +6,8 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from diffpir_cli.app import app
 from diffpir_core.training import TrainConfig
+from diffpir_flow.cli.app import app
 
 
 def test_train_resume_and_export_from_the_cli(tiny_config: TrainConfig, tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from diffpir_cli.models import register
 from diffpir_core.models import PRESETS, Preset
+from diffpir_flow.cli.models import register
 
 
 @pytest.fixture

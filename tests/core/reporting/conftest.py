@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffpir_core.metrics import MetricUnavailable
-from diffpir_core.reporting import ReportSample, RunInfo
+from diffpir_core.reporting import ReportFacts, ReportSample
 
 LPIPS_MISSING = MetricUnavailable("LPIPS", "cannot import torchvision", "pip install x")
 
@@ -23,8 +23,8 @@ def rows() -> list[dict]:
 
 
 @pytest.fixture
-def info() -> RunInfo:
-    return RunInfo(
+def info() -> ReportFacts:
+    return ReportFacts(
         task="sr x4 | sigma 0.05",
         dataset="s3://bucket/faces",
         prior="demo",

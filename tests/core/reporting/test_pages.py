@@ -18,8 +18,8 @@ from PIL import Image
 
 from diffpir_core.reporting import (
     Extremes,
+    ReportFacts,
     ReportSample,
-    RunInfo,
     ShardTiming,
     Throughput,
     build_summary,
@@ -54,8 +54,8 @@ def gain_rows() -> list[dict]:
 
 
 @pytest.fixture
-def sr_info(info: RunInfo) -> RunInfo:
-    return RunInfo(**{**info.__dict__, "task": "sr x2, σ=0.05", "baseline": "bicubic", "unavailable": (), "failed": (), "quarantined": ()})
+def sr_info(info: ReportFacts) -> ReportFacts:
+    return ReportFacts(**{**info.__dict__, "task": "sr x2, σ=0.05", "baseline": "bicubic", "unavailable": (), "failed": (), "quarantined": ()})
 
 
 def _sample(image_id: str, scores: dict, *, truth: bool = True, seed: int = 0) -> ReportSample:
@@ -148,7 +148,7 @@ def test_restore_mode_report_shows_the_baseline_with_both_consistencies(sr_info)
         {"id": f"img{i}", "shard": "32x32/000000", "measurement_rms": 0.05 + 0.001 * i, "baseline_measurement_rms": 0.07, "seconds": 1.0}
         for i in range(4)
     ]
-    info = RunInfo(**{**sr_info.__dict__, "mode": "restore", "fid": None})
+    info = ReportFacts(**{**sr_info.__dict__, "mode": "restore", "fid": None})
     summary = build_summary(rows, info)
     samples = [_sample(row["id"], row, truth=False, seed=i) for i, row in enumerate(rows[:2])]
     page = render_html(summary, rows, samples)
@@ -184,7 +184,7 @@ def test_large_job_page_stays_small(tmp_path: Path, sr_info) -> None:
 
 
 def test_index_page_has_one_table_and_a_card_per_run(gain_rows, sr_info) -> None:
-    summaries = [build_summary(gain_rows[:3], sr_info), build_summary(gain_rows[3:4], RunInfo(**{**sr_info.__dict__, "task": "deblur"}))]
+    summaries = [build_summary(gain_rows[:3], sr_info), build_summary(gain_rows[3:4], ReportFacts(**{**sr_info.__dict__, "task": "deblur"}))]
     cards = [("sr/report.html", "<section>one</section>"), ("deblur/report.html", "<section>two</section>")]
     page = render_index("demo", "two runs <b>", summaries, cards)
     assert page.count("<tbody>") == 1 and page.count("| ") == 0 and "two runs &lt;b&gt;" in page

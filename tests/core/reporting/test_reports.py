@@ -18,7 +18,7 @@ from PIL import Image
 from diffpir_core.metrics import MetricUnavailable
 from diffpir_core.reporting import (
     REPORT_FILES,
-    RunInfo,
+    ReportFacts,
     build_summary,
     markdown_table,
     metrics_csv,
@@ -38,9 +38,9 @@ def test_summary_aggregates_rows_and_run_facts(rows, info) -> None:
     assert summary["metrics"]["lpips"] == {"count": 0, "mean": None, "std": None, "min": None, "max": None}
     assert summary["fid"] == pytest.approx(59.654321)
     assert summary["unavailable"] == {"lpips": info.unavailable[0].message}
-    no_reason = build_summary(rows, RunInfo(**{**info.__dict__, "unavailable": ()}))
+    no_reason = build_summary(rows, ReportFacts(**{**info.__dict__, "unavailable": ()}))
     assert no_reason["unavailable"] == {"lpips": "lpips: no image has a value (the scoring step recorded none)"}
-    missing_fid = RunInfo(**{**info.__dict__, "fid": MetricUnavailable("FID", "too few", "more")})
+    missing_fid = ReportFacts(**{**info.__dict__, "fid": MetricUnavailable("FID", "too few", "more")})
     assert build_summary(rows, missing_fid)["unavailable"]["fid"] == "FID unavailable: too few. Fix: more"
 
 
@@ -55,7 +55,7 @@ def test_markdown_table_has_the_paper_shape(rows, info) -> None:
 
 def test_restore_mode_table_shows_measurement_consistency(info) -> None:
     rows = [{"id": f"img{i}", "measurement_rms": 0.05 + 0.01 * i, "seconds": 1.0} for i in range(3)]
-    summary = build_summary(rows, RunInfo(**{**info.__dict__, "mode": "restore", "fid": None}))
+    summary = build_summary(rows, ReportFacts(**{**info.__dict__, "mode": "restore", "fid": None}))
     header, *_, line = markdown_table([summary]).strip().splitlines()
     assert "‖y − A(x̂)‖ RMS" in header and "| 0.0600 |" in line
     assert "| n/a | n/a | n/a | n/a | 0.0600 | 100 |" in line

@@ -10,7 +10,7 @@ from skimage import data
 from diffpir_core.metrics import float_to_uint8
 from diffpir_core.models import load_prior, random_unet, recommended_sampler
 from diffpir_core.operators import NoSVDError, SuperResolution, add_noise, gaussian_kernel
-from diffpir_core.restore import ShardInputs, restore_batchwise
+from diffpir_core.runs.batches import ShardInputs, restore_batchwise
 from diffpir_core.sampling import method_config, restore_with
 from diffpir_core.task_kinds import task_kind, task_preset
 

@@ -1,0 +1,134 @@
+"""The skeleton both flows share: ingest, plan every cell (a plain job is one cell), restore its shards or find
+those done, score and report every cell, the comparison's table, one summary."""
+
+import time
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import Failed
+from prefect.utilities.annotations import quote
+
+from diffpir_core.io import DatasetStore
+from diffpir_core.reporting import markdown_table, verdict
+from diffpir_core.runs.failures import describe
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.plan import JobPlan, work_units
+from diffpir_core.runs.report import artifact_key
+from diffpir_core.runs.results import CellResult, shard_table, shown_shards, summarise, unreachable_message
+from diffpir_core.runs.scoring import scoring_key
+from diffpir_core.runs.shard import done_manifests
+from diffpir_flow.tasks.ingest import ingest_input, plan_job
+from diffpir_flow.tasks.report import write_comparison_report, write_job_report
+from diffpir_flow.tasks.retries import with_job_retries
+from diffpir_flow.tasks.units import unit_metrics
+
+METRIC_SLOTS = 2  # the flows' thread pool: metrics of a few shards per task, two tasks at a time
+
+
+def run_cells(job: Job, restore: Any = None, force: bool = False) -> Any:
+    """Run ``job`` cell by cell: ``restore(cell job, plan, label) -> (refs, outcome)`` restores a cell's shards (the
+    ``run`` flow); without it, the shards already done are scored (the ``score`` flow). Returns the summary, or a
+    Failed state with it when shards failed or nothing was restored."""
+    started = time.perf_counter()
+    source = with_job_retries(ingest_input, job)(job, force)
+    comparison = job.is_comparison()
+    results: list[CellResult] = []
+    for cell in job.cells():
+        if cell.job is None:
+            results.append(CellResult(cell))
+            continue
+        variant = cell.name if comparison else None
+        plan = with_job_retries(plan_job, job)(cell.job, source["store"], comparison, variant)
+        result = CellResult(cell, plan, prepared=time.perf_counter())
+        if restore is not None:
+            result.refs, result.outcome = restore(cell.job, plan, f"{cell.name} on {cell.task}" if comparison else "")
+        else:
+            result.refs = DatasetStore.open(plan.output_store, job.storage_options).shards()
+            result.outcome = {"manifests": done_manifests(cell.job, plan, result.refs), "failed": {}}
+            get_run_logger().info(
+                "%s: %d of %d shard(s) are done and will be scored", plan.title, len(result.manifests), len(result.refs)
+            )
+        result.finished = time.perf_counter()
+        results.append(result)
+        if message := unreachable_message(result.failed, len(result.refs)):
+            # metrics and the report would only wait on the same dead endpoint: the message names the shards instead
+            return Failed(message=message, data={"failed": result.failed, "output": job.output, "job": plan.job_dir})
+    for result in results:
+        if result.plan is not None:
+            wall = result.finished - result.prepared if restore is not None else time.perf_counter() - started
+            score_and_report(result.cell.job, result, wall)
+    report = score_comparison(job, results, time.perf_counter() - started) if comparison else None
+    summary, failure = summarise(job.output, results, source, started, report)
+    return Failed(message=failure, data=summary) if failure else summary
+
+
+def score_and_report(job: Job, result: CellResult, wall_seconds: float) -> None:
+    """Score a cell's finished shards (rows their units kept in the records, else ``unit-metrics``, cached per data
+    checksum), write its report, publish its UI artifacts; ``result`` gains rows, summary, report URIs, and a failed
+    entry for every shard whose scoring failed. Shards and rows go to the report task quoted: Prefect would otherwise
+    walk every row looking for futures (minutes at 100,000 images)."""
+    plan: JobPlan = result.plan  # type: ignore[assignment]
+    manifests, failed = result.manifests, result.failed
+    done = [ref for ref in result.refs if ref.key in manifests and manifests[ref.key].get("checksum")]
+    key = scoring_key(job)
+    by_shard = {ref.key: manifests[ref.key]["rows"] for ref in done if manifests[ref.key].get("scored") == key}
+    units = work_units([ref for ref in done if ref.key not in by_shard], None, METRIC_SLOTS)
+    metrics = with_job_retries(unit_metrics, job)
+    futures = [metrics.submit(job, plan, unit, [manifests[ref.key]["checksum"] for ref in unit]) for unit in units]
+    for unit, future in zip(units, futures, strict=True):
+        rows = future.result(raise_on_failure=False)
+        if future.state.is_completed():
+            for row in rows:
+                by_shard.setdefault(row["shard"], []).append(row)
+        else:
+            reason = f"metrics: {describe(rows) if isinstance(rows, BaseException) else future.state.message}"
+            failed.update(dict.fromkeys((ref.key for ref in unit), reason))
+    scored = [ref for ref in done if ref.key not in failed]
+    result.rows = [row for ref in scored for row in by_shard.get(ref.key, [])]
+    report = with_job_retries(write_job_report, job)(job, plan, quote(scored), quote(result.rows), failed, wall_seconds)
+    result.summary, result.report_uris = report["summary"], report["uris"]
+    _publish(job, plan, result, report)
+
+
+def _publish(job: Job, plan: JobPlan, result: CellResult, report: dict[str, Any]) -> None:
+    """The cell's shards table and report as Prefect artifacts."""
+    table = shard_table(result)
+    what = f"{plan.variant} on {job.task_label()}" if plan.variant else job.task_label()
+    shown = shown_shards(table)
+    part = f" ({len(shown)} of {len(table)} shards, failed and pending ones first; all in metrics.csv and `diffpir status`)"
+    create_table_artifact(
+        key=artifact_key(job, "shards", plan.variant),
+        table=shown,
+        description=f"Per-shard results of {what} on {job.dataset_name()}" + (part if len(shown) < len(table) else ""),
+    )
+    problems = "".join(f"\n- **{key}**: {reason}" for key, reason in sorted(result.failed.items()))
+    sentence = verdict(report["summary"])
+    create_markdown_artifact(
+        key=artifact_key(job, "report", plan.variant),
+        markdown=(
+            f"# {what} on {job.dataset_name()} ({job.mode})\n\n{markdown_table([report['summary']])}\n"
+            + (f"{sentence}\n\n" if sentence else "")
+            + (f"## Samples\n\n{report['strip']}\n" if report["strip"] else "")
+            + f"## Report files\n\nOutput: `{job.output}`\n\n{report['links']}"
+            + (f"\n## Failed shards\n{problems}\n" if result.failed else "")
+        ),
+        description="Aggregate results in the paper's shape, the gain over the baseline, samples, report files",
+    )
+
+
+def score_comparison(job: Job, results: list[CellResult], wall_seconds: float) -> dict[str, Any]:
+    """The comparison's table (with sweep plots and a sample grid) in ``comparisons/<hash>``, published as the
+    ``<dataset>-comparison`` UI artifact."""
+    comparison = with_job_retries(write_comparison_report, job)(job, quote(results), wall_seconds)
+    failed = {f"{r.cell.name} / {r.cell.task} / {key}": reason for r in results for key, reason in r.failed.items()}
+    create_markdown_artifact(
+        key=artifact_key(job, "comparison").replace(f"-{job.task_label()}", ""),
+        markdown=(
+            f"# Method comparison on {job.dataset_name()} ({job.mode})\n\n{comparison['markdown']}\n"
+            f"## Report files\n\nOutput: `{job.output}`\n\n{comparison['links']}"
+            + "".join(f"\n- **{key}**: {reason}" for key, reason in sorted(failed.items()))
+        ),
+        description="Variants × tasks in the paper's layout: NFEs, PSNR, SSIM, LPIPS, FID, seconds per image",
+    )
+    return comparison

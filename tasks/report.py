@@ -1,0 +1,12 @@
+"""Prefect tasks writing a cell's report and a comparison's table (always rewritten: no cache over 100,000 rows)."""
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from diffpir_core.runs import report
+from diffpir_flow.tasks.retries import retry_transient
+
+write_job_report = task(name="report", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)(report.write_job_report)
+write_comparison_report = task(name="comparison-report", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)(
+    report.write_comparison_report
+)
