@@ -109,13 +109,14 @@ def run(job: Job, shards: list[str] | None = None, force: bool = False, credenti
     def restore(cell_job: Job, plan: JobPlan, label: str) -> tuple[list[ShardRef], dict[str, Any]]:
         out = DatasetStore.open(plan.output_store, job.storage_options)
         selection = ShardSelection.of(out, shards)
+        refs = selection.resolve(out)
         state = run_shards.with_options(task_runner=build_task_runner(cell_job, plan.threads))(
             job=cell_job, plan=plan, selection=selection, label=label, return_state=True
         )
         outcome = state.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):
             raise outcome
-        return selection.resolve(out), outcome.unquote()
+        return refs, outcome.unquote()
 
     with changed_environment(block_credentials(credentials_block)):
         return run_cells(job, restore, force)

@@ -1,4 +1,4 @@
-"""Comparison jobs: a job's ``variants`` (methods, settings, grids of settings) × its ``tasks`` expanded into runs.
+"""Comparison jobs: a job's ``variants`` (methods, settings, grids of settings) × its ``tasks`` expanded into cells.
 
 Each run is a plain job (one method, one task) with a hash of its own, so each writes its own output array and
 records and a re-run only restores what is missing; variants of one task share the task's synthesised
@@ -92,7 +92,7 @@ def expand_variants(
     storage_options: Mapping[str, Any],
     build: Callable[[str, dict[str, Any], TaskKind], Any],
 ) -> list[Cell]:
-    """The runs of every variant on every task (tasks outer). A variant's settings go over the job's ``sampler``
+    """The cells of every variant on every task (tasks outer). A variant's settings go over the job's ``sampler``
     when it keeps the job's method (another method starts from its own preset); ``build(method, sampler, task)``
     makes the run's job. Raises ``ValueError`` naming the variant for bad settings or duplicate names."""
     cells: list[Cell] = []
@@ -114,6 +114,6 @@ def expand_variants(
                 names.add(name)
                 problem = operator_problem(method, task, storage_options)
                 job = None if problem else build(method, settings, task)
-                runs.append(Cell(name, task.label(), job, problem, method, settings, point))
-    return runs
+                cells.append(Cell(name, task.label(), job, problem, method, settings, point))
+    return cells
 
