@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import skimage.data
+import torch
 from scipy.ndimage import gaussian_filter
 
 from diffpir_core.metrics import blind
