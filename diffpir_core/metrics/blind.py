@@ -169,6 +169,11 @@ def blind_scores(images_u8: np.ndarray | Sequence[np.ndarray], metrics: Sequence
     A metric that cannot score an image (too small, flat) is NaN for that image; when it scores none of the
     batch it is reported under ``unavailable`` with the first image's reason instead.
     """
+    if isinstance(images_u8, np.ndarray) and (images_u8.ndim != 4 or images_u8.shape[-1] != 3):
+        raise ValueError(
+            f"images_u8 must be a batch (N, H, W, 3) or a list of images, got an array of shape {images_u8.shape}; "
+            "score one image with niqe(image)"
+        )
     unknown = [name for name in metrics if name not in BLIND_METRICS]
     if unknown:
         raise ValueError(f"unknown blind metrics {unknown}; choose from {list(BLIND_METRICS)}")

@@ -114,6 +114,8 @@ def test_blind_scores_of_a_batch() -> None:
     assert np.isnan(mixed.values["niqe"][1])
     none = blind_scores(np.stack([small, small]))
     assert none.values == {} and "64x64" in none.unavailable["niqe"].reason
+    with pytest.raises(ValueError, match=r"batch \(N, H, W, 3\)"):
+        blind_scores(photo)
     with pytest.raises(ValueError, match="unknown blind metrics"):
         blind_scores([photo], metrics=("piqe",))
 
