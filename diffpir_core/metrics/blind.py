@@ -3,7 +3,7 @@
 NIQE is the distance between a multivariate Gaussian fitted to an image's natural-scene statistics and one
 fitted to pristine natural photos (the LIVE model of the authors' release, ``data/niqe_live.npz``); lower is
 more natural. This is a port of the authors' MATLAB code (``niqe_release``): luma as MATLAB ``rgb2gray``,
-MSCN coefficients with a 7×7 Gaussian (σ = 7/6, replicated border), 18 AGGD features per 96×96 block (and
+MSCN coefficients with a 7×7 Gaussian (σ = 7/6, replicated border), 18 features of AGGD fits per 96×96 block (and
 per 48×48 block of the MATLAB bicubic half-size image, the second scale), ``nanmean``/``nancov`` over
 blocks, and the Mahalanobis-like distance with ``pinv`` of the averaged covariances. See docs/metrics.md.
 """
