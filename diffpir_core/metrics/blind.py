@@ -1,11 +1,14 @@
-"""Blind (no-reference) image quality: NIQE (Mittal, Soundararajan & Bovik, IEEE SPL 2013).
+"""Blind (no-reference) image quality: NIQE (Mittal, Soundararajan & Bovik, IEEE SPL 2013) and PIQE.
 
 NIQE is the distance between a multivariate Gaussian fitted to an image's natural-scene statistics and one
 fitted to pristine natural photos (the LIVE model of the authors' release, ``data/niqe_live.npz``); lower is
 more natural. This is a port of the authors' MATLAB code (``niqe_release``): luma as MATLAB ``rgb2gray``,
 MSCN coefficients with a 7×7 Gaussian (σ = 7/6, replicated border), 18 features of AGGD fits per 96×96 block (and
 per 48×48 block of the MATLAB bicubic half-size image, the second scale), ``nanmean``/``nancov`` over
-blocks, and the Mahalanobis-like distance with ``pinv`` of the averaged covariances. See docs/metrics.md.
+blocks, and the Mahalanobis-like distance with ``pinv`` of the averaged covariances.
+
+PIQE (Venkatanath et al., NCC 2015) needs no trained model: the share of spatially active 16×16 blocks of
+the MSCN image that show blockiness or noise, in 0–100, following MATLAB ``piqe``. See docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import correlate1d
 from scipy.special import gamma
 
@@ -26,7 +30,11 @@ from diffpir_core.operators.resize import imresize
 NIQE_BLOCK = 96  # block side at the first scale; the second scale uses NIQE_BLOCK // 2 on the half-size image
 NIQE_MIN_BLOCKS = 2  # blocks with features needed for a covariance
 NIQE_FEATURES = 36  # 18 per scale
-BLIND_METRICS = ("niqe",)
+PIQE_BLOCK = 16
+PIQE_ACTIVITY = 0.1  # MSCN block variance above which a block is spatially active (salient)
+PIQE_FLAT_SEGMENT = 0.1  # an edge segment with a smaller MSCN std marks a block with a noticeable artefact
+PIQE_SEGMENT = 6  # pixels per edge segment
+BLIND_METRICS = ("niqe", "piqe")
 # |I − μ| below this (in gray levels) is rounding noise of a flat neighbourhood: the noise of sums of 0–255
 # values is ~1e-13, the smallest real contrast of an 8-bit image (one level at the window's corner) ~1e-4.
 _FLAT = 1e-9
@@ -163,6 +171,58 @@ def luma_u8(image_u8: np.ndarray) -> np.ndarray:
     return np.floor(array.astype(np.float64) @ _GRAY_WEIGHTS + 0.5).astype(np.uint8)
 
 
+def piqe(image_u8: np.ndarray) -> float | MetricUnavailable:
+    """PIQE of one uint8 image, (H, W, 3) RGB or (H, W) gray: 0 (no visible distortion) to 100; lower is better.
+
+    MATLAB ``piqe``: gray scaled so its maximum is 255 and rounded; padded (symmetric, bottom and right) to whole
+    16×16 blocks; MSCN as in NIQE. Of the active blocks (MSCN variance v > 0.1), one with a flat edge segment
+    (6 pixels with std < 0.1) adds 1 − v, one whose centre/surround deviation signals noise adds v; the score is
+    100·(Σ + 1)/(active blocks + 1), so a uniform image scores 100. Unavailable below 16×16 pixels.
+    """
+    gray = luma_u8(image_u8)
+    height, width = gray.shape
+    if min(height, width) < PIQE_BLOCK:
+        return MetricUnavailable(
+            "piqe", f"a {height}x{width} image is smaller than one {PIQE_BLOCK}x{PIQE_BLOCK} block", "score a larger image"
+        )
+    return piqe_score(gray.astype(np.float64))
+
+
+def piqe_score(gray: np.ndarray) -> float:
+    """PIQE of a float gray image in 0–255 (at least 16×16), computed in ``gray``'s float dtype."""
+    height, width = gray.shape
+    padded = np.pad(gray / 255, ((0, -height % PIQE_BLOCK), (0, -width % PIQE_BLOCK)), mode="symmetric")
+    peak = padded.max()
+    if peak == 0:
+        return 100.0  # uniform: no active block
+    coefficients = mscn(np.floor(255 * (padded / peak) + 0.5))  # MATLAB round: half away from zero
+    rows, cols = coefficients.shape[0] // PIQE_BLOCK, coefficients.shape[1] // PIQE_BLOCK
+    blocks = coefficients.reshape(rows, PIQE_BLOCK, cols, PIQE_BLOCK).transpose(0, 2, 1, 3).reshape(-1, PIQE_BLOCK, PIQE_BLOCK)
+    variance = blocks.reshape(len(blocks), -1).var(axis=1, ddof=1)
+    active = variance > PIQE_ACTIVITY
+    edges = np.stack([blocks[:, 0, :], blocks[:, :, -1], blocks[:, -1, :], blocks[:, :, 0]], axis=1)
+    impaired = (sliding_window_view(edges, PIQE_SEGMENT, axis=2).std(axis=3, ddof=1) < PIQE_FLAT_SEGMENT).any(axis=(1, 2))
+    sigma = np.sqrt(variance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.nan_to_num(_centre_surround_ratio(blocks), nan=0.0, posinf=np.inf)
+        beta = np.abs(sigma - ratio) / np.maximum(sigma, ratio)
+    noisy = sigma > 2 * beta
+    distortion = np.where(impaired, 1 - variance, 0.0) + np.where(noisy, variance, 0.0)
+    return float((distortion[active].sum() + 1) / (active.sum() + 1) * 100)
+
+
+def _centre_surround_ratio(blocks: np.ndarray) -> np.ndarray:
+    """std of the two centre columns over std of the rest, per block, with MATLAB ``piqe``'s column choice.
+
+    The reference takes columns 8 and 9 (1-based) as the centre and deletes column 8, then column 9 of what
+    remains (the original column 10), as the surround; both stds normalised by n − 1.
+    """
+    n = len(blocks)
+    centre = blocks[:, :, 7:9].reshape(n, -1)
+    surround = np.delete(blocks, [7, 9], axis=2).reshape(n, -1)
+    return centre.std(axis=1, ddof=1) / surround.std(axis=1, ddof=1)
+
+
 def blind_scores(images_u8: np.ndarray | Sequence[np.ndarray], metrics: Sequence[str] = BLIND_METRICS) -> BatchScores:
     """No-reference scores of a batch of uint8 images ((N, H, W, 3) or a list of images of any size).
 
@@ -179,7 +239,8 @@ def blind_scores(images_u8: np.ndarray | Sequence[np.ndarray], metrics: Sequence
         raise ValueError(f"unknown blind metrics {unknown}; choose from {list(BLIND_METRICS)}")
     scores = BatchScores()
     for name in metrics:
-        results = [niqe(image) for image in images_u8]
+        score = niqe if name == "niqe" else piqe
+        results = [score(image) for image in images_u8]
         if results and all(isinstance(result, MetricUnavailable) for result in results):
             scores.unavailable[name] = results[0]
         else:
