@@ -1,6 +1,6 @@
-"""Cost of the blind quality score (NIQE) per image, by image size, on crops of a real photo.
+"""Cost of the blind quality scores (NIQE, PIQE) per image, by image size, on crops of a real photo.
 
-Each size is timed as the median of ``--repeats`` calls of ``niqe`` on a crop of ``skimage.data.astronaut``
+Each score and size is timed as the median of ``--repeats`` calls on a crop of ``skimage.data.astronaut``
 (uint8 RGB, the report's input). Usage: ``python -m bench.blind [--threads 1] [--repeats 20]``.
 """
 
@@ -16,7 +16,7 @@ import torch
 from skimage import data
 
 from bench.results import write_results
-from diffpir_core.metrics import niqe
+from diffpir_core.metrics import niqe, piqe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "blind.json"
 SIZES = (192, 256, 512)
@@ -33,14 +33,15 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     rows = []
     niqe(photo[:256, :256])  # loads the pristine model once
-    for size in SIZES:
-        crop = photo[:size, :size]
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            niqe(crop)
-            times.append(time.perf_counter() - start)
-        rows.append({"metric": "niqe", "size": f"{size}x{size}", "median_ms": statistics.median(times) * 1e3})
+    for score in (niqe, piqe):
+        for size in SIZES:
+            crop = photo[:size, :size]
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                score(crop)
+                times.append(time.perf_counter() - start)
+            rows.append({"metric": score.__name__, "size": f"{size}x{size}", "median_ms": statistics.median(times) * 1e3})
     print(f"{'metric':7} {'size':9} {'ms/image':>9}")
     for r in rows:
         print(f"{r['metric']:7} {r['size']:9} {r['median_ms']:9.1f}")

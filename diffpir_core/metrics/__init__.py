@@ -5,11 +5,11 @@
   :func:`load_lpips` / :func:`load_inception` return :class:`MetricUnavailable` instead of raising.
 * :class:`FIDStats`: streaming, mergeable feature statistics for sharded datasets.
 * :func:`measurement_rms`: ‖y − A(x̂)‖ RMS, the no-reference check of restore mode.
-* :func:`niqe` / :func:`blind_scores`: NIQE, a blind (no-reference) naturalness score for restore mode.
+* :func:`niqe`, :func:`piqe`, :func:`blind_scores`: blind (no-reference) quality scores for restore mode.
 """
 
 from diffpir_core.metrics.batch import BatchScores, score_batch
-from diffpir_core.metrics.blind import BLIND_METRICS, blind_scores, niqe
+from diffpir_core.metrics.blind import BLIND_METRICS, blind_scores, niqe, piqe
 from diffpir_core.metrics.consistency import measurement_rms
 from diffpir_core.metrics.convert import crop_border, float_to_uint8, rgb_to_y_uint8, uint8_to_float
 from diffpir_core.metrics.fid import (
@@ -40,6 +40,7 @@ __all__ = [
     "load_lpips",
     "measurement_rms",
     "niqe",
+    "piqe",
     "psnr",
     "rgb_to_y_uint8",
     "score_batch",
