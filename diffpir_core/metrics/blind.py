@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy.linalg import pinv
 from scipy.ndimage import correlate1d
 from scipy.special import gamma
 
@@ -34,7 +35,6 @@ PIQE_BLOCK = 16
 PIQE_ACTIVITY = 0.1  # MSCN block variance above which a block is spatially active (salient)
 PIQE_FLAT_SEGMENT = 0.1  # an edge segment with a smaller MSCN std marks a block with a noticeable artefact
 PIQE_SEGMENT = 6  # pixels per edge segment
-BLIND_METRICS = ("niqe", "piqe")
 # |I − μ| below this (in gray levels) is rounding noise of a flat neighbourhood: the noise of sums of 0–255
 # values is ~1e-13, the smallest real contrast of an 8-bit image (one level at the window's corner) ~1e-4.
 _FLAT = 1e-9
@@ -95,7 +95,7 @@ def niqe_distance(features: np.ndarray) -> float:
     mu_image = np.nanmean(features, axis=0)
     cov_image = np.cov(features[~np.isnan(features).any(axis=1)], rowvar=False)
     matrix = (cov_pristine + cov_image) / 2
-    inverse = np.linalg.pinv(matrix, rtol=max(matrix.shape) * np.finfo(matrix.dtype).eps)  # MATLAB pinv's tolerance
+    inverse = pinv(matrix)  # cut-off max(size)·eps·largest singular value, as MATLAB pinv
     delta = mu_pristine - mu_image
     return float(np.sqrt(delta @ inverse @ delta))
 
@@ -223,6 +223,10 @@ def _centre_surround_ratio(blocks: np.ndarray) -> np.ndarray:
     return centre.std(axis=1, ddof=1) / surround.std(axis=1, ddof=1)
 
 
+BLIND_SCORES = {"niqe": niqe, "piqe": piqe}
+BLIND_METRICS = tuple(BLIND_SCORES)
+
+
 def blind_scores(images_u8: np.ndarray | Sequence[np.ndarray], metrics: Sequence[str] = BLIND_METRICS) -> BatchScores:
     """No-reference scores of a batch of uint8 images ((N, H, W, 3) or a list of images of any size).
 
@@ -239,8 +243,7 @@ def blind_scores(images_u8: np.ndarray | Sequence[np.ndarray], metrics: Sequence
         raise ValueError(f"unknown blind metrics {unknown}; choose from {list(BLIND_METRICS)}")
     scores = BatchScores()
     for name in metrics:
-        score = niqe if name == "niqe" else piqe
-        results = [score(image) for image in images_u8]
+        results = [BLIND_SCORES[name](image) for image in images_u8]
         if results and all(isinstance(result, MetricUnavailable) for result in results):
             scores.unavailable[name] = results[0]
         else:
