@@ -13,16 +13,7 @@ from torch import nn
 
 from diffpir_core import sampling
 from diffpir_core.operators import Operator
-from diffpir_core.sampling import methods
-from diffpir_core.sampling.common import (
-    GeneratorArg,
-    NoiseSource,
-    Step,
-    StepCallback,
-    as_image_batch,
-    as_predictor,
-    timestep_batch,
-)
+from diffpir_core.sampling import common, methods
 from diffpir_core.sampling.diffpir import reference_schedule
 
 
@@ -39,11 +30,11 @@ class OneStepConfig(BaseModel):
 
 def one_step_sample(
     model: nn.Module, operator: Operator, y: torch.Tensor, config: OneStepConfig, *,
-    x_T: torch.Tensor | None = None, generator: GeneratorArg = None, callback: StepCallback | None = None,
+    x_T: torch.Tensor | None = None, generator: common.GeneratorArg = None, callback: common.StepCallback | None = None,
 ) -> torch.Tensor:
-    y = as_image_batch(y)
-    predictor = as_predictor(model)
-    noise = NoiseSource(generator, y.shape[0], y.device)
+    y = common.as_image_batch(y)
+    predictor = common.as_predictor(model)
+    noise = common.NoiseSource(generator, y.shape[0], y.device)
     init = operator.init_image(y)
     if x_T is not None and x_T.shape != init.shape:
         raise ValueError(f"x_T must have the shape of the restored batch {tuple(init.shape)} (diffusion space)")
@@ -51,9 +42,9 @@ def one_step_sample(
     a, b = schedule.sqrt_alphas_cumprod[config.t], schedule.sqrt_one_minus_alphas_cumprod[config.t]
     x = a * (2 * init - 1) + b * noise.draw(init.shape) if x_T is None else x_T
     with torch.no_grad():
-        x0 = predictor(x, timestep_batch(config.t, x))
+        x0 = predictor(x, common.timestep_batch(config.t, x))
     if callback is not None:
-        callback(Step(0, config.t, x0, x0, x0))
+        callback(common.Step(0, config.t, x0, x0, x0))
     return x0 / 2 + 0.5
 
 
