@@ -22,10 +22,10 @@ from pydantic import TypeAdapter
 from results import write_results
 
 from diffpir_core.metrics import float_to_uint8, psnr, ssim
-from diffpir_core.models import load_prior, recommended_sampler
+from diffpir_core.models import load_prior
 from diffpir_core.models.tiling import tile_starts
 from diffpir_core.runs.batches import Fit, inputs_from_arrays, restore_batchwise
-from diffpir_core.sampling import resolve_sampler
+from diffpir_core.sampling import resolve_job_sampler
 from diffpir_core.task_kinds import TaskSpec
 from diffpir_core.training import HELD_OUT_IMAGES, load_rgb_u8
 
@@ -75,7 +75,7 @@ def main() -> None:
     for label, spec in TASKS.items():
         task = TypeAdapter(TaskSpec).validate_python(spec)
         overrides = {"iter_num": args.iter_num} if args.iter_num else {}
-        config = resolve_sampler(task.PRESET, recommended_sampler("demo", task.kind), overrides, task.noise_sigma).config
+        config = resolve_job_sampler(task, "diffpir", "demo", overrides).config
         inputs = inputs_from_arrays(task, list(names), task.synthesise(truth, list(range(len(names))), {}))
         results = {"baseline": (float_to_uint8(task.baseline(inputs.y, inputs.params)), 0.0)}
         for method, fit in (("whole", Fit(tile=0)), ("tiled", Fit(tile=TILE, overlap=OVERLAP, tile_batch=16))):

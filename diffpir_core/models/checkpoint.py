@@ -361,11 +361,24 @@ def _read_card(path: str, mtime_ns: int) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def recommended_sampler(name_or_path: str | Path, kind: str) -> dict[str, Any]:
-    """The sampler settings the prior's card recommends for task kind ``kind`` (``card.sampler.<kind>``)."""
-    settings = prior_card(name_or_path).get("sampler", {}).get(kind, {})
+CARD_DEFAULT_METHOD = "diffpir"
+"""The method a card's ``sampler.<kind>`` (without a method level) recommends settings for."""
+
+
+def recommended_sampler(name_or_path: str | Path, kind: str, method: str = CARD_DEFAULT_METHOD) -> dict[str, Any]:
+    """The sampler settings the prior's card recommends for ``method`` on task kind ``kind``: ``card.sampler.<method>.
+    <kind>``; a card without a ``sampler.<method>`` section recommends ``sampler.<kind>`` for DiffPIR and nothing
+    for the other methods."""
+    section = prior_card(name_or_path).get("sampler", {})
+    if not isinstance(section, dict):
+        raise CheckpointError(f"the model card of {name_or_path} has a non-mapping sampler: give method: kind: settings")
+    where = f"sampler.{method}.{kind}" if method in section else f"sampler.{kind}"
+    if method in section:
+        settings = section[method].get(kind, {}) if isinstance(section[method], dict) else None
+    else:
+        settings = section.get(kind, {}) if method == CARD_DEFAULT_METHOD else {}
     if not isinstance(settings, dict):
-        raise CheckpointError(f"the model card of {name_or_path} has a non-mapping sampler.{kind}: give field: value pairs")
+        raise CheckpointError(f"the model card of {name_or_path} has a non-mapping {where}: give field: value pairs")
     return dict(settings)
 
 

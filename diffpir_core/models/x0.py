@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
-NUM_TRAIN_TIMESTEPS = 1000
+from diffpir_core.models.betas import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS
 
 
 def _network_side_coefficients(beta_start: float, beta_end: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +23,7 @@ class X0Predictor(nn.Module):
     never uses it). Timesteps are integers in [0, 999], one per sample.
     """
 
-    def __init__(self, unet: nn.Module, beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
+    def __init__(self, unet: nn.Module, beta_start: float = BETA_START, beta_end: float = BETA_END) -> None:
         super().__init__()
         self.unet = unet
         c1, c2 = _network_side_coefficients(beta_start, beta_end, NUM_TRAIN_TIMESTEPS)

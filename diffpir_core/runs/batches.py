@@ -213,7 +213,7 @@ def restore_batchwise(
             with autocast:
                 restored = restore_batch(
                     network, inputs.batch(start, stop), task, config, seed=seed, device=device, pad=fit.pad, method=method,
-                    callback=None if meter is None else lambda i, *_, a=start, b=stop: meter.step(a, b, i),
+                    callback=None if meter is None else lambda step, a=start, b=stop: meter.step(a, b, step.i),
                 )
         except torch.cuda.OutOfMemoryError:
             if size == 1:

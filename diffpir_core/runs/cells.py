@@ -11,17 +11,16 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffpir_core.operators import NoSVDError
 from diffpir_core.sampling import check_operator, check_overrides
-from diffpir_core.sampling.methods import get_method
+from diffpir_core.sampling.methods import MethodName, get_method
 from diffpir_core.task_kinds import TaskKind
 
-MethodName = Literal["diffpir", "dps", "ddrm", "dpir"]
 _PROBE_SIZE = 64  # ground-truth side of the placeholder operator that answers "has an SVD?" without data
 
 
@@ -53,7 +52,7 @@ def operator_problem(method: str, task: TaskKind, storage_options: Mapping[str, 
     """Why ``method`` cannot use ``task``'s operator (DDRM needs an SVD), or None; checked on a placeholder operator
     built from the task's measurement arrays, before any data is read. An operator that cannot be built without
     its files (e.g. a kernel file not reachable now) is not judged here: the sampler refuses it before any image."""
-    if not get_method(method).config.requires_svd:
+    if not get_method(method).requires_svd:
         return None
     try:
         shapes = task.measurement_arrays(_PROBE_SIZE, _PROBE_SIZE, storage_options)

@@ -22,9 +22,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
-from diffpir_core.models import recommended_sampler
 from diffpir_core.runs.batches import Fit
-from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, method_preset, resolve_sampler
+from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, resolve_job_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
 from diffpir_core.runs.cells import Cell, MethodName, Variant, expand_variants, operator_problem
 
@@ -150,10 +149,10 @@ class Job(_Strict):
     )
     task: TaskSpec = Field(default_factory=default_task)
     prior: str = Field("demo", min_length=1, description="demo | ffhq_256 | imagenet_256 | a local .safetensors/.pt path")
-    method: MethodName = Field("diffpir", description="restoration method: diffpir | dps | ddrm | dpir (docs/methods.md)")
+    method: MethodName = Field("diffpir", description=f"restoration method: {' | '.join(METHODS)} (docs/methods.md)")
     sampler: dict[str, Any] = Field(
         default_factory=dict,
-        description="settings of the method's config on top of its preset and (DiffPIR) the prior card's recommendation",
+        description="settings of the method's config on top of its preset and the prior card's recommendation",
     )
     variants: list[Variant] | None = Field(
         None, description="comparison: methods/settings (or a grid of settings) run on the same measurements (docs/jobs.md)"
@@ -273,17 +272,9 @@ class Job(_Strict):
         return ["psnr", "ssim"] if self.mode == "evaluate" else ["consistency"]
 
     def sampler_settings(self) -> ResolvedSampler:
-        """The effective settings of the job's method and where each came from: method preset → prior card
-        (DiffPIR only) → ``sampler``."""
-        card = recommended_sampler(self.prior, self.task.kind) if self.method == "diffpir" else {}
-        return resolve_sampler(
-            method_preset(self.method, self.task.kind, self.task.PRESET),
-            card,
-            self.sampler,
-            self.task.known_sigma,
-            card_name=f"prior card ({self.prior})",
-            method=self.method,
-        )
+        """The effective settings of the job's method and where each came from: task preset → prior card →
+        ``sampler`` (:func:`resolve_job_sampler`)."""
+        return resolve_job_sampler(self.task, self.method, self.prior, self.sampler)
 
     def sampler_config(self) -> BaseModel:
         """The config of the job's method it samples with (``DiffPIRConfig`` for DiffPIR; see :meth:`sampler_settings`)."""

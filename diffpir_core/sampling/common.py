@@ -1,4 +1,4 @@
-"""What every sampler shares: the noise source, the measurement and model checks, the step callback type.
+"""What every sampler shares: the noise source, the measurement and model checks, the step callback's report.
 
 The samplers (DiffPIR, DPS, DDRM, DPIR) differ in their updates but take the same arguments; the
 helpers here keep their input checks, error messages and randomness identical.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,10 +18,38 @@ from diffpir_core.models.layers import AttentionBlock
 from diffpir_core.operators import Operator
 from diffpir_core.sampling.config import Numerics
 
-StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
-"""``callback(i, t, x, x0, x0_hat)``: step index, timestep, state after the step, x̃0, x̂0 (diffusion space)."""
+
+@dataclass(frozen=True)
+class Step:
+    """What a sampler reports after each of its steps (as k-diffusion's callback dict, typed); tensors in diffusion
+    space ([−1, 1]), batch-shaped, on the sampler's canvas for a non-circular boundary. Each sampler's docstring says
+    what its state and estimates are."""
+
+    i: int
+    """Step index: 0, 1, … in the order the steps run (one call per step)."""
+    t: int
+    """The step's timestep (DPIR: image 0's denoiser timestep)."""
+    x: torch.Tensor
+    """The state after the step."""
+    x0: torch.Tensor
+    """The network's clean estimate x̃0 of this step."""
+    x0_hat: torch.Tensor
+    """The clean estimate after the measurement step x̂0 (x̃0 where a method has none)."""
+
+
+StepCallback = Callable[[Step], None]
+"""``callback(step)`` after each step of a sampler (:class:`Step`)."""
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
+
+
+def check_generators(generator: GeneratorArg, batch: int) -> None:
+    """Refuse a list of generators that is not one per image (every sampler, whether it draws noise or not)."""
+    if isinstance(generator, Sequence) and len(generator) != batch:
+        raise ValueError(
+            f"got {len(generator)} generators for a batch of {batch} images: pass one per image "
+            "(or a single generator, which makes results depend on the batch composition)"
+        )
 
 
 class NoiseSource:
@@ -38,11 +67,7 @@ class NoiseSource:
     def __init__(
         self, generator: GeneratorArg, batch: int, device: torch.device, reference_order: bool = False
     ) -> None:
-        if isinstance(generator, Sequence) and len(generator) != batch:
-            raise ValueError(
-                f"got {len(generator)} generators for a batch of {batch} images: pass one per image "
-                "(or a single generator, which makes results depend on the batch composition)"
-            )
+        check_generators(generator, batch)
         self.generator = generator
         self.device = device
         self.reference_order = reference_order

@@ -5,7 +5,7 @@ Defaults are the reference's (docs/algorithm.md §7); the options of its §8 are
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -83,7 +83,6 @@ class DiffPIRConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    requires_svd: ClassVar[bool] = False
 
     lambda_: float = Field(7.0, gt=0, description="λ: data-fidelity weight in ρ_t = λσ_n²/σ̄_t²")
     zeta: float = Field(0.3, ge=0, le=1, description="ζ: share of fresh noise in the update (0 = DDIM-like)")

@@ -15,18 +15,17 @@ space throughout: ȳ is the SVD of the measurement of the [−1, 1] image, 2y �
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from diffpir_core.models import X0Predictor
+from diffpir_core.models.betas import NUM_TRAIN_TIMESTEPS, linear_betas
 from diffpir_core.operators import NoSVDError, Operator, OperatorSVD
 from diffpir_core.sampling.common import (
     GeneratorArg,
     NoiseSource,
+    Step,
     StepCallback,
     as_image_batch,
     as_predictor,
@@ -34,8 +33,6 @@ from diffpir_core.sampling.common import (
     timestep_batch,
 )
 from diffpir_core.sampling.config import NoiseSigma, per_image_sigmas
-
-NUM_TRAIN_TIMESTEPS = 1000
 
 
 class DDRMConfig(BaseModel):
@@ -51,7 +48,6 @@ class DDRMConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    requires_svd: ClassVar[bool] = True
 
     timesteps: int = Field(20, ge=1, le=NUM_TRAIN_TIMESTEPS, description="requested steps (stride 1000 // timesteps)")
     eta: float = Field(0.85, ge=0, le=1, description="η: fresh-noise share where s = 0 or s·σ_t < σ_y")
@@ -98,7 +94,7 @@ def ddrm_sample(
     must have an SVD (``operator.has_svd``). ``generator``: one ``torch.Generator`` per image
     (batch-invariant results), a single one, or None (global RNG); each step draws one image-space
     N(0, I) per image and uses its SVD coordinates (the official code draws i.i.d. coordinates, which
-    is the same distribution). ``callback(i, t, x_t', x̂0, x̂0)`` after each step.
+    is the same distribution). ``callback`` gets ``Step(i, t, x_t', x̂0, x̂0)`` after each step.
     """
     require_svd(operator, "DDRM")
     y = as_image_batch(y)
@@ -117,7 +113,7 @@ def ddrm_sample(
         for i, (t, t_next) in enumerate(zip(reversed(seq), reversed([-1, *seq[:-1]]), strict=True)):
             x, x0 = _step(predictor, terms, x, t, t_next, abar, config, noise.draw(shape))
             if callback is not None:
-                callback(i, t, x, x0, x0)
+                callback(Step(i, t, x, x0, x0))
     return x / 2 + 0.5
 
 
@@ -142,7 +138,7 @@ def _step(
 def official_alphas_cumprod() -> torch.Tensor:
     """ᾱ_t as DDRM computes it (``compute_alpha``): ``torch.cumprod`` of fl32(1 − fl32(β_t)), float32.
     Not the DiffPIR tables' NumPy product, which differs in 85% of the entries by up to 7e-7 relative."""
-    betas = torch.from_numpy(np.linspace(1e-4, 0.02, NUM_TRAIN_TIMESTEPS, dtype=np.float64)).float()
+    betas = torch.from_numpy(linear_betas()).float()
     return (1 - betas).cumprod(dim=0)
 
 

@@ -29,6 +29,7 @@ from diffpir_core.operators import DataTerm, Operator
 from diffpir_core.sampling.common import (
     GeneratorArg,
     NoiseSource,
+    Step,
     StepCallback,
     as_image_batch,
     as_predictor,
@@ -90,7 +91,8 @@ def diffpir_sample(
     ``operator`` gives the initial estimate and the data step; ``x_T`` (diffusion space) replaces the
     reference initialisation and its noise draw; ``generator`` is one ``torch.Generator`` per image (batch-invariant
     results), a single one, or None for PyTorch's global RNG. ``schedule`` defaults to the reference
-    linear schedule (pass ``Schedule.from_tensors`` for bit-level checks on another platform).
+    linear schedule (pass ``Schedule.from_tensors`` for bit-level checks on another platform). ``callback`` gets
+    ``Step(i, t, x_t', x̃0, x̂0)`` after each visited step (x̂0 = x̃0 at the last one).
     """
     y = as_image_batch(y)
     predictor = as_predictor(model)
@@ -115,7 +117,7 @@ def diffpir_sample(
         for i, t in enumerate(steps):
             x, x0, x0_hat = _step(predictor, layout, data, x, i, steps, weight, schedule, config, noise)
             if callback is not None:
-                callback(i, t, x, x0, x0_hat)
+                callback(Step(i, t, x, x0, x0_hat))
     out = x0_hat if config.return_mode == "x0_hat" else x
     return operator.crop(out / 2 + 0.5)
 

@@ -14,8 +14,6 @@ rotations (k mod 8) and its output is turned back, as the official code's "x8" p
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import MappingProxyType
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,10 +24,12 @@ from diffpir_core.models import X0Predictor
 from diffpir_core.operators import DataTerm, Operator
 from diffpir_core.sampling.common import (
     GeneratorArg,
+    Step,
     StepCallback,
     as_image_batch,
     as_predictor,
     canvas_operator,
+    check_generators,
     check_image_size,
 )
 from diffpir_core.sampling.config import NoiseSigma, per_image_sigmas
@@ -38,22 +38,11 @@ from diffpir_core.sampling.diffpir import reference_schedule
 MIN_DATA_SIGMA = 0.255 / 255
 """The floor on σ in ρ_k: ``get_rho_sigma(sigma=max(0.255/255., noise_level_model), ...)``."""
 
-OFFICIAL_TASK_SETTINGS = MappingProxyType(
-    {
-        "deblur": MappingProxyType({"iter_num": 8}),
-        "sr": MappingProxyType({"iter_num": 24}),
-        "inpaint": MappingProxyType({"iter_num": 40, "sigma_end_floor": 0.6 / 255}),
-    }
-)
-"""Per-task values of the official scripts: deblurring 8 iterations; SISR 24 iterations with
-σ_N ≥ sf/255 (set ``sigma_end_floor = sf / 255``); the mask-based demosaicking script (the official
-code's inpainting-like task) 40 iterations with σ_N ≥ 0.6/255."""
-
 
 class DPIRPnPConfig(BaseModel):
     """Hyper-parameters of :func:`dpir_pnp_sample`, defaults from ``main_dpir_deblur.py``.
 
-    ``iter_num`` = 8 (``iter_num = 8``; SR 24, see :data:`OFFICIAL_TASK_SETTINGS`); ``sigma_start`` =
+    ``iter_num`` = 8 (``iter_num = 8``; SR 24: the task kinds' ``PRESETS["dpir"]``); ``sigma_start`` =
     49/255 (``modelSigma1 = 49``); the last σ is max(``sigma_end_floor``, σ): the deblurring script uses
     σ itself (it assumes σ > 0), SISR max(sf, 255σ)/255, so the default floor is the 0.255/255 the
     scripts put on the data-term σ; ``rho_weight`` = 0.23 (``get_rho_sigma``); ``x8`` = True.
@@ -61,7 +50,6 @@ class DPIRPnPConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    requires_svd: ClassVar[bool] = False
 
     iter_num: int = Field(8, ge=1, description="N: HQS iterations (one denoiser call each)")
     sigma_start: float = Field(49 / 255, gt=0, lt=1, description="σ_1 on [0,1] (modelSigma1/255)")
@@ -121,14 +109,14 @@ def dpir_pnp_sample(
     """Restore the batch ``y`` (B, 3, h, w) in [0, 1] with DPIR; returns (B, 3, H, W) in [0, 1].
 
     ``model`` is the ε-predicting UNet (or an ``X0Predictor``) in eval mode on y's device. DPIR is
-    deterministic: ``generator`` is accepted for the samplers' common signature and not used.
-    ``callback(k, t, z_k, z_k, x_k)`` in diffusion space after each iteration, t being image 0's
+    deterministic: ``generator`` is accepted for the samplers' common signature (checked, not used).
+    ``callback`` gets ``Step(k, t, z_k, z_k, x_k)`` (diffusion space) after each iteration, t being image 0's
     denoiser timestep (per-image noise levels give per-image timesteps).
     """
-    del generator
     y = as_image_batch(y)
     predictor = as_predictor(model)
     batch, device = y.shape[0], y.device
+    check_generators(generator, batch)
     schedule = reference_schedule().to(device)
     per_image = [config.schedule(s) for s in config.noise_sigmas(batch)]
     timesteps = torch.tensor(
@@ -145,7 +133,7 @@ def dpir_pnp_sample(
             t = timesteps[:, k]
             z, x0, x_pm = _iteration(predictor, data, z, rhos[:, k], t, schedule.sqrt_alphas_cumprod[t], k % 8 if config.x8 else 0)
             if callback is not None:
-                callback(k, int(t[0]), x0, x0, x_pm)
+                callback(Step(k, int(t[0]), x0, x0, x_pm))
     return operator.crop(z)
 
 

@@ -19,8 +19,7 @@ uses σ; only the step size ζ was tuned at DPS's noise level (docs/methods.md �
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,10 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from diffpir_core.models import X0Predictor
+from diffpir_core.models.betas import NUM_TRAIN_TIMESTEPS, linear_betas
 from diffpir_core.operators import Operator
 from diffpir_core.sampling.common import (
     GeneratorArg,
     NoiseSource,
+    Step,
     StepCallback,
     as_image_batch,
     as_predictor,
@@ -40,19 +41,14 @@ from diffpir_core.sampling.common import (
     timestep_batch,
 )
 
-NUM_TRAIN_TIMESTEPS = 1000
 VarianceType = Literal["learned_range", "fixed_large", "fixed_small"]
-
-OFFICIAL_SCALES = MappingProxyType({"sr": 0.3, "deblur": 0.3, "inpaint": 0.5})
-"""ζ of the official task configs (``configs/*_config.yaml``: super-resolution, Gaussian and motion
-deblurring 0.3, inpainting 0.5), by our task-kind name."""
 
 
 class DPSConfig(BaseModel):
     """Hyper-parameters of :func:`dps_sample`, defaults from the official code.
 
     ``scale`` ζ = 0.3: ``conditioning.params.scale`` of the official SR and deblurring configs
-    (0.5 for inpainting, :data:`OFFICIAL_SCALES`). ``num_steps`` = 1000: ``diffusion_config.yaml``'s
+    (0.5 for inpainting: the task kinds' ``PRESETS["dps"]``). ``num_steps`` = 1000: ``diffusion_config.yaml``'s
     ``steps``/``timestep_respacing``; fewer steps respace the schedule as guided-diffusion's
     ``space_timesteps`` does. ``variance`` = ``learned_range``: ``model_var_type`` (the network's
     variance channels interpolate between β̃_t and β_t); ``fixed_large``/``fixed_small`` serve UNets
@@ -60,7 +56,6 @@ class DPSConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    requires_svd: ClassVar[bool] = False
 
     scale: float = Field(0.3, gt=0, description="ζ: step size on ∇‖y − A(x̂0)‖ (DPS's [−1, 1] norm)")
     num_steps: int = Field(1000, ge=1, le=NUM_TRAIN_TIMESTEPS, description="ancestral steps (respaced below 1000)")
@@ -73,7 +68,8 @@ class DPSConfig(BaseModel):
 
     @property
     def backward_passes(self) -> int:
-        """Backward passes through the network per image: one per step, ~2× a forward's cost and memory."""
+        """Backward passes through the network per image (``METHODS["dps"].backward_passes``, which callers should
+        ask): one per step, ~2× a forward's cost and memory."""
         return self.num_steps
 
 
@@ -97,7 +93,7 @@ class _Tables:
     @classmethod
     def build(cls, num_steps: int, variance: VarianceType) -> _Tables:
         timesteps = respaced_timesteps(num_steps)
-        base = np.cumprod(1.0 - np.linspace(1e-4, 0.02, NUM_TRAIN_TIMESTEPS, dtype=np.float64))
+        base = np.cumprod(1.0 - linear_betas())
         kept = base[timesteps]
         betas = 1.0 - kept / np.append(1.0, kept[:-1])
         abar = np.cumprod(1.0 - betas)
@@ -148,7 +144,7 @@ def dps_sample(
     ``model`` is the ε-predicting UNet (or an ``X0Predictor``) in eval mode on y's device; with
     ``variance="learned_range"`` it must output the variance channels (``learn_sigma``). ``x_T``
     (diffusion space) replaces the N(0, I) start; ``generator`` as in ``diffpir_sample``.
-    ``callback(i, t, x_{t−1}, x̂0, x̂0)`` after each step. Needs autograd through the network: memory
+    ``callback`` gets ``Step(i, t, x_{t−1}, x̂0, x̂0)`` after each step. Needs autograd through the network: memory
     is that of a training step at this batch size.
     """
     y = as_image_batch(y)
@@ -170,7 +166,7 @@ def dps_sample(
     for i, k in enumerate(reversed(range(len(tables.timesteps)))):
         x, x0 = _step(predictor, operator, y, x, k, tables, config, noise)
         if callback is not None:
-            callback(i, tables.timesteps[k], x, x0, x0)
+            callback(Step(i, tables.timesteps[k], x, x0, x0))
     return operator.crop(x / 2 + 0.5)
 
 

@@ -1,16 +1,22 @@
 """The restoration methods by name, with one uniform call: DiffPIR, DPS, DDRM and DPIR.
 
-``METHODS[name]`` is ``(sampler, config class)``. Every sampler takes ``(model, operator, y, config, *,
-generator=None, callback=None)`` and returns the restored (B, 3, H, W) batch on the [0, 1] scale; every
-config has ``nfes`` (network calls per image) and the class attribute ``requires_svd``. The
-measurement's noise level belongs to the task: :func:`method_config` puts it into the configs that
-use it (DPS does not). See docs/methods.md.
+:data:`METHODS` is the one list of method names: the job's ``method`` field (:data:`MethodName`), the comparison
+variants, the prior card's ``sampler.<method>`` sections and the contract test over every method all derive from it.
+Each entry is a :class:`Method`: the sampler, its config class, and what callers ask of a method (whether it needs
+the operator's SVD, its network calls and backward passes per image). Every sampler takes ``(model, operator, y,
+config, *, generator=None, callback=None)`` and returns the restored (B, 3, H, W) batch on the [0, 1] scale; every
+config has ``nfes`` (network calls per image). The measurement's noise level belongs to the task:
+:func:`method_config` puts it into the configs that use it (DPS does not). Presets per task kind live on the kinds
+(``TaskKind.PRESETS[method]``). Adding a method: its module, one line in :data:`METHODS`, its section in
+docs/methods.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel
@@ -27,19 +33,36 @@ from diffpir_core.sampling.dps import DPSConfig, dps_sample
 Sampler = Callable[..., torch.Tensor]
 
 
-class Method(NamedTuple):
-    """A sampler and its config class."""
+@dataclass(frozen=True)
+class Method:
+    """A restoration method: its sampler, its config class, and what callers ask of it."""
 
     sample: Sampler
     config: type[BaseModel]
+    requires_svd: bool = False
+    """Whether it needs the operator's singular value decomposition (:func:`check_operator` refuses one without)."""
+    backward_passes_per_call: int = 0
+    """Backward passes through the network per network call (DPS differentiates every call: 1)."""
+
+    def nfes(self, config: BaseModel) -> int:
+        """Network evaluations per image of a run with ``config`` (the config's own count, ``config.nfes``)."""
+        return int(config.nfes)  # type: ignore[attr-defined]
+
+    def backward_passes(self, config: BaseModel) -> int:
+        """Backward passes through the network per image of a run with ``config`` (~2× a forward's cost each)."""
+        return self.backward_passes_per_call * self.nfes(config)
 
 
-METHODS: Mapping[str, Method] = {
+METHODS: Mapping[str, Method] = MappingProxyType({
     "diffpir": Method(diffpir_sample, DiffPIRConfig),
-    "dps": Method(dps_sample, DPSConfig),
-    "ddrm": Method(ddrm_sample, DDRMConfig),
+    "dps": Method(dps_sample, DPSConfig, backward_passes_per_call=1),
+    "ddrm": Method(ddrm_sample, DDRMConfig, requires_svd=True),
     "dpir": Method(dpir_pnp_sample, DPIRPnPConfig),
-}
+})
+"""Method name -> :class:`Method`, in the order reports list them."""
+
+MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
+"""A method's name, as the job's ``method`` field and a variant's take it (one of :data:`METHODS`)."""
 
 
 def get_method(name: str) -> Method:
@@ -66,7 +89,7 @@ def method_config(
 
 def check_operator(name: str, operator: Operator) -> None:
     """Refuse, before any image runs, an operator the method cannot use (DDRM without an SVD)."""
-    if get_method(name).config.requires_svd:
+    if get_method(name).requires_svd:
         require_svd(operator, name.upper())
 
 

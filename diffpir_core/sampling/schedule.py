@@ -15,6 +15,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from diffpir_core.models.betas import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS
+
 SkipType = Literal["quad", "uniform"]
 
 MIN_NOISE_SIGMA = 0.001
@@ -45,7 +47,7 @@ class Schedule:
 
     @classmethod
     def linear(
-        cls, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+        cls, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_start: float = BETA_START, beta_end: float = BETA_END
     ) -> Schedule:
         """The reference schedule: β from a float64 linspace cast to float32, ᾱ the *sequential*
         float32 cumulative product (NumPy's; ``torch.cumprod`` rounds differently), roots by PyTorch
@@ -100,7 +102,8 @@ def rho_weight(lambda_: float, noise_sigma: Sequence[float]) -> torch.Tensor:
 
 
 def visited_timesteps(
-    iter_num: int, skip_type: SkipType = "quad", t_start: int | None = None, num_train_timesteps: int = 1000
+    iter_num: int, skip_type: SkipType = "quad", t_start: int | None = None,
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
 ) -> list[int]:
     """The timesteps the sampler visits, from high noise down to 0 (docs/algorithm.md §3.3).
 
@@ -126,7 +129,7 @@ def visited_timesteps(
 
 def network_calls(
     iter_num: int, skip_type: SkipType = "quad", t_start: int | None = None, iter_num_U: int = 1,
-    num_train_timesteps: int = 1000,
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
 ) -> int:
     """Network evaluations per image (NFEs) of one run: every visited step but the last repeats
     ``iter_num_U`` times, the last one only evaluates the network once (``diffpir_sample``)."""

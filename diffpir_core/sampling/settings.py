@@ -1,4 +1,4 @@
-"""The effective sampler settings of a job: method preset → prior card → the job's ``sampler:`` overrides.
+"""The effective sampler settings of a job: task preset → prior card → the job's ``sampler:`` overrides.
 
 A job's ``sampler:`` section holds settings of its method's config (``sampling.methods``), every one
 optional: :func:`check_overrides` validates them field by field against that config (same types, bounds
@@ -6,9 +6,10 @@ and descriptions), so a typo or a setting of another method is an error naming t
 ones; the noise level is the task's, never a sampler field. :func:`resolve_sampler` merges the layers and
 says where each value came from, for ``diffpir run --dry-run`` and the run records.
 
-Layers per method: DiffPIR takes the task kind's ``PRESET`` and the prior card's recommendation
-(``card.sampler.<kind>``, tuned for DiffPIR); DPS, DDRM and DPIR take the per-task values of their
-official code (:data:`METHOD_PRESETS`) and no card layer (the cards hold DiffPIR settings only).
+The layers are the same for every method: the task kind's preset for the method (``TaskKind.PRESETS[method]``, the
+values of the method's reference code for that kind), the prior card's recommendation (``card.sampler.<method>.<kind>``;
+a card's ``sampler.<kind>`` is DiffPIR's), then the job's settings. :func:`resolve_job_sampler` is the one place a
+job's settings are resolved (it reads the prior card); its :class:`ResolvedSampler` is what the run layer keeps.
 """
 
 from __future__ import annotations
@@ -16,23 +17,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from diffpir_core.sampling.dpir import OFFICIAL_TASK_SETTINGS
-from diffpir_core.sampling.dps import OFFICIAL_SCALES
+from diffpir_core.models import recommended_sampler
 from diffpir_core.sampling.methods import METHODS, get_method, method_config
 
-_TASK_OWNED = ("noise_sigma",)
+if TYPE_CHECKING:
+    from diffpir_core.task_kinds import TaskKind
 
-METHOD_PRESETS: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
-    "dps": {kind: {"scale": scale} for kind, scale in OFFICIAL_SCALES.items()},
-    "ddrm": {},
-    "dpir": OFFICIAL_TASK_SETTINGS,
-}
-"""Per method and task kind, the settings of the method's official task configs (DiffPIR: the task kinds' PRESET)."""
+_TASK_OWNED = ("noise_sigma",)
 
 
 @cache
@@ -82,19 +78,23 @@ def check_overrides(method: str, overrides: Mapping[str, Any], field: str = "sam
         raise ValueError("\n".join(lines)) from None
 
 
-def method_preset(method: str, kind: str, task_preset: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The preset layer of ``method`` for task kind ``kind``: the task's PRESET for DiffPIR, else the official one."""
-    if method == "diffpir":
-        return task_preset
-    return METHOD_PRESETS[method].get(kind, {})
-
-
 @dataclass(frozen=True)
 class ResolvedSampler:
-    """The effective method config and, per field, where its value came from."""
+    """The effective config of ``method`` and, per field, where its value came from."""
 
     config: BaseModel
     sources: dict[str, str]
+    method: str
+
+    @property
+    def nfes(self) -> int:
+        """Network evaluations per image."""
+        return get_method(self.method).nfes(self.config)
+
+    @property
+    def backward_passes(self) -> int:
+        """Backward passes through the network per image (0 but for methods that differentiate the network)."""
+        return get_method(self.method).backward_passes(self.config)
 
 
 def resolve_sampler(
@@ -103,11 +103,11 @@ def resolve_sampler(
     overrides: Mapping[str, Any],
     noise_sigma: float,
     *,
+    method: str,
     card_name: str = "prior card",
-    method: str = "diffpir",
 ) -> ResolvedSampler:
     """Merge the layers (later wins) into a validated config of ``method``; the noise level is the task's."""
-    layers = [("task preset" if method == "diffpir" else f"{method} preset", preset), (card_name, card), ("job", overrides)]
+    layers = [("task preset", preset), (card_name, card), ("job", overrides)]
     values: dict[str, Any] = {}
     config_fields = get_method(method).config.model_fields
     sources = dict.fromkeys(config_fields, "default")
@@ -118,7 +118,23 @@ def resolve_sampler(
     config = method_config(method, values, noise_sigma=noise_sigma)
     if "noise_sigma" in config_fields:
         sources["noise_sigma"] = "task"
-    return ResolvedSampler(config, sources)
+    return ResolvedSampler(config, sources, method)
+
+
+def resolve_job_sampler(task: TaskKind, method: str, prior: str, overrides: Mapping[str, Any]) -> ResolvedSampler:
+    """The settings ``method`` samples ``task`` with on ``prior``: the kind's preset for the method → the prior card's
+    recommendation (read here) → ``overrides`` (a job's ``sampler:``), with the task's known noise level.
+
+    The one resolution of a job's sampler: resolve it once where the job is planned and hand the result on, so that
+    what runs is what the plan, the dry run and the records show."""
+    return resolve_sampler(
+        task.PRESETS.get(method, {}),
+        recommended_sampler(prior, task.kind, method),
+        overrides,
+        task.known_sigma,
+        method=method,
+        card_name=f"prior card ({prior})",
+    )
 
 
 

@@ -4,7 +4,7 @@ A kind is the job's ``task`` section (its pydantic fields, validated against wha
 support) and knows how to turn that section into work: the operator of a batch, the evaluate-mode
 recipe that synthesises measurements from ground truth (per-image seeded, docs/algorithm.md §6), the
 arrays those measurements are stored in, how restore mode gets the operator parameters, the output
-scale, the metric border, the classical baseline, the labels, and the reference sampler preset.
+scale, the metric border, the classical baseline, the labels, and each method's preset for the kind (``PRESETS``).
 Code outside ``diffpir_core/task_kinds`` only calls these methods; it never branches on a kind.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -28,6 +29,14 @@ SIGMA_DESCRIPTION = "AWGN std on the [0, 1] scale, or auto: estimated per image 
 
 ArraySpec = tuple[tuple[int, ...], str]
 """Per-image shape (without the image axis) and dtype of one stored measurement array."""
+
+Presets = Mapping[str, Mapping[str, Any]]
+"""A kind's sampler presets: method name -> settings of that method's config."""
+
+
+def method_presets(**by_method: Mapping[str, Any]) -> Presets:
+    """A kind's ``PRESETS``, read-only: ``method_presets(diffpir={...}, dps={...})``."""
+    return MappingProxyType({method: MappingProxyType(dict(settings)) for method, settings in by_method.items()})
 
 
 @dataclass
@@ -48,15 +57,16 @@ class GivenData:
 
 
 class TaskKind(BaseModel):
-    """Base of the task kinds; subclasses set ``kind`` (a ``Literal``), ``PRESET`` and ``BASELINE``."""
+    """Base of the task kinds; subclasses set ``kind`` (a ``Literal``), ``PRESETS`` and ``BASELINE``."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     kind: str
     noise_sigma: NoiseLevel = Field(0.05, description=SIGMA_DESCRIPTION)
 
-    PRESET: ClassVar[Mapping[str, Any]]
-    """The reference's DiffPIR run values for this kind (``DiffPIRConfig`` fields)."""
+    PRESETS: ClassVar[Presets]
+    """Per method, the settings its reference code runs this kind with (fields of the method's config): the first
+    layer of a job's sampler settings (``sampling.settings``). A method without an entry runs its defaults."""
     BASELINE: ClassVar[str]
     """Name of the classical method :meth:`baseline` runs (shown in reports)."""
 

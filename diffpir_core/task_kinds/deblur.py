@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -22,7 +21,7 @@ from diffpir_core.io.degradation_files import (
     pad_kernels,
 )
 from diffpir_core.operators import Blur, Operator, blur_uint8, gaussian_kernel, motion_kernel, reference_gaussian_std
-from diffpir_core.task_kinds.base import ArraySpec, ConvolutionTaskKind, GivenData, per_image_data
+from diffpir_core.task_kinds.base import ArraySpec, ConvolutionTaskKind, GivenData, Presets, method_presets, per_image_data
 from diffpir_core.task_kinds.baselines import wiener_deblur
 
 GENERATED_KERNELS = ("gaussian", "motion")
@@ -44,7 +43,11 @@ class DeblurTask(ConvolutionTaskKind):
         None, gt=0.0, description="Gaussian std; null = the reference's per-image std 3·(1+2U)"
     )
 
-    PRESET: ClassVar[Mapping[str, Any]] = MappingProxyType({"lambda_": 7.0, "zeta": 0.3, "iter_num": 100})
+    PRESETS: ClassVar[Presets] = method_presets(
+        diffpir={"lambda_": 7.0, "zeta": 0.3, "iter_num": 100},  # the DiffPIR reference's deblurring run
+        dps={"scale": 0.3},  # DPS gaussian_deblur_config.yaml and motion_deblur_config.yaml
+        dpir={"iter_num": 8},  # DPIR main_dpir_deblur.py
+    )
     BASELINE: ClassVar[str] = "wiener"
 
     @field_validator("kernel_size")

@@ -9,7 +9,6 @@ run; the preset takes its deblurring values (λ = 7, ζ = 0.3, 100 steps).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -22,7 +21,7 @@ from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Operator
 from diffpir_core.operators.base import check_images
 from diffpir_core.operators.inpaint import InpaintDataTerm
-from diffpir_core.task_kinds.base import SIGMA_DESCRIPTION, TaskKind
+from diffpir_core.task_kinds.base import SIGMA_DESCRIPTION, Presets, TaskKind, method_presets
 
 
 class Identity(Operator):
@@ -57,7 +56,9 @@ class DenoiseTask(TaskKind):
     kind: Literal["denoise"] = "denoise"
     noise_sigma: Annotated[float, Field(gt=0.0, lt=1.0)] | Literal["auto"] = Field(0.1, description=SIGMA_DESCRIPTION)
 
-    PRESET: ClassVar[Mapping[str, Any]] = MappingProxyType({"lambda_": 7.0, "zeta": 0.3, "iter_num": 100})
+    PRESETS: ClassVar[Presets] = method_presets(
+        diffpir={"lambda_": 7.0, "zeta": 0.3, "iter_num": 100},  # as deblurring (no denoising run in the reference)
+    )
     BASELINE: ClassVar[str] = "local wiener"
 
     def degrade(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -15,7 +14,7 @@ from diffpir_core.io.decode import IMAGE_EXTENSIONS
 from diffpir_core.io.degradation_files import check_manifest, file_digest, is_manifest, is_per_image, load_mask, mask_from_bytes
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Inpainting, Operator, random_box_mask, random_mask
-from diffpir_core.task_kinds.base import SIGMA_DESCRIPTION, ArraySpec, GivenData, NoiseLevel, TaskKind, per_image_data
+from diffpir_core.task_kinds.base import SIGMA_DESCRIPTION, ArraySpec, GivenData, NoiseLevel, Presets, TaskKind, method_presets, per_image_data
 from diffpir_core.task_kinds.baselines import biharmonic_inpaint
 
 GENERATED_MASKS = ("box", "random")
@@ -38,7 +37,11 @@ class InpaintTask(TaskKind):
     mask_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="random masks: fraction of missing pixels")
     box_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="box masks: box side / image side")
 
-    PRESET: ClassVar[Mapping[str, Any]] = MappingProxyType({"lambda_": 1.0, "zeta": 1.0, "iter_num": 20})
+    PRESETS: ClassVar[Presets] = method_presets(
+        diffpir={"lambda_": 1.0, "zeta": 1.0, "iter_num": 20},  # the DiffPIR reference's inpainting run
+        dps={"scale": 0.5},  # DPS inpainting_config.yaml
+        dpir={"iter_num": 40, "sigma_end_floor": 0.6 / 255},  # DPIR's mask-based demosaicking script (main_dpir_demosaick.py)
+    )
     BASELINE: ClassVar[str] = "biharmonic"
 
     def label(self) -> str:

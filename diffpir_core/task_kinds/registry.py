@@ -59,4 +59,4 @@ def task_preset(name: str, **overrides: Any) -> DiffPIRConfig:
     with ``overrides`` applied (validated)."""
     kind = task_kind(name)
     sigma = kind.model_fields["noise_sigma"].default
-    return DiffPIRConfig(**{**kind.PRESET, "noise_sigma": sigma, **overrides})
+    return DiffPIRConfig(**{**kind.PRESETS["diffpir"], "noise_sigma": sigma, **overrides})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -13,7 +12,7 @@ from torch import Tensor
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Operator, SuperResolution, imresize
 from diffpir_core.operators.sr_kernels import SCALES
-from diffpir_core.task_kinds.base import ArraySpec, ConvolutionTaskKind
+from diffpir_core.task_kinds.base import ArraySpec, ConvolutionTaskKind, Presets, method_presets
 from diffpir_core.task_kinds.baselines import bicubic_sr
 
 Scale = Literal[SCALES]  # type: ignore[valid-type]  # the scales our SR kernels exist for
@@ -31,7 +30,11 @@ class SRTask(ConvolutionTaskKind):
     kind: Literal["sr"] = "sr"
     scale: Scale = Field(4, description=f"upscaling factor, one of {', '.join(map(str, SCALES))}")
 
-    PRESET: ClassVar[Mapping[str, Any]] = MappingProxyType({"lambda_": 7.0, "zeta": 0.25, "iter_num": 100})
+    PRESETS: ClassVar[Presets] = method_presets(
+        diffpir={"lambda_": 7.0, "zeta": 0.25, "iter_num": 100},  # the DiffPIR reference's SR run
+        dps={"scale": 0.3},  # DPS super_resolution_config.yaml
+        dpir={"iter_num": 24},  # DPIR main_dpir_sisr.py (σ_N ≥ sf/255: set sigma_end_floor = sf / 255)
+    )
     BASELINE: ClassVar[str] = "bicubic"
 
     def label(self) -> str:

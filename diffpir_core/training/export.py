@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from diffpir_core.models.betas import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS
 from diffpir_core.models.checkpoint import save_prior
 from diffpir_core.models.files import sha256_file
 from diffpir_core.training.data import HELD_OUT_IMAGES
@@ -75,7 +76,7 @@ def export_prior(
             *config["short_sides"]),
         "objective": "DDPM epsilon MSE + learned-variance VLB with stop-grad on the mean "
                      "(improved-DDPM hybrid, lambda=0.001)",
-        "schedule": {"kind": "linear", "num_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02},
+        "schedule": {"kind": "linear", "num_timesteps": NUM_TRAIN_TIMESTEPS, "beta_start": BETA_START, "beta_end": BETA_END},
         "optimizer": {"kind": "Adam", "lr": config["lr"], "warmup_steps": config["warmup_steps"],
                       "grad_clip": config["grad_clip"], "batch_size": config["batch_size"]},
         "ema_decay": config["ema_decay"],

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from diffpir_core.models.betas import BETA_END, BETA_START, NUM_TRAIN_TIMESTEPS
+
 VLB_WEIGHT_PER_TERM = 1.0
 """λ · T with λ = 0.001 and T = 1000: the weight of the sampled L_t (bits/dim) in the hybrid loss."""
 
@@ -35,7 +37,9 @@ class LossTerms:
 class DiffusionObjective:
     """Linear-schedule DDPM with learned variance: forward noising and the hybrid training loss."""
 
-    def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
+    def __init__(
+        self, num_timesteps: int = NUM_TRAIN_TIMESTEPS, beta_start: float = BETA_START, beta_end: float = BETA_END
+    ) -> None:
         betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])

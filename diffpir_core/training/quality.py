@@ -4,13 +4,15 @@ Same measurements for both, made by the task kinds' own evaluate-mode recipes (d
 SR ×4 = MATLAB-bicubic downscale + AWGN σ = 0.05 vs bicubic upsampling; Gaussian deblurring = circular
 uint8 blur + AWGN σ = 0.05 vs Wiener deconvolution (known kernel and σ); random 50 % inpainting
 (noise-free, as the reference) vs biharmonic inpainting. PSNR / SSIM on uint8 RGB, per image and on
-average. The DiffPIR settings are the prior card's recommendation (task preset → card → overrides).
+average. The DiffPIR settings are resolved as a job's (task preset → prior card → overrides), and each tile is
+seeded as a job seeds an image: its degradation from ``degradation_seed(seed, id)``, its sampler generator from
+``image_seed(seed, id)``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +22,8 @@ from pydantic import TypeAdapter
 from torch import Tensor, nn
 
 from diffpir_core.metrics import float_to_uint8, psnr, ssim
-from diffpir_core.models import recommended_sampler
-from diffpir_core.runs.batches import inputs_from_arrays
-from diffpir_core.sampling import diffpir_sample, resolve_sampler
+from diffpir_core.runs.batches import image_seed, inputs_from_arrays, synthesise
+from diffpir_core.sampling import diffpir_sample, resolve_job_sampler
 from diffpir_core.task_kinds import TaskKind, TaskSpec
 
 QUALITY_TASKS: dict[str, dict[str, Any]] = {
@@ -78,10 +79,10 @@ def evaluate_task(
     seed: int = 0,
 ) -> TaskResult:
     """DiffPIR with ``model`` (the network of ``prior``, whose card gives the settings) vs the task's
-    baseline on ``tiles`` (id -> uint8 (H, W, 3)). Image i gets degradation seed ``seed + i`` and sampler
-    generator seed ``seed + i``, independent of batching; ``sampler`` overrides the card's settings."""
+    baseline on ``tiles`` (id -> uint8 (H, W, 3)), each tile seeded by its id as a job with seed ``seed`` would
+    (independent of batching); ``sampler`` overrides the card's settings."""
     task = quality_task(name)
-    config = resolve_sampler(task.PRESET, recommended_sampler(prior, task.kind), sampler or {}, task.noise_sigma).config
+    config = resolve_job_sampler(task, "diffpir", prior, sampler or {}).config
     settings = config.model_dump(include={"lambda_", "zeta", "iter_num"})
     result = TaskResult(name, task.BASELINE, settings)
     ids = list(tiles)
@@ -89,9 +90,8 @@ def evaluate_task(
     for first in range(0, len(ids), batch_size):
         batch_ids = ids[first:first + batch_size]
         truth_u8 = np.stack([tiles[i] for i in batch_ids])
-        seeds = [seed + first + k for k in range(len(batch_ids))]
-        inputs = inputs_from_arrays(task, batch_ids, task.synthesise(truth_u8, seeds, {}))
-        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        inputs = inputs_from_arrays(task, batch_ids, synthesise(task, batch_ids, truth_u8, seed, {}))
+        generators = [torch.Generator().manual_seed(image_seed(seed, image_id)) for image_id in batch_ids]
         restored = diffpir_sample(model, task.operator(inputs.params), inputs.y, config, generator=generators)
         d_psnr, d_ssim = _scores(restored, truth_u8)
         b_psnr, b_ssim = _scores(task.baseline(inputs.y, inputs.params), truth_u8)
@@ -101,12 +101,3 @@ def evaluate_task(
     result.seconds = time.perf_counter() - start
     return result
 
-
-def evaluate_quality(
-    model: nn.Module,
-    tiles: Mapping[str, np.ndarray],
-    tasks: Sequence[str] = tuple(QUALITY_TASKS),
-    **kwargs: Any,
-) -> list[TaskResult]:
-    """:func:`evaluate_task` for each of ``tasks`` (keys of :data:`QUALITY_TASKS`)."""
-    return [evaluate_task(model, name, tiles, **kwargs) for name in tasks]

@@ -14,7 +14,7 @@ from diffpir_core.training.quality import evaluate_task
 SUBSET = ("astronaut_0", "coffee_2", "chelsea_1")
 
 # task -> least PSNR gain (dB) of DiffPIR over the baseline on SUBSET; measured with the shipped prior:
-# sr +0.86, deblur +1.62, inpaint -0.74 (DiffPIR trails biharmonic there; the bound guards regressions)
+# sr +0.66, deblur +1.76, inpaint -0.63 (DiffPIR trails biharmonic there; the bound guards regressions)
 MARGINS = {"sr": 0.5, "deblur": 1.0, "inpaint": -1.5}
 
 pytestmark = pytest.mark.skipif(not get_preset("demo").path().is_file(), reason="the shipped demo prior is missing")

@@ -68,6 +68,8 @@ def test_presets_are_overridable_and_read_only():
     with pytest.raises(ValidationError):
         task_preset("inpaint", zeta=2.0)
     with pytest.raises(TypeError):
-        task_kind("sr").PRESET["lambda_"] = 1.0  # type: ignore[index]
+        task_kind("sr").PRESETS["diffpir"]["lambda_"] = 1.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        task_kind("sr").PRESETS["dps"] = {}  # type: ignore[index]
     with pytest.raises(ValueError, match="unknown task kind 'colorize'"):
         task_preset("colorize")

@@ -58,7 +58,7 @@ def test_x_T_is_built_like_the_reference(name, ref_cases, oracle_for, stored_sch
     model = oracle_for(case)
     diffpir_sample(
         model, ref_cases.operator(case), ref_cases.measurement(case), config, generator=ref_cases.x_T_generator(name),
-        schedule=stored_schedule, callback=lambda i, t, x, x0, x0_hat: seen.append(x),
+        schedule=stored_schedule, callback=lambda step: seen.append(step.x),
     )
     # x_T = a·P(init) + b·n: a few float32 operations per pixel, whose order (or FMA contraction) differs between
     # CPUs' kernels by the last roundings; SR's init is a bicubic upscaling (OpenCV in the reference), equal up to

@@ -1,4 +1,5 @@
-"""DPS: the measurement gradient, the respaced schedule, batching, the exact-ε oracle and bad input."""
+"""DPS: the measurement gradient, the respaced schedule, its costs and variance options (batching, the exact-ε
+oracle and bad input: test_contract.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from diffpir_core.metrics import float_to_uint8, psnr
 from diffpir_core.models import X0Predictor, random_unet
 from diffpir_core.operators import SuperResolution
-from diffpir_core.sampling import DPSConfig, dps_sample
-from diffpir_core.sampling.dps import OFFICIAL_SCALES, measurement_gradient, respaced_timesteps
+from diffpir_core.sampling import METHODS, DPSConfig, dps_sample
+from diffpir_core.sampling.dps import measurement_gradient, respaced_timesteps
+from diffpir_core.task_kinds import TASK_KINDS
 
 SMALL_UNET = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1", "attention_resolutions": ""}
 
@@ -71,34 +72,11 @@ def test_respacing_is_guided_diffusions():
 def test_defaults_and_costs():
     config = DPSConfig()
     assert (config.scale, config.num_steps, config.variance) == (0.3, 1000, "learned_range")
-    assert config.nfes == 1000 and config.backward_passes == 1000
-    assert dict(OFFICIAL_SCALES) == {"sr": 0.3, "deblur": 0.3, "inpaint": 0.5}
-    assert not DPSConfig.requires_svd
-
-
-@pytest.mark.parametrize("task", ["sr", "deblur", "inpaint"])
-def test_exact_oracle_recovers_the_image(task, small_task, oracle_of, clean32):
-    """With ε* of the ground truth x̂0 is the ground truth at every step: the uint8 result is the ground
-    truth's (≥ 60 dB, measured: identical; the last posterior mean and gradient step only move it by
-    float32 rounding)."""
-    op, y = small_task(task, 0.025)
-    config = DPSConfig(num_steps=20, scale=OFFICIAL_SCALES[task])
-    out = dps_sample(oracle_of(clean32), op, y, config, generator=[torch.Generator().manual_seed(0)])
-    assert float(psnr(float_to_uint8(out), float_to_uint8(clean32))[0]) >= 60.0
-
-
-def test_batch_equals_single_images(small_task, clean32, vector_unet):
-    """Each image has its own norm and generator: a batch of 2 is 2 single runs (up to the tiny UNet's
-    batch-size-dependent float32 rounding, measured 1.2e-5 after 4 steps)."""
-    op, y = small_task("sr", 0.025)
-    y2 = torch.cat([y, y.flip(-1)])
-    config = DPSConfig(num_steps=4)
-    seeds = [3, 4]
-    batch = dps_sample(vector_unet, op, y2, config, generator=[torch.Generator().manual_seed(s) for s in seeds])
-    singles = torch.cat(
-        [dps_sample(vector_unet, op, y2[i : i + 1], config, generator=[torch.Generator().manual_seed(s)]) for i, s in enumerate(seeds)]
-    )
-    assert float((batch - singles).abs().max()) <= 1e-4
+    assert config.nfes == 1000 and config.backward_passes == METHODS["dps"].backward_passes(config) == 1000
+    assert {kind: cls.PRESETS["dps"] for kind, cls in TASK_KINDS.items() if "dps" in cls.PRESETS} == {
+        "sr": {"scale": 0.3}, "deblur": {"scale": 0.3}, "inpaint": {"scale": 0.5}
+    }
+    assert not METHODS["dps"].requires_svd
 
 
 def test_learned_variance_needs_variance_channels(small_task):
@@ -109,8 +87,3 @@ def test_learned_variance_needs_variance_channels(small_task):
     out = dps_sample(unet, op, y, DPSConfig(num_steps=2, variance="fixed_large"))
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
 
-
-def test_bad_x_T_is_refused(small_task, vector_unet):
-    op, y = small_task("sr", 0.0)
-    with pytest.raises(ValueError, match="x_T must have the shape"):
-        dps_sample(vector_unet, op, y, DPSConfig(num_steps=2), x_T=torch.zeros(1, 3, 16, 16))
