@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 
 from diffpir_core import __version__
@@ -35,6 +37,7 @@ from diffpir_core.io import DatasetStore, ShardRecord, ShardRef, SizeGroup
 from diffpir_core.io.listing import listed
 from diffpir_core.io.uris import filesystem, is_local, join, local_path, put_atomic, redact_uri
 from diffpir_core.runs.job import Job
+from diffpir_core.sampling import ResolvedSampler, get_method
 
 # Bump when the restoration of a shard changes its pixels for the same job (seeding, batching, quantisation).
 RESTORE_REVISION = 2
@@ -93,6 +96,14 @@ class JobPlan(BaseModel):
     threads: int | None = None  # torch threads per shard task, fixed at the job's first plan (None: each Dask worker's own)
     variant: str | None = None  # a comparison's variant name (``diffpir export --variant``)
     task: str | None = None  # the task's label, e.g. ``sr4`` (``diffpir export --task``)
+    method: str = "diffpir"
+    sampler: dict[str, Any] = {}  # the method's config, resolved once when planned (workers never read the prior card)
+    sampler_sources: dict[str, str] = {}  # where each of its values came from
+
+    def sampler_settings(self) -> ResolvedSampler:
+        """The sampler settings resolved when the cell was planned (task preset → prior card → job)."""
+        config = get_method(self.method).config.model_validate(self.sampler)
+        return ResolvedSampler(config, dict(self.sampler_sources), self.method)
 
     def identity(self, input_checksum: str) -> dict[str, str]:
         """What a shard record must carry: job, model, code and the checksum of the shard's input."""

@@ -104,6 +104,7 @@ def plan_job(job: Job, input_store: str, shared_measurements: bool = False, vari
         prefix = f"measurements/{measurement_hash(job.task_identity(), job.seed)[:16]}"
         if shared_measurements:
             measurements = _job_store(job, join(job.output, shared_measurement_location(job, input_store)), source)
+    settings = job.sampler_settings()
     plan = JobPlan(
         job_hash=job_hash,
         title=f"{job.task_label()}-{job.dataset_name()}-{job.mode}" + ("" if job.method == "diffpir" else f"-{job.method}"),
@@ -120,6 +121,9 @@ def plan_job(job: Job, input_store: str, shared_measurements: bool = False, vari
         threads=planned_threads(job.threads, _recorded_threads(job, folder), job.local_tasks()),
         variant=variant,
         task=job.task_label(),
+        method=job.method,
+        sampler=settings.config.model_dump(mode="json"),
+        sampler_sources=settings.sources,
     )
     scale = job.output_scale()
     for group in source.groups():

@@ -125,12 +125,12 @@ def write_job_report(
         task=job.task.title(),
         dataset=job.dataset_name(),
         prior=job.prior,
-        nfes=job.sampler_config().nfes,  # every method's config counts its network calls per image
+        nfes=plan.sampler_settings().nfes,
         wall_seconds=wall_seconds,
         mode=job.mode,
         baseline=job.task.BASELINE,
         config={"job_hash": plan.job_hash, "model_sha256": plan.model_sha256, "method": job.method,
-                **job.sampler_config().model_dump(mode="json")},
+                **plan.sampler},
         fid=_fid(job, plan, done),
         unavailable=_unavailable(job, plan),
         failed=[{"shard": key, "error": reason} for key, reason in sorted(failed.items())],
@@ -208,10 +208,10 @@ def write_comparison_report(job: Job, results: list[Any], wall_seconds: float) -
     entries = [
         ComparisonEntry(
             result.cell.name, result.cell.task, result.cell.method,
-            key_settings(result.cell.job.sampler_config().model_dump(mode="json")) if result.cell.job else result.cell.settings,
+            key_settings(result.plan.sampler) if result.plan else result.cell.settings,
             result.cell.swept,
             summary=result.summary, rows=result.rows, reason=result.cell.reason,
-            backward_passes=getattr(result.cell.job.sampler_config(), "backward_passes", 0) if result.cell.job else 0,
+            backward_passes=result.plan.sampler_settings().backward_passes if result.plan else 0,
         )
         for result in results
     ]

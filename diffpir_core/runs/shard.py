@@ -106,7 +106,7 @@ def restore_prepared(
     loading = time.perf_counter()
     prior = get_prior(job.prior, plan.model_sha256, plan.device)  # applies the process's threads in this thread
     item.threads = torch.get_num_threads()
-    config = job.sampler_config()
+    config = plan.sampler_settings().config
     sample_start = time.perf_counter()
     assert item.inputs is not None
     meter = ShardMeter(item.ref.key, [item.inputs.ids[k] for k in item.inputs.kept()], config.nfes, logger)

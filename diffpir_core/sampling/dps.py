@@ -63,13 +63,7 @@ class DPSConfig(BaseModel):
 
     @property
     def nfes(self) -> int:
-        """Network forward evaluations per image (each one is also differentiated: see ``backward_passes``)."""
-        return self.num_steps
-
-    @property
-    def backward_passes(self) -> int:
-        """Backward passes through the network per image (``METHODS["dps"].backward_passes``, which callers should
-        ask): one per step, ~2× a forward's cost and memory."""
+        """Network forward evaluations per image (each one is also differentiated: ``METHODS["dps"].backward_passes``)."""
         return self.num_steps
 
 

@@ -72,7 +72,7 @@ def test_respacing_is_guided_diffusions():
 def test_defaults_and_costs():
     config = DPSConfig()
     assert (config.scale, config.num_steps, config.variance) == (0.3, 1000, "learned_range")
-    assert config.nfes == 1000 and config.backward_passes == METHODS["dps"].backward_passes(config) == 1000
+    assert config.nfes == 1000 and METHODS["dps"].backward_passes(config) == 1000
     assert {kind: cls.PRESETS["dps"] for kind, cls in TASK_KINDS.items() if "dps" in cls.PRESETS} == {
         "sr": {"scale": 0.3}, "deblur": {"scale": 0.3}, "inpaint": {"scale": 0.5}
     }

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from diffpir_core.operators import NoSVDError, SuperResolution
+from diffpir_core.runs.cells import Variant
 from diffpir_core.sampling import (
     METHODS,
     DDRMConfig,
@@ -24,7 +25,6 @@ from diffpir_core.sampling import (
     restore_with,
 )
 from diffpir_core.task_kinds import TASK_KINDS, task_kind
-from diffpir_core.runs.cells import Variant
 
 DOCS = Path(__file__).resolve().parents[4] / "docs" / "methods.md"
 
