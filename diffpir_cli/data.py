@@ -57,8 +57,10 @@ def ingest_command(
     groups = ", ".join(f"{name}: {count}" for name, count in summary.groups.items()) or "none"
     typer.echo(
         f"ingested {summary.ingested} images into {summary.store} ({summary.shards} shards; groups {groups}) "
-        f"in {summary.seconds:.1f} s; quarantined {summary.quarantined}, ignored {summary.ignored} non-image files"
+        f"in {summary.seconds:.1f} s; quarantined {summary.quarantined}, ignored {summary.ignored} file(s)"
     )
+    for line in summary.ignored_lines():
+        typer.echo(line)
     for entry in summary.quarantine_sample:
         typer.echo(f"  quarantined {entry.id}: {entry.reason}")
     if summary.quarantined > len(summary.quarantine_sample):

@@ -65,6 +65,8 @@ def ingest_input(job: Job, force: bool = False) -> dict[str, Any]:
         input_location(job), summary.ingested, summary.shards, summary.added, summary.changed, summary.repaired,
         summary.removed, summary.unchanged, summary.quarantined, summary.seconds,
     )
+    if summary.ignored:
+        logger.warning("\n".join(summary.ignored_lines()))
     if summary.ingested == 0:
         raise ValueError(
             f"no image could be ingested from {redact_uri(job.input)} ({summary.quarantined} quarantined, "
