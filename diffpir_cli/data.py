@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from diffpir_core.io import IMAGES, DatasetStore, SizePolicy, StoreError, export_images, ingest
+from diffpir_core.io import IMAGES, DatasetStore, SizePolicy, StoreError, export_conflicts, export_images, ingest
 from diffpir_core.io.uris import StorageOptions, is_local, join
 
 EndpointOption = Annotated[
@@ -57,8 +57,10 @@ def ingest_command(
     groups = ", ".join(f"{name}: {count}" for name, count in summary.groups.items()) or "none"
     typer.echo(
         f"ingested {summary.ingested} images into {summary.store} ({summary.shards} shards; groups {groups}) "
-        f"in {summary.seconds:.1f} s; quarantined {summary.quarantined}, ignored {summary.ignored} non-image files"
+        f"in {summary.seconds:.1f} s; quarantined {summary.quarantined}, ignored {summary.ignored} file(s)"
     )
+    for line in summary.ignored_lines():
+        typer.echo(line)
     for entry in summary.quarantine_sample:
         typer.echo(f"  quarantined {entry.id}: {entry.reason}")
     if summary.quarantined > len(summary.quarantine_sample):
@@ -83,6 +85,7 @@ def export_command(
     variant: Annotated[str | None, typer.Option("--variant", help="a comparison's variant by name, e.g. DPS")] = None,
     task: Annotated[str | None, typer.Option("--task", help="a job's task label, e.g. sr4 or inpaint-box")] = None,
     every: Annotated[bool, typer.Option("--all", help="every job that matches, each into OUT_URI/<variant>-<task>")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace files of the same names in OUT_URI")] = False,
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Write a job's restored images (or a store's images) as PNG files named after the original ids."""
@@ -94,10 +97,14 @@ def export_command(
             plans = matching_plans(store, options or {}, job, variant, task)
             if plans is None:
                 raise ValueError(f"{store} holds no diffpir jobs; --all exports the jobs of a job output")
+            labels = {plan.job_hash: f"{plan.variant or plan.title.rsplit('-', 1)[0]}-{plan.task or ''}" for plan in plans}
+            folders = {key: join(out_uri, re.sub(r"[^\w.=-]+", "-", label).strip("-")) for key, label in labels.items()}
+            for plan in plans:  # every destination checked before anything is written
+                export_conflicts(plan.output_store, folders[plan.job_hash], array=plan.restored_array, storage_options=options,
+                                 out_storage_options=_options(out_uri, endpoint_url), overwrite=overwrite)
             for plan in plans:
-                name = re.sub(r"[^\w.=-]+", "-", f"{plan.variant or plan.title.rsplit('-', 1)[0]}-{plan.task or ''}").strip("-")
-                typer.echo(f"{plan.variant or plan.title} on {plan.task}: -> {join(out_uri, name)}")
-                _export(plan.output_store, join(out_uri, name), plan.restored_array, options, endpoint_url)
+                typer.echo(f"{plan.variant or plan.title} on {plan.task}: -> {folders[plan.job_hash]}")
+                _export(plan.output_store, folders[plan.job_hash], plan.restored_array, options, endpoint_url, overwrite)
             return
         located = export_source(store, options or {}, job, variant, task)
         if located is not None:
@@ -106,10 +113,12 @@ def export_command(
             default = IMAGES if _has_images(store, options) else "restored"
     except (StoreError, ValueError) as err:
         raise typer.BadParameter(str(err)) from err
-    _export(store, out_uri, array or default, options, endpoint_url)
+    _export(store, out_uri, array or default, options, endpoint_url, overwrite)
 
 
-def _export(store: str, out_uri: str, array: str, options: StorageOptions | None, endpoint_url: str | None) -> None:
+def _export(
+    store: str, out_uri: str, array: str, options: StorageOptions | None, endpoint_url: str | None, overwrite: bool
+) -> None:
     """Export ``array`` of ``store`` into ``out_uri`` with a progress bar, then say what was written and left out."""
     with tqdm(desc="export", unit="image") as bar:
         try:
@@ -120,6 +129,7 @@ def _export(store: str, out_uri: str, array: str, options: StorageOptions | None
                 storage_options=options,
                 out_storage_options=_options(out_uri, endpoint_url),
                 progress=bar.update,
+                overwrite=overwrite,
             )
         except (StoreError, ValueError) as err:
             raise typer.BadParameter(str(err)) from err

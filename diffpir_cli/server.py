@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+PORT_TRIES = 3
 
 
 def _death_signal() -> Callable[[], None]:
@@ -66,19 +67,57 @@ def _watched_uvicorn(server: Any) -> subprocess.Popen[Any]:
 
 def start_temporary_server() -> Any | None:
     """Start Prefect's temporary server now, watched by the kernel; None when a server is configured
-    (``PREFECT_API_URL``) or ephemeral mode is off (then Prefect decides, as without this call)."""
+    (``PREFECT_API_URL``) or ephemeral mode is off (then Prefect decides, as without this call).
+
+    Prefect picks a random free port and then starts the server on it; two runs starting at once can pick the same
+    one, and the server that loses the bind race exits while its client finds the winner's server healthy and uses
+    it (one run's records in the other's database, lost when it stops). On Linux the socket listening on the port
+    is checked to be our server's own (``/proc``), else it is stopped and another port tried."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
         return None
     from prefect.server.api.server import SubprocessASGIServer
 
-    server = SubprocessASGIServer()
-    if not server.running:
-        if sys.platform.startswith("linux"):
-            server._run_uvicorn_command = lambda: _watched_uvicorn(server)  # type: ignore[method-assign]
-        server.start()
-    return server
+    linux = sys.platform.startswith("linux")
+    taken: list[int] = []
+    for _ in range(PORT_TRIES):
+        server = SubprocessASGIServer()
+        if server.running:
+            return server
+        if linux:
+            server._run_uvicorn_command = lambda server=server: _watched_uvicorn(server)  # type: ignore[method-assign]
+        try:
+            server.start()
+        except RuntimeError:  # Prefect found no free port after ours lost one: say why below
+            if not taken:
+                raise
+            break
+        if not linux or _listens_on(server.server_process.pid, server.port):
+            return server
+        taken.append(server.port)
+        server.stop()  # another process's server answers on this port: ours lost the bind
+    raise RuntimeError(
+        f"the temporary Prefect server found another process's server on each port it chose ({taken}): other runs "
+        "are starting at the same moment; run again, or share one server (`prefect server start`, then set "
+        "PREFECT_API_URL)"
+    )
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """True when process ``pid`` holds the socket listening on 127.0.0.1:``port`` (Linux ``/proc``)."""
+    address = f"0100007F:{port:04X}"
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if fields[1] == address and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return bool(inodes & held)
 
 
 def _run_flow_ids(client: Any, roots: list[Any]) -> list[str]:

@@ -5,7 +5,7 @@ the orchestration are described in ``docs/store-layout.md``.
 """
 
 from diffpir_core.io.decode import IMAGE_EXTENSIONS, DecodedImage, ImageDecodeError, decode_image, encode_png
-from diffpir_core.io.export import ExportSummary, export_images, png_names
+from diffpir_core.io.export import ExportConflict, ExportSummary, export_conflicts, export_images, png_names
 from diffpir_core.io.ingest import IngestSummary, ingest, refresh
 from diffpir_core.io.sizing import SizePolicy, apply_size_policy
 from diffpir_core.io.store import (
@@ -41,6 +41,8 @@ __all__ = [
     "apply_size_policy",
     "decode_image",
     "encode_png",
+    "ExportConflict",
+    "export_conflicts",
     "export_images",
     "ingest",
     "pixel_digest",

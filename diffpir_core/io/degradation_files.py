@@ -36,15 +36,7 @@ def file_digest(uri: str, storage_options: Mapping[str, Any]) -> str:
 
 def load_kernel(uri: str, storage_options: Mapping[str, Any]) -> np.ndarray:
     """A blur kernel file: ``.npy`` (2-D float) or a grayscale image; normalised to sum 1, float32."""
-    data = read_bytes(uri, storage_options)
-    if uri.endswith(".npy"):
-        kernel = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float64)
-    else:
-        with Image.open(io.BytesIO(data)) as img:
-            kernel = np.asarray(img.convert("L"), dtype=np.float64)
-    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.sum() <= 0:
-        raise ValueError(f"task.kernel {uri}: need a square 2-D kernel with a positive sum, got shape {kernel.shape}")
-    return (kernel / kernel.sum()).astype(np.float32)
+    return kernel_from_bytes(uri, read_bytes(uri, storage_options))
 
 
 def load_mask(uri: str, storage_options: Mapping[str, Any]) -> np.ndarray:
@@ -57,6 +49,7 @@ def load_mask(uri: str, storage_options: Mapping[str, Any]) -> np.ndarray:
 # Per-image kernels and masks: a folder/prefix with one file per image id, or a CSV/Parquet manifest.
 
 MANIFEST_EXTENSIONS = (".csv", ".parquet")
+NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -200,21 +193,73 @@ def per_image_digest(files: Mapping[str, PerImageFile]) -> str:
 
 
 def kernel_from_bytes(uri: str, data: bytes) -> np.ndarray:
-    """A kernel file's bytes (``.npy`` or a grayscale image) as a square kernel summing to 1, float32."""
+    """A kernel file's bytes (``.npy`` or a grayscale image) as a square kernel summing to 1, float32; a
+    ``ValueError`` naming the file and what is wrong with it (not an array, not square, NaN, all zero, ...)."""
+    name = f"kernel {redact_uri(uri)}"
     if uri.lower().endswith(".npy"):
-        kernel = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float64)
+        kernel = _npy_array(name, data)
     else:
         with Image.open(io.BytesIO(data)) as img:
             kernel = np.asarray(img.convert("L"), dtype=np.float64)
-    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or not np.isfinite(kernel).all() or kernel.sum() <= 0:
-        raise ValueError(f"kernel {redact_uri(uri)}: need a square 2-D kernel with a positive sum, got shape {kernel.shape}")
+    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1]:
+        raise ValueError(f"{name} has shape {kernel.shape}; a blur kernel is a square 2-D array (odd side, e.g. 25x25)")
+    if not np.isfinite(kernel).all():
+        bad = int((~np.isfinite(kernel)).sum())
+        raise ValueError(f"{name} holds {bad} NaN or infinite value(s); give a kernel of finite numbers")
+    if not kernel.any():
+        raise ValueError(f"{name} is all zero; a blur kernel needs positive weights (it is normalised to sum 1)")
+    if kernel.sum() <= 0:
+        raise ValueError(f"{name} sums to {kernel.sum():.3g}; a blur kernel needs a positive sum (it is normalised to 1)")
     return (kernel / kernel.sum()).astype(np.float32)
+
+
+def _npy_array(name: str, data: bytes) -> np.ndarray:
+    """The numeric array of a ``.npy`` file's bytes; a ``ValueError`` naming the file when it is no ``.npy`` file
+    (a text file renamed, a truncated download) or holds Python objects rather than numbers."""
+    if not data.startswith(NPY_MAGIC):
+        raise ValueError(
+            f"{name} is not a NumPy .npy file (it lacks the .npy header, e.g. a text or CSV file renamed); "
+            "write the array with numpy.save, or give the kernel as a grayscale image"
+        )
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise ValueError(f"{name} holds Python objects, not numbers; save a float array with numpy.save") from None
+        raise ValueError(f"{name} has a damaged .npy header ({err}); write it again with numpy.save") from None
+    except EOFError:
+        raise ValueError(f"{name} is truncated (fewer bytes than its .npy header announces); write it again") from None
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{name} holds {array.dtype} values, not numbers; save a float array")
+    return array.astype(np.float64)
+
+
+def check_kernel_fits(uri: str, kernel: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``kernel`` when it fits an image of ``height``×``width``; else a ``ValueError`` naming the file and both sizes
+    (a blur wider than its image describes no camera; the operators refuse it)."""
+    side = kernel.shape[0]
+    if side > min(height, width):
+        raise ValueError(
+            f"kernel {redact_uri(uri)} is {side}x{side}, larger than its {width}x{height} image; "
+            f"give a kernel of at most {min(height, width)}x{min(height, width)} pixels (crop its zero border)"
+        )
+    return kernel
 
 
 def mask_from_bytes(data: bytes) -> np.ndarray:
     """A mask image's bytes (white = known pixel, threshold 128) as uint8 (H, W) of 0/1."""
     with Image.open(io.BytesIO(data)) as img:
         return (np.asarray(img.convert("L")) >= 128).astype(np.uint8)
+
+
+def check_known_pixels(uri: str, mask: np.ndarray) -> np.ndarray:
+    """``mask`` when it has a known (white) pixel; else a ``ValueError`` naming the file ``uri``: a mask with none
+    leaves nothing of the image to restore from (and no baseline can interpolate)."""
+    if not mask.any():
+        raise ValueError(
+            f"mask {redact_uri(uri)} has no known pixel (all black, white = known); give the mask of the pixels the image holds"
+        )
+    return mask
 
 
 def pad_kernels(kernels: Sequence[np.ndarray]) -> np.ndarray:

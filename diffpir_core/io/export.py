@@ -21,7 +21,7 @@ import posixpath
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -34,6 +34,7 @@ from diffpir_core.io.uris import StorageOptions, filesystem, join, put_atomic, r
 
 MAPPING_FILE = "ids.csv"
 RENAMED_SAMPLE = 20
+CONFLICTS_SHOWN = 5
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -119,6 +120,7 @@ def export_images(
     require_record: bool | None = None,
     workers: int = 4,
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> ExportSummary:
     """Write every image of ``array`` as ``<out_uri>/<id>.png`` (made safe, see the module docstring) and the
     id -> file mapping as ``<out_uri>/ids.csv``.
@@ -126,14 +128,15 @@ def export_images(
     ``array`` is ``images`` (the ingested inputs) or an output such as ``restored``; float arrays are taken as
     [0, 1]. With ``require_record`` (default: True for anything but ``images``) only shards whose completion record
     matches their data are exported. ``out_storage_options`` default to ``storage_options``. Raises
-    :class:`StoreError` when there is nothing to export (no such array, no images, no finished shard).
+    :class:`StoreError` when there is nothing to export (no such array, no images, no finished shard), and
+    :class:`ExportConflict` before writing anything when the destination holds files of the names it would write
+    (unless ``overwrite``) or a folder where a file goes (or the reverse).
     """
     started = time.perf_counter()
-    store = DatasetStore.open(store_uri, storage_options)
-    check_records = array != IMAGES if require_record is None else require_record
-    fs, root = filesystem(out_uri, out_storage_options if out_storage_options is not None else storage_options)
-    refs = _shards_with(store, array)
-    names = png_names([image_id for ref in refs for image_id in ref.ids])
+    store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record)
+    out_options = out_storage_options if out_storage_options is not None else storage_options
+    check_destination(out_uri, out_options, _planned_files(store, refs, array, check_records, names), overwrite=overwrite)
+    fs, root = filesystem(out_uri, out_options)
     local = "file" in fs.protocol
     written = 0
     skipped: list[str] = []
@@ -191,6 +194,87 @@ def export_images(
         mapping=join(redact_uri(out_uri), MAPPING_FILE),
         seconds=time.perf_counter() - started,
     )
+
+
+class ExportConflict(ValueError):
+    """An export that would replace or collide with what its destination already holds."""
+
+
+def export_conflicts(
+    store_uri: str,
+    out_uri: str,
+    *,
+    array: str = IMAGES,
+    storage_options: StorageOptions | None = None,
+    out_storage_options: StorageOptions | None = None,
+    require_record: bool | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Raise :class:`ExportConflict` when :func:`export_images` with these arguments would meet one (checked before
+    anything is written; a command exporting several jobs checks them all first)."""
+    store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record)
+    files = _planned_files(store, refs, array, check_records, names)
+    check_destination(out_uri, out_storage_options if out_storage_options is not None else storage_options, files, overwrite=overwrite)
+
+
+def _sources(
+    store_uri: str, array: str, storage_options: StorageOptions | None, require_record: bool | None
+) -> tuple[DatasetStore, list[ShardRef], dict[str, str], bool]:
+    """The store, its shards holding ``array``, every id's file name, and whether records are checked."""
+    store = DatasetStore.open(store_uri, storage_options)
+    refs = _shards_with(store, array)
+    names = png_names([image_id for ref in refs for image_id in ref.ids])
+    return store, refs, names, array != IMAGES if require_record is None else require_record
+
+
+def _planned_files(
+    store: DatasetStore, refs: Sequence[ShardRef], array: str, check_records: bool, names: dict[str, str]
+) -> set[str]:
+    """The files (relative to the destination) an export may write: ``ids.csv`` and the files of every image not
+    left out (a shard without a record, an image its record quarantines); read from the records alone."""
+    files = {MAPPING_FILE}
+    for ref in refs:
+        left_out: Collection[str] = ()
+        if check_records:
+            record = store.read_record(ref, array)
+            if record is None:
+                continue
+            left_out = record.quarantined
+        files.update(names[image_id] for image_id in ref.ids if image_id not in left_out)
+    return files
+
+
+def check_destination(out_uri: str, storage_options: StorageOptions | None, files: set[str], *, overwrite: bool) -> None:
+    """Raise :class:`ExportConflict` naming the first few clashes when ``out_uri`` holds a folder where one of
+    ``files`` goes or a file where one of their folders goes (never replaced), or, unless ``overwrite``, any of
+    ``files`` themselves (the count, the first few names and the flag that replaces them)."""
+    fs, root = filesystem(out_uri, storage_options)
+    if not fs.exists(root):
+        return
+    held = fs.find(root, withdirs=True, detail=True)
+    prefix = root.rstrip("/") + "/"
+    kinds = {path[len(prefix):]: info.get("type") for path, info in held.items() if path.startswith(prefix)}
+    folders = {folder for name in files for folder in _folders(name)}
+    blocked = sorted(name + "/" for name in files if kinds.get(name) == "directory")
+    blocked += sorted(name for name in folders if kinds.get(name) == "file")
+    where = redact_uri(out_uri)
+    if blocked:
+        raise ExportConflict(
+            f"cannot export into {where}: {len(blocked)} of its entries are in the way (a folder where a PNG goes, or a "
+            f"file where a folder goes): {_first(blocked)}; move them away or export into an empty folder"
+        )
+    replaced = sorted(name for name in files if kinds.get(name) == "file")
+    if replaced and not overwrite:
+        raise ExportConflict(
+            f"{where} already holds {len(replaced)} file(s) this export would replace: {_first(replaced)}; "
+            "pass --overwrite to replace them, or export into an empty folder"
+        )
+
+
+def _first(names: Sequence[str]) -> str:
+    """``a, b, c`` or ``a, b, c and 7 more``."""
+    shown = ", ".join(names[:CONFLICTS_SHOWN])
+    return shown if len(names) <= CONFLICTS_SHOWN else f"{shown} and {len(names) - CONFLICTS_SHOWN} more"
 
 
 def _shards_with(store: DatasetStore, array: str) -> list[ShardRef]:

@@ -22,6 +22,7 @@ from diffpir_core.io.uris import StorageOptions, redact_uri
 
 DEFAULT_SHARD_SIZE = 64
 QUARANTINE_SAMPLE = 20
+IGNORED_SAMPLE = 5
 
 
 class IngestSummary(BaseModel):
@@ -41,11 +42,24 @@ class IngestSummary(BaseModel):
     source_bytes: int
     seconds: float
     quarantine_sample: list[QuarantineEntry]
+    ignored_sample: dict[str, str] = {}
+    """The first few files left out (:data:`IGNORED_SAMPLE`), each with why."""
     added: int = 0
     changed: int = 0
     repaired: int = 0
     removed: int = 0
     unchanged: int = 0
+
+    def ignored_lines(self) -> list[str]:
+        """What was left out of the input, for a person: the count, then the first few files, each with why."""
+        if not self.ignored:
+            return []
+        more = self.ignored - len(self.ignored_sample)
+        return [
+            f"ignored {self.ignored} file(s) of the input, not ingested:",
+            *(f"  {key}: {why}" for key, why in self.ignored_sample.items()),
+            *([f"  ... and {more} more"] if more > 0 else []),
+        ]
 
 
 class _ShardBuffers:
@@ -315,6 +329,7 @@ def _finish(
         source_bytes=source_bytes,
         seconds=time.perf_counter() - started,
         quarantine_sample=store.quarantine(limit=QUARANTINE_SAMPLE),
+        ignored_sample=dict(list(source.ignored.items())[:IGNORED_SAMPLE]),
         **changes,
     )
 

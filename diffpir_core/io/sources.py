@@ -37,7 +37,8 @@ class ImageSource(Protocol):
     """What ingest needs from a source."""
 
     uri: str
-    ignored: list[str]
+    ignored: dict[str, str]
+    """Files left out, by key: why each one was (a hidden file, a format not read, a link to a folder)."""
 
     def items(self) -> list[SourceItem]:
         """Every candidate image, sorted by id."""
@@ -74,7 +75,7 @@ class FolderSource:
         self._max_pixels = max_pixels
         self._max_file_bytes = max_file_bytes
         self._paths: dict[str, str] = {}
-        self.ignored: list[str] = []
+        self.ignored: dict[str, str] = {}
 
     def items(self) -> list[SourceItem]:
         """Files with an image extension, sorted by their key relative to the root.
@@ -86,12 +87,12 @@ class FolderSource:
         items = []
         for path, info in found.items():
             key = _utf8(path[len(self._root) + 1 :] if path.startswith(self._root + "/") else posixpath.basename(path))
-            if _is_hidden(key) or posixpath.splitext(key)[1].lower() not in IMAGE_EXTENSIONS:
-                self.ignored.append(key)
+            if (why := _ignored_because(key, info)) is not None:
+                self.ignored[key] = why
                 continue
             self._paths[key] = path
             items.append(SourceItem(id=key, uri=self._uri_of(path, key), nbytes=info.get("size")))
-        self.ignored.sort()
+        self.ignored = dict(sorted(self.ignored.items()))
         return sorted(items, key=lambda item: item.id)
 
     def _uri_of(self, path: str, key: str) -> str:
@@ -142,6 +143,19 @@ def _utf8(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def _ignored_because(key: str, info: dict) -> str | None:
+    """Why the listed file ``key`` is not ingested, or None when it is a candidate image."""
+    if info.get("islink") and info.get("type") != "file":
+        return "a link to a folder, not followed: give that folder as an input of its own, or copy its images in"
+    if _is_hidden(key):
+        return "a hidden file (its name or a folder's starts with '.')"
+    extension = posixpath.splitext(key)[1].lower()
+    if extension not in IMAGE_EXTENSIONS:
+        known = " ".join(sorted(IMAGE_EXTENSIONS))
+        return f"{extension or 'no extension'}: not an image format read here ({known}); convert it to one of them"
+    return None
+
+
 def _is_hidden(key: str) -> bool:
     """True when a component of ``key`` is a dot file or folder (``.git``); ``.`` and ``..`` are not hidden, they are
     literal parts of an object key (export makes them safe)."""
@@ -153,7 +167,7 @@ class ZarrSource:
 
     def __init__(self, uri: str, storage_options: StorageOptions | None):
         self.uri = uri
-        self.ignored: list[str] = []
+        self.ignored: dict[str, str] = {}
         self._rows: dict[str, tuple[str, int]] = {}
         node = zarr.open(zarr_store(uri, storage_options, read_only=True), mode="r", zarr_format=3)
         self._plain: zarr.Array | None = None

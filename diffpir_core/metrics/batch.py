@@ -16,7 +16,7 @@ import torch
 
 from diffpir_core.metrics.consistency import ForwardOperator, measurement_rms
 from diffpir_core.metrics.convert import float_to_uint8, uint8_to_float
-from diffpir_core.metrics.fidelity import psnr, ssim
+from diffpir_core.metrics.fidelity import SSIM_RADIUS, psnr, ssim
 from diffpir_core.metrics.perceptual import load_lpips
 from diffpir_core.metrics.unavailable import MetricUnavailable
 
@@ -29,6 +29,7 @@ _PIXEL_METRICS = {
 FULL_REFERENCE_METRICS = (*_PIXEL_METRICS, "lpips")
 KNOWN_METRICS = (*FULL_REFERENCE_METRICS, "consistency", "fid")
 CONSISTENCY_COLUMN = "measurement_rms"
+SSIM_WINDOW = 2 * SSIM_RADIUS + 1
 
 
 @dataclass
@@ -48,6 +49,19 @@ class BatchScores:
         ]
 
 
+def _too_small_for_ssim(name: str, size: Sequence[int], border: int) -> MetricUnavailable | None:
+    """Why SSIM has no value for images of ``size`` (its 11x11 window must fit after the border crop), or None."""
+    height, width = (side - 2 * border for side in size)
+    if min(height, width) >= SSIM_WINDOW:
+        return None
+    return MetricUnavailable(
+        name,
+        f"its {SSIM_WINDOW}x{SSIM_WINDOW} window needs images of at least that size after the border crop of {border} "
+        f"pixel(s); these are {max(height, 0)}x{max(width, 0)}",
+        "judge such small images by psnr (their ssim is left empty)",
+    )
+
+
 def score_batch(
     restored: torch.Tensor,
     reference_u8: np.ndarray | None,
@@ -64,7 +78,8 @@ def score_batch(
     ``_y`` luma variants) score the quantised output, LPIPS the clamped float output, like the
     reference; ``consistency`` is :func:`measurement_rms` of ``operator`` and ``measurement``, under
     the name ``measurement_rms``.
-    LPIPS reports :class:`MetricUnavailable` instead of failing; wrong requests raise ValueError.
+    LPIPS, and SSIM on images smaller than its window, report :class:`MetricUnavailable` (their values None) instead
+    of failing; wrong requests raise ValueError.
     """
     unknown = [name for name in metrics if name not in KNOWN_METRICS]
     if unknown:
@@ -79,6 +94,9 @@ def score_batch(
     for name in metrics:
         if name in _PIXEL_METRICS:
             function, y_channel = _PIXEL_METRICS[name]
+            if function is ssim and (small := _too_small_for_ssim(name, restored.shape[-2:], border)) is not None:
+                scores.unavailable[name] = small
+                continue
             value = function(restored_u8, reference_u8, border=border, y_channel=y_channel)
             scores.values[name] = np.atleast_1d(value)
         elif name == "lpips":

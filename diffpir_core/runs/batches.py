@@ -111,11 +111,19 @@ def _reflect(y: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     return F.pad(y, (0, pad_w, 0, pad_h), mode=mode)
 
 
-def measurement_padding(unet: torch.nn.Module, task: TaskKind, height: int, width: int) -> tuple[int, int]:
-    """Rows and columns to add to an ``height``×``width`` measurement so the network takes the restored size."""
+def measurement_padding(unet: torch.nn.Module, task: TaskKind, height: int, width: int, kernel: int = 1) -> tuple[int, int]:
+    """Rows and columns to add to an ``height``×``width`` measurement so the network takes the restored size, which is
+    also at least 2x2 at the network's deepest level (group norm of one pixel is undefined) and at least the
+    operator's ``kernel`` side (a blur wider than its image has no circular model): tiny images are restored too."""
     scale = task.output_scale
-    multiple = math.lcm(getattr(unet, "downsample_factor", None) or 1, scale)
-    return -(height * scale) % multiple // scale, -(width * scale) % multiple // scale
+    factor = getattr(unet, "downsample_factor", None) or 1
+    multiple = math.lcm(factor, scale)
+    smallest = -(-max(2 * factor, kernel) // multiple) * multiple
+
+    def pad(side: int) -> int:
+        return max(-(-side * scale // multiple) * multiple, smallest) // scale - side
+
+    return pad(height), pad(width)
 
 
 def image_seed(job_seed: int, image_id: str) -> int:
@@ -243,7 +251,8 @@ def restore_batch(
     y = inputs.y.to(device)
     operator = task.operator(params)
     if pad and operator.on_canvas(y) is operator:  # a canvas (non-circular boundary) already fits the network
-        pad_h, pad_w = measurement_padding(unet, task, height, width)
+        kernel = getattr(operator, "kernel", None)
+        pad_h, pad_w = measurement_padding(unet, task, height, width, 1 if kernel is None else kernel.shape[-1])
         if pad_h or pad_w:
             operator = task.operator(task.pad_params(params, pad_h, pad_w))
             y = _reflect(y, pad_h, pad_w)

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
+from diffpir_core.io.yaml_files import YamlLimitError, read_bounded_yaml
 from diffpir_core.runs.batches import Fit
 from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, resolve_job_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
@@ -418,9 +419,11 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> Job:
     """Read a job YAML file, apply ``--set`` overrides, validate; relative local paths resolve from the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_bounded_yaml(path, f"job file {path}") or {}
     except FileNotFoundError:
         raise JobError(f"job file {path} does not exist") from None
+    except YamlLimitError as err:
+        raise JobError(str(err)) from None
     except yaml.YAMLError as err:
         raise JobError(f"job file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):

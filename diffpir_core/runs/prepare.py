@@ -64,6 +64,8 @@ def ingest_input(job: Job, force: bool = False, logger: logging.Logger | logging
         input_location(job), summary.ingested, summary.shards, summary.added, summary.changed, summary.repaired,
         summary.removed, summary.unchanged, summary.quarantined, summary.seconds,
     )
+    if summary.ignored:
+        logger.warning("\n".join(summary.ignored_lines()))
     if summary.ingested == 0:
         raise ValueError(
             f"no image could be ingested from {redact_uri(job.input)} ({summary.quarantined} quarantined, "
@@ -130,7 +132,8 @@ def plan_job(job: Job, input_store: str, shared_measurements: bool = False, vari
         out.create_array(group.name, plan.restored_array, (group.height * scale, group.width * scale, 3), "uint8")
         if prefix is not None:
             for name, (shape, dtype) in job.task.measurement_arrays(group.height, group.width, job.storage_options).items():
-                (measurements or out).create_array(group.name, f"{prefix}/{name}", shape, dtype)
+                if all(shape):  # an image smaller than the task's scale has no measurement: its shard says so
+                    (measurements or out).create_array(group.name, f"{prefix}/{name}", shape, dtype)
     write_text(job.output, f"{folder}/job.yaml", job.to_yaml(), job.storage_options)
     write_text(job.output, f"{folder}/run.json", plan.to_json(), job.storage_options)
     return plan

@@ -119,7 +119,8 @@ def write_job_report(
     """Write the four report files into ``job.output``; returns their URIs and the summary."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options)
-    records = {ref.key: record for ref in done if (record := out.read_record(ref, plan.restored_array)) is not None}
+    restored = [*done, *(ref for ref in source.shards() if ref.key in failed)]  # a failed metrics phase keeps its quarantine
+    records = {ref.key: record for ref in restored if (record := out.read_record(ref, plan.restored_array)) is not None}
     quarantined = quarantined_images(source, records)
     info = ReportFacts(
         task=job.task.title(),

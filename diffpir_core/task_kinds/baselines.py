@@ -70,9 +70,13 @@ def wiener_deblur(
 
 
 def biharmonic_inpaint(y: Tensor, masks: Tensor) -> Tensor:
-    """Biharmonic inpainting of the pixels where ``masks`` (B, H, W) is 0 (1 = known)."""
+    """Biharmonic inpainting of the pixels where ``masks`` (B, H, W) is 0 (1 = known); an image without a known pixel
+    has nothing to interpolate from and comes back as its measurement."""
     out = []
     for image, mask in zip(y, masks, strict=True):
+        if not (mask >= 0.5).any():
+            out.append(image.double())
+            continue
         filled = inpaint_biharmonic(image.permute(1, 2, 0).double().numpy(), mask.numpy() < 0.5, channel_axis=-1)
         out.append(torch.from_numpy(filled).permute(2, 0, 1))
     return torch.stack(out).float().clamp(0, 1)

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from diffpir_core.io.decode import IMAGE_EXTENSIONS
 from diffpir_core.io.degradation_files import (
+    check_kernel_fits,
     check_manifest,
     file_digest,
     is_manifest,
@@ -113,12 +114,15 @@ class DeblurTask(ConvolutionTaskKind):
         return {"kernel": torch.from_numpy(load_kernel(self.kernel, storage_options))}
 
     def given(self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> GivenData:
-        """One kernel per image from a folder or manifest (zero-padded, centred, to one odd size), else the file's."""
+        """One kernel per image from a folder or manifest (zero-padded, centred, to one odd size), else the file's; a
+        kernel that is unreadable, degenerate or larger than its image quarantines that image alone."""
         if not is_per_image(self.kernel, storage_options):
             return super().given(ids, image_shape, storage_options)
+        height, width = image_shape[1:3]
         kernels, given = per_image_data(
             self.kernel, ids, "kernel_uri", KERNEL_EXTENSIONS, storage_options,
-            lambda image_id, uri, data: kernel_from_bytes(uri, data), self.noise_sigma,
+            lambda image_id, uri, data: check_kernel_fits(uri, kernel_from_bytes(uri, data), height, width),
+            self.noise_sigma,
         )
         delta = np.ones((1, 1), dtype=np.float32)  # placeholder of quarantined images (never restored)
         padded = pad_kernels([kernels.get(image_id, delta) for image_id in ids])

@@ -11,7 +11,7 @@ from pydantic import Field
 from torch import Tensor
 
 from diffpir_core.io.decode import IMAGE_EXTENSIONS
-from diffpir_core.io.degradation_files import check_manifest, file_digest, is_manifest, is_per_image, load_mask, mask_from_bytes
+from diffpir_core.io.degradation_files import check_known_pixels, check_manifest, file_digest, is_manifest, is_per_image, load_mask, mask_from_bytes
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Inpainting, Operator, random_box_mask, random_mask
 from diffpir_core.task_kinds.base import SIGMA_DESCRIPTION, ArraySpec, GivenData, NoiseLevel, Presets, TaskKind, method_presets, per_image_data
@@ -76,7 +76,7 @@ class InpaintTask(TaskKind):
                 f"task.mask {self.mask} is {mask.shape[1]}x{mask.shape[0]} but the images are "
                 f"{width}x{height}; give a mask of the image size"
             )
-        return mask
+        return check_known_pixels(self.mask, mask)
 
     def _make_mask(self, height: int, width: int, seed: int, storage_options: Mapping[str, Any]) -> Tensor:
         if self.mask == "random":
@@ -104,7 +104,8 @@ class InpaintTask(TaskKind):
         return {"mask": torch.from_numpy(self._mask_file(height, width, storage_options).astype(np.float32))}
 
     def given(self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> GivenData:
-        """One mask per image from a folder or manifest (a mask not of its image's size quarantines it), else the file's."""
+        """One mask per image from a folder or manifest (a mask not of its image's size, or with no known pixel,
+        quarantines its image), else the file's."""
         if not is_per_image(self.mask, storage_options):
             return super().given(ids, image_shape, storage_options)
         height, width = image_shape[1:3]
@@ -113,7 +114,7 @@ class InpaintTask(TaskKind):
             mask = mask_from_bytes(data)
             if mask.shape != (height, width):
                 raise ValueError(f"mask {uri} is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}")
-            return mask
+            return check_known_pixels(uri, mask)
 
         masks, given = per_image_data(self.mask, ids, "mask_uri", IMAGE_EXTENSIONS, storage_options, decode, self.noise_sigma)
         known = np.ones((height, width), dtype=np.uint8)  # placeholder of quarantined images (never restored)

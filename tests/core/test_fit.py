@@ -67,6 +67,24 @@ def test_padding_makes_every_size_fit_the_network(unet: nn.Module) -> None:
     assert measurement_padding(unet, task_kind("sr")(scale=3), 7, 5) == (1, 1)  # 21 -> 24 needs lcm(2, 3) = 6
 
 
+def test_tiny_images_are_padded_to_what_the_network_and_the_kernel_take(unet: nn.Module) -> None:
+    """A 1x1 or 2x2 image reaches the network's deepest level as one pixel (group norm: "Expected more than 1 value
+    per channel") and an 8x8 SR x2 image is smaller than its 25x25 kernel ("the 25x25 kernel does not fit"): padding
+    now covers both, so such shards restore instead of failing for good."""
+    denoise, sr = task_kind("denoise")(), task_kind("sr")(scale=2)
+    assert measurement_padding(unet, denoise, 1, 2) == (3, 2)  # 2x2 at the deepest of one downsampling: 4x4
+    assert measurement_padding(unet, sr, 4, 12, kernel=25) == (9, 1)  # 26 (even, >= 25) restored pixels: 13 measured
+    assert measurement_padding(unet, sr, 40, 40, kernel=25) == (0, 0)
+    config = task_preset("denoise", iter_num=2)
+    for side in (1, 2):
+        inputs = ShardInputs(["a"], torch.rand(1, 3, side, side), {})
+        restored, _ = restore_batchwise(unet, inputs, denoise, config, seed=0, batch_size=1, device="cpu")
+        assert restored.shape == (1, side, side, 3)
+    sr_config = task_preset("sr", iter_num=2)
+    restored, _ = restore_batchwise(unet, ShardInputs(["a"], torch.rand(1, 3, 4, 4), {}), sr, sr_config, seed=0, batch_size=1, device="cpu")
+    assert restored.shape == (1, 8, 8, 3)
+
+
 @pytest.mark.parametrize(
     ("kind", "params", "shape", "restored"),
     [

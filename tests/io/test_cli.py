@@ -9,7 +9,7 @@ from diffpir_flow.cli import data as cli_data
 
 
 def _app() -> typer.Typer:
-    """Only the data commands, registered as ``diffpir_cli/app.py`` does (independent of the other command groups)."""
+    """Only the data commands, registered as ``diffpir_flow.cli/app.py`` does (independent of the other command groups)."""
     app = typer.Typer()
     cli_data.register(app)
     return app
@@ -31,3 +31,24 @@ def test_ingest_then_export(rgb_folder, tmp_path):
     assert "exported 11 PNGs" in result.output
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "png" / "sub" / "b2.png")), expected["sub/b2.png"])
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "png" / "a00.png")), expected["a00.png"][4:20, 8:24])
+
+
+def test_ingest_names_the_files_it_ignores_and_why(tmp_path):
+    """A GIF, a dot file and a symlinked folder of images are left out, each named with why (they were only counted,
+    the folder not even as what it is)."""
+    images, root = tmp_path / "elsewhere", tmp_path / "in"
+    images.mkdir()
+    root.mkdir()
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    for i in range(3):
+        Image.fromarray(pixels).save(images / f"linked{i}.png")
+    Image.fromarray(pixels).save(root / "kept.png")
+    Image.fromarray(pixels).save(root / "anim.gif")
+    (root / ".DS_Store").write_bytes(b"\0")
+    (root / "linked").symlink_to(images, target_is_directory=True)
+    result = CliRunner().invoke(_app(), ["ingest", str(root), str(tmp_path / "s.zarr")])
+    assert result.exit_code == 0, result.output
+    assert "ingested 1 images" in result.output and "ignored 3 file(s)" in result.output
+    assert "  anim.gif: .gif: not an image format read here (" in result.output
+    assert "  .DS_Store: a hidden file" in result.output
+    assert "  linked: a link to a folder, not followed: give that folder as an input of its own" in result.output

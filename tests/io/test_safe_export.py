@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import s3fs
 from PIL import Image
+from typer.testing import CliRunner
 
-from diffpir_core.io import DatasetStore, ImageMeta, StoreError, export_images, ingest, png_names
+from diffpir_core.io import DatasetStore, ExportConflict, ImageMeta, StoreError, export_images, ingest, png_names
 from diffpir_core.io.csv_text import safe_cell
+from diffpir_flow.cli.app import app
 
 # Ids a Zarr store can hold: traversal, absolute, control characters, and names that clash once made safe.
 UNSAFE_IDS = [
@@ -194,3 +196,37 @@ def test_zarr_input_with_a_repeated_id_is_refused(tmp_path):
     _crafted_store(str(tmp_path / "twice.zarr"), ["a.png", "b.png", "a.png"])
     with pytest.raises(StoreError, match="holds the id 'a.png' twice"):
         ingest(str(tmp_path / "twice.zarr"), str(tmp_path / "s.zarr"))
+
+
+def test_export_never_replaces_files_without_overwrite_and_checks_before_writing(tmp_path):
+    """A destination holding the user's ``ids.csv`` and a PNG of an exported name: the export writes nothing and names
+    them with the flag (it replaced them silently); a folder where a PNG goes is refused even with --overwrite,
+    before any file is written (it gave a traceback after a half-done export)."""
+    _crafted_store(str(tmp_path / "s.zarr"), [f"img{i}.png" for i in range(7)])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ids.csv").write_text("the user's own table\n")
+    for i in (3, 4, 5, 6, 1, 2):
+        (out / f"img{i}.png").write_bytes(b"the user's own picture")
+    (out / "notes.txt").write_text("unrelated")
+    before = {path: path.read_bytes() for path in _files(out)}
+    runner = CliRunner()
+    refused = runner.invoke(app, ["export", str(tmp_path / "s.zarr"), str(out)])
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+    message = " ".join(refused.output.replace("│", " ").split())
+    assert (
+        f"{out} already holds 7 file(s) this export would replace: ids.csv, img1.png, img2.png, img3.png, img4.png and "
+        "2 more; pass --overwrite to replace them, or export into an empty folder"
+    ) in message, refused.output
+    assert {path: path.read_bytes() for path in _files(out)} == before
+
+    replaced = runner.invoke(app, ["export", str(tmp_path / "s.zarr"), str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert _pixels((out / "img3.png").read_bytes()).shape == (8, 8, 3) and (out / "notes.txt").read_text() == "unrelated"
+    assert "img0.png" in (out / "ids.csv").read_text()
+
+    clash = tmp_path / "clash"
+    (clash / "img5.png").mkdir(parents=True)
+    with pytest.raises(ExportConflict, match=r"1 of its entries are in the way .*: img5.png/; move them away"):
+        export_images(str(tmp_path / "s.zarr"), str(clash), overwrite=True)
+    assert _files(clash) == set()

@@ -22,6 +22,7 @@ from diffpir_core.io.degradation_files import pad_kernels
 from diffpir_core.models import load_prior
 from diffpir_core.runs.batches import ShardInputs, restore_batchwise
 from diffpir_core.runs.plan import read_plans
+from diffpir_core.runs.report import write_job_report
 from diffpir_flow.cli.app import app
 from diffpir_flow.flows.run import run
 
@@ -227,3 +228,56 @@ def test_a_job_whose_every_image_is_quarantined_fails(make_job, image_writer, tm
     assert result.exit_code == 0, result.output
     assert "note: task.mask: 2 of the 3 image(s) checked will be quarantined" in result.output
     assert "completed: restored 1 image(s), quarantined 2 (img000.png: mask" in result.output
+
+
+def test_an_oversized_kernel_quarantines_its_image_not_its_shard(make_job, image_writer, tmp_path: Path) -> None:
+    """A 65x65 kernel for a 32x32 image (restore mode, kernel folder): that image is quarantined with its id, file and
+    reason, the other image of the shard is restored, and a re-run completes (the shard failed for good, its message
+    naming neither the image nor the file)."""
+    folder, kernels = tmp_path / "blurred", tmp_path / "kernels"
+    image_writer(folder, 2)
+    kernels.mkdir()
+    np.save(kernels / "img000.npy", np.ones((65, 65)))
+    np.save(kernels / "img001.npy", _gaussian(5, 0.8))
+    job = make_job(folder, tmp_path / "out", mode="restore", metrics=None, task={"kind": "deblur", "kernel": str(kernels)})
+    state = run(job=job, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["images_restored"] == 1 and list(summary["quarantined"]) == ["img000.png"]
+    assert summary["quarantined"]["img000.png"] == (
+        f"kernel {kernels}/img000.npy is 65x65, larger than its 32x32 image; give a kernel of at most 32x32 pixels "
+        "(crop its zero border)"
+    )
+    plan = read_plans(str(tmp_path / "out"), {})[0]
+    store = DatasetStore.open(plan.output_store)
+    restored = store.read_array(store.shards()[0], plan.restored_array)
+    assert not restored[0].any() and restored[1].std() > 0
+    again = run(job=job, return_state=True)
+    assert again.is_completed() and again.result()["skipped"] == 1
+
+
+def test_an_all_black_mask_is_quarantined_and_a_failed_metrics_phase_keeps_the_quarantine(
+    make_job, image_writer, tmp_path: Path
+) -> None:
+    """An all-black mask (no known pixel) quarantines its image with the reason; the shard's metrics run (the
+    biharmonic baseline raised numpy's "zero-size array to reduction operation minimum" and failed the job for
+    good). A shard whose metrics phase fails after restoring still lists its quarantined images in the report."""
+    folder, masks, out = tmp_path / "masked", tmp_path / "masks", tmp_path / "out"
+    image_writer(folder, 3)
+    masks.mkdir()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(masks / "img000.png")
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(masks / "img001.png")  # img002 has no mask
+    job = make_job(folder, out, mode="restore", metrics=["consistency"], task={"kind": "inpaint", "mask": str(masks)})
+    state = run(job=job, return_state=True)
+    assert state.is_completed(), state.message
+    quarantined = state.result()["quarantined"]
+    assert sorted(quarantined) == ["img000.png", "img002.png"]
+    assert quarantined["img000.png"].startswith(f"mask {masks}/img000.png has no known pixel (all black")
+    plan = read_plans(str(out), {})[0]
+    report = json.loads(Path(plan.job_dir, "summary.json").read_text())
+    assert report["failed"] == [] and report["metrics"]["measurement_rms"]["count"] == 1
+
+    (ref,) = DatasetStore.open(plan.input_store).shards()
+    write_job_report(job, plan, [], [], {ref.key: "metrics: ValueError (permanent): boom"}, 1.0)
+    kept = json.loads(Path(plan.job_dir, "summary.json").read_text())["quarantined"]
+    assert sorted(q["id"] for q in kept) == ["img000.png", "img002.png"]
