@@ -44,7 +44,7 @@ def run(
     except JobError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    from diffpir_core.reporting import nothing_restored, outcome_line
+    from diffpir_core.reporting import outcome_line
     from diffpir_core.runs.preflight import cost_lines, demo_prior_notice, preflight, restored_sizes
 
     sizes = restored_sizes(job)
@@ -134,27 +134,38 @@ def run(
             f"results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)\nreport: {summary['report']}"
         )
         return
-    reasons = summary.get("failed", {})
-    typer.echo(f"failed: {len(reasons)} shard(s) failed:" if reasons else f"failed: {state.message}", err=True)
-    for shard, reason in sorted(reasons.items()):
-        typer.echo(f"  shard {shard}: {reason}", err=True)
     raised = state.result(raise_on_failure=False)
-    from diffpir_core.runs.failures import EndpointUnreachable, is_transient
-
     if isinstance(raised, BaseException) and debug:
         raise raised
-    all_quarantined = nothing_restored(summary.get("images_restored", 0), summary.get("quarantined") or {}) is not None
-    permanent = all_quarantined or (
-        not is_transient(raised) if isinstance(raised, BaseException) else bool(reasons) and all("(permanent)" in r for r in reasons.values())
-    )
-    if permanent and not any(EndpointUnreachable.__name__ in r for r in reasons.values()):
-        typer.echo("this error is permanent: fix what it names (the job file or the inputs) before running the job again", err=True)
-    else:
-        typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
+    _failed(state.message, summary, raised, job_file)
     raise typer.Exit(1)
 
 
 _BAR = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} images [{elapsed}<{remaining}{postfix}]"
+
+
+def _failed(message: str | None, summary: dict[str, Any], raised: Any, job_file: Path) -> None:
+    """The last lines of a failed run: each failed shard once (or the one message of an unreachable endpoint, which
+    names them), then each distinct thing to do once: the fixes the failures name, else a re-run when one may help."""
+    from diffpir_core.reporting import nothing_restored
+    from diffpir_core.runs.failures import is_transient
+
+    failures = list(summary.get("failed", {}).values())
+    if failures and not any(f.unreachable for f in failures):
+        typer.echo(f"failed: {len(failures)} shard(s) failed:", err=True)
+        for failure in sorted(failures, key=lambda f: f.shard):
+            typer.echo(f"  shard {failure.shard}: {failure.reason}", err=True)
+    else:
+        typer.echo(f"failed: {message}", err=True)
+    fixes = list(dict.fromkeys(f.fix for f in failures if f.fix and not f.unreachable))
+    for fix in fixes:
+        typer.echo(f"to fix: {fix}", err=True)
+    quarantined = nothing_restored(summary.get("images_restored", 0), summary.get("quarantined") or {}) is not None
+    retry = is_transient(raised) if isinstance(raised, BaseException) else any(f.transient or f.unreachable for f in failures)
+    if not retry and not fixes or quarantined:
+        typer.echo("this error is permanent: fix what it names (the job file or the inputs) before running the job again", err=True)
+    elif retry:
+        typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
 
 
 def _results_table(summary: dict[str, Any], job: Job) -> str | None:

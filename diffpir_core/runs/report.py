@@ -114,7 +114,7 @@ def _unavailable(job: Job, plan: JobPlan) -> list[MetricUnavailable]:
 
 
 def write_job_report(
-    job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, str], wall_seconds: float
+    job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, Any], wall_seconds: float
 ) -> dict[str, Any]:
     """Write the four report files into ``job.output``; returns their URIs and the summary."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
@@ -133,7 +133,7 @@ def write_job_report(
                 **job.sampler_config().model_dump(mode="json")},
         fid=_fid(job, plan, done),
         unavailable=_unavailable(job, plan),
-        failed=[{"shard": key, "error": reason} for key, reason in sorted(failed.items())],
+        failed=[{"shard": key, "error": str(reason)} for key, reason in sorted(failed.items())],
         quarantined=quarantined,
     )
     picks = pick_images(rows, job.report.samples, job.report.extremes)
