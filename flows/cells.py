@@ -11,10 +11,10 @@ from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore
 from diffpir_core.runs.artifacts import comparison_artifact, report_artifact, shards_artifact
-from diffpir_core.runs.failures import shard_failure
+from diffpir_core.runs.failures import describe, shard_failure
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.plan import JobPlan, work_units
-from diffpir_core.runs.results import CellResult, failed_message, summarise
+from diffpir_core.runs.results import CellResult, all_failed, failed_message, summarise
 from diffpir_core.runs.scoring import scoring_key
 from diffpir_core.runs.shard import done_manifests
 from diffpir_flow.tasks.ingest import ingest_input, plan_job
@@ -54,14 +54,20 @@ def run_cells(job: Job, restore: Any = None, force: bool = False) -> Any:
             # metrics and the report would only wait on the same dead endpoint: the message names the shards instead
             message = failed_message(result.failed, len(result.refs))
             return Failed(message=message, data={"failed": result.failed, "output": job.output, "job": plan.job_dir})
-    for result in results:
-        if result.plan is not None:
-            wall = result.finished - result.prepared if restore is not None else time.perf_counter() - started
-            score_and_report(result.cell.job, result, wall)
     report = None
-    if comparison:
-        report = with_job_retries(write_comparison_report, job)(job, quote(results), time.perf_counter() - started)
-        create_markdown_artifact(**comparison_artifact(job, results, report))
+    try:
+        for result in results:
+            if result.plan is not None:
+                wall = result.finished - result.prepared if restore is not None else time.perf_counter() - started
+                score_and_report(result.cell.job, result, wall)
+        if comparison:
+            report = with_job_retries(write_comparison_report, job)(job, quote(results), time.perf_counter() - started)
+            create_markdown_artifact(**comparison_artifact(job, results, report))
+    except Exception as err:  # a full or read-only output fails the shards first: they are the news, not the report
+        if not (failed := all_failed(results, comparison)):
+            raise
+        message = f"{failed_message(failed, sum(len(r.refs) for r in results))}; the report failed too: {describe(err)}"
+        return Failed(message=message, data={"failed": failed, "output": job.output})
     summary, failure = summarise(job.output, results, source, started, report)
     return Failed(message=failure, data=summary) if failure else summary
 
