@@ -89,19 +89,14 @@ def run(
 
     def on_progress(progress: ShardProgress, item: object) -> None:
         if not counted or counted[-1] is not progress:
-            from prefect.runtime import flow_run
-
             counted.append(progress)
-            run_ids.append(flow_run.root_flow_run_id)
             bar.set_description(progress.label, refresh=False)
             bar.reset(total=progress.images_total)  # the clock starts with the shards, not with ingest and server start-up
         bar.n = round(progress.images_now, 2)
         bar.set_postfix_str(f"{progress.done}/{progress.total} shards", refresh=False)
         bar.refresh()
 
-    from prefect.exceptions import TerminationSignal
-
-    from diffpir_flow.cli.server import Terminated, sigterm_as_interrupt, start_temporary_server, stop_when_recorded
+    from diffpir_flow.cli.server import Terminated, in_worker_thread, sigterm_as_interrupt, start_temporary_server, stop_when_recorded
 
     run_ids: list[Any] = []  # the job's flow run, to mark Cancelled after Ctrl-C / SIGTERM
     from diffpir_core.runs.environment import changed_environment
@@ -110,16 +105,17 @@ def run(
     public, secrets = split_secrets(job)  # credentials stay out of Prefect's parameters, DB and UI
     if note := warning(secrets):
         typer.echo(note, err=True)
+    flow = run_flow.with_options(on_running=[lambda _flow, flow_run, _state: run_ids.append(flow_run.id)])
     with sigterm_as_interrupt():
         try:
             server = start_temporary_server()  # dies with this process, even on SIGKILL
-            with listening(on_progress), changed_environment(secrets):
-                state = run_flow(job=public, shards=shard or None, return_state=True)
+            with listening(on_progress), changed_environment(secrets):  # the flow in a thread: signals reach this one at once
+                state = in_worker_thread(lambda: flow(job=public, shards=shard or None, return_state=True))
             if server is not None:
                 stop_when_recorded(server, [state.state_details.flow_run_id])  # stopped at exit while it records, it logs tracebacks
-        except (KeyboardInterrupt, TerminationSignal) as err:
+        except KeyboardInterrupt as err:
             bar.close()
-            _cancelled(run_ids, job_file, terminated=isinstance(err, (Terminated, TerminationSignal)))
+            _cancelled(run_ids, job_file, terminated=isinstance(err, Terminated))
     bar.close()
     summary = state.result(raise_on_failure=False)
     summary = summary if isinstance(summary, dict) else {}
@@ -217,21 +213,19 @@ def _tidy_console(debug: bool) -> None:
 
 
 def _cancelled(run_ids: list[Any], job_file: Path, *, terminated: bool) -> None:
-    """After Ctrl-C or SIGTERM: the flow run marked Cancelled, the temporary server stopped, one line, and
-    exit 130 / 143 at once (a shard still running in a worker thread is abandoned: without its record it
-    simply is not done, and the next run restores it)."""
+    """After Ctrl-C or SIGTERM: the flow run, its sub-flow runs and their unfinished task runs marked Cancelled, the
+    temporary server stopped, one line, and exit 130 / 143 at once (a shard still running in a worker thread is
+    abandoned: without its record it simply is not done, and the next run restores it)."""
     import os
     import sys
 
-    from prefect.client.orchestration import get_client
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.states import Cancelled
+
+    from diffpir_flow.cli.server import cancel_runs
 
     what = "SIGTERM" if terminated else "interrupt"
-    for run_id in run_ids[:1]:
-        with contextlib.suppress(Exception):
-            with get_client(sync_client=True) as client:
-                client.set_flow_run_state(run_id, Cancelled(message=f"cancelled by {what}"), force=True)
+    with contextlib.suppress(Exception):
+        cancel_runs(run_ids, f"cancelled by {what}")
     with contextlib.suppress(Exception):
         SubprocessASGIServer().stop()
     typer.echo(f"cancelled by {what}: finished shards are kept; `diffpir run {job_file}` restores the rest", err=True)
