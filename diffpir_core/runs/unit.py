@@ -65,7 +65,8 @@ class _Unit:
         if failure.unreachable:  # no status write to a dead endpoint
             self.stopped = self.stopped or failure
             return
-        log.warning("shard %s attempt %d failed: %s", ref.key, self.attempt, failure)
+        if failure.transient and self.attempt <= self.job.retries:  # a final failure is logged once, by the flow
+            log.warning("shard %s attempt %d failed, to be retried: %s", ref.key, self.attempt, failure)
         try:
             write_status(self.plan, ref, self.job.storage_options, state="failed", attempts=self.attempt, error=str(failure))
         except Exception as status_err:  # the store may be what is failing; the flow still reports the shard

@@ -88,10 +88,10 @@ def test_configure_process_sets_the_threads_and_model_slots(make_job, images_8: 
     assert priors.shard_threads() is None
     assert priors.configure_process(make_job(images_8, threads=2)) == 2
     assert (priors.shard_threads(), torch.get_num_threads()) == (2, 2)
+    assert priors.configure_process(make_job(images_8, threads=2), threads=1) == 1  # the plan's count wins
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     priors.configure_process(make_job(images_8, runner={"kind": "local", "max_workers": 2}))
     assert (priors.shard_threads(), torch.get_num_threads()) == (1, 1)
-    assert priors.configure_process(make_job(images_8, threads=2), threads=1) == 1  # the plan's count wins
     with priors.model_slot(), priors.model_slot():  # two slots: a third would wait
         assert not priors._SLOTS.acquire(blocking=False)
     priors.configure_process(make_job(images_8, runner={"kind": "dask"}))
