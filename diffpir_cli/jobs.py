@@ -44,7 +44,7 @@ def run(
     except JobError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    from diffpir_core.reporting import nothing_restored, outcome_line
+    from diffpir_core.reporting import outcome_line
     from diffpir_core.runs.preflight import cost_lines, demo_prior_notice, preflight, restored_sizes
 
     sizes = restored_sizes(job)
@@ -89,19 +89,14 @@ def run(
 
     def on_progress(progress: ShardProgress, item: object) -> None:
         if not counted or counted[-1] is not progress:
-            from prefect.runtime import flow_run
-
             counted.append(progress)
-            run_ids.append(flow_run.root_flow_run_id)
             bar.set_description(progress.label, refresh=False)
             bar.reset(total=progress.images_total)  # the clock starts with the shards, not with ingest and server start-up
         bar.n = round(progress.images_now, 2)
         bar.set_postfix_str(f"{progress.done}/{progress.total} shards", refresh=False)
         bar.refresh()
 
-    from prefect.exceptions import TerminationSignal
-
-    from diffpir_flow.cli.server import Terminated, sigterm_as_interrupt, start_temporary_server, stop_when_recorded
+    from diffpir_flow.cli.server import Terminated, in_worker_thread, sigterm_as_interrupt, start_temporary_server, stop_when_recorded
 
     run_ids: list[Any] = []  # the job's flow run, to mark Cancelled after Ctrl-C / SIGTERM
     from diffpir_core.runs.environment import changed_environment
@@ -110,16 +105,17 @@ def run(
     public, secrets = split_secrets(job)  # credentials stay out of Prefect's parameters, DB and UI
     if note := warning(secrets):
         typer.echo(note, err=True)
+    flow = run_flow.with_options(on_running=[lambda _flow, flow_run, _state: run_ids.append(flow_run.id)])
     with sigterm_as_interrupt():
         try:
             server = start_temporary_server()  # dies with this process, even on SIGKILL
-            with listening(on_progress), changed_environment(secrets):
-                state = run_flow(job=public, shards=shard or None, return_state=True)
+            with listening(on_progress), changed_environment(secrets):  # the flow in a thread: signals reach this one at once
+                state = in_worker_thread(lambda: flow(job=public, shards=shard or None, return_state=True))
             if server is not None:
                 stop_when_recorded(server, [state.state_details.flow_run_id])  # stopped at exit while it records, it logs tracebacks
-        except (KeyboardInterrupt, TerminationSignal) as err:
+        except KeyboardInterrupt as err:
             bar.close()
-            _cancelled(run_ids, job_file, terminated=isinstance(err, (Terminated, TerminationSignal)))
+            _cancelled(run_ids, job_file, terminated=isinstance(err, Terminated))
     bar.close()
     summary = state.result(raise_on_failure=False)
     summary = summary if isinstance(summary, dict) else {}
@@ -134,27 +130,38 @@ def run(
             f"results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)\nreport: {summary['report']}"
         )
         return
-    reasons = summary.get("failed", {})
-    typer.echo(f"failed: {len(reasons)} shard(s) failed:" if reasons else f"failed: {state.message}", err=True)
-    for shard, reason in sorted(reasons.items()):
-        typer.echo(f"  shard {shard}: {reason}", err=True)
     raised = state.result(raise_on_failure=False)
-    from diffpir_core.runs.failures import EndpointUnreachable, is_transient
-
     if isinstance(raised, BaseException) and debug:
         raise raised
-    all_quarantined = nothing_restored(summary.get("images_restored", 0), summary.get("quarantined") or {}) is not None
-    permanent = all_quarantined or (
-        not is_transient(raised) if isinstance(raised, BaseException) else bool(reasons) and all("(permanent)" in r for r in reasons.values())
-    )
-    if permanent and not any(EndpointUnreachable.__name__ in r for r in reasons.values()):
-        typer.echo("this error is permanent: fix what it names (the job file or the inputs) before running the job again", err=True)
-    else:
-        typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
+    _failed(state.message, summary, raised, job_file)
     raise typer.Exit(1)
 
 
 _BAR = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} images [{elapsed}<{remaining}{postfix}]"
+
+
+def _failed(message: str | None, summary: dict[str, Any], raised: Any, job_file: Path) -> None:
+    """The last lines of a failed run: each failed shard once (or the one message of an unreachable endpoint, which
+    names them), then each distinct thing to do once: the fixes the failures name, else a re-run when one may help."""
+    from diffpir_core.reporting import nothing_restored
+    from diffpir_core.runs.failures import is_transient
+
+    failures = list(summary.get("failed", {}).values())
+    if failures and not any(f.unreachable for f in failures):
+        typer.echo(f"failed: {len(failures)} shard(s) failed:", err=True)
+        for failure in sorted(failures, key=lambda f: f.shard):
+            typer.echo(f"  shard {failure.shard}: {failure.reason}", err=True)
+    else:
+        typer.echo(f"failed: {message}", err=True)
+    fixes = list(dict.fromkeys(f.fix for f in failures if f.fix and not f.unreachable))
+    for fix in fixes:
+        typer.echo(f"to fix: {fix}", err=True)
+    quarantined = nothing_restored(summary.get("images_restored", 0), summary.get("quarantined") or {}) is not None
+    retry = is_transient(raised) if isinstance(raised, BaseException) else any(f.transient or f.unreachable for f in failures)
+    if not retry and not fixes or quarantined:
+        typer.echo("this error is permanent: fix what it names (the job file or the inputs) before running the job again", err=True)
+    elif retry:
+        typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
 
 
 def _results_table(summary: dict[str, Any], job: Job) -> str | None:
@@ -206,21 +213,19 @@ def _tidy_console(debug: bool) -> None:
 
 
 def _cancelled(run_ids: list[Any], job_file: Path, *, terminated: bool) -> None:
-    """After Ctrl-C or SIGTERM: the flow run marked Cancelled, the temporary server stopped, one line, and
-    exit 130 / 143 at once (a shard still running in a worker thread is abandoned: without its record it
-    simply is not done, and the next run restores it)."""
+    """After Ctrl-C or SIGTERM: the flow run, its sub-flow runs and their unfinished task runs marked Cancelled, the
+    temporary server stopped, one line, and exit 130 / 143 at once (a shard still running in a worker thread is
+    abandoned: without its record it simply is not done, and the next run restores it)."""
     import os
     import sys
 
-    from prefect.client.orchestration import get_client
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.states import Cancelled
+
+    from diffpir_flow.cli.server import cancel_runs
 
     what = "SIGTERM" if terminated else "interrupt"
-    for run_id in run_ids[:1]:
-        with contextlib.suppress(Exception):
-            with get_client(sync_client=True) as client:
-                client.set_flow_run_state(run_id, Cancelled(message=f"cancelled by {what}"), force=True)
+    with contextlib.suppress(Exception):
+        cancel_runs(run_ids, f"cancelled by {what}")
     with contextlib.suppress(Exception):
         SubprocessASGIServer().stop()
     typer.echo(f"cancelled by {what}: finished shards are kept; `diffpir run {job_file}` restores the rest", err=True)

@@ -21,10 +21,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
 PORT_TRIES = 3
@@ -175,14 +178,50 @@ def stop_when_recorded(server: Any, flow_run_ids: list[Any], timeout_s: float = 
     server.stop()
 
 
+def cancel_runs(roots: list[Any], message: str) -> None:
+    """Mark the flow runs ``roots``, their sub-flow runs and their task runs that are not final Cancelled."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import TERMINAL_STATES, StateType
+    from prefect.states import Cancelled
+
+    unfinished = {"type": {"any_": [t.value for t in StateType if t not in TERMINAL_STATES]}}
+    with get_client(sync_client=True) as client:
+        ids = _run_flow_ids(client, roots)
+        for run in client._client.post("/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}, "state": unfinished}}).json():
+            client.set_flow_run_state(run["id"], Cancelled(message=message), force=True)
+        tasks = {"task_runs": {"flow_run_id": {"any_": ids}, "state": unfinished}, "limit": 200}
+        for run in client._client.post("/task_runs/filter", json=tasks).json():
+            client.set_task_run_state(run["id"], Cancelled(message=message), force=True)
+
+
+def in_worker_thread(run: Callable[[], T]) -> T:
+    """``run()`` in a thread while this (the main) thread waits, so that Ctrl-C and SIGTERM reach it at once: in the
+    main thread Prefect's flow engine turns SIGTERM into a crash of the flow run after its running tasks end."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = run()
+        except BaseException as err:  # handed to the main thread as it is
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, name="diffpir-run", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread as an interrupt so that it takes Ctrl-C's path."""
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` (Prefect's flow engine installs its own bridge
-    during a flow run, which raises ``TerminationSignal``; callers catch both)."""
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread (a flow run in
+    :func:`in_worker_thread` cannot install Prefect's own bridge there)."""
 
     def handler(signum: int, frame: object) -> None:
         raise Terminated()

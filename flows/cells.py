@@ -10,12 +10,11 @@ from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore
-from diffpir_core.reporting import markdown_table, verdict
-from diffpir_core.runs.failures import describe
+from diffpir_core.runs.artifacts import comparison_artifact, report_artifact, shards_artifact
+from diffpir_core.runs.failures import describe, shard_failure
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.plan import JobPlan, work_units
-from diffpir_core.runs.report import artifact_key
-from diffpir_core.runs.results import CellResult, shard_table, shown_shards, summarise, unreachable_message
+from diffpir_core.runs.results import CellResult, all_failed, failed_message, summarise
 from diffpir_core.runs.scoring import scoring_key
 from diffpir_core.runs.shard import done_manifests
 from diffpir_flow.tasks.ingest import ingest_input, plan_job
@@ -51,14 +50,24 @@ def run_cells(job: Job, restore: Any = None, force: bool = False) -> Any:
             )
         result.finished = time.perf_counter()
         results.append(result)
-        if message := unreachable_message(result.failed, len(result.refs)):
+        if any(failure.unreachable for failure in result.failed.values()):
             # metrics and the report would only wait on the same dead endpoint: the message names the shards instead
+            message = failed_message(result.failed, len(result.refs))
             return Failed(message=message, data={"failed": result.failed, "output": job.output, "job": plan.job_dir})
-    for result in results:
-        if result.plan is not None:
-            wall = result.finished - result.prepared if restore is not None else time.perf_counter() - started
-            score_and_report(result.cell.job, result, wall)
-    report = score_comparison(job, results, time.perf_counter() - started) if comparison else None
+    report = None
+    try:
+        for result in results:
+            if result.plan is not None:
+                wall = result.finished - result.prepared if restore is not None else time.perf_counter() - started
+                score_and_report(result.cell.job, result, wall)
+        if comparison:
+            report = with_job_retries(write_comparison_report, job)(job, quote(results), time.perf_counter() - started)
+            create_markdown_artifact(**comparison_artifact(job, results, report))
+    except Exception as err:  # a full or read-only output fails the shards first: they are the news, not the report
+        if not (failed := all_failed(results, comparison)):
+            raise
+        message = f"{failed_message(failed, sum(len(r.refs) for r in results))}; the report failed too: {describe(err)}"
+        return Failed(message=message, data={"failed": failed, "output": job.output})
     summary, failure = summarise(job.output, results, source, started, report)
     return Failed(message=failure, data=summary) if failure else summary
 
@@ -82,53 +91,11 @@ def score_and_report(job: Job, result: CellResult, wall_seconds: float) -> None:
             for row in rows:
                 by_shard.setdefault(row["shard"], []).append(row)
         else:
-            reason = f"metrics: {describe(rows) if isinstance(rows, BaseException) else future.state.message}"
-            failed.update(dict.fromkeys((ref.key for ref in unit), reason))
+            err = rows if isinstance(rows, BaseException) else RuntimeError(future.state.message)
+            failed.update({ref.key: shard_failure(ref.key, err, what="metrics") for ref in unit})
     scored = [ref for ref in done if ref.key not in failed]
     result.rows = [row for ref in scored for row in by_shard.get(ref.key, [])]
     report = with_job_retries(write_job_report, job)(job, plan, quote(scored), quote(result.rows), failed, wall_seconds)
     result.summary, result.report_uris = report["summary"], report["uris"]
-    _publish(job, plan, result, report)
-
-
-def _publish(job: Job, plan: JobPlan, result: CellResult, report: dict[str, Any]) -> None:
-    """The cell's shards table and report as Prefect artifacts."""
-    table = shard_table(result)
-    what = f"{plan.variant} on {job.task_label()}" if plan.variant else job.task_label()
-    shown = shown_shards(table)
-    part = f" ({len(shown)} of {len(table)} shards, failed and pending ones first; all in metrics.csv and `diffpir status`)"
-    create_table_artifact(
-        key=artifact_key(job, "shards", plan.variant),
-        table=shown,
-        description=f"Per-shard results of {what} on {job.dataset_name()}" + (part if len(shown) < len(table) else ""),
-    )
-    problems = "".join(f"\n- **{key}**: {reason}" for key, reason in sorted(result.failed.items()))
-    sentence = verdict(report["summary"])
-    create_markdown_artifact(
-        key=artifact_key(job, "report", plan.variant),
-        markdown=(
-            f"# {what} on {job.dataset_name()} ({job.mode})\n\n{markdown_table([report['summary']])}\n"
-            + (f"{sentence}\n\n" if sentence else "")
-            + (f"## Samples\n\n{report['strip']}\n" if report["strip"] else "")
-            + f"## Report files\n\nOutput: `{job.output}`\n\n{report['links']}"
-            + (f"\n## Failed shards\n{problems}\n" if result.failed else "")
-        ),
-        description="Aggregate results in the paper's shape, the gain over the baseline, samples, report files",
-    )
-
-
-def score_comparison(job: Job, results: list[CellResult], wall_seconds: float) -> dict[str, Any]:
-    """The comparison's table (with sweep plots and a sample grid) in ``comparisons/<hash>``, published as the
-    ``<dataset>-comparison`` UI artifact."""
-    comparison = with_job_retries(write_comparison_report, job)(job, quote(results), wall_seconds)
-    failed = {f"{r.cell.name} / {r.cell.task} / {key}": reason for r in results for key, reason in r.failed.items()}
-    create_markdown_artifact(
-        key=artifact_key(job, "comparison").replace(f"-{job.task_label()}", ""),
-        markdown=(
-            f"# Method comparison on {job.dataset_name()} ({job.mode})\n\n{comparison['markdown']}\n"
-            f"## Report files\n\nOutput: `{job.output}`\n\n{comparison['links']}"
-            + "".join(f"\n- **{key}**: {reason}" for key, reason in sorted(failed.items()))
-        ),
-        description="Variants × tasks in the paper's layout: NFEs, PSNR, SSIM, LPIPS, FID, seconds per image",
-    )
-    return comparison
+    create_table_artifact(**shards_artifact(job, plan, result))
+    create_markdown_artifact(**report_artifact(job, plan, result, report))

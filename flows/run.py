@@ -20,11 +20,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.runs.dispatch import auto_unit_shards, check_gpu_workers, gpus_per_task, model_slots
+from diffpir_core.runs.dispatch import Outage, auto_unit_shards, check_gpu_workers, gpus_per_task, model_slots, unit_outcome
 from diffpir_core.runs.environment import changed_environment
-from diffpir_core.runs.failures import describe
+from diffpir_core.runs.failures import ShardFailure
 from diffpir_core.runs.job import DaskRunner, Job
 from diffpir_core.runs.plan import JobPlan, ShardSelection, work_units
+from diffpir_core.runs.priors import configure_process
 from diffpir_core.runs.progress import watching
 from diffpir_core.runs.results import failed_message
 from diffpir_core.runs.shard import already_done
@@ -38,32 +39,35 @@ from diffpir_flow.tasks.units import restore_unit
 
 
 def _dispatch(job: Job, plan: JobPlan, units: list[list[ShardRef]], window: int, progress: ShardProgress) -> tuple[dict, dict]:
-    """Run ``units`` with at most ``window`` of them submitted at once, submitting the next as each one finishes."""
+    """Run ``units`` with at most ``window`` of them submitted at once, submitting the next as each one finishes, and
+    none once a few units in a row found the storage endpoint down (:class:`~diffpir_core.runs.dispatch.Outage`)."""
     logger = get_run_logger()
     unit_task = with_job_retries(restore_unit, job)
-    waiting = iter(units)
-    in_flight: dict[Any, list[ShardRef]] = {}
+    waiting, in_flight, outage = iter(units), {}, Outage()
     manifests: dict[str, dict[str, Any]] = {}
-    failed: dict[str, str] = {}
+    failed: dict[str, ShardFailure] = {}
     with gpu_annotations(gpus_per_task(job, plan.device)):
         while True:
-            for unit in islice(waiting, window - len(in_flight)):
+            for unit in islice(waiting, 0 if outage.cause else window - len(in_flight)):
                 in_flight[unit_task.submit(job, plan, unit)] = unit
             if not in_flight:
                 break
             future = next(as_completed(list(in_flight)))
-            unit = in_flight.pop(future)
             outcome = future.result(raise_on_failure=False)
-            if not future.state.is_completed():  # the unit itself failed (a crashed worker, a store it cannot open)
-                reason = describe(outcome) if isinstance(outcome, BaseException) else str(future.state.message)
-                found = already_done(job, plan, unit)  # what it finished before it failed stays finished
-                outcome = {"manifests": found, "failed": {ref.key: reason for ref in unit if ref.key not in found}}
-            manifests.update(outcome["manifests"])
-            failed.update(outcome["failed"])
-            for ref in unit:
-                if ref.key in outcome["failed"]:
-                    logger.error("shard %s failed: %s", ref.key, outcome["failed"][ref.key])
-                progress.advance(outcome["manifests"].get(ref.key, outcome["failed"].get(ref.key)), ref.key)
+            if not future.state.is_completed() and not isinstance(outcome, BaseException):
+                outcome = RuntimeError(future.state.message)  # a crashed worker
+            done, failures = unit_outcome(job, plan, in_flight.pop(future), outcome)
+            outage.record(list(failures.values()))
+            manifests.update(done)
+            failed.update(failures)
+            for key, failure in failures.items():
+                logger.error("shard %s failed: %s", key, failure)
+            for key, item in {**done, **failures}.items():
+                progress.advance(item, key)
+    if outage.cause is not None:
+        failed.update(not_run := outage.not_run(list(waiting)))
+        for key, item in not_run.items():
+            progress.advance(item, key)
     return manifests, failed
 
 
@@ -73,6 +77,7 @@ def run_shards(job: Job, plan: JobPlan, selection: ShardSelection, label: str = 
     units (``restore-unit`` tasks) streamed to the task runner a bounded window at a time. Returns the manifests of
     finished shards and the reasons of failed ones, quoted (as the Failed state's data when any shard failed, so the
     sub-flow run shows it too). ``label``: a comparison's variant and task, for names and progress."""
+    configure_process(job, plan.threads)
     gpus = gpus_per_task(job, plan.device)
     runner = FlowRunContext.get().task_runner
     if isinstance(job.runner, DaskRunner):
@@ -109,7 +114,7 @@ def run(job: Job, shards: list[str] | None = None, force: bool = False, credenti
     def restore(cell_job: Job, plan: JobPlan, label: str) -> tuple[list[ShardRef], dict[str, Any]]:
         out = DatasetStore.open(plan.output_store, job.storage_options)
         selection = ShardSelection.of(out, shards)
-        refs = selection.resolve(out)
+        refs = selection.resolve(out)  # now: the store may be gone when the shards are
         state = run_shards.with_options(task_runner=build_task_runner(cell_job, plan.threads))(
             job=cell_job, plan=plan, selection=selection, label=label, return_state=True
         )

@@ -48,13 +48,9 @@ def _metrics_run_name() -> str:
     retry_condition_fn=retry_transient,
 )
 def restore_unit(job: Job, plan: JobPlan, shards: list[ShardRef]) -> dict[str, Any]:
-    """:func:`~diffpir_core.runs.unit.run_unit`; a Prefect retry of the unit (a crashed worker) counts on from its run
-    count."""
-    logger = get_run_logger()
-    result = run_unit(job, plan, shards, first_attempt=task_run.run_count or 1, logger=logger)
-    for key, reason in result["failed"].items():
-        logger.warning("shard %s failed: %s", key, reason)
-    return result
+    """:func:`~diffpir_core.runs.unit.run_unit`, its try counted by Prefect's run count (retried when a shard failed
+    transiently: :func:`~diffpir_flow.tasks.retries.retry_transient`)."""
+    return run_unit(job, plan, shards, attempt=task_run.run_count or 1, logger=get_run_logger())
 
 
 @task(

@@ -13,7 +13,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from diffpir_core.io.uris import filesystem, join, redact_uri
 
@@ -40,9 +40,15 @@ def load_kernel(uri: str, storage_options: Mapping[str, Any]) -> np.ndarray:
 
 
 def load_mask(uri: str, storage_options: Mapping[str, Any]) -> np.ndarray:
-    """A mask image (white = known pixel, threshold 128) as uint8 (H, W) of 0/1."""
-    with Image.open(io.BytesIO(read_bytes(uri, storage_options))) as img:
-        return (np.asarray(img.convert("L")) >= 128).astype(np.uint8)
+    """A mask image (white = known pixel, threshold 128) as uint8 (H, W) of 0/1; ``ValueError`` naming the file when
+    it is not an image."""
+    try:
+        with Image.open(io.BytesIO(read_bytes(uri, storage_options))) as img:
+            return (np.asarray(img.convert("L")) >= 128).astype(np.uint8)
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"task.mask {redact_uri(uri)}: not an image file; replace it with a PNG or JPEG mask (white = known pixel)"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,8 +6,11 @@ location without it (someone else's files; ``force=True`` adopts it) and any loc
 (the job would read its own outputs back as input images; no override).
 """
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from diffpir_core import __version__
@@ -51,6 +54,11 @@ def claim_output(output: str, input_uri: str, storage_options: StorageOptions | 
             f"output {redact_uri(output)} is inside the input {redact_uri(input_uri)}: the job would read its own "
             "results back as input images; choose an output outside the input folder"
         )
+    with output_lock(output, storage_options):  # two jobs started at once into one new output: one claims it
+        _claim(output, storage_options, force)
+
+
+def _claim(output: str, storage_options: StorageOptions | None, force: bool) -> None:
     if is_ours(output, storage_options):
         return
     fs, base = filesystem(output, storage_options)
@@ -69,3 +77,27 @@ def claim_output(output: str, input_uri: str, storage_options: StorageOptions | 
     created_by = {"package": "diffpir-flow", "version": __version__}
     marker = {"diffpir_output": {"schema": MARKER_SCHEMA, "created_at": created_at, "created_by": created_by}}
     put_atomic(fs, join(base, MARKER), json.dumps(marker, indent=1).encode())
+
+
+@contextlib.contextmanager
+def output_lock(output: str, storage_options: StorageOptions | None = None) -> Iterator[bool]:
+    """Hold an exclusive lock on a local ``output`` folder (an ``flock`` on the folder, made if missing, shared by every
+    process on this machine) while inside, so that two jobs started at once into one output neither claim it nor
+    ingest the same input at the same time; yields whether it waited for another holder. Object-store outputs and a
+    path that is a file are not locked."""
+    path = local_path(output) if is_local(output) else None
+    if path is None or os.path.isfile(path):
+        yield False
+        return
+    os.makedirs(path, exist_ok=True)
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            waited = False
+        except BlockingIOError:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            waited = True
+        yield waited
+    finally:
+        os.close(handle)  # closing the last descriptor lets the lock go

@@ -1,11 +1,15 @@
-"""How a cell's shards are dealt out: shards per work unit, model slots, GPU resources per unit, and the guard
-against GPU tasks no Dask worker can take (such a task would stay Pending forever)."""
+"""How a cell's shards are dealt out: shards per work unit, model slots, GPU resources per unit, the guard against
+GPU tasks no Dask worker can take (such a task would stay Pending forever), and when to stop submitting units because
+the storage endpoint is down (:class:`Outage`, one per flow run: a Dask worker's units count as the local ones)."""
 
 import time
 from typing import Any
 
+from diffpir_core.io import ShardRef
+from diffpir_core.runs.failures import ShardFailure, UnitFailed, not_run, shard_failure
 from diffpir_core.runs.job import DaskRunner, Job
-from diffpir_core.runs.plan import MAX_AUTO_UNIT
+from diffpir_core.runs.plan import MAX_AUTO_UNIT, JobPlan
+from diffpir_core.runs.shard import already_done
 
 DASK_AUTO_UNIT = 64
 """Shards per work unit at most on Dask when the job leaves ``dispatch.unit_shards`` to the flow. A Dask worker thread
@@ -69,3 +73,41 @@ def model_slots(job: Job, task_runner: Any, gpus: int) -> int:
     if gpus > 0:
         return max(1, sum(int(info.get("resources", {}).get("GPU", 0) // gpus) for info in workers))
     return max(1, sum(int(info.get("nthreads", 1)) for info in workers))
+
+
+OUTAGE_UNITS = 2
+"""Work units in a row stopped by an unreachable storage endpoint after which a flow run submits no more."""
+
+
+class Outage:
+    """The work units of one flow run that found the storage endpoint down, in a row: after :data:`OUTAGE_UNITS`
+    of them :attr:`cause` is set, and the shards of units not yet submitted are :meth:`not_run`."""
+
+    def __init__(self, units: int = OUTAGE_UNITS) -> None:
+        self.units, self.streak = units, 0
+        self.cause: ShardFailure | None = None
+
+    def record(self, failures: list[ShardFailure]) -> None:
+        """Count a finished unit's ``failures``: a unit that reached its endpoint ends the streak."""
+        down = next((f for f in failures if f.unreachable), None)
+        self.streak = self.streak + 1 if down else 0
+        if down is not None and self.streak >= self.units:
+            self.cause = down
+
+    def not_run(self, units: list[list[ShardRef]]) -> dict[str, ShardFailure]:
+        """Failures of the shards of ``units``, left alone because the endpoint is down."""
+        assert self.cause is not None
+        return {ref.key: not_run(ref.key, self.cause) for unit in units for ref in unit}
+
+
+def unit_outcome(
+    job: Job, plan: JobPlan, unit: list[ShardRef], result: Any
+) -> tuple[dict[str, dict[str, Any]], dict[str, ShardFailure]]:
+    """(manifests of finished shards, failures of the others) of a unit from what its task returned or raised: a
+    unit that ended otherwise than with :class:`UnitFailed` (a crashed worker) keeps what its records show done."""
+    if isinstance(result, UnitFailed):
+        return result.manifests, {failure.shard: failure for failure in result.failures}
+    if isinstance(result, BaseException):
+        found = already_done(job, plan, unit)
+        return found, {ref.key: shard_failure(ref.key, result) for ref in unit if ref.key not in found}
+    return result["manifests"], {}

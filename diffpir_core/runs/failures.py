@@ -1,39 +1,82 @@
-"""Which failures are worth a retry: storage and network hiccups and CUDA memory, not bad input or config.
+"""Shard failures as data: which are worth a retry, and which mean the storage endpoint is down.
 
-A storage endpoint that refuses every connection is not a hiccup: :class:`EndpointBreaker` counts consecutive
-shard attempts that failed with a connection error to one endpoint, and after :data:`BREAKER_THRESHOLD` of them
-(or at once when a short TCP connect to its ``endpoint_url`` fails too) every later attempt of that run fails at
-once with :class:`EndpointUnreachable` (permanent, not retried), so a job against a dead endpoint fails in bounded
-time, naming its shards and the cause.
+Worth a retry (transient): storage and network hiccups, timeouts, CUDA out of memory. Not worth one (permanent): bad
+input or configuration (a ``ValueError`` from a bad kernel file, a mask file that is not an image, a ``StoreError``
+from a damaged store, a checkpoint that does not load), a full disk or quota, a read-only or forbidden output.
 
-Only transient failures are retried (``diffpir_flow.tasks.retries`` asks :func:`is_transient`); a permanent error (a
-``ValueError`` from a bad kernel file, a ``StoreError`` from a damaged store, a checkpoint that does not load) fails
-the shard at once, with its message, instead of burning retries and delay.
+Each failed shard becomes a :class:`ShardFailure`. A work unit with failures raises :class:`UnitFailed` carrying them
+and the manifests of its finished shards: Prefect retries the unit when a failure is transient
+(``diffpir_flow.tasks.retries``). A connection failure is checked with a short TCP connect to the storage endpoint
+(:func:`refuses`): when that fails too, the shard's failure is ``unreachable``, the unit stops, and the flow stops
+submitting units after a few such units in a row (:class:`diffpir_core.runs.dispatch.Outage`).
 """
 
+import errno
 import socket
-import threading
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import torch
+from PIL import UnidentifiedImageError
+
 from diffpir_core.io import StoreError
 
-_PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+_PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnidentifiedImageError)
+_FIXES = {
+    errno.ENOSPC: "the output's disk is full: free space there, then re-run the job (finished shards are kept)",
+    errno.EDQUOT: "the output's disk quota is spent: free space or raise the quota, then re-run the job",
+    errno.EROFS: "the output is read-only: make it writable (or choose another output), then re-run the job",
+    errno.EACCES: "permission denied: give this process access to the path it names, then re-run the job",
+}
+SHOWN = 10  # failures a message names at most
 
 
-BREAKER_THRESHOLD = 3  # consecutive failed shard attempts (connection errors, one endpoint) that open the breaker
+@dataclass(frozen=True)
+class ShardFailure:
+    """Why one shard is not done: ``kind`` (the error's type, or ``not run``), whether a retry may help
+    (``transient``), whether the storage endpoint was down (``unreachable``), what happened (``message``, naming the
+    file or endpoint) and, where the message does not say it, what to do (``fix``)."""
+
+    shard: str
+    kind: str
+    transient: bool
+    unreachable: bool
+    message: str
+    fix: str = ""
+
+    @property
+    def reason(self) -> str:
+        """``ValueError (permanent): message``, without the fix."""
+        return f"{self.kind} ({'transient' if self.transient else 'permanent'}): {self.message}"
+
+    def __str__(self) -> str:
+        return f"{self.reason}; {self.fix}" if self.fix else self.reason
 
 
-class EndpointUnreachable(RuntimeError):
-    """A shard not run (or given up) because its storage endpoint plainly is down: permanent for this run."""
+class UnitFailed(Exception):
+    """A work unit that finished what it could: its shards' ``failures`` and the ``manifests`` of the others."""
+
+    def __init__(self, failures: list[ShardFailure], manifests: dict[str, dict[str, Any]]) -> None:
+        super().__init__(failures, manifests)
+        self.failures, self.manifests = failures, manifests
+
+    def __str__(self) -> str:
+        return "; ".join(f"shard {f.shard}: {f}" for f in self.failures[:SHOWN])
+
+    @property
+    def transient(self) -> bool:
+        """Worth a retry of the unit: some failure is transient and the endpoint was not found down."""
+        return any(f.transient for f in self.failures) and not any(f.unreachable for f in self.failures)
 
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors that may pass on their own: I/O and network errors, timeouts, CUDA out of memory."""
+    if isinstance(exc, UnitFailed):
+        return exc.transient
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
-    if isinstance(exc, (EndpointUnreachable, StoreError, *_PERMANENT_OS_ERRORS)):
+    if isinstance(exc, (StoreError, *_PERMANENT_OS_ERRORS)) or getattr(exc, "errno", None) in _FIXES:
         return False
     if isinstance(exc, (OSError, TimeoutError, ConnectionError)):
         return True
@@ -41,9 +84,33 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """``ValueError: message`` with the kind of failure, for status files and the UI."""
-    kind = "transient" if is_transient(exc) else "permanent"
-    return f"{type(exc).__name__} ({kind}): {exc}"
+    """``ValueError (permanent): message`` with the kind of failure, for logs, status files and the UI."""
+    return str(shard_failure("", exc))
+
+
+def _fix(exc: BaseException) -> str:
+    """What to do about the errors whose own words do not say it (a full or read-only disk, a file that is not an image)."""
+    if isinstance(exc, UnidentifiedImageError):
+        return "replace it with an image file (PNG, JPEG, ...), then re-run the job"
+    return _FIXES.get(getattr(exc, "errno", None), "")  # type: ignore[arg-type]
+
+
+def shard_failure(shard: str, exc: BaseException, endpoint: str | None = None, what: str = "") -> ShardFailure:
+    """What ``exc`` says about ``shard`` (in its step ``what``, e.g. ``metrics``); a connection error is
+    ``unreachable`` when a probe of the storage ``endpoint`` (:func:`refuses`) fails too."""
+    if endpoint is not None and is_connection_error(exc) and refuses(endpoint):
+        return ShardFailure(
+            shard, type(exc).__name__, False, True,
+            f"storage endpoint unreachable ({endpoint}: it refuses connections; {type(exc).__name__}: {exc})",
+            "check the endpoint and storage_options, then re-run the job",
+        )
+    message = f"{what}: {exc}" if what else str(exc)
+    return ShardFailure(shard, type(exc).__name__, is_transient(exc), False, message, _fix(exc))
+
+
+def not_run(shard: str, cause: ShardFailure) -> ShardFailure:
+    """A shard left alone because of ``cause`` (an unreachable endpoint met by another shard)."""
+    return ShardFailure(shard, "not run", False, cause.unreachable, cause.message, cause.fix)
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -67,7 +134,7 @@ def storage_endpoint(uris: list[str], storage_options: dict[str, Any]) -> str | 
     return f"{'+'.join(protocols)} {url or 'default endpoint'}"
 
 
-def _refuses(endpoint: str, timeout_s: float = 2.0) -> bool:
+def refuses(endpoint: str, timeout_s: float = 2.0) -> bool:
     """True when a TCP connect to the endpoint's URL (``storage_options.endpoint_url``) fails within ``timeout_s``;
     False when it answers or has no URL to probe (the default AWS endpoint, test filesystems)."""
     url = endpoint.split(" ", 1)[-1]
@@ -85,59 +152,3 @@ def _refuses(endpoint: str, timeout_s: float = 2.0) -> bool:
     except OSError:
         return True
     return False
-
-
-class EndpointBreaker:
-    """Per (run, endpoint): the shards whose attempts failed to connect since the endpoint last answered, shared by
-    the shard tasks of one process. Open once :attr:`threshold` distinct shards are in that streak (retries of one
-    shard count once), or at once when a probe finds the endpoint refusing connections."""
-
-    def __init__(self, threshold: int = BREAKER_THRESHOLD) -> None:
-        self.threshold = threshold
-        self._lock = threading.Lock()
-        self._streaks: dict[tuple[str, str], list[str]] = {}
-        self._refused: set[tuple[str, str]] = set()
-
-    def _open(self, key: tuple[str, str]) -> bool:
-        return key in self._refused or len(set(self._streaks.get(key, ()))) >= self.threshold
-
-    def check(self, run: str, endpoint: str | None) -> None:
-        """Raise :class:`EndpointUnreachable` when the breaker of ``endpoint`` is open for ``run``."""
-        if endpoint is None:
-            return
-        with self._lock:
-            if self._open((run, endpoint)):
-                raise EndpointUnreachable(self._message(run, endpoint, "not run"))
-
-    def failed(self, run: str, endpoint: str | None, shard: str, exc: BaseException) -> EndpointUnreachable | None:
-        """Count a failed attempt; the error to raise instead of ``exc`` once the breaker is open, else None."""
-        if endpoint is None or not is_connection_error(exc):
-            return None  # another kind of failure says nothing about the endpoint
-        refused = _refuses(endpoint)  # plainly down now: no need to wait for more shards to fail
-        key = (run, endpoint)
-        with self._lock:
-            self._streaks.setdefault(key, []).append(shard)
-            if refused:
-                self._refused.add(key)
-            if self._open(key):
-                return EndpointUnreachable(self._message(run, endpoint, f"given up ({type(exc).__name__}: {exc})"))
-        return None
-
-    def succeeded(self, run: str, endpoint: str | None) -> None:
-        """An attempt that reached the endpoint: the streak starts again."""
-        if endpoint is not None:
-            with self._lock:
-                self._streaks.pop((run, endpoint), None)
-                self._refused.discard((run, endpoint))
-
-    def _message(self, run: str, endpoint: str, what: str) -> str:
-        key = (run, endpoint)
-        shards = ", ".join(dict.fromkeys(self._streaks.get(key, ())))
-        how = "it refuses connections" if key in self._refused else f"{self.threshold} shards in a row failed to connect"
-        return (
-            f"{what}: storage endpoint unreachable ({endpoint}: {how}; failed shard(s) {shards}); "
-            "check the endpoint and storage_options, then re-run the job"
-        )
-
-
-BREAKER = EndpointBreaker()

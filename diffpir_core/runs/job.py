@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 
 from diffpir_core.io.yaml_files import YamlLimitError, read_bounded_yaml
 from diffpir_core.runs.batches import Fit
+from diffpir_core.runs.cells import Cell, MethodName, Variant, expand_variants, operator_problem
 from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, resolve_job_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
-from diffpir_core.runs.cells import Cell, MethodName, Variant, expand_variants, operator_problem
 
 JOB_SCHEMA_VERSION = 1
 FULL_REFERENCE_METRICS = frozenset({"psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid"})

@@ -6,10 +6,10 @@ The store is the job's own, or for a comparison's variant the one its task's var
 """
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.runs.job import Job
 from diffpir_core.runs.batches import ShardInputs, inputs_as_given, inputs_from_arrays, synthesise
-from diffpir_core.task_kinds.base import GivenData
+from diffpir_core.runs.job import Job
 from diffpir_core.runs.plan import JobPlan, group_of
+from diffpir_core.task_kinds.base import GivenData
 
 
 def given_data(job: Job, plan: JobPlan, source: DatasetStore, ref: ShardRef) -> GivenData | None:

@@ -27,7 +27,6 @@ import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict

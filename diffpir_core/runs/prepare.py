@@ -10,12 +10,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from diffpir_core.io import DatasetStore, IngestSummary, StoreError, ingest, refresh
-from diffpir_core.io.outputs import claim_output
+from diffpir_core.io.outputs import claim_output, output_lock
 from diffpir_core.io.uris import filesystem, join, redact_uri
 from diffpir_core.runs.job import Job
-from diffpir_core.runs.threads import planned_threads
-from diffpir_core.runs.plan import CODE_VERSION, JobPlan, input_location, job_folder, measurement_hash, read_text, shared_measurement_location, write_text
+from diffpir_core.runs.plan import (
+    CODE_VERSION,
+    JobPlan,
+    input_location,
+    job_folder,
+    measurement_hash,
+    read_text,
+    shared_measurement_location,
+    write_text,
+)
 from diffpir_core.runs.priors import prior_sha256, resolve_device
+from diffpir_core.runs.threads import planned_threads
 
 
 def input_is_store(job: Job) -> bool:
@@ -57,7 +66,10 @@ def ingest_input(job: Job, force: bool = False, logger: logging.Logger | logging
         store = DatasetStore.open(job.input, job.storage_options)
         return {"store": job.input, "images": sum(g.count for g in store.groups()), "changes": None}
     uri = join(job.output, input_location(job))
-    summary = _ingested(job, uri)
+    with output_lock(job.output, job.storage_options) as waited:  # another job into this output may ingest it now
+        if waited:
+            logger.info("waited for another job's ingest into %s", redact_uri(job.output))
+        summary = _ingested(job, uri)
     logger.info(
         "input store %s: %d image(s) in %d shard(s): %d added, %d changed, %d repaired, %d removed, %d unchanged; "
         "%d quarantined; %.1f s (every source file hashed, every stored image verified)",

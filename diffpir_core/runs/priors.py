@@ -5,22 +5,24 @@ shards, so the UNet is cached at module level, keyed by (file, sha256, device, d
 sha256 is known without loading the network (:func:`prior_sha256`), so finished shards are
 recognised and skipped before any model is loaded.
 
-The process's torch thread count (:func:`use_threads`, set by the flow or by the Dask worker plugin) is applied
-again in every thread that asks for the prior, since under OpenMP a pool thread keeps the count it first ran with.
-
-The local runner starts more work units than the process has model slots (:func:`use_model_slots`), so that the next
-unit's task start and first read happen while the current one computes; a unit holds a :class:`ModelSlot` while it
-runs the model, so no more units than slots compute at once.
+The process's settings (:func:`configure_process`, called by the flow before it dispatches and by the Dask worker
+plugin) are its torch thread count, applied again in every thread that asks for the prior (under OpenMP a pool thread
+keeps the count it first ran with), and its model slots: the local runner starts more work units than the process has
+slots, so that the next unit's task start and first read happen while the current one computes; a unit holds a slot
+(:func:`model_slot`) only while the model runs, so no more units than slots compute at once.
 """
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 
 import torch
 
 from diffpir_core.models import Prior, load_prior, prior_path
 from diffpir_core.models.files import sha256_file
-from diffpir_core.runs.threads import apply_threads
+from diffpir_core.runs.job import DaskRunner, Job
+from diffpir_core.runs.threads import apply_threads, default_threads
 
 _PRIORS: dict[tuple[str, str, str, str], Prior] = {}
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -30,43 +32,32 @@ _THREADS: int | None = None
 _SLOTS: threading.BoundedSemaphore | None = None
 
 
-def use_threads(threads: int) -> None:
-    """Set this process's torch threads per shard task, now in this thread and in each thread that gets the prior."""
-    global _THREADS
-    _THREADS = threads
-    apply_threads(threads)
-
-
-def shard_threads() -> int | None:
-    """The threads set by :func:`use_threads` in this process (None: torch's own default)."""
+def configure_process(job: Job, threads: int | None = None) -> int:
+    """Set this process's torch threads and model slots for ``job``'s shards; returns the threads. Threads: ``threads``
+    (the plan's), else the job's, else ``OMP_NUM_THREADS``, else the free cores split over the local runner's
+    ``max_workers``; slots: the local runner's ``max_workers``, none on Dask (a worker's threads are its slots)."""
+    global _THREADS, _SLOTS
+    local = not isinstance(job.runner, DaskRunner)
+    _THREADS = threads or job.threads or default_threads(job.runner.max_workers if local else 1)
+    apply_threads(_THREADS)
+    _SLOTS = threading.BoundedSemaphore(job.runner.max_workers) if local else None
     return _THREADS
 
 
-def use_model_slots(slots: int | None) -> None:
-    """How many work units of this process may run the model at once; None: no limit (each unit its own slot, as in
-    a Dask worker, whose threads are its slots)."""
-    global _SLOTS
-    _SLOTS = None if slots is None else threading.BoundedSemaphore(slots)
+def shard_threads() -> int | None:
+    """The threads set by :func:`configure_process` in this process (None: torch's own default)."""
+    return _THREADS
 
 
-class ModelSlot:
-    """One unit's claim on a model slot of this process: taken before the model runs, let go while the unit waits
-    for data and when it ends, so that a unit waiting to compute takes over as soon as another stops."""
-
-    def __init__(self) -> None:
-        self._held: threading.BoundedSemaphore | None = None
-
-    def take(self) -> None:
-        """Wait for a slot unless this unit holds one already (no-op without a limit)."""
-        if self._held is None and (slots := _SLOTS) is not None:
-            slots.acquire()
-            self._held = slots
-
-    def release(self) -> None:
-        """Let the slot go (no-op when not held)."""
-        if self._held is not None:
-            self._held.release()
-            self._held = None
+@contextlib.contextmanager
+def model_slot() -> Iterator[None]:
+    """Hold one of this process's model slots (wait for one if all are taken) while the model runs."""
+    slots = _SLOTS
+    if slots is None:
+        yield
+        return
+    with slots:
+        yield
 
 
 def prior_sha256(name_or_path: str) -> str:

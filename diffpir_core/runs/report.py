@@ -12,7 +12,6 @@ import numpy as np
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.io.uris import join
-from diffpir_core.runs.job import Job
 from diffpir_core.metrics import (
     FIDStats,
     MetricUnavailable,
@@ -25,8 +24,8 @@ from diffpir_core.metrics.convert import float_to_uint8
 from diffpir_core.reporting import (
     Extremes,
     ImagePicks,
-    ReportSample,
     ReportFacts,
+    ReportSample,
     ShardTiming,
     file_links,
     links_markdown,
@@ -36,9 +35,10 @@ from diffpir_core.reporting import (
 )
 from diffpir_core.reporting.comparison import ComparisonEntry, SampleRow, comparison_markdown, write_comparison
 from diffpir_core.reporting.text import key_settings
-from diffpir_core.runs.scoring import baseline_selected, degraded_psnr
+from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import measurement_inputs
 from diffpir_core.runs.plan import JobPlan, comparison_folder, quarantined_images
+from diffpir_core.runs.scoring import baseline_selected, degraded_psnr
 
 
 def artifact_key(job: Job, suffix: str, variant: str | None = None) -> str:
@@ -114,7 +114,7 @@ def _unavailable(job: Job, plan: JobPlan) -> list[MetricUnavailable]:
 
 
 def write_job_report(
-    job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, str], wall_seconds: float
+    job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, Any], wall_seconds: float
 ) -> dict[str, Any]:
     """Write the four report files into ``job.output``; returns their URIs and the summary."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
@@ -134,7 +134,7 @@ def write_job_report(
                 **plan.sampler},
         fid=_fid(job, plan, done),
         unavailable=_unavailable(job, plan),
-        failed=[{"shard": key, "error": reason} for key, reason in sorted(failed.items())],
+        failed=[{"shard": key, "error": str(reason)} for key, reason in sorted(failed.items())],
         quarantined=quarantined,
     )
     picks = pick_images(rows, job.report.samples, job.report.extremes)

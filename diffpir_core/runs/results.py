@@ -12,13 +12,12 @@ from typing import Any
 from diffpir_core.io import ShardRef
 from diffpir_core.reporting import image_outcome, nothing_restored
 from diffpir_core.runs.cells import Cell
-from diffpir_core.runs.failures import EndpointUnreachable
+from diffpir_core.runs.failures import SHOWN, ShardFailure
 from diffpir_core.runs.plan import JobPlan
 
 _SHARD_COLUMNS = ("shard", "status", "images", "seconds", "sample_seconds", "attempts", "batch_size", "threads")
 _TABLE_METRICS = ("psnr", "baseline_psnr", "gain_psnr", "ssim", "gain_ssim", "lpips", "measurement_rms", "baseline_measurement_rms")
 TABLE_SHARDS = 1000  # rows of the shards table artifact at most: Prefect refuses events over ~1.5 MB, and the UI slows
-SHOWN_FAILURES = 10
 
 
 @dataclass
@@ -29,7 +28,7 @@ class CellResult:
     cell: Cell
     plan: JobPlan | None = None
     refs: list[ShardRef] = field(default_factory=list)
-    outcome: dict[str, Any] = field(default_factory=lambda: {"manifests": {}, "failed": {}})
+    outcome: dict[str, Any] = field(default_factory=lambda: {"manifests": {}, "failed": {}})  # failed: ShardFailure by key
     prepared: float = 0.0
     finished: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -42,8 +41,8 @@ class CellResult:
         return self.outcome["manifests"]
 
     @property
-    def failed(self) -> dict[str, str]:
-        """Reasons of the cell's failed shards, by shard key."""
+    def failed(self) -> dict[str, ShardFailure]:
+        """Failures of the cell's failed shards, by shard key."""
         return self.outcome["failed"]
 
 
@@ -73,29 +72,23 @@ def shard_table(result: CellResult) -> list[dict[str, Any]]:
             values = [r[name] for r in by_shard.get(ref.key, []) if r.get(name) is not None]
             if values:
                 entry[name] = round(sum(values) / len(values), 4)
-        entry["error"] = result.failed.get(ref.key)
+        entry["error"] = str(result.failed[ref.key]) if ref.key in result.failed else None
         table.append(entry)
     return table
 
 
-def failed_message(failed: dict[str, str], total: int) -> str:
-    """``N/M shard(s) failed: key: reason; …`` (the first few)."""
-    listed = "; ".join(f"{key}: {reason}" for key, reason in sorted(failed.items())[:SHOWN_FAILURES])
-    more = f" (and {len(failed) - SHOWN_FAILURES} more)" if len(failed) > SHOWN_FAILURES else ""
+def failed_message(failed: dict[str, ShardFailure], total: int) -> str:
+    """``N/M shard(s) failed: key: reason; …`` (the first few); for an unreachable storage endpoint one message
+    naming it and the shards, which were not restored."""
+    if down := next((f for f in failed.values() if f.unreachable), None):
+        shards = ", ".join(sorted(failed)[:20]) + (f" (and {len(failed) - 20} more)" if len(failed) > 20 else "")
+        return f"{len(failed)}/{total} shard(s) not restored, {down.message}; {down.fix}; shards: {shards}"
+    listed = "; ".join(f"{key}: {reason}" for key, reason in sorted(failed.items())[:SHOWN])
+    more = f" (and {len(failed) - SHOWN} more)" if len(failed) > SHOWN else ""
     return f"{len(failed)}/{total} shard(s) failed: {listed}{more}"
 
 
-def unreachable_message(failed: dict[str, str], total: int) -> str | None:
-    """One message for a run stopped by the storage circuit breaker (:class:`EndpointUnreachable`), else None."""
-    causes = [reason for reason in failed.values() if reason.startswith(EndpointUnreachable.__name__)]
-    if not causes:
-        return None
-    cause = causes[0][causes[0].index("storage endpoint unreachable") :]
-    shards = ", ".join(sorted(failed)[:20]) + (f" (and {len(failed) - 20} more)" if len(failed) > 20 else "")
-    return f"{len(failed)}/{total} shard(s) not restored, {cause}; shards: {shards}"
-
-
-def all_failed(results: list[CellResult], comparison: bool) -> dict[str, str]:
+def all_failed(results: list[CellResult], comparison: bool) -> dict[str, ShardFailure]:
     """Failed shards of every cell (``variant / task / shard`` keys in a comparison)."""
     if not comparison:
         return {key: reason for r in results for key, reason in r.failed.items()}

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.metrics import float_to_uint8, measurement_rms, score_batch, uint8_to_float
 from diffpir_core.metrics.batch import CONSISTENCY_COLUMN
-from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.runs.batches import ShardInputs
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import measurement_inputs

@@ -18,15 +18,16 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from diffpir_core.io import DatasetStore, ShardRecord, ShardRef
-from diffpir_core.runs.job import Job
-from diffpir_core.runs.progress import ShardMeter
 from diffpir_core.runs.batches import ShardInputs, restore_batchwise
 from diffpir_core.runs.failures import describe
+from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import given_data, prepare_measurements, shard_identity
-from diffpir_core.runs.scoring import rows_of, scoring_key
 from diffpir_core.runs.plan import JobPlan
 from diffpir_core.runs.priors import get_prior
+from diffpir_core.runs.progress import ShardMeter
+from diffpir_core.runs.scoring import rows_of, scoring_key
 
 log = logging.getLogger(__name__)
 

@@ -1,54 +1,41 @@
-"""A work unit: a few shards of one job run as a pipeline, while the model restores shard *k*, one thread reads and
-prepares shard *k + 1* and another writes and records shard *k − 1*.
+"""A work unit: a few shards of one job, run as a pipeline on two single-thread executors. While the model restores
+shard *k*, one reads and prepares shard *k + 1* and the other writes and records shard *k − 1*.
 
-Every failed attempt leaves a status file (attempt count, error) for ``diffpir status``; transient errors are
-retried in the unit with backoff (``job.retries``, ``job.retry_delay_s`` doubling), permanent ones fail the shard
-at once; the other shards of the unit go on.
+The unit holds a model slot only while the model runs (never while it waits for a read or a write), so another unit
+with a shard ready computes meanwhile. Each shard has one writer and its record follows its data. A shard that fails
+becomes a :class:`~diffpir_core.runs.failures.ShardFailure` and leaves a status file (attempt, error) for
+``diffpir status``; the other shards go on, unless the storage endpoint is found down: then the unit stops. A unit
+with failures raises :class:`~diffpir_core.runs.failures.UnitFailed`; Prefect retries it when a failure is transient,
+and the retry skips the shards already done through their records (:func:`~diffpir_core.runs.shard.prepare_shard`).
 """
 
 import logging
-import queue
-import random
-import threading
-import time
-from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.runs import failures
-from diffpir_core.runs.failures import describe, is_transient, storage_endpoint
+from diffpir_core.runs.failures import ShardFailure, UnitFailed, not_run, shard_failure, storage_endpoint
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.plan import JobPlan, write_status
-from diffpir_core.runs.priors import ModelSlot
-from diffpir_core.runs.shard import prepare_shard, restore_prepared, write_restored
+from diffpir_core.runs.priors import model_slot
+from diffpir_core.runs.shard import Prepared, prepare_shard, restore_prepared, write_restored
 
 log = logging.getLogger(__name__)
 
 
-_DONE = object()
+class _Unit:
+    """One try of a unit: its stores (opened by the first read, so that failing to reach them is a shard's failure),
+    the manifests of its finished shards and the failures of the others."""
 
-
-class ShardPipeline:
-    """Read ahead one shard and write behind one shard while the calling thread runs the model.
-
-    ``run(shards)`` returns ``{key: manifest}`` and ``{key: exception}`` for one pass over ``shards``; each stage
-    handles one shard at a time, in order, so a shard's data and record are written by the writer thread alone.
-    """
-
-    def __init__(
-        self,
-        job: Job,
-        plan: JobPlan,
-        attempts: dict[str, int],
-        on_error: Callable[[ShardRef, BaseException], BaseException],
-        logger: logging.Logger | logging.LoggerAdapter = log,
-    ):
-        self.job, self.plan, self.attempts, self.on_error, self.logger = job, plan, attempts, on_error, logger
-        self.breaker = breaker_key(job, plan)
+    def __init__(self, job: Job, plan: JobPlan, attempt: int, logger: logging.Logger | logging.LoggerAdapter) -> None:
+        self.job, self.plan, self.attempt, self.logger = job, plan, attempt, logger
+        self.endpoint = storage_endpoint([plan.input_store, plan.output_store], job.storage_options)
+        self.manifests: dict[str, dict[str, Any]] = {}
+        self.failures: dict[str, ShardFailure] = {}
+        self.stopped: ShardFailure | None = None  # the failure that found the storage endpoint down
         self._stores: tuple[DatasetStore, DatasetStore] | None = None
 
     def stores(self) -> tuple[DatasetStore, DatasetStore]:
-        """(input, output) store, opened on first use by the reader, so that failing to reach them is a shard's error."""
         if self._stores is None:
             self._stores = (
                 DatasetStore.open(self.plan.input_store, self.job.storage_options),
@@ -56,129 +43,81 @@ class ShardPipeline:
             )
         return self._stores
 
-    def run(self, shards: list[ShardRef]) -> tuple[dict[str, dict[str, Any]], dict[str, BaseException]]:
-        manifests: dict[str, dict[str, Any]] = {}
-        errors_: dict[str, BaseException] = {}
-        ready: queue.Queue[Any] = queue.Queue(maxsize=1)
-        behind: queue.Queue[Any] = queue.Queue(maxsize=1)
-        stop = threading.Event()
+    def prepare(self, ref: ShardRef) -> Prepared:
+        return prepare_shard(self.job, self.plan, *self.stores(), ref)
 
-        def fail(ref: ShardRef, err: BaseException) -> None:
-            errors_[ref.key] = self.on_error(ref, err)
+    def write(self, item: Prepared, restored: Any, timings: dict[str, float], batch_size: int) -> None:
+        self.manifests[item.ref.key] = write_restored(
+            self.job, self.plan, *self.stores(), item, restored, timings, batch_size, self.attempt
+        )
 
-        def read() -> None:
-            for ref in shards:
-                if stop.is_set():
-                    break
-                try:
-                    failures.BREAKER.check(*self.breaker)  # a shard is not even read once its endpoint is plainly down
-                    ready.put(prepare_shard(self.job, self.plan, *self.stores(), ref))
-                except Exception as err:
-                    fail(ref, err)
-            ready.put(_DONE)
-
-        def write() -> None:
-            while (work := behind.get()) is not _DONE:
-                item, restored, timings, batch_size = work
-                try:
-                    manifests[item.ref.key] = write_restored(
-                        self.job, self.plan, *self.stores(), item, restored, timings, batch_size, self.attempts[item.ref.key]
-                    )
-                    failures.BREAKER.succeeded(*self.breaker)
-                except Exception as err:
-                    fail(item.ref, err)
-
-        reader = threading.Thread(target=read, name="unit-read", daemon=True)
-        writer = threading.Thread(target=write, name="unit-write", daemon=True)
-        reader.start()
-        writer.start()
-        slot = ModelSlot()
+    def result(self, ref: ShardRef, future: Future | None) -> Any:
+        """What ``future`` (a read or write of ``ref``) returned; None when it failed, its failure recorded."""
         try:
-            while (item := _next_ready(ready, slot)) is not _DONE:
-                if item.skipped is not None:
-                    manifests[item.ref.key] = item.skipped
-                    continue
-                slot.take()
-                try:
-                    restored, timings, batch_size = restore_prepared(self.job, self.plan, item, self.logger)
-                except Exception as err:
-                    fail(item.ref, err)
-                    continue
-                behind.put((item, restored, timings, batch_size))
-        finally:
-            slot.release()  # before the last write: the next unit computes while this one writes behind
-            stop.set()
-            while reader.is_alive():  # unblock a reader waiting to hand over a shard nobody will take
-                try:
-                    ready.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-            behind.put(_DONE)
-            writer.join()
-        return manifests, errors_
+            return None if future is None else future.result()
+        except Exception as err:
+            self.fail(ref, err)
+            return None
 
+    def fail(self, ref: ShardRef, err: BaseException) -> None:
+        failure = shard_failure(ref.key, err, self.endpoint)
+        self.failures[ref.key] = failure
+        if failure.unreachable:  # no status write to a dead endpoint
+            self.stopped = self.stopped or failure
+            return
+        if failure.transient and self.attempt <= self.job.retries:  # a final failure is logged once, by the flow
+            log.warning("shard %s attempt %d failed, to be retried: %s", ref.key, self.attempt, failure)
+        try:
+            write_status(self.plan, ref, self.job.storage_options, state="failed", attempts=self.attempt, error=str(failure))
+        except Exception as status_err:  # the store may be what is failing; the flow still reports the shard
+            log.warning("could not write the status of shard %s: %s", ref.key, status_err)
 
-def _next_ready(ready: "queue.Queue[Any]", slot: ModelSlot) -> Any:
-    """The next prepared shard; the model slot is let go while the reader is still on it (another unit may compute)."""
-    try:
-        return ready.get_nowait()
-    except queue.Empty:
-        slot.release()
-        return ready.get()
-
-
-def breaker_key(job: Job, plan: JobPlan) -> tuple[str, str | None]:
-    """(run, storage endpoint) under which the storage breaker counts this run's connection failures."""
-    return f"{plan.job_hash}@{plan.planned_at}", storage_endpoint([plan.input_store, plan.output_store], job.storage_options)
+    def run(self, shards: list[ShardRef]) -> None:
+        """The pipeline over ``shards``: read one ahead, compute (holding a model slot), write one behind."""
+        with ThreadPoolExecutor(1, "unit-read") as reader, ThreadPoolExecutor(1, "unit-write") as writer:
+            ahead: Future | None = reader.submit(self.prepare, shards[0]) if shards else None
+            behind: tuple[ShardRef, Future] | None = None
+            for index, ref in enumerate(shards):
+                item: Prepared | None = self.result(ref, ahead)
+                more = index + 1 < len(shards) and self.stopped is None
+                ahead = reader.submit(self.prepare, shards[index + 1]) if more else None
+                if item is not None and item.skipped is not None:
+                    self.manifests[ref.key] = item.skipped
+                elif item is not None:
+                    try:
+                        with model_slot():
+                            restored, timings, batch_size = restore_prepared(self.job, self.plan, item, self.logger)
+                    except Exception as err:
+                        self.fail(ref, err)
+                        continue
+                    if behind is not None:
+                        self.result(*behind)  # one write behind at most, waited for without the model slot
+                    behind = (ref, writer.submit(self.write, item, restored, timings, batch_size))
+                if self.stopped is not None:
+                    break
+            if behind is not None:
+                self.result(*behind)
+        if self.stopped is not None:
+            for ref in shards:
+                if ref.key not in self.manifests and ref.key not in self.failures:
+                    self.failures[ref.key] = not_run(ref.key, self.stopped)
 
 
 def run_unit(
-    job: Job, plan: JobPlan, shards: list[ShardRef], first_attempt: int = 1, logger: logging.Logger | logging.LoggerAdapter = log
+    job: Job, plan: JobPlan, shards: list[ShardRef], attempt: int = 1, logger: logging.Logger | logging.LoggerAdapter = log
 ) -> dict[str, Any]:
-    """Restore the shards of one work unit: ``{"manifests", "failed"}``; ``first_attempt`` counts on from an earlier
-    try of the same unit, ``logger`` gets the per-image progress lines.
-
-    Shards that failed with a transient error go through the pipeline again after the job's retry delay (doubling,
-    20 % jitter) until ``job.retries`` retries are spent; every failed attempt writes the shard's status file."""
-    attempts = {ref.key: first_attempt for ref in shards}
-    run, endpoint = breaker_key(job, plan)
-
-    def on_error(ref: ShardRef, err: BaseException) -> BaseException:
-        if is_transient(err) and attempts[ref.key] - first_attempt < job.retries:  # a final failure is logged once, by the unit
-            log.warning("shard %s attempt %d failed, to be retried: %s", ref.key, attempts[ref.key], describe(err))
-        # module attribute, not a name imported here: Dask pickles this task by value, and the breaker (a lock) cannot travel
-        if unreachable := failures.BREAKER.failed(run, endpoint, ref.key, err):
-            return unreachable  # permanent: no more retries, and no status write to a dead endpoint
-        if not isinstance(err, failures.EndpointUnreachable):
-            _write_failed_status(plan, ref, job, attempts[ref.key], err)
-        return err
-
-    pipeline = ShardPipeline(job, plan, attempts, on_error, logger)
-    manifests: dict[str, dict[str, Any]] = {}
-    failed: dict[str, str] = {}
-    todo, delay = list(shards), job.retry_delay_s
-    while todo:
-        done, raised = pipeline.run(todo)
-        manifests.update(done)
-        retry = [ref for ref in todo if ref.key in raised and is_transient(raised[ref.key]) and attempts[ref.key] - first_attempt < job.retries]
-        failed.update({key: describe(err) for key, err in raised.items() if key not in {ref.key for ref in retry}})
-        for ref in retry:
-            attempts[ref.key] += 1
-        todo = retry
-        if todo:
-            time.sleep(delay * random.uniform(0.8, 1.2))
-            delay *= 2
-    for ref in shards:
-        if manifests.get(ref.key, {}).get("status") == "restored" and attempts[ref.key] > 1:  # this run's failed status must go
-            write_status(plan, ref, job.storage_options, state="done", attempts=attempts[ref.key], error=None)
-    return {"manifests": manifests, "failed": failed}
-
-
-def _write_failed_status(plan: JobPlan, ref: ShardRef, job: Job, attempt: int, err: BaseException) -> None:
-    try:
-        write_status(plan, ref, job.storage_options, state="failed", attempts=attempt, error=describe(err))
-    except Exception as status_err:  # the store may be what is failing; the flow still reports the shard.
-        log.warning("could not write the status of shard %s: %s", ref.key, status_err)
+    """Restore the shards of one work unit: ``{"manifests", "failed"}`` (no failures), else raise
+    :class:`UnitFailed` once every shard that could be done is. ``attempt``: the unit's try (Prefect's run count),
+    written in the status and records; ``logger`` gets the per-image progress lines."""
+    unit = _Unit(job, plan, attempt, logger)
+    unit.run(shards)
+    if attempt > 1:  # the status of this run's earlier failed tries must go
+        for ref in shards:
+            if unit.manifests.get(ref.key, {}).get("status") == "restored":
+                write_status(plan, ref, job.storage_options, state="done", attempts=attempt, error=None)
+    if unit.failures:
+        raise UnitFailed(list(unit.failures.values()), unit.manifests)
+    return {"manifests": unit.manifests, "failed": {}}
 
 
 def unit_name(shards: list[ShardRef]) -> str:

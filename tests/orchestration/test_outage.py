@@ -1,5 +1,6 @@
-"""A storage endpoint that goes down when the shards start (its S3 server stopped): the circuit breaker stops
-retrying after a few connection failures, and the job fails in bounded time naming every shard and the cause."""
+"""A storage endpoint that goes down when the shards start (its S3 server stopped): a unit stops at the first
+connection failure a probe confirms, the flow run stops submitting units after a few such units in a row, and the job
+fails in bounded time naming every shard and the cause."""
 
 import time
 from pathlib import Path
@@ -7,7 +8,9 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from diffpir_core.runs.failures import EndpointBreaker, EndpointUnreachable
+from diffpir_core.io import ShardRef
+from diffpir_core.runs.dispatch import Outage
+from diffpir_core.runs.failures import UnitFailed, not_run, shard_failure
 from diffpir_flow.cli.seaweed import SeaweedS3
 from diffpir_flow.flows.progress import ShardProgress, listening
 from diffpir_flow.flows.run import run
@@ -51,19 +54,21 @@ def test_endpoint_down_from_the_first_shard_fails_the_job_fast_naming_its_shards
         assert f"32x32/{index:06d}" in message, message
 
 
-def test_breaker_opens_after_consecutive_shards_fail_to_connect() -> None:
-    breaker = EndpointBreaker(threshold=3)
-    endpoint = "faulty default endpoint"  # no URL to probe: only the count opens it
-    assert breaker.failed("run", endpoint, "g/0", ValueError("bad kernel")) is None  # not a connection error
-    for _ in range(4):  # retries of one shard count once
-        assert breaker.failed("run", endpoint, "g/0", ConnectionResetError("reset")) is None
-    breaker.succeeded("run", endpoint)  # the endpoint answered: the streak starts again
-    assert breaker.failed("run", endpoint, "g/1", ConnectionResetError("reset")) is None
-    assert breaker.failed("run", endpoint, "g/2", OSError("disk")) is None  # an OSError that is not about connecting
-    assert breaker.failed("run", endpoint, "g/2", ConnectionRefusedError("refused")) is None
-    opened = breaker.failed("run", endpoint, "g/3", ConnectionAbortedError("aborted"))
-    assert isinstance(opened, EndpointUnreachable) and "failed shard(s) g/1, g/2, g/3" in str(opened)
-    with pytest.raises(EndpointUnreachable, match="not run: storage endpoint unreachable"):
-        breaker.check("run", endpoint)
-    breaker.check("another run", endpoint)  # each run starts closed
-    breaker.check("run", None)  # local storage has no breaker
+def test_a_flow_run_stops_submitting_after_units_in_a_row_found_the_endpoint_down() -> None:
+    down = shard_failure("g/0", ConnectionRefusedError("refused"), "s3 http://127.0.0.1:9")  # a closed port: probed down
+    assert down.unreachable and not down.transient and "http://127.0.0.1:9" in down.message
+    hiccup = shard_failure("g/1", ConnectionResetError("reset"), "faulty default endpoint")  # no URL to probe
+    assert (hiccup.unreachable, hiccup.transient) == (False, True)
+    assert not shard_failure("g/2", OSError("disk"), "s3 http://127.0.0.1:9").unreachable  # not about connecting
+    assert UnitFailed([hiccup], {}).transient and not UnitFailed([hiccup, down], {}).transient  # Prefect's retry
+
+    outage = Outage(units=2)
+    outage.record([down])
+    outage.record([hiccup])  # a unit that reached its endpoint ends the streak
+    outage.record([down])
+    assert outage.cause is None
+    outage.record([down, not_run("g/3", down)])
+    assert outage.cause is down
+    refs = [ShardRef(group="g", index=i, start=2 * i, stop=2 * i + 2, ids=("a", "b")) for i in (4, 5)]
+    skipped = outage.not_run([refs])
+    assert list(skipped) == [ref.key for ref in refs] and all(f.unreachable and f.kind == "not run" for f in skipped.values())

@@ -1,9 +1,10 @@
 """SIGTERM and SIGKILL of ``diffpir run`` on Prefect's temporary server: no server outlives the CLI.
 
 The CLI runs here as Kubernetes or systemd would run it: no ``PREFECT_API_URL``, so it starts its own temporary
-server (a child process). SIGTERM takes Ctrl-C's path (one line, exit 143, the flow run marked Cancelled, the
-server stopped); after SIGKILL the kernel kills the server with its parent. Either way no server process is left
-10 s later, and a re-run restores what was not done.
+server (a child process). SIGTERM takes Ctrl-C's path at once (one line, exit 143, the flow run, its sub-flow run and
+its unfinished task runs marked Cancelled, none Crashed, the server stopped; a unit whose events the server had not
+recorded yet may stay Running there); after SIGKILL the kernel kills the
+server with its parent. Either way no server process is left 10 s later, and a re-run restores what was not done.
 """
 
 import os
@@ -69,7 +70,9 @@ def test_no_prefect_server_outlives_a_signalled_run(signum: int, make_job, image
             servers = servers or _servers(child.pid)
             time.sleep(0.1)
         child.send_signal(signum)
+        signalled = time.monotonic()
         child.wait(timeout=30)
+        exited_after = time.monotonic() - signalled
     finally:
         if child.poll() is None:
             child.kill()
@@ -81,7 +84,10 @@ def test_no_prefect_server_outlives_a_signalled_run(signum: int, make_job, image
         assert "Traceback" not in stderr
         with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
             states = dict(db.execute("SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id").fetchall())
-        assert states.get("run") == "CANCELLED", states
+            tasks = {state for (state,) in db.execute("SELECT state_type FROM task_run")}
+        assert states == {"run": "CANCELLED", "run-shards": "CANCELLED"}, states
+        assert "CRASHED" not in tasks, tasks  # no unit was waited for until it crashed
+        assert exited_after < 8, f"exited {exited_after:.1f} s after SIGTERM"  # no unit was waited for
     else:
         assert child.returncode == -signal.SIGKILL
     _, alive = psutil.wait_procs(servers, timeout=10)

@@ -29,6 +29,7 @@ CLUSTER = {"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboar
 def _one_thread_after(monkeypatch: pytest.MonkeyPatch):
     """Each test starts without a process setting and leaves the session's one thread behind."""
     monkeypatch.setattr(priors, "_THREADS", None)
+    monkeypatch.setattr(priors, "_SLOTS", None)
     yield
     torch.set_num_threads(1)
 
@@ -82,15 +83,23 @@ def test_a_resumed_job_restores_with_the_threads_its_first_run_recorded(
     np.testing.assert_array_equal(out.read_array(refs[1], "restored"), uninterrupted)
 
 
-def test_local_runner_sets_the_flow_process_threads(make_job, images_8: Path, monkeypatch: pytest.MonkeyPatch):
-    build_task_runner(make_job(images_8, threads=2))
+def test_configure_process_sets_the_threads_and_model_slots(make_job, images_8: Path, monkeypatch: pytest.MonkeyPatch):
+    build_task_runner(make_job(images_8, threads=2))  # builds the runner only: no process setting
+    assert priors.shard_threads() is None
+    assert priors.configure_process(make_job(images_8, threads=2)) == 2
     assert (priors.shard_threads(), torch.get_num_threads()) == (2, 2)
+    assert priors.configure_process(make_job(images_8, threads=2), threads=1) == 1  # the plan's count wins
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    build_task_runner(make_job(images_8, runner={"kind": "local", "max_workers": 2}))
+    priors.configure_process(make_job(images_8, runner={"kind": "local", "max_workers": 2}))
     assert (priors.shard_threads(), torch.get_num_threads()) == (1, 1)
+    with priors.model_slot(), priors.model_slot():  # two slots: a third would wait
+        assert not priors._SLOTS.acquire(blocking=False)
+    priors.configure_process(make_job(images_8, runner={"kind": "dask"}))
+    with priors.model_slot(), priors.model_slot(), priors.model_slot():  # Dask: a worker's threads are its slots
+        assert priors._SLOTS is None
 
 
-def test_a_pool_thread_gets_the_process_threads_when_it_asks_for_the_prior(tiny_prior: Path):
+def test_a_pool_thread_gets_the_process_threads_when_it_asks_for_the_prior(tiny_prior: Path, make_job, images_8: Path):
     def at(threads: int) -> int:
         apply_threads(threads)
         torch.ones(256, 256) @ torch.ones(256, 256)
@@ -98,7 +107,7 @@ def test_a_pool_thread_gets_the_process_threads_when_it_asks_for_the_prior(tiny_
 
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(at, 2).result() == 2
-        priors.use_threads(1)
+        priors.configure_process(make_job(images_8), 1)
         assert pool.submit(torch.get_num_threads).result() == 2  # OpenMP: the pool thread kept its own count
         sha = priors.prior_sha256(str(tiny_prior))
         assert pool.submit(lambda: (priors.get_prior(str(tiny_prior), sha, "cpu"), torch.get_num_threads())[1]).result() == 1

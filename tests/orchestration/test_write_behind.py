@@ -8,16 +8,19 @@ without a record, rewrites none that has one, and the output equals that of an u
 This file is also the killed process's program (``python test_write_behind.py JOB.yaml MARKERS``).
 """
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
+import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 if TYPE_CHECKING:
@@ -147,6 +150,50 @@ def test_a_kill_after_some_records_rewrites_none_of_them(prefect_api: str, make_
     clean = make_job(images, tmp_path / "clean", **overrides)
     assert run(job=clean, return_state=True).is_completed()
     np.testing.assert_array_equal(_restored(f"slowwrite://{output}"), _restored(str(tmp_path / "clean")))
+
+
+def test_a_unit_holds_its_model_slot_only_while_the_model_runs(
+    make_job, image_writer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storage slower than the model: the unit waits for its writer without the slot, so another unit could compute."""
+    from diffpir_core.io import DatasetStore
+    from diffpir_core.runs import priors, unit
+    from diffpir_core.runs.prepare import ingest_input, plan_job
+
+    image_writer(tmp_path / "images", 8, seed=13)
+    job = make_job(tmp_path / "images", f"slowwrite://{tmp_path}/out", **{**_OVERRIDES, "runner": {"kind": "local", "max_workers": 1}})
+    plan = plan_job(job, ingest_input(job)["store"])
+    refs = DatasetStore.open(plan.output_store).shards()
+    monkeypatch.setattr(priors, "_SLOTS", priors._SLOTS)  # the process's settings back after the test
+    monkeypatch.setattr(priors, "_THREADS", priors._THREADS)
+    priors.configure_process(job, 1)
+    held: list[float] = []
+    computing: list[float] = []
+    real_slot, real_restore = unit.model_slot, unit.restore_prepared
+
+    @contextlib.contextmanager
+    def timed_slot() -> Iterator[None]:
+        started = time.perf_counter()
+        with real_slot():
+            yield
+        held.append(time.perf_counter() - started)
+
+    def timed_restore(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return real_restore(*args, **kwargs)
+        finally:
+            computing.append(time.perf_counter() - started)
+
+    monkeypatch.setattr(unit, "model_slot", timed_slot)
+    monkeypatch.setattr(unit, "restore_prepared", timed_restore)
+    (tmp_path / "markers").mkdir()
+    monkeypatch.setenv("SLOW_WRITE_MARKERS", str(tmp_path / "markers"))
+    monkeypatch.setenv("SLOW_WRITE_S", "1.0")  # each shard's write: 1 s, longer than its computation
+    outcome = unit.run_unit(job, plan, refs)
+    assert [outcome["manifests"][ref.key]["status"] for ref in refs] == ["restored"] * 4
+    assert len(held) == len(computing) == 4
+    assert sum(held) - sum(computing) < 0.5, (held, computing)  # the writer's 4 s were waited for without the slot
 
 
 if __name__ == "__main__":
