@@ -1,16 +1,22 @@
-"""Fixtures shared by the whole suite: reference test vectors, a real S3 server (SeaweedFS), GPU skipping."""
+"""Fixtures shared by the whole suite: reference test vectors, a real S3 server (SeaweedFS), a tiny prior, small image
+folders, a job factory, one torch thread per test, GPU skipping."""
 
 import importlib.util
+import io
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from diffpir_core.models import build_unet, save_prior
+from diffpir_core.runs.job import Job, parse_job
 from diffpir_flow.cli.seaweed import running_s3
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +115,94 @@ def tiny_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     unet = build_unet(**TINY_UNET)
     return save_prior(unet, tmp_path_factory.mktemp("prior") / "tiny.safetensors", TINY_UNET)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread per test: on a busy 2-core machine a 2-thread OpenMP team makes the tiny networks of the
+    suite up to 30x slower, and no bound in it depends on the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_images(folder: Path, count: int, size: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    """``count`` smooth random RGB PNGs of ``size``² in ``folder``; returns pixels by image id."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {}
+    for i in range(count):
+        coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        pixels = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC))
+        Image.fromarray(pixels).save(folder / f"img{i:03d}.png")
+        images[f"img{i:03d}.png"] = pixels
+    return images
+
+
+@pytest.fixture(scope="session")
+def image_writer() -> Callable[..., dict[str, np.ndarray]]:
+    """:func:`write_images` as a fixture (test modules cannot import conftest)."""
+    return write_images
+
+
+@pytest.fixture(scope="session")
+def images_8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight 32×32 images (two shards of 4)."""
+    folder = tmp_path_factory.mktemp("images8")
+    write_images(folder, 8)
+    return folder
+
+
+@pytest.fixture
+def make_job(tiny_prior: Path, tmp_path: Path) -> Callable[..., Job]:
+    """Build a validated tiny job: SR ×2 evaluate, 3 sampler steps, shards of 4, CPU, overrides as kwargs."""
+
+    def factory(input: str | Path, output: str | Path | None = None, **overrides: Any) -> Job:
+        data: dict[str, Any] = {
+            "input": str(input),
+            "output": str(output or tmp_path / "out"),
+            "mode": "evaluate",
+            "task": {"kind": "sr", "scale": 2, "noise_sigma": 0.05},
+            "prior": str(tiny_prior),
+            "sampler": {"iter_num": 3},
+            "shard_size": 4,
+            "batch_size": 2,
+            "device": "cpu",
+            "retry_delay_s": 0.05,
+            "report": {"samples": 2},
+        }
+        data.update(overrides)
+        return parse_job(data)
+
+    return factory
+
+
+def encode(image: np.ndarray | Image.Image, fmt: str = "PNG", **save_kwargs: object) -> bytes:
+    """Encode an array or Pillow image in ``fmt`` (PNG, JPEG, TIFF, WEBP, BMP)."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt, **save_kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def encode_image():
+    """The :func:`encode` helper, as a fixture (test modules cannot import conftest)."""
+    return encode
+
+
+@pytest.fixture
+def rgb_folder(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """A folder with 11 RGB PNGs in two sizes (three in a subfolder) and the expected pixels by id."""
+    rng = np.random.default_rng(7)
+    root = tmp_path / "rgb"
+    (root / "sub").mkdir(parents=True)
+    expected = {f"a{i:02d}.png": rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for i in range(8)}
+    expected |= {f"sub/b{i}.png": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for i in range(3)}
+    for image_id, pixels in expected.items():
+        (root / image_id).write_bytes(encode(pixels))
+    return root, expected
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,14 +15,6 @@ TINY = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult
         "attention_resolutions": "", "learn_sigma": True}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def unet() -> nn.Module:
     return random_unet(seed=0, **TINY).eval()

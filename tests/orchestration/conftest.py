@@ -1,5 +1,6 @@
 """Fixtures for the orchestration tests: one Prefect test server for the session (heartbeat off), a tiny
-random prior, small image folders, S3 buckets (on the root conftest's SeaweedFS server), and a job factory.
+random prior (root conftest), S3 buckets (on the root conftest's SeaweedFS server) and the reference restoration of
+one image; image folders and the job factory are in the root conftest.
 
 Everything is real: Prefect's API (``prefect_test_harness``), S3 (SeaweedFS on loopback), Dask
 (LocalCluster on loopback). Images are 32×32 and the sampler takes 3 steps, so a shard costs
@@ -16,7 +17,6 @@ import numpy as np
 import pytest
 import s3fs
 import torch
-from PIL import Image
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
@@ -31,7 +31,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from diffpir_core.models import load_prior
 from diffpir_core.runs.batches import inputs_from_arrays, restore_batchwise, synthesise
-from diffpir_core.runs.job import Job, parse_job
+from diffpir_core.runs.job import Job
 
 # One intra-op thread: on a small shared machine PyTorch's default thread pool makes these tiny
 # convolutions ~30x slower (measured: 21.8 s vs 0.6 s for one 4-image shard on 2 loaded cores).
@@ -54,57 +54,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             from prefect.settings import PREFECT_API_URL
 
             yield PREFECT_API_URL.value()
-
-
-def write_images(folder: Path, count: int, size: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
-    """``count`` smooth random RGB PNGs of ``size``² in ``folder``; returns pixels by image id."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    images = {}
-    for i in range(count):
-        coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-        pixels = np.asarray(Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC))
-        Image.fromarray(pixels).save(folder / f"img{i:03d}.png")
-        images[f"img{i:03d}.png"] = pixels
-    return images
-
-
-@pytest.fixture(scope="session")
-def image_writer() -> Callable[..., dict[str, np.ndarray]]:
-    """:func:`write_images` as a fixture (test modules cannot import conftest)."""
-    return write_images
-
-
-@pytest.fixture(scope="session")
-def images_8(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Eight 32×32 images (two shards of 4)."""
-    folder = tmp_path_factory.mktemp("images8")
-    write_images(folder, 8)
-    return folder
-
-
-@pytest.fixture
-def make_job(tiny_prior: Path, tmp_path: Path) -> Callable[..., Job]:
-    """Build a validated tiny job: SR ×2 evaluate, 3 sampler steps, shards of 4, CPU, overrides as kwargs."""
-
-    def factory(input: str | Path, output: str | Path | None = None, **overrides: Any) -> Job:
-        data: dict[str, Any] = {
-            "input": str(input),
-            "output": str(output or tmp_path / "out"),
-            "mode": "evaluate",
-            "task": {"kind": "sr", "scale": 2, "noise_sigma": 0.05},
-            "prior": str(tiny_prior),
-            "sampler": {"iter_num": 3},
-            "shard_size": 4,
-            "batch_size": 2,
-            "device": "cpu",
-            "retry_delay_s": 0.05,
-            "report": {"samples": 2},
-        }
-        data.update(overrides)
-        return parse_job(data)
-
-    return factory
 
 
 @pytest.fixture(scope="session")

@@ -171,16 +171,6 @@ def tiny_unet(reference_dir: Path) -> nn.Module:
     return unet.eval()
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Sampler tests run the tiny UNet single-threaded: a 2-thread OpenMP team on a busy 2-core
-    machine is up to 30× slower, and every tolerance below holds for any thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def reference_threads(one_thread: None) -> Iterator[None]:
     """The thread count whose convolution rounding matches the reference vectors bit for bit."""
