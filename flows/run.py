@@ -23,7 +23,8 @@ from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.runs.dispatch import Outage, auto_unit_shards, check_gpu_workers, gpus_per_task, model_slots, unit_outcome
 from diffpir_core.runs.environment import changed_environment
 from diffpir_core.runs.failures import ShardFailure
-from diffpir_core.runs.job import DaskRunner, Job
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.options import DaskRunner
 from diffpir_core.runs.plan import JobPlan, ShardSelection, work_units
 from diffpir_core.runs.priors import configure_process
 from diffpir_core.runs.progress import watching

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from diffpir_core.runs.job import DaskRunner, Job
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.options import DaskRunner
 from diffpir_core.runs.threads import env_threads
 
 

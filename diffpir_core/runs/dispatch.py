@@ -7,7 +7,8 @@ from typing import Any
 
 from diffpir_core.io import ShardRef
 from diffpir_core.runs.failures import ShardFailure, UnitFailed, not_run, shard_failure
-from diffpir_core.runs.job import DaskRunner, Job
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.options import DaskRunner
 from diffpir_core.runs.plan import MAX_AUTO_UNIT, JobPlan
 from diffpir_core.runs.shard import already_done
 

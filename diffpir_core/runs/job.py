@@ -17,14 +17,23 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from diffpir_core.io.yaml_files import YamlLimitError, read_bounded_yaml
 from diffpir_core.runs.batches import Fit
 from diffpir_core.runs.cells import Cell, MethodName, Variant, expand_variants, operator_problem
+from diffpir_core.runs.options import (
+    DispatchOptions,
+    IngestOptions,
+    LocalRunner,
+    ReportOptions,
+    RunnerSpec,
+    Strict,
+    TilingOptions,
+)
 from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, resolve_job_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
 
@@ -44,101 +53,7 @@ class JobError(ValueError):
     """A job that cannot run: the message names each offending field (``task.scale: ...``)."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class LocalRunner(_Strict):
-    """Threads in the flow process; ``max_workers`` shards at a time (1 = one model call at a time)."""
-
-    kind: Literal["local"] = "local"
-    max_workers: int = Field(1, ge=1, le=256)
-
-
-class DaskRunner(_Strict):
-    """A Dask cluster: an existing scheduler (``address``) or one created for the run (``cluster_class``)."""
-
-    kind: Literal["dask"] = "dask"
-    address: str | None = Field(None, description="tcp://host:8786 of a running scheduler")
-    cluster_class: str | None = Field(
-        None, description="dotted class, e.g. distributed.LocalCluster or dask_cuda.LocalCUDACluster"
-    )
-    cluster_kwargs: dict[str, Any] = Field(default_factory=dict)
-    adapt_kwargs: dict[str, Any] = Field(default_factory=dict, description="e.g. {minimum: 1, maximum: 8}")
-    gpus_per_task: int | None = Field(
-        None, ge=0, le=16, description="Dask resource GPU per shard task; null = 1 on CUDA devices, else 0"
-    )
-    gpu_wait_s: float = Field(
-        30.0, ge=0.0, description="how long to wait for a worker with enough GPU resources before failing"
-    )
-
-    @model_validator(mode="after")
-    def _one_target(self) -> "DaskRunner":
-        if self.address and (self.cluster_class or self.cluster_kwargs or self.adapt_kwargs):
-            raise ValueError(
-                "give either address (an existing scheduler) or cluster_class/cluster_kwargs/adapt_kwargs "
-                "(a cluster created for the run), not both"
-            )
-        if self.address and not re.match(r"^(tcp|tls|inproc|ucx)://", self.address):
-            raise ValueError(f"address must look like tcp://host:port, got {self.address!r}")
-        return self
-
-
-RunnerSpec = Annotated[LocalRunner | DaskRunner, Field(discriminator="kind")]
-
-
-class IngestOptions(_Strict):
-    """How images enter the input store (see docs/store-layout.md)."""
-
-    size_policy: Literal["pad", "native", "center_crop", "resize", "modcrop"] = Field(
-        "pad", description="pad: any size, padded for the network and cropped back; see docs/store-layout.md"
-    )
-    size: int | None = Field(None, ge=8, description="working size for center_crop/resize (square)")
-    multiple: int = Field(32, ge=1, description="sizes are made multiples of this (the UNet needs 32)")
-
-
-class TilingOptions(_Strict):
-    """How images larger than the prior's training size are restored: overlapping tiles, blended."""
-
-    tile: int | None = Field(
-        None, ge=0, description="largest side the network sees; null = the prior's training size, 0 = never tile"
-    )
-    overlap: int | None = Field(None, ge=0, description="overlap of neighbouring tiles in pixels; null = tile / 4")
-    tile_batch: int = Field(8, ge=1, le=1024, description="tiles per network call (bounds the memory)")
-
-    @model_validator(mode="after")
-    def _overlap_below_tile(self) -> "TilingOptions":
-        if self.tile and self.overlap is not None and self.overlap >= self.tile:
-            raise ValueError(f"overlap ({self.overlap}) must be smaller than tile ({self.tile})")
-        return self
-
-    def fit(self, pad: bool) -> Fit:
-        """These options as the restoration core's :class:`Fit`."""
-        return Fit(pad=pad, tile=self.tile, overlap=self.overlap, tile_batch=self.tile_batch)
-
-
-class DispatchOptions(_Strict):
-    """How the restore flow hands shards to its runner (never changes a result, so not part of the job hash)."""
-
-    unit_shards: int | None = Field(
-        None, ge=1, le=4096, description="shards per work unit (one Prefect task); null = auto (up to 16, 4 units per model slot)"
-    )
-    window: int | None = Field(None, ge=1, le=4096, description="work units submitted at once; null = 2 per model slot")
-
-    def units_in_flight(self, slots: int) -> int:
-        """Work units submitted at once for ``slots`` model slots: ``window``, else two per slot (the second one starts
-        and reads while the first computes)."""
-        return self.window or 2 * slots
-
-
-class ReportOptions(_Strict):
-    """What goes into report.md / report.html."""
-
-    samples: int = Field(8, ge=0, le=256, description="images shown large: degraded | baseline | restored | truth, with crops")
-    extremes: int = Field(4, ge=0, le=50, description="best and worst images by PSNR gain over the baseline (each)")
-
-
-class Job(_Strict):
+class Job(Strict):
     """A restoration job (the job YAML). Every field has a default except ``input`` and ``output``."""
 
     input: str = Field(description="image folder, s3://bucket/prefix, or an existing .zarr store")

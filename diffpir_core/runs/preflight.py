@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 from diffpir_core.io.decode import IMAGE_EXTENSIONS
 from diffpir_core.io.uris import filesystem, is_local, join, local_path, redact_uri
 from diffpir_core.models import prior_image_size, prior_path
-from diffpir_core.runs.job import DaskRunner, Job
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.options import DaskRunner
 
 INPUT_SAMPLE = 64
 """Images whose per-image kernel/mask files the preflight reads (the run checks every one, and quarantines)."""

@@ -21,7 +21,8 @@ import torch
 
 from diffpir_core.models import Prior, load_prior, prior_path
 from diffpir_core.models.files import sha256_file
-from diffpir_core.runs.job import DaskRunner, Job
+from diffpir_core.runs.job import Job
+from diffpir_core.runs.options import DaskRunner
 from diffpir_core.runs.threads import apply_threads, default_threads
 
 _PRIORS: dict[tuple[str, str, str, str], Prior] = {}
