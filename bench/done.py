@@ -89,7 +89,7 @@ def status(spec: dict[str, Any]) -> dict[str, Any]:
     """``diffpir status --json`` of the finished job, in this process (imports excluded from the time)."""
     from typer.testing import CliRunner
 
-    import diffpir_core.reporting.text  # noqa: F401
+    import diffpir_core.reporting.text
     import diffpir_core.runs.status  # noqa: F401  (imported by the command: outside the time)
     from diffpir_flow.cli.app import app
 
