@@ -8,6 +8,8 @@ from typing import Any
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+FEW = 16  # names asked about at most for which one request each beats a listing of the whole folder
+
 
 def listed(fs: AbstractFileSystem, folder: str) -> dict[str, Mapping[str, Any]]:
     """fsspec info of every object below ``folder``, by path relative to it, from a fresh listing ({} when absent)."""
@@ -22,17 +24,29 @@ def listed(fs: AbstractFileSystem, folder: str) -> dict[str, Mapping[str, Any]]:
 
 def object_infos(fs: AbstractFileSystem, folder: str, names: Iterable[str]) -> dict[str, Mapping[str, Any]]:
     """Info of those objects ``names`` (paths relative to ``folder``) that exist, fresh: on an object store from one
-    listing of the folder (a request per 1,000 objects instead of one per object); on a local disk by a ``stat`` per
-    name (walking the folders costs more), ``size`` and ``mtime`` as ``LocalFileSystem.info`` gives them."""
-    if not isinstance(fs, LocalFileSystem):
-        wanted = set(names)
-        return {name: info for name, info in listed(fs, folder).items() if name in wanted}
-    found: dict[str, Mapping[str, Any]] = {}
+    listing of the folder (a request per 1,000 objects instead of one per object) unless there are at most
+    :data:`FEW` names (then one request each); on a local disk by a ``stat`` per name (walking the folders costs
+    more), ``size`` and ``mtime`` as ``LocalFileSystem.info`` gives them."""
+    wanted = list(names)
     prefix = folder.rstrip("/") + "/"
-    for name in names:
+    if not isinstance(fs, LocalFileSystem) and len(wanted) > FEW:
+        return {name: info for name, info in listed(fs, folder).items() if name in set(wanted)}
+    found: dict[str, Mapping[str, Any]] = {}
+    for name in wanted:
         try:
-            stat = os.stat(prefix + name)
+            found[name] = _stat(fs, prefix + name)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        found[name] = {"type": "file", "size": stat.st_size, "mtime": stat.st_mtime}
     return found
+
+
+def _stat(fs: AbstractFileSystem, path: str) -> Mapping[str, Any]:
+    """A fresh ``stat`` of a local file, or the info of one object (a HEAD on object stores)."""
+    if isinstance(fs, LocalFileSystem):
+        stat = os.stat(path)
+        return {"type": "file", "size": stat.st_size, "mtime": stat.st_mtime}
+    fs.invalidate_cache(path)
+    info = fs.info(path)
+    if info.get("type") != "file":
+        raise FileNotFoundError(path)
+    return info

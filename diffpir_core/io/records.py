@@ -219,10 +219,23 @@ class ShardRecords:
         return max(records, key=lambda record: record.written_at, default=None)
 
     def read_records(self, refs: Sequence[ShardRef], name: str, threads: int = 8) -> dict[str, ShardRecord]:
-        """:meth:`read_record` (the newest) of many shards, read by ``threads`` threads; shards without one left out."""
+        """The newest record of each of many shards (one listing per size group, the records read by ``threads``
+        threads); shards without one are left out."""
+        fs, base = self._fs
+        paths: list[tuple[str, str]] = []
+        for group in dict.fromkeys(ref.group for ref in refs):
+            folders = self.record_folders(group, name)
+            for ref in refs:
+                if ref.group == group:
+                    folder = join(base, f"records/{group}/{name}/{ref.index:06d}")
+                    paths += [(ref.key, join(folder, file)) for file in folders.get(ref.index, [])]
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="record-read") as pool:
-            found = pool.map(lambda ref: self.read_record(ref, name), refs)
-            return {ref.key: record for ref, record in zip(refs, found, strict=True) if record is not None}
+            loaded = pool.map(lambda item: _load(fs, item[1]), paths)
+            newest: dict[str, ShardRecord] = {}
+            for (key, _), record in zip(paths, loaded, strict=True):
+                if record is not None and (key not in newest or record.written_at > newest[key].written_at):
+                    newest[key] = record
+            return newest
 
     def read_verified(self, ref: ShardRef, name: str, record: ShardRecord | None = None) -> tuple[np.ndarray, ShardRecord]:
         """The shard's data of ``name`` with its record (given, or the newest), the data checked against the record's

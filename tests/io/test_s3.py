@@ -7,7 +7,7 @@ import pytest
 import s3fs
 from PIL import Image
 
-from diffpir_core.io import DamagedShard, DatasetStore, export_images, ingest
+from diffpir_core.io import DamagedShard, DatasetStore, export_images, ingest, listing
 
 
 def test_s3_round_trip_is_lossless_and_stores_no_credentials(rgb_folder, s3_bucket, s3_options, s3_credentials):
@@ -48,7 +48,9 @@ def test_s3_outputs_and_records(rgb_folder, s3_bucket, s3_options, tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "a04.png")), 255 - store.read_images(ref)[0])
 
 
-def test_s3_bulk_check_lists_the_records_once_per_array_and_group(rgb_folder, s3_bucket, s3_options):
+@pytest.mark.parametrize("few", [0, 16], ids=["listing", "one-request-each"])
+def test_s3_bulk_check_lists_the_records_once_per_array_and_group(rgb_folder, s3_bucket, s3_options, monkeypatch, few):
+    monkeypatch.setattr(listing, "FEW", few)
     root, _ = rgb_folder
     ingest(str(root), f"{s3_bucket}/listed.zarr", shard_size=4, store_storage_options=s3_options)
     store = DatasetStore.open(f"{s3_bucket}/listed.zarr", s3_options, writable=True)
@@ -61,6 +63,7 @@ def test_s3_bulk_check_lists_the_records_once_per_array_and_group(rgb_folder, s3
         store.write_record(ref, "restored", checksum=checksum, identity=identities[ref.key])
     done = store.done_records(refs, "restored", identities)
     assert set(done) == {ref.key for ref in refs} and all(stamp.written_at.endswith("+00:00") for stamp in done.values())
+    assert not store.done_records(refs, "restored", {key: {**identity, "job": "other"} for key, identity in identities.items()})
 
     ref, other = refs[0], refs[1]
     checksum = store.write_shard_output(ref, "restored", store.read_images(ref))  # restored again, other pixels
