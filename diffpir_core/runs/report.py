@@ -163,7 +163,7 @@ def _comparison_samples(job: Job, results: list[Any], count: int) -> list[Sample
             continue
         source = DatasetStore.open(first.plan.input_store, job.storage_options)
         ref = first.refs[0]
-        inputs = measurement_inputs(first.run.job, first.plan, source, DatasetStore.open(first.plan.output_store, job.storage_options), ref)
+        inputs = measurement_inputs(first.cell.job, first.plan, source, DatasetStore.open(first.plan.output_store, job.storage_options), ref)
         truth = source.read_images(ref) if job.mode == "evaluate" else None
         restored: dict[str, np.ndarray | None] = {}
         for result in of_task:
@@ -194,7 +194,7 @@ def _degraded_psnr(job: Job, results: list[Any]) -> dict[str, float]:
         out = DatasetStore.open(first.plan.output_store, job.storage_options)
         values = [
             value for ref in first.refs
-            for value in degraded_psnr(first.run.job.task, measurement_inputs(first.run.job, first.plan, source, out, ref), source.read_images(ref))
+            for value in degraded_psnr(first.cell.job.task, measurement_inputs(first.cell.job, first.plan, source, out, ref), source.read_images(ref))
         ]
         if values:
             means[label] = float(np.mean(values))

@@ -51,7 +51,9 @@ def test_a_replaced_mask_file_makes_its_shard_pending_and_the_run_restores_exact
     image_writer(folder, 8)
     masks.mkdir()
     for i in range(8):
-        Image.fromarray(np.full((32, 32), 255 if i % 2 else 0, np.uint8)).save(masks / f"img{i:03d}.png")
+        mask = np.full((32, 32), 255, np.uint8)
+        mask[8 + i : 20 + i, 4:28] = 0  # a band to fill in, a little lower for each image
+        Image.fromarray(mask).save(masks / f"img{i:03d}.png")
     job = make_job(folder, out, mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks), "noise_sigma": 0.02})
     job_file = tmp_path / "job.yaml"
     job_file.write_text(job.to_yaml())
@@ -63,9 +65,9 @@ def test_a_replaced_mask_file_makes_its_shard_pending_and_the_run_restores_exact
     store = DatasetStore.open(plan.output_store)
     before = [store.read_array(ref, plan.restored_array) for ref in store.shards()]
 
-    half = np.zeros((32, 32), np.uint8)
-    half[:, :16] = 255
-    Image.fromarray(half).save(masks / "img005.png")  # shard 1 (images 4-7) has another mask now
+    other = np.full((32, 32), 255, np.uint8)
+    other[:, 10:22] = 0
+    Image.fromarray(other).save(masks / "img005.png")  # shard 1 (images 4-7) has another mask now
     assert _states(runner, out) == ["done", "pending"]
     again = runner.invoke(app, ["run", str(job_file)])
     assert again.exit_code == 0, again.output
