@@ -32,12 +32,12 @@ RESULTS = HERE.parent / "results" / "done.json"
 COLUMNS = ("label", "storage", "shards", "build_s", "status_s", "status_rss_mb", "rerun_s", "rerun_rss_mb", "skipped")
 
 
-def _job(work: str, options: dict[str, Any], shard_size: int) -> Any:
+def _job(work: str, scratch: str, options: dict[str, Any], shard_size: int) -> Any:
     from diffpir_core.runs.job import parse_job
 
     return parse_job({
         "input": f"{work}/input.zarr", "output": f"{work}/out", "mode": "evaluate", "task": {"kind": "sr", "scale": 2, "noise_sigma": 0.0},
-        "prior": f"{work}/tiny.safetensors", "sampler": {"iter_num": 1}, "shard_size": shard_size, "batch_size": shard_size,
+        "prior": f"{scratch}/tiny.safetensors", "sampler": {"iter_num": 1}, "shard_size": shard_size, "batch_size": shard_size,
         "device": "cpu", "runner": {"kind": "local", "max_workers": 1}, "metrics": ["psnr"], "storage_options": options,
         "report": {"samples": 0, "extremes": 0},
     })
@@ -59,15 +59,9 @@ def build(spec: dict[str, Any]) -> dict[str, Any]:
     work, options = spec["work"], spec["storage_options"]
     started = time.perf_counter()
     torch.manual_seed(0)
-    if work.startswith("s3://"):
-        save_prior(build_unet(**TINY_UNET), Path(spec["scratch"]) / "tiny.safetensors", TINY_UNET)
-        import s3fs
-
-        s3fs.S3FileSystem(**options).put(str(Path(spec["scratch"]) / "tiny.safetensors"), f"{work}/tiny.safetensors")
-    else:
-        save_prior(build_unet(**TINY_UNET), Path(work) / "tiny.safetensors", TINY_UNET)
+    save_prior(build_unet(**TINY_UNET), Path(spec["scratch"]) / "tiny.safetensors", TINY_UNET)
     _make_store(f"{work}/input.zarr", options, spec["shards"], spec["shard_size"], 32)
-    job = _job(work, options, spec["shard_size"])
+    job = _job(work, spec["scratch"], options, spec["shard_size"])
     claim_output(job.output, job.input, options)
     plan = plan_job(job, f"{work}/input.zarr")
     source = DatasetStore.open(plan.input_store, options)
@@ -117,7 +111,7 @@ def rerun(spec: dict[str, Any]) -> dict[str, Any]:
         """Starts Prefect's temporary server outside the timed run."""
 
     warm_up()
-    job = _job(spec["work"], spec["storage_options"], spec["shard_size"])
+    job = _job(spec["work"], spec["scratch"], spec["storage_options"], spec["shard_size"])
     started = time.perf_counter()
     state = run(job=job, return_state=True)
     seconds = time.perf_counter() - started
