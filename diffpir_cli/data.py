@@ -1,5 +1,5 @@
-"""CLI commands for data: ``diffpir ingest`` (images -> Zarr store) and ``diffpir export`` (a job's restored images,
-or a store's images -> PNG files).
+"""CLI commands for data: ``diffpir ingest`` (images -> Zarr store), ``diffpir export`` (a job's restored images,
+or a store's images -> PNG files) and ``diffpir verify`` (every done shard's data against its record).
 
 S3 credentials come from the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_PROFILE``);
 ``--endpoint-url`` (or ``AWS_ENDPOINT_URL``) points at a non-AWS S3 API such as MinIO.
@@ -89,7 +89,8 @@ def export_command(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Write a job's restored images (or a store's images) as PNG files named after the original ids."""
-    from diffpir_core.runs.plan import export_source, matching_plans  # here: the job plans are only needed by export
+    from diffpir_core.runs.done import job_identities  # here: the job plans are only needed by export
+    from diffpir_core.runs.plan import export_source, matching_plans
 
     options = _options(store, endpoint_url)
     try:
@@ -101,25 +102,35 @@ def export_command(
             folders = {key: join(out_uri, re.sub(r"[^\w.=-]+", "-", label).strip("-")) for key, label in labels.items()}
             for plan in plans:  # every destination checked before anything is written
                 export_conflicts(plan.output_store, folders[plan.job_hash], array=plan.restored_array, storage_options=options,
-                                 out_storage_options=_options(out_uri, endpoint_url), overwrite=overwrite)
+                                 out_storage_options=_options(out_uri, endpoint_url), overwrite=overwrite,
+                                 identities=job_identities(plan, options or {}))
             for plan in plans:
                 typer.echo(f"{plan.variant or plan.title} on {plan.task}: -> {folders[plan.job_hash]}")
-                _export(plan.output_store, folders[plan.job_hash], plan.restored_array, options, endpoint_url, overwrite)
+                identities = job_identities(plan, options or {})
+                _export(plan.output_store, folders[plan.job_hash], plan.restored_array, options, endpoint_url, identities, overwrite)
             return
         located = export_source(store, options or {}, job, variant, task)
         if located is not None:
-            store, default = located
+            store, default = located.output_store, located.restored_array
         else:
             default = IMAGES if _has_images(store, options) else "restored"
+        identities = job_identities(located, options or {}) if located is not None and (array or default) == default else None
     except (StoreError, ValueError) as err:
         raise typer.BadParameter(str(err)) from err
-    _export(store, out_uri, array or default, options, endpoint_url, overwrite)
+    _export(store, out_uri, array or default, options, endpoint_url, identities, overwrite)
 
 
 def _export(
-    store: str, out_uri: str, array: str, options: StorageOptions | None, endpoint_url: str | None, overwrite: bool
+    store: str,
+    out_uri: str,
+    array: str,
+    options: StorageOptions | None,
+    endpoint_url: str | None,
+    identities: dict[str, dict[str, str]] | None,
+    overwrite: bool,
 ) -> None:
-    """Export ``array`` of ``store`` into ``out_uri`` with a progress bar, then say what was written and left out."""
+    """Export ``array`` of ``store`` into ``out_uri`` with a progress bar, then say what was written and left out;
+    ``identities``: a job's shard identities (only its done shards are exported)."""
     with tqdm(desc="export", unit="image") as bar:
         try:
             summary = export_images(
@@ -128,6 +139,7 @@ def _export(
                 array=array,
                 storage_options=options,
                 out_storage_options=_options(out_uri, endpoint_url),
+                identities=identities,
                 progress=bar.update,
                 overwrite=overwrite,
             )
@@ -145,10 +157,36 @@ def _export(
         for image_id, reason in list(summary.quarantined.items())[:10]:
             typer.echo(f"  {image_id!r}: {reason}")
     if summary.skipped_shards:
-        typer.echo(f"skipped {len(summary.skipped_shards)} shards without a matching completion record: {summary.skipped_shards[:10]}")
+        typer.echo(f"skipped {len(summary.skipped_shards)} shards that are not done: {summary.skipped_shards[:10]}")
+
+
+def verify_command(
+    output: Annotated[str, typer.Argument(metavar="OUTPUT", help="output of one or more jobs (local path or s3://...)")],
+    forget: Annotated[
+        bool, typer.Option("--forget/--keep", help="remove the records of damaged shards so a re-run restores them")
+    ] = True,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Read every done shard of every job in OUTPUT and check its data against its record's checksum; list damaged
+    shards (exit 1 when any)."""
+    from diffpir_core.runs.verify import verify_output
+
+    try:
+        result = verify_output(output, _options(output, endpoint_url), forget=forget)
+    except (FileNotFoundError, StoreError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    for item in result.damaged:
+        typer.echo(f"damaged: job {item['job']} ({item['title']}) {item['array']} shard {item['shard']}: {item['error']}")
+    typer.echo(f"checked {result.checked} shard(s) of {result.jobs} job(s): {len(result.damaged)} damaged")
+    if result.damaged:
+        then = "their records were removed: run the job(s) again to restore them" if forget else "run `diffpir verify` without --keep"
+        typer.echo(f"{then}", err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the ``diffpir`` app."""
     app.command("ingest")(ingest_command)
     app.command("export")(export_command)
+    app.command("verify")(verify_command)

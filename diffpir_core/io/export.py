@@ -21,15 +21,17 @@ import posixpath
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from pydantic import BaseModel
 
 from diffpir_core.io.csv_text import csv_text
+from diffpir_core.io.dataset import DatasetStore
 from diffpir_core.io.decode import encode_png, to_rgb_uint8
-from diffpir_core.io.store import IMAGES, METADATA_ARRAYS, DatasetStore, ShardRef, StoreError
+from diffpir_core.io.records import METADATA_ARRAYS, DamagedShard, ShardRecord, ShardRef, StoreError
+from diffpir_core.io.rows import IMAGES
 from diffpir_core.io.uris import StorageOptions, filesystem, join, put_atomic, redact_uri
 
 MAPPING_FILE = "ids.csv"
@@ -39,7 +41,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ExportSummary(BaseModel):
-    """What an export wrote; shards without a matching completion record are skipped and listed, and images their
+    """What an export wrote; shards that are not done are skipped and listed, and images their
     shard's record lists as quarantined (not restored: missing or unfit per-image kernel/mask) are left out, by id.
 
     ``renamed`` counts the ids whose file is not ``<id without extension>.png`` (unsafe or clashing ids, see the
@@ -118,6 +120,7 @@ def export_images(
     storage_options: StorageOptions | None = None,
     out_storage_options: StorageOptions | None = None,
     require_record: bool | None = None,
+    identities: Mapping[str, Mapping[str, str]] | None = None,
     workers: int = 4,
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
@@ -126,36 +129,43 @@ def export_images(
     id -> file mapping as ``<out_uri>/ids.csv``.
 
     ``array`` is ``images`` (the ingested inputs) or an output such as ``restored``; float arrays are taken as
-    [0, 1]. With ``require_record`` (default: True for anything but ``images``) only shards whose completion record
-    matches their data are exported. ``out_storage_options`` default to ``storage_options``. Raises
-    :class:`StoreError` when there is nothing to export (no such array, no images, no finished shard), and
+    [0, 1]. With ``require_record`` (default: True for anything but ``images``) only done shards are exported: those
+    with the record their identity in ``identities`` (by shard key: a job's, ``diffpir_core.runs.done``) names, or
+    without ``identities`` whose newest record was written for the rows the shard holds now (its ``input``
+    identity); their data is verified against the record's checksum. A damaged shard is not exported, and the export
+    ends with a :class:`StoreError` naming it and the fix. ``out_storage_options`` default to ``storage_options``.
+    Raises :class:`StoreError` when there is nothing to export (no such array, no images, no finished shard), and
     :class:`ExportConflict` before writing anything when the destination holds files of the names it would write
     (unless ``overwrite``) or a folder where a file goes (or the reverse).
     """
     started = time.perf_counter()
     store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record)
     out_options = out_storage_options if out_storage_options is not None else storage_options
-    check_destination(out_uri, out_options, _planned_files(store, refs, array, check_records, names), overwrite=overwrite)
+    files = _planned_files(store, refs, array, check_records, names, identities)
+    check_destination(out_uri, out_options, files, overwrite=overwrite)
     fs, root = filesystem(out_uri, out_options)
     local = "file" in fs.protocol
     written = 0
     skipped: list[str] = []
+    damaged: list[str] = []
     exported: list[str] = []
     quarantined: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-encode") as pool:
         for ref in refs:
-            left_out: dict[str, str] = {}
-            if check_records:
-                if not store.record_matches(ref, array):
-                    skipped.append(ref.key)
-                    continue
-                record = store.read_record(ref, array)
-                left_out = record.quarantined if record else {}
+            record = _done_record(store, ref, array, identities) if check_records else None
+            if check_records and record is None:
+                skipped.append(ref.key)
+                continue
+            left_out = record.quarantined if record is not None else {}
             quarantined.update(left_out)
             rows = [i for i, image_id in enumerate(ref.ids) if image_id not in left_out]  # quarantined rows are empty
             if not rows:
                 continue
-            data = store.read_array(ref, array)
+            try:
+                data = store.read_array(ref, array) if record is None else store.read_verified(ref, array, record)[0]
+            except DamagedShard:
+                damaged.append(ref.key)
+                continue
             ids = [ref.ids[i] for i in rows]
             encoded = list(pool.map(lambda image: encode_png(to_rgb_uint8(np.asarray(image))), data[rows]))
             files = {join(root, names[image_id]): payload for image_id, payload in zip(ids, encoded, strict=True)}
@@ -167,6 +177,15 @@ def export_images(
             written += sum(len(payload) for payload in files.values())
             if progress is not None:
                 progress(len(files))
+    if damaged:
+        if exported:
+            put_atomic(fs, join(root, MAPPING_FILE), _mapping(exported, names).encode("utf-8"))
+        raise StoreError(
+            f"{len(damaged)} shard(s) of {array!r} in {redact_uri(store_uri)} are damaged: their data no longer matches "
+            f"the checksum in their record, so their images were not exported ({len(exported)} others were): "
+            f"{damaged[:10]}; run `diffpir verify OUTPUT` (it forgets damaged shards), run the job again to restore "
+            "them, then export again"
+        )
     if not exported:
         if quarantined:
             raise StoreError(
@@ -178,8 +197,7 @@ def export_images(
             f"no shard of {array!r} in {redact_uri(store_uri)} has a completion record matching its data "
             f"({len(skipped)} shards skipped); let the job finish (or re-run it), or pass require_record=False"
         )
-    mapping = csv_text(("id", "file"), ({"id": image_id, "file": names[image_id]} for image_id in exported))
-    put_atomic(fs, join(root, MAPPING_FILE), mapping.encode("utf-8"))
+    put_atomic(fs, join(root, MAPPING_FILE), _mapping(exported, names).encode("utf-8"))
     renamed = {image_id: names[image_id] for image_id in exported if _is_renamed(image_id, names[image_id])}
     return ExportSummary(
         store=redact_uri(store_uri),
@@ -196,6 +214,33 @@ def export_images(
     )
 
 
+def _mapping(exported: Sequence[str], names: Mapping[str, str]) -> str:
+    """The text of ``ids.csv``: every exported id and its file."""
+    return csv_text(("id", "file"), ({"id": image_id, "file": names[image_id]} for image_id in exported))
+
+
+def _done_record(
+    store: DatasetStore, ref: ShardRef, array: str, identities: Mapping[str, Mapping[str, str]] | None
+) -> ShardRecord | None:
+    """The record that makes ``ref`` done (see :func:`export_images`), or None."""
+    if identities is not None:
+        identity = identities.get(ref.key)
+        return None if identity is None else store.read_record(ref, array, identity)
+    record = store.read_record(ref, array)
+    return record if record is not None and record.identity.get("input") == store.rows_digest(ref) else None
+
+
+def _shards_with(store: DatasetStore, array: str) -> list[ShardRef]:
+    """The shards whose size group has ``array``; a :class:`StoreError` saying why when there are none."""
+    refs = [ref for ref in store.shards() if store.has_array(ref.group, array)]
+    if refs:
+        return refs
+    if not store.groups():
+        raise StoreError(f"{redact_uri(store.uri)} holds no images (see its quarantine); there is nothing to export")
+    arrays = sorted({name for group in store.groups() for name in store.array_names(group.name)} - set(METADATA_ARRAYS))
+    raise StoreError(f"{redact_uri(store.uri)} has no array {array!r}; pass one of {arrays} as array (--array)")
+
+
 class ExportConflict(ValueError):
     """An export that would replace or collide with what its destination already holds."""
 
@@ -208,13 +253,15 @@ def export_conflicts(
     storage_options: StorageOptions | None = None,
     out_storage_options: StorageOptions | None = None,
     require_record: bool | None = None,
+    identities: Mapping[str, Mapping[str, str]] | None = None,
     overwrite: bool = False,
 ) -> None:
     """Raise :class:`ExportConflict` when :func:`export_images` with these arguments would meet one (checked before
     anything is written; a command exporting several jobs checks them all first)."""
     store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record)
-    files = _planned_files(store, refs, array, check_records, names)
-    check_destination(out_uri, out_storage_options if out_storage_options is not None else storage_options, files, overwrite=overwrite)
+    files = _planned_files(store, refs, array, check_records, names, identities)
+    out_options = out_storage_options if out_storage_options is not None else storage_options
+    check_destination(out_uri, out_options, files, overwrite=overwrite)
 
 
 def _sources(
@@ -228,15 +275,20 @@ def _sources(
 
 
 def _planned_files(
-    store: DatasetStore, refs: Sequence[ShardRef], array: str, check_records: bool, names: dict[str, str]
+    store: DatasetStore,
+    refs: Sequence[ShardRef],
+    array: str,
+    check_records: bool,
+    names: dict[str, str],
+    identities: Mapping[str, Mapping[str, str]] | None,
 ) -> set[str]:
     """The files (relative to the destination) an export may write: ``ids.csv`` and the files of every image not
-    left out (a shard without a record, an image its record quarantines); read from the records alone."""
+    left out (a shard not done, an image its record quarantines); read from the records alone."""
     files = {MAPPING_FILE}
     for ref in refs:
         left_out: Collection[str] = ()
         if check_records:
-            record = store.read_record(ref, array)
+            record = _done_record(store, ref, array, identities)
             if record is None:
                 continue
             left_out = record.quarantined
@@ -253,7 +305,7 @@ def check_destination(out_uri: str, storage_options: StorageOptions | None, file
         return
     held = fs.find(root, withdirs=True, detail=True)
     prefix = root.rstrip("/") + "/"
-    kinds = {path[len(prefix):]: info.get("type") for path, info in held.items() if path.startswith(prefix)}
+    kinds = {path[len(prefix) :]: info.get("type") for path, info in held.items() if path.startswith(prefix)}
     folders = {folder for name in files for folder in _folders(name)}
     blocked = sorted(name + "/" for name in files if kinds.get(name) == "directory")
     blocked += sorted(name for name in folders if kinds.get(name) == "file")
@@ -275,14 +327,3 @@ def _first(names: Sequence[str]) -> str:
     """``a, b, c`` or ``a, b, c and 7 more``."""
     shown = ", ".join(names[:CONFLICTS_SHOWN])
     return shown if len(names) <= CONFLICTS_SHOWN else f"{shown} and {len(names) - CONFLICTS_SHOWN} more"
-
-
-def _shards_with(store: DatasetStore, array: str) -> list[ShardRef]:
-    """The shards whose size group has ``array``; a :class:`StoreError` saying why when there are none."""
-    refs = [ref for ref in store.shards() if store.has_array(ref.group, array)]
-    if refs:
-        return refs
-    if not store.groups():
-        raise StoreError(f"{redact_uri(store.uri)} holds no images (see its quarantine); there is nothing to export")
-    arrays = sorted({name for group in store.groups() for name in store.array_names(group.name)} - set(METADATA_ARRAYS))
-    raise StoreError(f"{redact_uri(store.uri)} has no array {array!r}; pass one of {arrays} as array (--array)")

@@ -14,10 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pydantic import BaseModel
 
+from diffpir_core.io.dataset import DatasetStore
 from diffpir_core.io.decode import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError
+from diffpir_core.io.records import StoreError
+from diffpir_core.io.rows import ImageMeta, QuarantineEntry, group_name
 from diffpir_core.io.sizing import SizePolicy, apply_size_policy, validate_size_options
 from diffpir_core.io.sources import DEFAULT_MAX_FILE_BYTES, ImageSource, LoadResult, SourceItem, open_source
-from diffpir_core.io.store import DatasetStore, ImageMeta, QuarantineEntry, StoreError, group_name
 from diffpir_core.io.uris import StorageOptions, redact_uri
 
 DEFAULT_SHARD_SIZE = 64

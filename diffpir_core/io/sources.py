@@ -15,8 +15,9 @@ from typing import Protocol
 import numpy as np
 import zarr
 
+from diffpir_core.io.dataset import DatasetStore
 from diffpir_core.io.decode import IMAGE_EXTENSIONS, DecodedImage, ImageDecodeError, decode_image, to_rgb_uint8
-from diffpir_core.io.store import DatasetStore, StoreError
+from diffpir_core.io.records import StoreError
 from diffpir_core.io.uris import StorageOptions, filesystem, is_local, join, redact_uri, zarr_store
 
 DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024

@@ -7,26 +7,10 @@ The store is the job's own, or for a comparison's variant the one its task's var
 
 from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.runs.batches import ShardInputs, inputs_as_given, inputs_from_arrays, synthesise
+from diffpir_core.runs.done import read_checked
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.plan import JobPlan, group_of
 from diffpir_core.task_kinds.base import GivenData
-
-
-def given_data(job: Job, plan: JobPlan, source: DatasetStore, ref: ShardRef) -> GivenData | None:
-    """Restore mode: the shard's operator data from the task's files, images without usable data quarantined,
-    found from the size group alone (no pixels read); None in evaluate mode."""
-    if plan.measurement_prefix is not None:
-        return None
-    group = group_of(source, ref)
-    return job.task.given(list(ref.ids), (ref.size, group.height, group.width), job.storage_options)
-
-
-def shard_identity(plan: JobPlan, checksum: str, given: GivenData | None) -> dict[str, str]:
-    """The identity a shard record carries: the plan's, plus the bytes of the shard's per-image files if any."""
-    identity = plan.identity(checksum)
-    if given is not None and given.identity:
-        identity["degradations"] = given.identity
-    return identity
 
 
 def measurement_paths(job: Job, prefix: str, height: int, width: int) -> dict[str, str]:
@@ -50,7 +34,7 @@ def prepare_measurements(
     arrays = _shard_paths(job, plan, source, ref)
     identity = _measurement_identity(plan, checksum)
     if all(store.record_matches(ref, path, identity) for path in arrays.values()):
-        data = {name: store.read_array(ref, path) for name, path in arrays.items()}
+        data = {name: read_checked(store, ref, path, store.read_record(ref, path, identity))[0] for name, path in arrays.items()}
     else:
         data = synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, job.storage_options)
         for name, path in arrays.items():
@@ -81,4 +65,5 @@ def measurement_inputs(job: Job, plan: JobPlan, source: DatasetStore, out: Datas
     if not all(store.record_matches(ref, path, identity) for path in paths.values()):
         data = synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, job.storage_options)
         return inputs_from_arrays(job.task, list(ref.ids), data)
-    return inputs_from_arrays(job.task, list(ref.ids), {name: store.read_array(ref, path) for name, path in paths.items()})
+    data = {name: read_checked(store, ref, path, store.read_record(ref, path, identity))[0] for name, path in paths.items()}
+    return inputs_from_arrays(job.task, list(ref.ids), data)

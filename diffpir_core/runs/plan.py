@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from diffpir_core import __version__
-from diffpir_core.io import DatasetStore, ShardRecord, ShardRef, SizeGroup
+from diffpir_core.io import DatasetStore, ShardRef, SizeGroup
 from diffpir_core.io.listing import listed
 from diffpir_core.io.uris import filesystem, is_local, join, local_path, put_atomic, redact_uri
 from diffpir_core.runs.job import Job
@@ -251,14 +251,14 @@ def read_statuses(plan: JobPlan, storage_options: dict, threads: int = 8) -> dic
         return {name.removesuffix(".json"): json.loads(text) for name, text in zip(names, texts, strict=True) if text}
 
 
-def quarantined_images(source: DatasetStore | None, records: Mapping[str, ShardRecord]) -> list[dict[str, str]]:
+def quarantined_images(source: DatasetStore | None, by_shard: Mapping[str, Mapping[str, str]]) -> list[dict[str, str]]:
     """Every image of a job that was left out, with why: ``{"id", "reason", "stage": "ingest"}`` for each file the
     ingest quarantined (``source``'s list; none when the input store cannot be opened), then ``{"id", "reason",
     "stage": "restore", "shard"}`` for each image a finished shard did not restore (restore mode: its kernel or mask
-    file missing, unreadable or of the wrong size, or a bad σ cell), from ``records`` (shard key -> record)."""
+    file missing, unreadable or of the wrong size, or a bad σ cell), from ``by_shard`` (shard key -> id -> reason)."""
     entries = [{"id": q.id, "reason": q.reason, "stage": "ingest"} for q in (source.quarantine() if source is not None else [])]
-    for key, record in sorted(records.items()):
-        entries += [{"id": i, "reason": r, "stage": "restore", "shard": key} for i, r in sorted(record.quarantined.items())]
+    for key, images in sorted(by_shard.items()):
+        entries += [{"id": i, "reason": r, "stage": "restore", "shard": key} for i, r in sorted(images.items())]
     return entries
 
 
@@ -315,14 +315,14 @@ def matching_plans(
 
 def export_source(
     uri: str, storage_options: dict, job: str | None = None, variant: str | None = None, task: str | None = None
-) -> tuple[str, str] | None:
-    """(restored store, array) of the one job :func:`matching_plans` finds, for ``diffpir export`` (several: a
-    ``ValueError`` listing them); None when ``uri`` names no job."""
+) -> JobPlan | None:
+    """The plan of the one job :func:`matching_plans` finds, for ``diffpir export`` (several: a ``ValueError`` listing
+    them); None when ``uri`` names no job."""
     chosen = matching_plans(uri, storage_options, job, variant, task)
     if chosen is None:
         return None
     if len(chosen) == 1:
-        return chosen[0].output_store, chosen[0].restored_array
+        return chosen[0]
     listed = "; ".join(_describe_plan(plan) for plan in chosen)
     raise ValueError(
         f"{redact_uri(uri)} holds {len(chosen)} such jobs; choose one with --variant NAME and --task LABEL (or --job PREFIX), "

@@ -4,7 +4,6 @@ timeline from the records, and the UI pieces (sample strip, links that open in a
 ``write_comparison_report``: the table of a comparison's variants × tasks with sweep plots and a sample grid."""
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +34,7 @@ from diffpir_core.reporting import (
 )
 from diffpir_core.reporting.comparison import ComparisonEntry, SampleRow, comparison_markdown, write_comparison
 from diffpir_core.reporting.text import key_settings
+from diffpir_core.runs.done import read_checked
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import measurement_inputs
 from diffpir_core.runs.plan import JobPlan, comparison_folder, quarantined_images
@@ -59,7 +59,7 @@ def _report_images(job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dic
         indices = [i for i, image_id in enumerate(ref.ids) if image_id in wanted]
         if not indices:
             continue
-        restored = out.read_array(ref, plan.restored_array)
+        restored, _ = read_checked(out, ref, plan.restored_array)
         truth = source.read_images(ref) if job.mode == "evaluate" else None
         inputs = measurement_inputs(job, plan, source, out, ref).select(indices)
         fraction = job.task.baseline_fraction(*restored.shape[1:3], inputs.params)
@@ -80,13 +80,11 @@ def _report_images(job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dic
 
 def _timeline(job: Job, plan: JobPlan, done: list[ShardRef]) -> list[ShardTiming]:
     """Completion time and phase seconds of every scored shard, from its record (read in parallel)."""
-    out = DatasetStore.open(plan.output_store, job.storage_options)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        records = list(pool.map(lambda ref: out.read_record(ref, plan.restored_array), done))
+    records = DatasetStore.open(plan.output_store, job.storage_options).read_records(done, plan.restored_array)
     return [
-        ShardTiming(ref.key, datetime.fromisoformat(record.written_at).timestamp(), record.timings)
-        for ref, record in zip(done, records, strict=True)
-        if record is not None and record.timings and record.written_at
+        ShardTiming(key, datetime.fromisoformat(record.written_at).timestamp(), record.timings)
+        for key, record in records.items()
+        if record.timings and record.written_at
     ]
 
 
@@ -100,7 +98,7 @@ def _fid(job: Job, plan: JobPlan, done: list[ShardRef]) -> float | MetricUnavail
     out = DatasetStore.open(plan.output_store, job.storage_options)
     restored, truth = FIDStats.empty(), FIDStats.empty()
     for ref in done:
-        restored.update(inception(uint8_to_float(out.read_array(ref, plan.restored_array))))
+        restored.update(inception(uint8_to_float(read_checked(out, ref, plan.restored_array)[0])))
         truth.update(inception(uint8_to_float(source.read_images(ref))))
     return fid_from_stats(restored, truth)
 
@@ -119,9 +117,9 @@ def write_job_report(
     """Write the four report files into ``job.output``; returns their URIs and the summary."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options)
-    restored = [*done, *(ref for ref in source.shards() if ref.key in failed)]  # a failed metrics phase keeps its quarantine
-    records = {ref.key: record for ref in restored if (record := out.read_record(ref, plan.restored_array)) is not None}
-    quarantined = quarantined_images(source, records)
+    shown = [*done, *(ref for ref in source.shards() if ref.key in failed)]  # a failed metrics phase keeps its quarantine
+    records = out.read_records(shown, plan.restored_array)
+    quarantined = quarantined_images(source, {key: record.quarantined for key, record in records.items()})
     info = ReportFacts(
         task=job.task.title(),
         dataset=job.dataset_name(),
@@ -171,8 +169,9 @@ def _comparison_samples(job: Job, results: list[Any], count: int) -> list[Sample
         restored: dict[str, np.ndarray | None] = {}
         for result in of_task:
             done = result.plan is not None and ref.key in result.outcome.get("manifests", {})
-            restored[result.cell.name] = DatasetStore.open(result.plan.output_store, job.storage_options).read_array(
-                ref, result.plan.restored_array) if done else None
+            restored[result.cell.name] = read_checked(
+                DatasetStore.open(result.plan.output_store, job.storage_options), ref, result.plan.restored_array
+            )[0] if done else None
         scores = {
             result.cell.name: {row["id"]: row.get("psnr") for row in result.rows} for result in of_task
         }

@@ -23,6 +23,7 @@ from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.metrics import float_to_uint8, measurement_rms, score_batch, uint8_to_float
 from diffpir_core.metrics.batch import CONSISTENCY_COLUMN
 from diffpir_core.runs.batches import ShardInputs
+from diffpir_core.runs.done import read_checked
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import measurement_inputs
 from diffpir_core.runs.plan import JobPlan
@@ -159,10 +160,10 @@ def rows_of(
 
 
 def score_shard(job: Job, plan: JobPlan, shard: ShardRef) -> list[dict[str, Any]]:
-    """:func:`rows_of` a shard as the store holds it (its restored pixels, measurements and record)."""
+    """:func:`rows_of` a shard as the store holds it (its restored pixels verified against its record, and its
+    measurements)."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options)
-    restored = out.read_array(shard, plan.restored_array)
-    record = out.read_record(shard, plan.restored_array)
+    restored, record = read_checked(out, shard, plan.restored_array)
     inputs = measurement_inputs(job, plan, source, out, shard)
-    return rows_of(job, plan, source, shard, inputs, restored, record.timings.get("sample", 0.0) if record else None)
+    return rows_of(job, plan, source, shard, inputs, restored, record.timings.get("sample", 0.0))

@@ -1,8 +1,9 @@
 """One shard's steps: prepare (the done check, the sampler inputs), restore, write (data, then record), score.
 
-Order of work per shard, so that a shard is either done (data + matching record) or simply not done:
-1. the record already matches (job hash, model sha256, code version, input checksum, data checksum):
-   a ``skipped`` manifest, without loading the prior;
+Order of work per shard, so that a shard is either done (data, then the record its identity names) or simply not
+done:
+1. the record its identity names exists (:mod:`diffpir_core.runs.done`): a ``skipped`` manifest from that record,
+   without loading the prior;
 2. evaluate mode: reuse the stored measurements if their record matches, else synthesise and store them;
 3. restore in batches with the process-wide prior; write the whole shard; score it (the metric rows go into the
    record, so the metrics phase and re-runs need not read the shard again); then its record.
@@ -13,6 +14,7 @@ writer, and its record follows its data, so a killed worker leaves every shard e
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +23,10 @@ import torch
 
 from diffpir_core.io import DatasetStore, ShardRecord, ShardRef
 from diffpir_core.runs.batches import ShardInputs, restore_batchwise
+from diffpir_core.runs.done import Identities, done_shards, given_data, shard_identities, shard_identity
 from diffpir_core.runs.failures import describe
 from diffpir_core.runs.job import Job
-from diffpir_core.runs.measurements import given_data, prepare_measurements, shard_identity
+from diffpir_core.runs.measurements import prepare_measurements
 from diffpir_core.runs.plan import JobPlan
 from diffpir_core.runs.priors import get_prior
 from diffpir_core.runs.progress import ShardMeter
@@ -51,7 +54,7 @@ class Prepared:
 
 
 def _identity(job: Job, plan: JobPlan, source: DatasetStore, shard: ShardRef) -> tuple[str, dict[str, str], Any]:
-    """(input checksum, record identity, restore mode's per-image data) of a shard as its inputs are now."""
+    """(input rows digest, record identity, restore mode's per-image data) of a shard as its inputs are now."""
     checksum = source.rows_digest(shard)
     given = given_data(job, plan, source, shard)  # restore mode: per-image files checked before any restoration
     return checksum, shard_identity(plan, checksum, given), given
@@ -62,37 +65,32 @@ def _skipped_manifest(shard: ShardRef, record: ShardRecord, started: float) -> d
     return _manifest(shard, "skipped", started, checksum=record.checksum, quarantined=record.quarantined, **scored)
 
 
-def _skipped(plan: JobPlan, out: DatasetStore, shard: ShardRef, identity: dict[str, str], started: float) -> dict[str, Any] | None:
-    if not out.record_matches(shard, plan.restored_array, identity):
-        return None
-    record = out.read_record(shard, plan.restored_array)
-    return None if record is None else _skipped_manifest(shard, record, started)
+def _manifests(
+    plan: JobPlan, out: DatasetStore, refs: list[ShardRef], identities: Identities, started: float, threads: int = 16
+) -> dict[str, dict[str, Any]]:
+    """``skipped`` manifests of the done shards of ``refs`` (:func:`done_shards`), from their records (read by
+    ``threads`` threads: the metric rows they keep spare a re-run the scoring)."""
+    found = done_shards(plan, out, refs, identities)
+    done = [ref for ref in refs if ref.key in found]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="record-read") as pool:
+        records = pool.map(lambda ref: out.read_record(ref, plan.restored_array, identities.by_shard[ref.key]), done)
+        return {ref.key: _skipped_manifest(ref, record, started) for ref, record in zip(done, records, strict=True) if record is not None}
 
 
 def skipped_manifests(job: Job, plan: JobPlan, source: DatasetStore, out: DatasetStore, shards: list[ShardRef]) -> dict[str, dict[str, Any]]:
-    """``skipped`` manifests of those ``shards`` whose records match the plan, checked in bulk (id and hash columns
-    read once per size group, records and data by a few threads; never the prior). A shard whose check fails (a
-    per-image file that cannot be read) is simply not done here: its work unit meets the error and reports it."""
+    """``skipped`` manifests of those ``shards`` that are done, checked in bulk (id and hash columns read once per
+    size group, one listing or a stat per shard; never the prior). A shard whose check fails (a per-image file that
+    cannot be read) is simply not done here: its work unit meets the error and reports it."""
     started = time.perf_counter()
-    digests = source.rows_digests(shards)
-    identities = {}
-    for ref in shards:
-        if ref.key in digests:
-            try:
-                identities[ref.key] = shard_identity(plan, digests[ref.key], given_data(job, plan, source, ref))
-            except Exception:
-                continue
-    candidates = [ref for ref in shards if ref.key in identities]
-    records = out.done_records(candidates, plan.restored_array, identities)
-    return {ref.key: _skipped_manifest(ref, records[ref.key], started) for ref in candidates if ref.key in records}
+    return _manifests(plan, out, shards, shard_identities(job, plan, source, shards), started)
 
 
 def prepare_shard(job: Job, plan: JobPlan, source: DatasetStore, out: DatasetStore, shard: ShardRef) -> Prepared:
     """Step 1 and 2: the skip check, then the shard's sampler inputs (evaluate mode: measurements stored first)."""
     started = time.perf_counter()
     checksum, identity, given = _identity(job, plan, source, shard)
-    if (manifest := _skipped(plan, out, shard, identity, started)) is not None:
-        return Prepared(shard, started, skipped=manifest)
+    if (found := _manifests(plan, out, [shard], Identities({shard.key: identity}), started)):
+        return Prepared(shard, started, skipped=found[shard.key])
     inputs = prepare_measurements(job, plan, source, out, shard, checksum, given)
     for image_id, reason in inputs.quarantined.items():
         log.warning("shard %s: quarantined %s: %s", shard.key, image_id, reason)

@@ -1,18 +1,21 @@
 """``diffpir status OUTPUT``: the jobs an output holds, and for each its shards done / failed (with reason) /
 pending, read from the output alone (wherever it was copied or moved to: its locations are relative).
 
-Done means what the restore task means by it: a record with the run's identity (the job, and the ids and contents
-of the shard's input rows as the input store holds them now) whose checksum matches the data. Failed means a status
-file says the last attempt failed and the shard is not done. A job whose input changed since it ran shows the
-changed shards as pending: running it again restores exactly those.
+Done means what the run means by it (:mod:`diffpir_core.runs.done`): the record named by the shard's identity (the
+job, the ids and contents of its input rows as the input store holds them now, restore mode's per-image files)
+exists; its time is the record's, from the listing, and attempts come from the status files: no record is read.
+Failed means a status file says the last attempt failed and the shard is not done. A job whose input or per-image
+files changed since it ran shows the changed shards as pending: running it again restores exactly those. Data
+altered behind the store's back is not seen here; ``diffpir verify`` finds it.
 
 Quarantined images are those the ingest could not read (the input store's list) and those a done shard did not
-restore (restore mode: a missing, unreadable or wrong-size kernel or mask file, a bad σ cell; its record lists them).
+restore (restore mode: a missing, unreadable or wrong-size kernel or mask file, a bad σ cell).
 """
 
 from typing import Any
 
-from diffpir_core.io import DatasetStore, StoreError
+from diffpir_core.io import DatasetStore
+from diffpir_core.runs.done import done_shards, open_input, planned_job, shard_identities
 from diffpir_core.runs.plan import JobPlan, quarantined_images, read_plans, read_statuses
 
 
@@ -40,31 +43,25 @@ def job_status(output: str, storage_options: dict[str, Any] | None = None, job: 
 
 
 def _plan_status(plan: JobPlan, options: dict[str, Any]) -> dict[str, Any]:
-    try:
-        source: DatasetStore | None = DatasetStore.open(plan.input_store, options)
-    except StoreError:  # the input store is being refreshed, or gone: nothing counts as done for now
-        source = None
+    source = open_input(plan, options)
     out = DatasetStore.open(plan.output_store, options)
     refs = out.shards()
-    digests = source.rows_digests(refs) if source is not None else {}  # gone rows: not done
-    identities = {key: plan.identity(digest) for key, digest in digests.items()}
-    records = out.done_records([ref for ref in refs if ref.key in identities], plan.restored_array, identities)
+    identities = shard_identities(planned_job(plan, options), plan, source, refs)
+    done = done_shards(plan, out, refs, identities)
     statuses = read_statuses(plan, options)
     shards = []
     for ref in refs:
         status = statuses.get(ref.key, {})
-        record = records.get(ref.key)
-        done = record is not None
-        if record is not None:
-            state, finished, error = "done", record.written_at, None
+        if ref.key in done:
+            state, finished, error = "done", done[ref.key].written_at, None
         elif status.get("state") == "failed":
             state, finished, error = "failed", status.get("finished_at"), status.get("error")
         else:
             state, finished, error = "pending", None, None
-        attempts = int(status.get("attempts", record.metrics.get("attempts", 1) if done else 0))
+        attempts = int(status.get("attempts", 1 if ref.key in done else 0))
         shards.append({"id": ref.key, "state": state, "attempts": attempts, "finished_at": finished, "error": error})
     counts = {state: sum(s["state"] == state for s in shards) for state in ("done", "failed", "pending")}
-    quarantined = quarantined_images(source, records)
+    quarantined = quarantined_images(source, {key: images for key, images in identities.quarantined.items() if key in done})
     counts["quarantined"] = len(quarantined)
     return {
         "output": plan.output,

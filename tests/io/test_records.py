@@ -1,12 +1,12 @@
 """Per-image arrays on the shard grid, whole-shard outputs and completion records."""
 
-import json
 import os
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from diffpir_core.io import DatasetStore, StoreError, ingest, shard_checksum
+from diffpir_core.io import DamagedShard, DatasetStore, StoreError, ingest, record_name, shard_checksum
 
 IDENTITY = {"job": "j1", "model": "sha256:abc", "code": "0.1.0"}
 
@@ -31,10 +31,12 @@ def test_output_and_record_round_trip(store):
     assert checksum == shard_checksum(out)
     assert store.read_record(ref, "jobs/j1/restored") is None
     record = store.write_record(ref, "jobs/j1/restored", checksum=checksum, identity=IDENTITY, timings={"restore": 1.5}, metrics={"psnr": 30.25})
-    assert store.read_record(ref, "jobs/j1/restored") == record
+    assert store.read_record(ref, "jobs/j1/restored") == record == store.read_record(ref, "jobs/j1/restored", IDENTITY)
     assert (record.group, record.shard, record.start, record.stop, record.metrics) == ("24x32", 1, 3, 6, {"psnr": 30.25})
+    named = f"{store.uri}/records/24x32/jobs/j1/restored/000001/{record_name(IDENTITY)}"
+    assert os.path.isfile(named) and len(record_name(IDENTITY)) == 32 + len(".json")
     assert store.record_matches(ref, "jobs/j1/restored", IDENTITY)
-    assert store.record_matches(ref, "jobs/j1/restored", {"job": "j1"})
+    assert not store.record_matches(ref, "jobs/j1/restored", {"job": "j1"})  # a record counts for its whole identity
     assert not store.record_matches(ref, "jobs/j1/restored", {**IDENTITY, "model": "sha256:other"})
     assert not store.record_matches(store.shards("24x32")[0], "jobs/j1/restored", IDENTITY)
     np.testing.assert_array_equal(store.read_array(ref, "jobs/j1/restored"), out)
@@ -51,7 +53,7 @@ def test_rewriting_a_shard_is_idempotent_and_drops_the_stale_record(store):
         store.write_record(ref, "restored", checksum=checksum, identity=IDENTITY)
         assert store.record_matches(ref, "restored", IDENTITY)
     store.write_shard_output(ref, "restored", out // 2)
-    assert store.read_record(ref, "restored") is None and not store.record_matches(ref, "restored")
+    assert store.read_record(ref, "restored") is None and not store.record_matches(ref, "restored", IDENTITY)
 
 
 def test_record_is_refused_when_the_store_holds_other_data(store):
@@ -64,34 +66,35 @@ def test_record_is_refused_when_the_store_holds_other_data(store):
     assert store.read_record(ref, "restored") is None
 
 
-def test_record_stops_matching_when_data_changes_underneath(store, tmp_path):
+def test_data_changed_underneath_is_caught_where_it_is_read(store, tmp_path):
+    """The existence check trusts the record (no data read); reading the data checks it against the record."""
     ref = store.shards()[0]
     store.create_array(ref.group, "restored", (16, 16, 3), "uint8")
     checksum = store.write_shard_output(ref, "restored", _restore(store.read_images(ref)))
     store.write_record(ref, "restored", checksum=checksum, identity=IDENTITY)
     shard_file = tmp_path / "s.zarr" / "groups" / ref.group / "restored" / "c" / "0" / "0" / "0" / "0"
     shard_file.write_bytes(shard_file.read_bytes()[:100])  # torn write
-    assert store.read_record(ref, "restored") is not None
-    assert not store.record_matches(ref, "restored", IDENTITY)
+    assert store.record_matches(ref, "restored", IDENTITY)
+    with pytest.raises(DamagedShard, match=f"shard {ref.key} of 'restored' .* is damaged: its data is unreadable"):
+        store.read_verified(ref, "restored")
 
 
-def test_a_record_trusts_only_the_very_object_it_verified(store, tmp_path):
+def test_read_verified_compares_the_data_itself_with_the_record(store, tmp_path):
     ref = store.shards()[0]
     store.create_array(ref.group, "restored", (16, 16, 3), "uint8")
     out = _restore(store.read_images(ref))
     record = store.write_record(ref, "restored", checksum=store.write_shard_output(ref, "restored", out), identity=IDENTITY)
-    shard_file = tmp_path / "s.zarr" / record.data_object
-    assert shard_file.is_file() and record.fingerprint == f"{shard_file.stat().st_size}:{shard_file.stat().st_mtime}"
-    original = shard_file.read_bytes()
-
-    shard_file.write_bytes(original)  # the same bytes, a new mtime (a copy that did not keep it): read and hashed again
+    shard_file = tmp_path / "s.zarr" / "groups" / ref.group / "restored" / "c" / "0" / "0" / "0" / "0"
+    shard_file.write_bytes(shard_file.read_bytes())  # the same bytes, a new mtime (a copy that did not keep it)
     os.utime(shard_file, ns=(shard_file.stat().st_atime_ns, shard_file.stat().st_mtime_ns + 10**9))
-    assert store.record_matches(ref, "restored", IDENTITY)
+    data, found = store.read_verified(ref, "restored")
+    np.testing.assert_array_equal(data, out)
+    assert found == record
 
-    other = store.read_images(ref)  # other pixels of the same size written in place: the stamp changed, not done
-    store._array(ref.group, "restored")[ref.start : ref.stop] = other
-    assert store.read_record(ref, "restored") is not None
-    assert not store.record_matches(ref, "restored", IDENTITY)
+    store._array(ref.group, "restored")[ref.start : ref.stop] = store.read_images(ref)  # other pixels, in place
+    with pytest.raises(DamagedShard, match="not the sha256:") as caught:
+        store.read_verified(ref, "restored", record)
+    assert (caught.value.shard, caught.value.array) == (ref.key, "restored")
 
 
 def test_id_columns_are_chunked_by_whole_shards_of_thousands_of_rows(store):
@@ -148,44 +151,22 @@ def _write_all(store: DatasetStore, name: str = "restored") -> dict[str, object]
     return records
 
 
-def _age(root, seconds: float = 60.0) -> None:
-    """Move every record object's mtime into the past (as if written a minute ago)."""
-    for path in root.glob("records/*/*/*/zarr.json"):
-        stat = path.stat()
-        os.utime(path, (stat.st_atime, stat.st_mtime - seconds))
-
-
-def test_bulk_check_uses_the_record_index_only_while_each_record_object_is_unchanged(store, tmp_path):
+def test_bulk_check_asks_only_whether_each_named_record_exists(store, tmp_path):
     root = tmp_path / "s.zarr"
     written = _write_all(store)
     refs = store.shards()
     identities = {ref.key: IDENTITY for ref in refs}
-    assert store.index_records("restored") == 0  # records younger than a clock tick could still change unseen
-    _age(root)
-    assert store.index_records("restored") == len(refs)
     done = store.done_records(refs, "restored", identities)
-    assert done == written
+    assert set(done) == set(written) == {ref.key for ref in refs}
+    for key, stamp in done.items():  # the time is the record object's, from the stat or listing
+        assert stamp.name == record_name(IDENTITY)
+        assert abs((datetime.fromisoformat(stamp.written_at) - datetime.fromisoformat(written[key].written_at)).total_seconds()) <= 1
 
     first, second, third = refs[0], refs[1], refs[-1]
-    index = root / "records" / first.group / "restored" / "index.json"
-    text = index.read_text()
-    assert text.count('"written_at"') == sum(ref.group == first.group for ref in refs)
-    edited = json.loads(text)
-    edited["records"][f"{first.index:06d}"]["record"]["written_at"] = "from the index"
-    index.write_text(json.dumps(edited))
-    assert store.done_records(refs, "restored", identities)[first.key].written_at == "from the index"  # the cache is used
-
-    record_file = root / "records" / first.group / "restored" / f"{first.index:06d}" / "zarr.json"
-    record_file.write_bytes(record_file.read_bytes())  # the same record rewritten: a new mtime, so it is read again
-    store.delete_record(second, "restored")  # gone, though the index still has it
-    store._array(third.group, "restored")[third.start : third.stop] = store.read_images(third)  # other pixels in place
-    done = store.done_records(refs, "restored", identities)
-    assert done[first.key] == written[first.key]
-    assert second.key not in done and third.key not in done
-    assert set(done) == {ref.key for ref in refs} - {second.key, third.key}
-
-    index.write_text("{not json")  # a torn index is no index: every record is read
-    assert set(store.done_records(refs, "restored", identities)) == set(done)
-    assert store.index_records("restored") == len(refs) - 2  # the rewritten record is fresh again, the deleted one gone
-    with pytest.raises(StoreError, match="opened read-only"):
-        DatasetStore.open(store.uri).index_records("restored")
+    record_file = root / "records" / first.group / "restored" / f"{first.index:06d}" / record_name(IDENTITY)
+    record_file.write_text("{not json")  # no record is read to decide
+    store.delete_record(second, "restored")
+    other = {**identities, third.key: {**IDENTITY, "input": "sha256:other rows"}}
+    assert set(store.done_records(refs, "restored", other)) == {ref.key for ref in refs} - {second.key, third.key}
+    assert set(store.done_records(refs, "restored", {first.key: IDENTITY})) == {first.key}  # no identity: not done
+    assert datetime.fromisoformat(done[first.key].written_at).tzinfo == UTC

@@ -112,14 +112,14 @@ def test_killed_writer_leaves_no_record_for_unfinished_shards(tmp_path, encode_i
     refs = store.shards()
 
     _run_writer_until(uri, "writing 2")  # killed while shard 2 is being written (or, on a slow box, just after)
-    assert [store.record_matches(ref, "restored") for ref in refs[:2]] == [True, True]
+    assert [store.record_matches(ref, "restored", {"job": "kill"}) for ref in refs[:2]] == [True, True]
     for ref in refs[2:]:  # whatever the exact moment of the kill: no record, or a record of complete data
-        assert store.read_record(ref, "restored") is None or store.record_matches(ref, "restored")
+        assert store.read_record(ref, "restored") is None or store.read_verified(ref, "restored")
     assert store.read_record(refs[3], "restored") is None
 
     _run_writer_until(uri, "written 1", pause_after=1)  # data complete, killed before its record
     assert store.read_record(refs[1], "restored") is None  # the rewrite removed the old record first
-    assert store.record_matches(refs[0], "restored")
+    assert store.record_matches(refs[0], "restored", {"job": "kill"})
 
     subprocess.run([sys.executable, "-c", WRITER, uri, "-1"], check=True, capture_output=True, timeout=120, cwd=REPO_ROOT)
     for ref in refs:  # rewriting every shard again is harmless

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _records(output: Path) -> dict[str, int]:
     """Record file -> mtime (ns) of every restored-shard record in the output."""
-    return {str(p): p.stat().st_mtime_ns for p in output.glob("jobs/*/restored.zarr/records/*/restored/*/zarr.json")}
+    return {str(p): p.stat().st_mtime_ns for p in output.glob("jobs/*/restored.zarr/records/*/restored/*/*.json")}
 
 
 def _restored(output: Path) -> np.ndarray:

@@ -3,7 +3,6 @@
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +64,8 @@ def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, 
     assert "<img" in (_job_dir(out) / "report.html").read_text()
     first_csv = (_job_dir(out) / "metrics.csv").read_text()
 
-    records = list((_job_dir(out) / "restored.zarr" / "records").glob("*/restored/[0-9]*/zarr.json"))
+    records = list((_job_dir(out) / "restored.zarr" / "records").glob("*/restored/[0-9]*/*.json"))
     assert len(records) == 2
-    for record in records:  # as if written a minute ago: settled, so the next run's index takes them
-        os.utime(record, (record.stat().st_atime, record.stat().st_mtime - 60))
     loads = prior_loads()
     again = run_flow(job=job, return_state=True)
     assert again.is_completed()

@@ -38,7 +38,7 @@ def _servers(pid: int) -> list[psutil.Process]:
 
 
 def _records(output: Path) -> list[Path]:
-    return list(output.glob("jobs/*/restored.zarr/records/*/restored/*/zarr.json"))
+    return list(output.glob("jobs/*/restored.zarr/records/*/restored/*/*.json"))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])

@@ -55,7 +55,7 @@ fsspec.register_implementation("slowwrite", SlowWriteFileSystem, clobber=True)
 
 
 def _records(output: Path) -> dict[str, int]:
-    return {str(p): p.stat().st_mtime_ns for p in output.glob("jobs/*/restored.zarr/records/*/restored/*/zarr.json")}
+    return {str(p): p.stat().st_mtime_ns for p in output.glob("jobs/*/restored.zarr/records/*/restored/*/*.json")}
 
 
 def _restored(output: str) -> np.ndarray:
