@@ -9,8 +9,7 @@ from distributed import LocalCluster
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 
-from diffpir_core.io import DatasetStore
-from diffpir_core.runs.plan import read_plans
+from diffpir_core.runs.read import read_restored
 from diffpir_flow.flows.run import run
 
 
@@ -24,10 +23,6 @@ def gpu_cluster() -> Iterator[LocalCluster]:
         yield cluster
 
 
-def _restored(output: Path) -> np.ndarray:
-    plan = read_plans(str(output), {})[0]
-    store = DatasetStore.open(plan.output_store)
-    return np.concatenate([store.read_array(ref, plan.restored_array) for ref in store.shards()])
 
 
 def test_dask_runner_restores_on_workers_like_the_local_runner(
@@ -49,7 +44,7 @@ def test_dask_runner_restores_on_workers_like_the_local_runner(
 
     local_job = make_job(images_8, tmp_path / "local")
     assert run(job=local_job, return_state=True).is_completed()
-    np.testing.assert_array_equal(_restored(tmp_path / "dask"), _restored(tmp_path / "local"))
+    np.testing.assert_equal(read_restored(str(tmp_path / "dask")), read_restored(str(tmp_path / "local")))
 
 
 def test_gpu_request_no_worker_can_take_fails_fast_with_a_clear_message(

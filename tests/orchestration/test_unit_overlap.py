@@ -12,9 +12,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 
-from diffpir_core.io import DatasetStore
 from diffpir_core.runs import priors
-from diffpir_core.runs.plan import read_plans
+from diffpir_core.runs.read import read_restored
 from diffpir_flow.flows.run import run
 
 
@@ -57,10 +56,6 @@ def _unit_runs(state: Any) -> list[Any]:
     return sorted((run for run in runs if run.name.startswith("restore-")), key=lambda run: run.start_time)
 
 
-def _restored(output: Path) -> np.ndarray:
-    plan = read_plans(str(output), {})[0]
-    store = DatasetStore.open(plan.output_store)
-    return np.concatenate([store.read_array(ref, plan.restored_array) for ref in store.shards()])
 
 
 def test_units_overlap_but_only_max_workers_compute_at_once(make_job, images_8: Path, tmp_path: Path, metered: ForwardMeter) -> None:
@@ -77,7 +72,7 @@ def test_units_overlap_but_only_max_workers_compute_at_once(make_job, images_8: 
     serial = run(job=make_job(images_8, tmp_path / "serial", **{**one_slot, "dispatch": {"unit_shards": 4, "window": 1}}), return_state=True)
     assert serial.is_completed(), serial.message
     assert len(_unit_runs(serial)) == 1 and metered.most == 1
-    np.testing.assert_array_equal(_restored(tmp_path / "overlap"), _restored(tmp_path / "serial"))
+    np.testing.assert_equal(read_restored(str(tmp_path / "overlap")), read_restored(str(tmp_path / "serial")))
 
 
 def test_two_model_slots_compute_two_units_at_once(make_job, images_8: Path, tmp_path: Path, metered: ForwardMeter) -> None:
