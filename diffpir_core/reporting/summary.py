@@ -16,10 +16,11 @@ from diffpir_core.metrics.unavailable import MetricUnavailable
 Row = Mapping[str, Any]
 ROW_KEYS = ("id", "shard", "task")  # identity columns: not metrics
 NON_METRIC_KEYS = (*ROW_KEYS, "seconds", "error")
-BASE_METRICS = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "measurement_rms")
+BASE_METRICS = ("psnr", "psnr_y", "ssim", "ssim_y", "lpips", "measurement_rms", "piqe", "niqe")
 METRIC_ORDER = (
     *BASE_METRICS,
     *(f"baseline_{name}" for name in BASE_METRICS),
+    *(f"degraded_{name}" for name in ("piqe", "niqe")),
     *(f"gain_{name}" for name in BASE_METRICS if name != "measurement_rms"),
 )
 GAIN_METRIC = "gain_psnr"

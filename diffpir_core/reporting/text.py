@@ -169,12 +169,24 @@ def verdict(summary: Mapping[str, Any]) -> str | None:
             f"{better} of {summary['metrics']['gain_psnr']['count']} images{share}."
         )
     rms = _mean(summary, "baseline_measurement_rms")
-    if rms is None:
-        return None
-    return (
-        f"Measurement consistency ‖y − A(x)‖ RMS: restored {format_number(_mean(summary, 'measurement_rms'), 4)}, "
-        f"{method} {format_number(rms, 4)} (about σ = a restoration that explains its measurement){share}."
-    )
+    sentences = []
+    if rms is not None:
+        sentences.append(
+            f"Measurement consistency ‖y − A(x)‖ RMS: restored {format_number(_mean(summary, 'measurement_rms'), 4)}, "
+            f"{method} {format_number(rms, 4)} (about σ = a restoration that explains its measurement){share}."
+        )
+    sentences += [_blind_sentence(summary, name, method) for name in ("piqe", "niqe") if _mean(summary, name) is not None]
+    return " ".join(sentences) or None
+
+
+def _blind_sentence(summary: Mapping[str, Any], name: str, method: str) -> str:
+    """``PIQE (blind, lower = more natural): degraded 61.2, bicubic 48.0, restored 30.1.``"""
+    parts = [
+        f"{label} {format_number(_mean(summary, key), 2)}"
+        for label, key in (("degraded", f"degraded_{name}"), (method, f"baseline_{name}"), ("restored", name))
+        if _mean(summary, key) is not None
+    ]
+    return f"{name.upper()} (blind, lower = more natural): {', '.join(parts)}."
 
 
 def markdown_table(summaries: Sequence[Mapping[str, Any]]) -> str:

@@ -82,8 +82,8 @@ class Job(Strict):
         None, description="torch CPU threads per shard task; null = OMP_NUM_THREADS if set, else the cores split across concurrent shard tasks"
     )
     runner: RunnerSpec = Field(default_factory=LocalRunner)
-    metrics: list[Literal["psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid", "consistency"]] | None = Field(
-        None, description="null = [psnr, ssim] for evaluate, [consistency] for restore"
+    metrics: list[Literal["psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid", "consistency", "niqe", "piqe"]] | None = Field(
+        None, description="null = [psnr, ssim] for evaluate, [consistency, piqe, niqe] for restore"
     )
     seed: int = Field(0, ge=0)
     storage_options: dict[str, Any] = Field(
@@ -185,7 +185,7 @@ class Job(Strict):
         """The metrics to compute: the configured list or the mode's default."""
         if self.metrics is not None:
             return list(self.metrics)
-        return ["psnr", "ssim"] if self.mode == "evaluate" else ["consistency"]
+        return ["psnr", "ssim"] if self.mode == "evaluate" else ["consistency", "piqe", "niqe"]
 
     def sampler_settings(self) -> ResolvedSampler:
         """The effective settings of the job's method and where each came from: task preset → prior card →

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.metrics import float_to_uint8, measurement_rms, score_batch, uint8_to_float
+from diffpir_core.metrics import BLIND_METRICS, blind_scores, float_to_uint8, measurement_rms, score_batch, uint8_to_float
 from diffpir_core.metrics.batch import CONSISTENCY_COLUMN
 from diffpir_core.runs.batches import ShardInputs
 from diffpir_core.runs.done import read_checked
@@ -29,7 +29,7 @@ from diffpir_core.runs.measurements import measurement_inputs
 from diffpir_core.runs.plan import JobPlan
 from diffpir_core.task_kinds import TaskKind
 
-HIGHER_IS_BETTER = {"psnr": 1.0, "psnr_y": 1.0, "ssim": 1.0, "ssim_y": 1.0, "lpips": -1.0}
+HIGHER_IS_BETTER = {"psnr": 1.0, "psnr_y": 1.0, "ssim": 1.0, "ssim_y": 1.0, "lpips": -1.0, "niqe": -1.0, "piqe": -1.0}
 """Metrics that get a ``gain_`` column, with the sign that makes a positive gain an improvement."""
 
 
@@ -65,22 +65,25 @@ def score_images(
     ``metrics`` are job metric names; ``fid`` is dataset-level and skipped, ``consistency`` becomes
     ``measurement_rms``. Full-reference metrics need ``truth_u8`` (evaluate mode).
     """
-    pixel = [name for name in metrics if name not in ("consistency", "fid")]
+    pixel = [name for name in metrics if name not in ("consistency", "fid", *BLIND_METRICS)]
+    blind = [name for name in metrics if name in BLIND_METRICS]
     consistency = "consistency" in metrics
-    rows = _score(task, inputs, uint8_to_float(restored_u8), truth_u8, pixel, consistency, device)
+    rows = _score(task, inputs, uint8_to_float(restored_u8), truth_u8, pixel, consistency, device, blind)
+    if blind:  # the degraded input at its own size (an enlarged copy would score the enlargement)
+        _add_blind(rows, float_to_uint8(inputs.y), blind, prefix="degraded_")
     if inputs.noise_sigma is not None:  # the σ each image was restored with (a manifest's or the estimate)
         for row, sigma in zip(rows, inputs.noise_sigma, strict=True):
             row["noise_sigma"] = sigma
     height, width = restored_u8.shape[1:3]
     fraction = task.baseline_fraction(height, width, inputs.params)
     chosen = [i for i, image_id in enumerate(inputs.ids) if baseline_selected(image_id, fraction)]
-    if not chosen or not (pixel or consistency):
+    if not chosen or not (pixel or consistency or blind):
         return rows
     subset = inputs.select(chosen)
     restored_baseline = task.baseline(subset.y, subset.params, subset.noise_sigma)
     baseline = uint8_to_float(float_to_uint8(restored_baseline))  # stored like the restoration
     truth = None if truth_u8 is None else truth_u8[chosen]
-    for i, values in zip(chosen, _score(task, subset, baseline, truth, pixel, consistency, device), strict=True):
+    for i, values in zip(chosen, _score(task, subset, baseline, truth, pixel, consistency, device, blind), strict=True):
         row = rows[i]
         for name, value in values.items():
             row[f"baseline_{name}"] = value
@@ -97,9 +100,13 @@ def _score(
     pixel: Sequence[str],
     consistency: bool,
     device: str,
+    blind: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Rows of metric values of float images (n, 3, H, W) against ``truth_u8`` and the measurement."""
+    """Rows of metric values of float images (n, 3, H, W) against ``truth_u8`` and the measurement, and the blind
+    scores ``blind`` of the images alone."""
     rows: list[dict[str, Any]] = [{} for _ in inputs.ids]
+    if blind:
+        _add_blind(rows, float_to_uint8(images), blind)
     if pixel:
         scores = score_batch(images, truth_u8, pixel, border=task.metric_border, device=device)
         for row, values in zip(rows, scores.rows(), strict=True):
@@ -110,6 +117,15 @@ def _score(
         for row, value in zip(rows, rms, strict=True):
             row[CONSISTENCY_COLUMN] = float(value)
     return rows
+
+
+def _add_blind(rows: list[dict[str, Any]], images_u8: np.ndarray, metrics: Sequence[str], prefix: str = "") -> None:
+    """Blind scores of ``images_u8`` into ``rows`` as ``<prefix><metric>``; an image a metric cannot score (too
+    small, flat) gets None."""
+    scores = blind_scores(images_u8, metrics)
+    for name, values in scores.values.items():
+        for row, value in zip(rows, values, strict=True):
+            row[f"{prefix}{name}"] = None if math.isnan(value) else float(value)
 
 
 def degraded_psnr(task: TaskKind, inputs: ShardInputs, truth_u8: np.ndarray) -> list[float]:
