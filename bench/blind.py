@@ -41,7 +41,9 @@ def main() -> None:
                 start = time.perf_counter()
                 score(crop)
                 times.append(time.perf_counter() - start)
-            rows.append({"metric": score.__name__, "size": f"{size}x{size}", "median_ms": statistics.median(times) * 1e3})
+            rows.append(
+                {"metric": score.__name__, "size": f"{size}x{size}", "median_ms": statistics.median(times) * 1e3}
+            )
     print(f"{'metric':7} {'size':9} {'ms/image':>9}")
     for r in rows:
         print(f"{r['metric']:7} {r['size']:9} {r['median_ms']:9.1f}")

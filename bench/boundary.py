@@ -36,7 +36,9 @@ def _median_seconds(run: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _case(name: str, photo: torch.Tensor, repeats: int, predictor: X0Predictor, lambda_: float) -> dict[str, float | str]:
+def _case(
+    name: str, photo: torch.Tensor, repeats: int, predictor: X0Predictor, lambda_: float
+) -> dict[str, float | str]:
     if name == "deblur":
         frame_op, canvas_op = Blur(gaussian_kernel(21, 2.5)), Blur(gaussian_kernel(21, 2.5), boundary="reflect")
         y = canvas_op.A(photo)

@@ -35,12 +35,23 @@ COLUMNS = ("label", "storage", "shards", "build_s", "status_s", "status_rss_mb",
 def _job(work: str, scratch: str, options: dict[str, Any], shard_size: int) -> Any:
     from diffpir_core.runs.job import parse_job
 
-    return parse_job({
-        "input": f"{work}/input.zarr", "output": f"{work}/out", "mode": "evaluate", "task": {"kind": "sr", "scale": 2, "noise_sigma": 0.0},
-        "prior": f"{scratch}/tiny.safetensors", "sampler": {"iter_num": 1}, "shard_size": shard_size, "batch_size": shard_size,
-        "device": "cpu", "runner": {"kind": "local", "max_workers": 1}, "metrics": ["psnr"], "storage_options": options,
-        "report": {"samples": 0, "extremes": 0},
-    })
+    return parse_job(
+        {
+            "input": f"{work}/input.zarr",
+            "output": f"{work}/out",
+            "mode": "evaluate",
+            "task": {"kind": "sr", "scale": 2, "noise_sigma": 0.0},
+            "prior": f"{scratch}/tiny.safetensors",
+            "sampler": {"iter_num": 1},
+            "shard_size": shard_size,
+            "batch_size": shard_size,
+            "device": "cpu",
+            "runner": {"kind": "local", "max_workers": 1},
+            "metrics": ["psnr"],
+            "storage_options": options,
+            "report": {"samples": 0, "extremes": 0},
+        }
+    )
 
 
 def build(spec: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +83,9 @@ def build(spec: dict[str, Any]) -> dict[str, Any]:
         assert item.inputs is not None
         y = item.inputs.y.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
         restored = (y.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        write_restored(job, plan, source, out, item, np.ascontiguousarray(restored), {"sample": 0.0}, spec["shard_size"], 1)
+        write_restored(
+            job, plan, source, out, item, np.ascontiguousarray(restored), {"sample": 0.0}, spec["shard_size"], 1
+        )
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(finish, out.shards()))
@@ -127,17 +140,27 @@ def _rss() -> float:
 def _child(step: str, spec: dict[str, Any]) -> dict[str, Any]:
     env = dict(os.environ)
     env.update(
-        PREFECT_HOME=tempfile.mkdtemp(prefix="bench-done-prefect-"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING", PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", OMP_NUM_THREADS="1",
+        PREFECT_HOME=tempfile.mkdtemp(prefix="bench-done-prefect-"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]),
     )
     env.pop("PREFECT_API_URL", None)
-    done = subprocess.run([sys.executable, str(HERE), "--child", step, json.dumps(spec)], env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(HERE), "--child", step, json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{step} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -160,14 +183,26 @@ def main() -> None:
         for storage in args.storage:
             options: dict[str, Any] = {}
             if storage == "s3":
-                s3 = stack.enter_context(running_s3(Path(tempfile.mkdtemp()) / "seaweedfs", "bench-key", "bench-secret", ("bench",)))
+                s3 = stack.enter_context(
+                    running_s3(Path(tempfile.mkdtemp()) / "seaweedfs", "bench-key", "bench-secret", ("bench",))
+                )
                 options = s3.storage_options()
             for shards in args.shards:
                 scratch = tempfile.mkdtemp(prefix="bench-done-")
                 work = f"s3://bench/{Path(scratch).name}" if storage == "s3" else scratch
-                spec = {"work": work, "scratch": scratch, "storage_options": options, "shards": shards,
-                        "shard_size": args.shard_size}
-                row = {"label": args.label, "storage": storage, "shards": shards, "load_avg_1m": round(os.getloadavg()[0], 2)}
+                spec = {
+                    "work": work,
+                    "scratch": scratch,
+                    "storage_options": options,
+                    "shards": shards,
+                    "shard_size": args.shard_size,
+                }
+                row = {
+                    "label": args.label,
+                    "storage": storage,
+                    "shards": shards,
+                    "load_avg_1m": round(os.getloadavg()[0], 2),
+                }
                 for step in ("build", "status", "rerun"):
                     row.update(_child(step, spec))
                 rows.append(row)
@@ -176,12 +211,21 @@ def main() -> None:
     from results import write_results
 
     previous = json.loads(args.out.read_text()).get("results", []) if args.out.is_file() else []
-    keep = [old for old in previous if not any(all(old.get(k) == new.get(k) for k in ("label", "storage", "shards")) for new in rows)]
+    keep = [
+        old
+        for old in previous
+        if not any(all(old.get(k) == new.get(k) for k in ("label", "storage", "shards")) for new in rows)
+    ]
     print(" | ".join(COLUMNS))
     for row in keep + rows:
         print(" | ".join(str(row.get(name)) for name in COLUMNS))
-    write_results(args.out, {"config": {"image_size": 32, "task": "sr x2 evaluate", "torch_threads": 1, "cpus": os.cpu_count()},
-                             "results": keep + rows})
+    write_results(
+        args.out,
+        {
+            "config": {"image_size": 32, "task": "sr x2 evaluate", "torch_threads": 1, "cpus": os.cpu_count()},
+            "results": keep + rows,
+        },
+    )
 
 
 if __name__ == "__main__":

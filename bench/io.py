@@ -146,12 +146,20 @@ def main() -> None:
         rows: list[dict[str, Any]] = []
 
         def record(name: str, result: dict[str, Any], nbytes: int) -> None:
-            result.update(phase=name, mb_per_s=nbytes / 1e6 / result["seconds"], images_per_s=result["images"] / result["seconds"])
+            result.update(
+                phase=name,
+                mb_per_s=nbytes / 1e6 / result["seconds"],
+                images_per_s=result["images"] / result["seconds"],
+            )
             rows.append(result)
 
         record("raw decode (Pillow, 1 thread)", _run("_phase_raw_decode", str(work / "src")), source_bytes)
         record("decode policy (decode_image, 1 thread)", _run("_phase_policy_decode", str(work / "src")), source_bytes)
-        record("ingest local -> local", _run("_phase_ingest", str(work / "src"), str(work / "store.zarr"), None), source_bytes)
+        record(
+            "ingest local -> local",
+            _run("_phase_ingest", str(work / "src"), str(work / "store.zarr"), None),
+            source_bytes,
+        )
         record("read local", _run("_phase_read", str(work / "store.zarr"), None), pixel_bytes)
         record("export local (PNG)", _run("_phase_export", str(work / "store.zarr"), str(work / "png")), pixel_bytes)
         if not args.skip_s3:
@@ -168,11 +176,22 @@ def main() -> None:
     print("\n".join(table))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "images": args.images, "side": args.side, "shard_size": SHARD_SIZE, "source_mb": source_bytes / 1e6,
-        "pixel_mb": pixel_bytes / 1e6, "cpus": os.cpu_count(), "python": platform.python_version(),
-        "load_average": os.getloadavg(), "rows": rows,
-    }, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "images": args.images,
+                "side": args.side,
+                "shard_size": SHARD_SIZE,
+                "source_mb": source_bytes / 1e6,
+                "pixel_mb": pixel_bytes / 1e6,
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_average": os.getloadavg(),
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
 
 
@@ -185,7 +204,11 @@ def _s3_phases(work: Path, source_bytes: int, pixel_bytes: int, record: Any) -> 
     with running_s3(work / "seaweedfs", "bench-key", "bench-secret", (BUCKET,)) as server:
         options = server.storage_options()
         s3fs.S3FileSystem(**options).put(str(work / "src") + "/", f"{BUCKET}/src/", recursive=True)
-        record("ingest S3 -> S3 (SeaweedFS)", _run("_phase_ingest", f"s3://{BUCKET}/src", f"s3://{BUCKET}/store.zarr", options), source_bytes)
+        record(
+            "ingest S3 -> S3 (SeaweedFS)",
+            _run("_phase_ingest", f"s3://{BUCKET}/src", f"s3://{BUCKET}/store.zarr", options),
+            source_bytes,
+        )
         record("read S3 (SeaweedFS)", _run("_phase_read", f"s3://{BUCKET}/store.zarr", options), pixel_bytes)
 
 

@@ -44,8 +44,14 @@ from diffpir_core.runs.plan import read_plans
 from diffpir_flow.flows.run import run as run_flow
 
 TINY_UNET = {
-    "image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1",
-    "attention_resolutions": "", "learn_sigma": True, "use_scale_shift_norm": True, "resblock_updown": True,
+    "image_size": 32,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,1",
+    "attention_resolutions": "",
+    "learn_sigma": True,
+    "use_scale_shift_norm": True,
+    "resblock_updown": True,
 }
 
 
@@ -68,7 +74,12 @@ def _sampler_seconds(job: Job, input_store: str) -> float:
     prior = load_prior(job.prior)
     config = job.sampler_config()
     shards = [
-        (ref, inputs_from_arrays(job.task, list(ref.ids), synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, {})))
+        (
+            ref,
+            inputs_from_arrays(
+                job.task, list(ref.ids), synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, {})
+            ),
+        )
         for ref in source.shards()
     ]
     started = time.perf_counter()
@@ -103,22 +114,39 @@ def main() -> None:
     shards = -(-args.images // args.shard_size)
 
     def job(name: str, runner: dict[str, Any]) -> Job:
-        return parse_job({
-            "input": str(work / "images"), "output": str(work / name), "task": {"kind": "sr", "scale": 2},
-            "prior": str(prior), "sampler": {"iter_num": args.iter_num}, "shard_size": args.shard_size,
-            "batch_size": args.shard_size, "device": "cpu", "runner": runner,
-        })
+        return parse_job(
+            {
+                "input": str(work / "images"),
+                "output": str(work / name),
+                "task": {"kind": "sr", "scale": 2},
+                "prior": str(prior),
+                "sampler": {"iter_num": args.iter_num},
+                "shard_size": args.shard_size,
+                "batch_size": args.shard_size,
+                "device": "cpu",
+                "runner": runner,
+            }
+        )
 
     configs = {
         "local (1 thread)": {"kind": "local", "max_workers": 1},
         "dask LocalCluster (1 worker, created per run)": {
-            "kind": "dask", "cluster_class": "distributed.LocalCluster",
-            "cluster_kwargs": {"n_workers": 1, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1", "dashboard_address": None},
+            "kind": "dask",
+            "cluster_class": "distributed.LocalCluster",
+            "cluster_kwargs": {
+                "n_workers": 1,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": None,
+            },
         },
     }
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
     existing = {"kind": "dask", "address": cluster.scheduler_address}
-    _timed(job("warm-up", existing))  # the worker imports torch, Prefect and the project once, as a long-lived cluster has
+    _timed(
+        job("warm-up", existing)
+    )  # the worker imports torch, Prefect and the project once, as a long-lived cluster has
     configs["dask existing LocalCluster (1 worker, warm)"] = existing
     rows = []
     for index, (label, runner) in enumerate(configs.items()):
@@ -127,19 +155,39 @@ def main() -> None:
         rerun, again = _timed(spec)
         sampler = _sampler_seconds(spec, read_plans(str(work / f"out{index}"), {})[0].input_store)
         overhead = wall - sampler
-        rows.append({
-            "runner": label, "images": args.images, "shards": shards, "restored": summary["restored"],
-            "wall_s": round(wall, 2), "sampler_s": round(sampler, 2), "overhead_s": round(overhead, 2),
-            "overhead_pct": round(100 * overhead / wall, 1), "ms_per_shard": round(1000 * overhead / shards, 1),
-            "phases_s": summary["seconds"], "rerun_wall_s": round(rerun, 2), "rerun_skipped": again["skipped"],
-            "rerun_ms_per_shard": round(1000 * rerun / shards, 1),
-        })
+        rows.append(
+            {
+                "runner": label,
+                "images": args.images,
+                "shards": shards,
+                "restored": summary["restored"],
+                "wall_s": round(wall, 2),
+                "sampler_s": round(sampler, 2),
+                "overhead_s": round(overhead, 2),
+                "overhead_pct": round(100 * overhead / wall, 1),
+                "ms_per_shard": round(1000 * overhead / shards, 1),
+                "phases_s": summary["seconds"],
+                "rerun_wall_s": round(rerun, 2),
+                "rerun_skipped": again["skipped"],
+                "rerun_ms_per_shard": round(1000 * rerun / shards, 1),
+            }
+        )
     cluster.close()
     header = (
-        "runner", "wall s", "sampler s", "overhead s", "overhead %", "ms/shard", "shard phase s",
-        "sampling in tasks s", "re-run s (all skipped)",
+        "runner",
+        "wall s",
+        "sampler s",
+        "overhead s",
+        "overhead %",
+        "ms/shard",
+        "shard phase s",
+        "sampling in tasks s",
+        "re-run s (all skipped)",
     )
-    print(f"{args.images} images 32x32, SR x2, {args.iter_num} NFEs, {shards} shards of {args.shard_size}, tiny prior, CPU")
+    print(
+        f"{args.images} images 32x32, SR x2, {args.iter_num} NFEs, {shards} shards of {args.shard_size}, tiny prior, "
+        "CPU"
+    )
     print(" | ".join(header))
     for r in rows:
         print(
@@ -148,10 +196,21 @@ def main() -> None:
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "config": {"images": args.images, "size": 32, "task": "sr x2", "iter_num": args.iter_num, "shard_size": args.shard_size,
-                   "prior": "tiny random UNet (0.35 M params)", "torch_threads": 1},
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "config": {
+            "images": args.images,
+            "size": 32,
+            "task": "sr x2",
+            "iter_num": args.iter_num,
+            "shard_size": args.shard_size,
+            "prior": "tiny random UNet (0.35 M params)",
+            "torch_threads": 1,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "results": rows,
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")

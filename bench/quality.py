@@ -35,16 +35,23 @@ def main() -> None:
     tiles = dict(list(held_out_tiles().items())[: args.images])
     overrides = {"iter_num": args.iter_num} if args.iter_num else None
     results = []
-    print(f"prior {prior.name} (sha256 {prior.sha256[:12]}), {len(tiles)} held-out tiles 64x64, CPU threads "
-          f"{torch.get_num_threads()}")
-    print(f"{'task':<8} {'baseline':<11} {'NFE':>4} {'PSNR DiffPIR':>12} {'PSNR base':>10} {'gain dB':>8} "
-          f"{'SSIM DiffPIR':>12} {'SSIM base':>10} {'time s':>7}")
+    print(
+        f"prior {prior.name} (sha256 {prior.sha256[:12]}), {len(tiles)} held-out tiles 64x64, CPU threads "
+        f"{torch.get_num_threads()}"
+    )
+    print(
+        f"{'task':<8} {'baseline':<11} {'NFE':>4} {'PSNR DiffPIR':>12} {'PSNR base':>10} {'gain dB':>8} "
+        f"{'SSIM DiffPIR':>12} {'SSIM base':>10} {'time s':>7}"
+    )
     for task in args.tasks:
         summary = evaluate_task(prior.unet, task, tiles, prior=args.prior, sampler=overrides).summary()
         m = summary["mean"]
-        print(f"{task:<8} {summary['baseline']:<11} {summary['sampler']['iter_num']:>4} {m['diffpir_psnr']:>12.2f} "
-              f"{m['baseline_psnr']:>10.2f} {summary['psnr_gain_db']:>+8.2f} {m['diffpir_ssim']:>12.4f} "
-              f"{m['baseline_ssim']:>10.4f} {summary['seconds']:>7.1f}", flush=True)
+        print(
+            f"{task:<8} {summary['baseline']:<11} {summary['sampler']['iter_num']:>4} {m['diffpir_psnr']:>12.2f} "
+            f"{m['baseline_psnr']:>10.2f} {summary['psnr_gain_db']:>+8.2f} {m['diffpir_ssim']:>12.4f} "
+            f"{m['baseline_ssim']:>10.4f} {summary['seconds']:>7.1f}",
+            flush=True,
+        )
         results.append(summary)
     write_results(args.out, {"prior": prior.name, "sha256": prior.sha256, "images": list(tiles), "tasks": results})
 

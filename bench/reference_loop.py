@@ -86,7 +86,8 @@ def reference_loop(
                 eta_sigma = config.eta * b[t_next] / b[t] * torch.sqrt(torch.tensor(gd.betas[t]).float())
                 x = (
                     a[t_next] * x0
-                    + np.sqrt(1 - config.zeta) * (torch.sqrt(b[t_next] ** 2 - eta_sigma**2) * eps + eta_sigma * torch.randn_like(x))
+                    + np.sqrt(1 - config.zeta)
+                    * (torch.sqrt(b[t_next] ** 2 - eta_sigma**2) * eps + eta_sigma * torch.randn_like(x))
                     + np.sqrt(config.zeta) * b[t_next] * torch.randn_like(x)
                 )
         outs.append(x / 2 + 0.5)

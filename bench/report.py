@@ -54,9 +54,18 @@ def _rows(rng: np.random.Generator, images: int) -> list[dict[str, Any]]:
     ssim = np.clip(rng.normal(0.66, 0.08, images), 0, 1)
     base_ssim = np.clip(ssim - rng.normal(0.08, 0.04, images), 0, 1)
     return [
-        {"id": f"img{i:06d}.png", "shard": f"64x64/{i // SHARD_SIZE:06d}", "task": "sr4",
-         "psnr": float(psnr[i]), "ssim": float(ssim[i]), "baseline_psnr": float(base[i]), "gain_psnr": float(psnr[i] - base[i]),
-         "baseline_ssim": float(base_ssim[i]), "gain_ssim": float(ssim[i] - base_ssim[i]), "seconds": 0.8}
+        {
+            "id": f"img{i:06d}.png",
+            "shard": f"64x64/{i // SHARD_SIZE:06d}",
+            "task": "sr4",
+            "psnr": float(psnr[i]),
+            "ssim": float(ssim[i]),
+            "baseline_psnr": float(base[i]),
+            "gain_psnr": float(psnr[i] - base[i]),
+            "baseline_ssim": float(base_ssim[i]),
+            "gain_ssim": float(ssim[i] - base_ssim[i]),
+            "seconds": 0.8,
+        }
         for i in range(images)
     ]
 
@@ -72,7 +81,9 @@ def _timeline(rng: np.random.Generator, shards: int) -> list[ShardTiming]:
 def _sample(rng: np.random.Generator, row: dict[str, Any]) -> ReportSample:
     truth = _smooth(rng, 1, 64)[0]
     noisy = np.clip(truth.astype(int) + rng.integers(-20, 20, truth.shape), 0, 255).astype(np.uint8)
-    return ReportSample(row["id"], truth[::4, ::4], noisy, truth, np.clip(noisy // 2 + truth // 2, 0, 255).astype(np.uint8), row)
+    return ReportSample(
+        row["id"], truth[::4, ::4], noisy, truth, np.clip(noisy // 2 + truth // 2, 0, 255).astype(np.uint8), row
+    )
 
 
 def report_build(images: int) -> dict[str, Any]:
@@ -80,7 +91,9 @@ def report_build(images: int) -> dict[str, Any]:
     rng = np.random.default_rng(images)
     rows = _rows(rng, images)
     timeline = _timeline(rng, -(-images // SHARD_SIZE))
-    info = ReportFacts(task="sr x4, σ=0.05", dataset="bench", prior="demo", nfes=100, wall_seconds=3600.0, baseline="bicubic")
+    info = ReportFacts(
+        task="sr x4, σ=0.05", dataset="bench", prior="demo", nfes=100, wall_seconds=3600.0, baseline="bicubic"
+    )
     times: dict[str, float] = {}
     started = time.perf_counter()
     picks = pick_images(rows, SAMPLES, EXTREMES)
@@ -98,8 +111,12 @@ def report_build(images: int) -> dict[str, Any]:
     strip = markdown_strip(samples, "bicubic")
     times["ui_strip"] = time.perf_counter() - started
     return {
-        "images": images, "shards": len(timeline), "seconds": {k: round(v, 3) for k, v in times.items()},
-        "total_s": round(sum(times.values()), 3), "bytes": sizes, "ui_strip_bytes": len(strip.encode()),
+        "images": images,
+        "shards": len(timeline),
+        "seconds": {k: round(v, 3) for k, v in times.items()},
+        "total_s": round(sum(times.values()), 3),
+        "bytes": sizes,
+        "ui_strip_bytes": len(strip.encode()),
     }
 
 
@@ -117,8 +134,16 @@ def baseline_costs(sizes: list[int], images: int = 4) -> list[dict[str, Any]]:
             started = time.perf_counter()
             task.baseline(inputs.y, inputs.params)
             ms = 1000 * (time.perf_counter() - started) / images
-            results.append({"kind": name, "label": task.label(), "baseline": task.BASELINE, "size": size,
-                            "ms_per_image": round(ms, 1), "fraction": round(task.baseline_fraction(size, size, inputs.params), 4)})
+            results.append(
+                {
+                    "kind": name,
+                    "label": task.label(),
+                    "baseline": task.BASELINE,
+                    "size": size,
+                    "ms_per_image": round(ms, 1),
+                    "fraction": round(task.baseline_fraction(size, size, inputs.params), 4),
+                }
+            )
     return results
 
 
@@ -130,23 +155,43 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     builds = [report_build(n) for n in args.images]
-    print(f"report build, synthetic rows, shards of {SHARD_SIZE}, {SAMPLES} samples + {EXTREMES}+{EXTREMES} extremes of 64x64")
-    print("images | shards | pick s | write_report s | UI strip s | total s | report.html kB | card kB | metrics.csv kB")
+    print(
+        f"report build, synthetic rows, shards of {SHARD_SIZE}, {SAMPLES} samples + {EXTREMES}+{EXTREMES} extremes "
+        "of 64x64"
+    )
+    print(
+        "images | shards | pick s | write_report s | UI strip s | total s | report.html kB | card kB | metrics.csv kB"
+    )
     for b in builds:
         s = b["seconds"]
-        print(f"{b['images']} | {b['shards']} | {s['pick']} | {s['write_report']} | {s['ui_strip']} | {b['total_s']} | "
-              f"{b['bytes']['report.html'] // 1024} | {b['bytes']['report-card.html'] // 1024} | {b['bytes']['metrics.csv'] // 1024}")
+        print(
+            f"{b['images']} | {b['shards']} | {s['pick']} | {s['write_report']} | {s['ui_strip']} | {b['total_s']} | "
+            f"{b['bytes']['report.html'] // 1024} | {b['bytes']['report-card.html'] // 1024} | "
+            f"{b['bytes']['metrics.csv'] // 1024}"
+        )
     costs = baseline_costs(args.sizes)
     print("\nbaseline cost per image (one thread)")
     print("task | baseline | size | ms/image | share of images scored")
     for c in costs:
         print(f"{c['label']} | {c['baseline']} | {c['size']}² | {c['ms_per_image']} | {c['fraction']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "report_build": builds, "baseline_cost": costs,
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
-    }, indent=1) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "report_build": builds,
+                "baseline_cost": costs,
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "load_avg_1m": os.getloadavg()[0],
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(),
+                },
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
 
 

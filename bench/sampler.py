@@ -89,7 +89,11 @@ def _run_path(path: str, unet: nn.Module, y: torch.Tensor, batch: int, config: D
 
 
 def measure(
-    networks: dict[str, nn.Module], y: torch.Tensor, batches: list[int], config: DiffPIRConfig, repeats: int,
+    networks: dict[str, nn.Module],
+    y: torch.Tensor,
+    batches: list[int],
+    config: DiffPIRConfig,
+    repeats: int,
     run_path: Callable[[str, nn.Module, torch.Tensor, int, DiffPIRConfig], None] = _run_path,
 ) -> list[Row]:
     """Median seconds of each (network, batch, path) over ``repeats`` rounds, the paths interleaved in each."""
@@ -106,18 +110,28 @@ def measure(
         median = statistics.median(seconds)
         reference = statistics.median(times[(name, batch, PATHS[0])])
         images = len(y)
-        rows.append(Row(name, path, batch, config.nfes, median, images / median, 1000 * median / images, reference / median))
+        rows.append(
+            Row(name, path, batch, config.nfes, median, images / median, 1000 * median / images, reference / median)
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--model", choices=["demo", "ffhq_256"], default="demo", help="ffhq_256: random weights, 256² tiles")
+    parser.add_argument(
+        "--model", choices=["demo", "ffhq_256"], default="demo", help="ffhq_256: random weights, 256² tiles"
+    )
     parser.add_argument("--networks", nargs="+", choices=["prior", "zeros"], default=["prior", "zeros"])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--images", type=int, default=8, help="real tiles restored per path")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8], help="images per sampler call (4: the jobs' default batch_size)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        nargs="+",
+        default=[1, 4, 8],
+        help="images per sampler call (4: the jobs' default batch_size)",
+    )
     parser.add_argument("--nfe", type=int, default=100, help="sampling steps (the deblur preset's 100 by default)")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the median is reported")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "sampler.json")

@@ -37,8 +37,14 @@ FORWARD_ENV = "DIFFPIR_BENCH_FORWARD_S"
 HERE = Path(__file__).resolve()
 RESULTS = HERE.parent / "results" / "scale.json"
 TINY_UNET = {
-    "image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1",
-    "attention_resolutions": "", "learn_sigma": True, "use_scale_shift_norm": True, "resblock_updown": True,
+    "image_size": 32,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,1",
+    "attention_resolutions": "",
+    "learn_sigma": True,
+    "use_scale_shift_norm": True,
+    "resblock_updown": True,
 }
 
 
@@ -89,8 +95,13 @@ def _make_store(uri: str, options: dict[str, Any], shards: int, shard_size: int,
         count = min(step, total - start)
         images = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
         metas = [
-            ImageMeta(id=f"img{start + i:07d}.png", source=f"bench://img{start + i:07d}.png", sha256=f"{start + i:064x}",
-                      source_shape=(size, size), source_mode="RGB")
+            ImageMeta(
+                id=f"img{start + i:07d}.png",
+                source=f"bench://img{start + i:07d}.png",
+                sha256=f"{start + i:064x}",
+                source_shape=(size, size),
+                source_mode="RGB",
+            )
             for i in range(count)
         ]
         store.append((size, size), images, metas)
@@ -106,7 +117,9 @@ def _task_runs(flow_run_ids: list[Any]) -> int:
         children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": flow_run_ids}))
         ids = flow_run_ids + [run.id for run in children]
         count, page = 0, 200
-        while batch := client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": ids}), limit=page, offset=count):
+        while batch := client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id={"any_": ids}), limit=page, offset=count
+        ):
             count += len(batch)
         return count
 
@@ -138,13 +151,25 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         save_prior(build_unet(**TINY_UNET), prior, TINY_UNET)
         _make_store(f"{work}/input.zarr", options, spec["shards"], spec["shard_size"], spec["size"])
     made = time.perf_counter() - made
-    job = parse_job({
-        "input": f"{work}/input.zarr", "output": f"{work}/out", "mode": "evaluate",
-        "task": {"kind": "sr", "scale": 2, "noise_sigma": 0.0}, "prior": str(prior), "sampler": {"iter_num": spec["nfe"]},
-        "shard_size": spec["shard_size"], "batch_size": spec["shard_size"], "device": "cpu", "runner": spec["runner"],
-        "metrics": ["psnr"], "storage_options": options, "report": {"samples": 0, "extremes": 0}, "retry_delay_s": 0.5,
-        **spec.get("job", {}),
-    })
+    job = parse_job(
+        {
+            "input": f"{work}/input.zarr",
+            "output": f"{work}/out",
+            "mode": "evaluate",
+            "task": {"kind": "sr", "scale": 2, "noise_sigma": 0.0},
+            "prior": str(prior),
+            "sampler": {"iter_num": spec["nfe"]},
+            "shard_size": spec["shard_size"],
+            "batch_size": spec["shard_size"],
+            "device": "cpu",
+            "runner": spec["runner"],
+            "metrics": ["psnr"],
+            "storage_options": options,
+            "report": {"samples": 0, "extremes": 0},
+            "retry_delay_s": 0.5,
+            **spec.get("job", {}),
+        }
+    )
     started = time.perf_counter()
     state = run_flow(job=job, return_state=True)
     wall = time.perf_counter() - started
@@ -162,15 +187,21 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     slots = spec["slots"]
     model = summary["seconds"]["sampling"]
     return {
-        "wall_s": round(wall, 2), "phases_s": summary["seconds"], "model_s": round(model, 2),
+        "wall_s": round(wall, 2),
+        "phases_s": summary["seconds"],
+        "model_s": round(model, 2),
         "compute_share": round(model / (wall * slots), 3),
         "restore_share": round(model / (summary["seconds"]["restore"] * slots), 3),
         "overhead_ms_per_shard": round(1000 * (wall * slots - model) / spec["shards"], 1),
-        "restored": summary["restored"], "peak_rss_mb": round(rss_run, 1),
+        "restored": summary["restored"],
+        "peak_rss_mb": round(rss_run, 1),
         "task_runs_per_shard": round(runs / spec["shards"], 2),
         "skipped": summary["skipped"],
-        "rerun_s": round(rerun, 2), "rerun_skipped": again.result()["skipped"] if again.is_completed() else None,
-        "status_s": round(status_s, 2), "status_done": status["counts"]["done"], "store_build_s": round(made, 1),
+        "rerun_s": round(rerun, 2),
+        "rerun_skipped": again.result()["skipped"] if again.is_completed() else None,
+        "status_s": round(status_s, 2),
+        "status_done": status["counts"]["done"],
+        "store_build_s": round(made, 1),
     }
 
 
@@ -181,18 +212,29 @@ def _runner(kind: str, workers: int, address: str | None) -> dict[str, Any]:
     if kind == "dask-existing":
         return {"kind": "dask", "address": address}
     return {
-        "kind": "dask", "cluster_class": "distributed.LocalCluster",
-        "cluster_kwargs": {"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-                           "dashboard_address": None, "preload": [str(HERE)]},
+        "kind": "dask",
+        "cluster_class": "distributed.LocalCluster",
+        "cluster_kwargs": {
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": None,
+            "preload": [str(HERE)],
+        },
     }
 
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        PREFECT_HOME=tempfile.mkdtemp(prefix="bench-scale-prefect-"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING", PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore",
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", OMP_NUM_THREADS="1",
+        PREFECT_HOME=tempfile.mkdtemp(prefix="bench-scale-prefect-"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW="ignore",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+        OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join([str(HERE.parents[1]), env.get("PYTHONPATH", "")]),
     )
     env.pop("PREFECT_API_URL", None)
@@ -210,9 +252,15 @@ def main() -> None:
     parser.add_argument("--forward-s", type=float, default=0.5, help="simulated seconds per network call")
     parser.add_argument("--workers", type=int, default=1, help="model slots: local threads or Dask workers")
     parser.add_argument("--label", default="", help="a name for this set of rows (e.g. before / after)")
-    parser.add_argument("--set", dest="job", action="append", default=[], help="job field=JSON value, e.g. dispatch.window=4")
-    parser.add_argument("--kill-after", type=float, default=0.0,
-                        help="SIGKILL a first run of each job this many seconds in (store build included), then resume it")
+    parser.add_argument(
+        "--set", dest="job", action="append", default=[], help="job field=JSON value, e.g. dispatch.window=4"
+    )
+    parser.add_argument(
+        "--kill-after",
+        type=float,
+        default=0.0,
+        help="SIGKILL a first run of each job this many seconds in (store build included), then resume it",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -229,7 +277,9 @@ def main() -> None:
         for storage in args.storage:
             options: dict[str, Any] = {}
             if storage == "s3":
-                s3 = s3 or stack.enter_context(running_s3(Path(tempfile.mkdtemp()) / "seaweedfs", "bench-key", "bench-secret", ("bench",)))
+                s3 = s3 or stack.enter_context(
+                    running_s3(Path(tempfile.mkdtemp()) / "seaweedfs", "bench-key", "bench-secret", ("bench",))
+                )
                 options = s3.storage_options()
             for kind in args.runners:
                 address = None
@@ -258,17 +308,37 @@ def _job_fields(items: list[str]) -> dict[str, Any]:
 def _existing_cluster(workers: int) -> Any:
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-                        preload=[str(HERE)])
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        preload=[str(HERE)],
+    )
 
 
-def _configuration(args: argparse.Namespace, kind: str, storage: str, shards: int, options: dict[str, Any],
-                   address: str | None, job_fields: dict[str, Any]) -> dict[str, Any]:
+def _configuration(
+    args: argparse.Namespace,
+    kind: str,
+    storage: str,
+    shards: int,
+    options: dict[str, Any],
+    address: str | None,
+    job_fields: dict[str, Any],
+) -> dict[str, Any]:
     scratch = tempfile.mkdtemp(prefix="bench-scale-")
     work = f"s3://bench/{Path(scratch).name}" if storage == "s3" else scratch
     spec = {
-        "work": work, "scratch": scratch, "storage_options": options, "shards": shards, "shard_size": args.shard_size,
-        "size": args.size, "nfe": args.nfe, "runner": _runner(kind, args.workers, address), "slots": args.workers,
+        "work": work,
+        "scratch": scratch,
+        "storage_options": options,
+        "shards": shards,
+        "shard_size": args.shard_size,
+        "size": args.size,
+        "nfe": args.nfe,
+        "runner": _runner(kind, args.workers, address),
+        "slots": args.workers,
         "job": job_fields,
     }
     load = os.getloadavg()[0]
@@ -276,34 +346,72 @@ def _configuration(args: argparse.Namespace, kind: str, storage: str, shards: in
     if args.kill_after:
         killed = _killed_run(spec, args.kill_after)
         spec["resume"] = True
-    done = subprocess.run([sys.executable, str(HERE), "--child", json.dumps(spec)], env=_child_env(),
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(HERE), "--child", json.dumps(spec)],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"{kind}/{storage}/{shards} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    return {"label": args.label, "runner": kind, "storage": storage, "shards": shards, "images": shards * args.shard_size,
-            "shard_model_s": args.nfe * args.forward_s, "workers": args.workers, "load_avg_1m_before": round(load, 2),
-            "load_avg_1m_after": round(os.getloadavg()[0], 2), "job": job_fields, **killed,
-            **json.loads(lines[-1][len("RESULT "):])}
+    return {
+        "label": args.label,
+        "runner": kind,
+        "storage": storage,
+        "shards": shards,
+        "images": shards * args.shard_size,
+        "shard_model_s": args.nfe * args.forward_s,
+        "workers": args.workers,
+        "load_avg_1m_before": round(load, 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "job": job_fields,
+        **killed,
+        **json.loads(lines[-1][len("RESULT ") :]),
+    }
 
 
 def _killed_run(spec: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Start the job in a child process and SIGKILL it (and what it started) ``seconds`` into its run; the caller
     then runs the same job again, which must restore only what the killed run had not finished."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(HERE), "--child", json.dumps(spec)], env=_child_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE), "--child", json.dumps(spec)],
+        env=_child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         proc.wait(timeout=seconds)
-        raise SystemExit(f"the job to kill ended by itself after {time.perf_counter() - started:.0f} s; give a smaller --kill-after")
+        raise SystemExit(
+            f"the job to kill ended by itself after {time.perf_counter() - started:.0f} s; give a smaller --kill-after"
+        )
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     return {"killed_after_s": round(time.perf_counter() - started, 1)}
 
 
-_COLUMNS = ("label", "runner", "storage", "shards", "images", "wall_s", "model_s", "compute_share", "restore_share",
-            "overhead_ms_per_shard", "peak_rss_mb", "task_runs_per_shard", "skipped", "rerun_s", "status_s", "load_avg_1m_after")
+_COLUMNS = (
+    "label",
+    "runner",
+    "storage",
+    "shards",
+    "images",
+    "wall_s",
+    "model_s",
+    "compute_share",
+    "restore_share",
+    "overhead_ms_per_shard",
+    "peak_rss_mb",
+    "task_runs_per_shard",
+    "skipped",
+    "rerun_s",
+    "status_s",
+    "load_avg_1m_after",
+)
 
 
 def _print_row(row: dict[str, Any]) -> None:
@@ -320,8 +428,19 @@ def _save(args: argparse.Namespace, rows: list[dict[str, Any]], table: bool = Tr
         print(" | ".join(_COLUMNS))
         for row in keep + rows:
             print(" | ".join(str(row.get(name)) for name in _COLUMNS))
-    write_results(args.out, {"config": {"image_size": args.size, "task": "sr x2 evaluate", "prior": "tiny UNet, sleeping forward",
-                                        "torch_threads": 1, "cpus": os.cpu_count()}, "results": keep + rows})
+    write_results(
+        args.out,
+        {
+            "config": {
+                "image_size": args.size,
+                "task": "sr x2 evaluate",
+                "prior": "tiny UNet, sleeping forward",
+                "torch_threads": 1,
+                "cpus": os.cpu_count(),
+            },
+            "results": keep + rows,
+        },
+    )
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

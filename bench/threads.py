@@ -3,10 +3,12 @@
 
 Forward (bundled demo prior, 64², batch ``--batch``): each round times the main process, a plain
 ``distributed.LocalCluster`` worker (the nanny's environment: ``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_=65536``)
-and a worker of the project's Dask runner (``diffpir_flow.flows.runners.build_task_runner``, thread plugin registered), all at
+and a worker of the project's Dask runner (``diffpir_flow.flows.runners.build_task_runner``, thread plugin registered),
+all at
 the same thread count; plus the plain worker at torch's own count there. Rounds are interleaved; medians reported.
 ``diffpir run``: a small evaluate job (8 images 64², 2 shards, ``--nfe`` steps, local runner) in a subprocess; the
-sampler seconds are the sum of the shard records' ``sample`` timings, wall is the whole command (server start included),
+sampler seconds are the sum of the shard records' ``sample`` timings, wall is the whole command (server start
+included),
 and "used" the threads the shard records say they ran with (for the default: what the job's first plan chose).
 Prints a table, writes ``bench/results/threads.json``. About 10-15 minutes on 2 cores.
 """
@@ -53,26 +55,50 @@ def forward_seconds(threads: int | None, batch: int, reps: int) -> tuple[float, 
 
 
 def forward_table(threads: int, batch: int, reps: int, rounds: int) -> dict[str, Any]:
-    """Forward medians over interleaved rounds: main, plain Dask worker, project Dask worker (and plain at its default)."""
+    """Forward medians over interleaved rounds: main, plain Dask worker, project Dask worker (and plain at its
+    default)."""
     from distributed import Client, LocalCluster
 
     from diffpir_core.runs.job import parse_job
     from diffpir_flow.flows.runners import build_task_runner
 
-    job = parse_job({"input": "unused", "output": "unused", "threads": threads, "runner": {"kind": "dask", "cluster_kwargs": CLUSTER}})
-    samples: dict[str, list[float]] = {"main": [], "dask worker (nanny defaults)": [], "dask worker (project runner)": []}
+    job = parse_job(
+        {
+            "input": "unused",
+            "output": "unused",
+            "threads": threads,
+            "runner": {"kind": "dask", "cluster_kwargs": CLUSTER},
+        }
+    )
+    samples: dict[str, list[float]] = {
+        "main": [],
+        "dask worker (nanny defaults)": [],
+        "dask worker (project runner)": [],
+    }
     default_threads: dict[str, int] = {}
     with LocalCluster(**CLUSTER) as cluster, Client(cluster) as plain, build_task_runner(job) as runner:
         fixed = runner.client
         for _ in range(rounds):
             samples["main"].append(forward_seconds(threads, batch, reps)[0])
-            samples["dask worker (nanny defaults)"].append(plain.submit(forward_seconds, threads, batch, reps, pure=False).result()[0])
-            samples["dask worker (project runner)"].append(fixed.submit(forward_seconds, threads, batch, reps, pure=False).result()[0])
-        seconds, default_threads["dask worker, torch's own count"] = plain.submit(forward_seconds, None, batch, reps, pure=False).result()
+            samples["dask worker (nanny defaults)"].append(
+                plain.submit(forward_seconds, threads, batch, reps, pure=False).result()[0]
+            )
+            samples["dask worker (project runner)"].append(
+                fixed.submit(forward_seconds, threads, batch, reps, pure=False).result()[0]
+            )
+        seconds, default_threads["dask worker, torch's own count"] = plain.submit(
+            forward_seconds, None, batch, reps, pure=False
+        ).result()
     medians = {name: statistics.median(values) for name, values in samples.items()}
     medians["dask worker, torch's own count"] = seconds
-    return {"threads": threads, "batch": batch, "seconds": medians, "vs_main": {k: v / medians["main"] for k, v in medians.items()},
-            "default_threads": default_threads, "rounds": rounds}
+    return {
+        "threads": threads,
+        "batch": batch,
+        "seconds": medians,
+        "vs_main": {k: v / medians["main"] for k, v in medians.items()},
+        "default_threads": default_threads,
+        "rounds": rounds,
+    }
 
 
 def _spin(stop: float) -> None:
@@ -90,26 +116,61 @@ def write_inputs(folder: Path, count: int = 8) -> None:
 
 
 def run_job(work: Path, threads: int | None, nfe: int) -> dict[str, Any]:
-    """One ``diffpir run`` in a subprocess (its own temporary server, OMP_NUM_THREADS unset); wall and sampler seconds."""
+    """One ``diffpir run`` in a subprocess (its own temporary server, OMP_NUM_THREADS unset); wall and sampler
+    seconds."""
     from diffpir_core.io import DatasetStore
 
     out = Path(tempfile.mkdtemp(dir=work))
-    job = {"input": str(work / "in"), "output": str(out / "out"), "task": {"kind": "sr", "scale": 4, "noise_sigma": 0.05},
-           "prior": "demo", "shard_size": 4, "batch_size": 4, "device": "cpu", "sampler": {"iter_num": nfe}, "threads": threads}
+    job = {
+        "input": str(work / "in"),
+        "output": str(out / "out"),
+        "task": {"kind": "sr", "scale": 4, "noise_sigma": 0.05},
+        "prior": "demo",
+        "shard_size": 4,
+        "batch_size": 4,
+        "device": "cpu",
+        "sampler": {"iter_num": nfe},
+        "threads": threads,
+    }
     (out / "job.yaml").write_text(yaml.safe_dump(job))
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "OMP_NUM_THREADS")}
-    env |= {"PREFECT_HOME": str(out / "prefect"), "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"}
+    env |= {
+        "PREFECT_HOME": str(out / "prefect"),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600",
+    }
     start = time.perf_counter()
-    done = subprocess.run([str(Path(sys.executable).with_name("diffpir")), "run", str(out / "job.yaml")], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("diffpir")), "run", str(out / "job.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if done.returncode:
-        return {"threads": threads, "wall_s": wall, "sample_s": None, "error": done.stderr[-2000:], "traceback": "Traceback" in done.stderr}
-    store_uri = next(line for line in done.stdout.splitlines() if line.startswith("completed:")).split("results: ")[1].split(" ")[0]
+        return {
+            "threads": threads,
+            "wall_s": wall,
+            "sample_s": None,
+            "error": done.stderr[-2000:],
+            "traceback": "Traceback" in done.stderr,
+        }
+    store_uri = (
+        next(line for line in done.stdout.splitlines() if line.startswith("completed:"))
+        .split("results: ")[1]
+        .split(" ")[0]
+    )
     store = DatasetStore.open(store_uri)
     records = [store.read_record(ref, "restored") for ref in store.shards()]
     sample = sum(record.timings["sample"] for record in records)
     used = sorted({record.metrics.get("threads") for record in records}, key=str)  # what the default chose
-    return {"threads": threads, "threads_used": used, "wall_s": wall, "sample_s": sample, "traceback": "Traceback" in done.stdout + done.stderr}
+    return {
+        "threads": threads,
+        "threads_used": used,
+        "wall_s": wall,
+        "sample_s": sample,
+        "traceback": "Traceback" in done.stdout + done.stderr,
+    }
 
 
 def run_table(nfe: int, settings: list[int | None], rounds: int = 1) -> dict[str, Any]:
@@ -127,7 +188,11 @@ def run_table(nfe: int, settings: list[int | None], rounds: int = 1) -> dict[str
                 proc.start()
         try:
             runs = [run_job(work, threads, nfe) for _ in range(rounds) for threads in settings]
-            table[load] = {"loadavg_before": os.getloadavg()[0], "runs": runs, "median_sample_s": _medians(runs, settings)}
+            table[load] = {
+                "loadavg_before": os.getloadavg()[0],
+                "runs": runs,
+                "median_sample_s": _medians(runs, settings),
+            }
             table[load]["loadavg_after"] = os.getloadavg()[0]
         finally:
             for proc in burners:
@@ -157,7 +222,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()}")
     forward = [forward_table(t, args.batch, args.reps, args.rounds) for t in args.threads]
-    print(f"\nUNet forward, demo prior 64², batch {args.batch} (median of {args.rounds} interleaved rounds x {args.reps} calls)")
+    print(
+        f"\nUNet forward, demo prior 64², batch {args.batch} (median of {args.rounds} interleaved rounds x "
+        f"{args.reps} calls)"
+    )
     print(f"{'threads':>7}  {'where':<32} {'seconds':>8} {'vs main':>8}")
     for row in forward:
         for name, seconds in row["seconds"].items():
@@ -168,15 +236,22 @@ def main() -> None:
     runs = {} if args.skip_run else run_table(args.nfe, [None, 1, 2], args.run_rounds)
     if runs:
         print(f"\ndiffpir run: 8 images 64², 2 shards of 4, {args.nfe} NFE, local runner")
-        print(f"{'load':<7} {'threads':>8} {'used':>5} {'sampler s':>10} {'wall s':>8}  traceback   loadavg before/after")
+        print(
+            f"{'load':<7} {'threads':>8} {'used':>5} {'sampler s':>10} {'wall s':>8}  traceback   loadavg before/after"
+        )
         for load, entry in runs.items():
             for run in entry["runs"]:
                 label = "default" if run["threads"] is None else str(run["threads"])
                 sample = "failed" if run["sample_s"] is None else f"{run['sample_s']:.2f}"
                 used = ",".join(str(n) for n in run.get("threads_used", [])) or "-"
-                print(f"{load:<7} {label:>8} {used:>5} {sample:>10} {run['wall_s']:8.1f}  {run['traceback']!s:<10}  "
-                      f"{entry['loadavg_before']:.1f}/{entry['loadavg_after']:.1f}")
-            print(f"{load:<7} median sampler s: " + ", ".join(f"{k} {v:.2f}" for k, v in entry["median_sample_s"].items() if v is not None))
+                print(
+                    f"{load:<7} {label:>8} {used:>5} {sample:>10} {run['wall_s']:8.1f}  {run['traceback']!s:<10}  "
+                    f"{entry['loadavg_before']:.1f}/{entry['loadavg_after']:.1f}"
+                )
+            print(
+                f"{load:<7} median sampler s: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in entry["median_sample_s"].items() if v is not None)
+            )
     write_results(args.out, {**payload, "diffpir_run": runs})
 
 

@@ -49,9 +49,9 @@ def _seam_ratio(restored: np.ndarray, truth: np.ndarray, side: int) -> float:
     error = np.abs(restored.astype(np.float64) - truth).mean(axis=-1)
     band = np.zeros(side, dtype=bool)
     for start in tile_starts(side, TILE, OVERLAP)[1:]:
-        band[max(0, start - 2):start + 2] = True  # where a tile begins (the overlap's outer edge) ...
+        band[max(0, start - 2) : start + 2] = True  # where a tile begins (the overlap's outer edge) ...
     for start in tile_starts(side, TILE, OVERLAP)[:-1]:
-        band[max(0, start + TILE - 2):start + TILE + 2] = True  # ... and where one ends
+        band[max(0, start + TILE - 2) : start + TILE + 2] = True  # ... and where one ends
     near = band[:, None] | band[None, :]
     return float(error[near].mean() / error[~near].mean())
 
@@ -69,8 +69,10 @@ def main() -> None:
     names = HELD_OUT_IMAGES[: args.images]
     truth = np.stack([_photo(n, args.side) for n in names])
     rows = []
-    print(f"demo prior ({prior.config['image_size']}² training size), {len(names)} held-out photos {args.side}², "
-          f"{torch.get_num_threads()} CPU thread(s)")
+    print(
+        f"demo prior ({prior.config['image_size']}² training size), {len(names)} held-out photos {args.side}², "
+        f"{torch.get_num_threads()} CPU thread(s)"
+    )
     print(f"{'task':<7} {'method':<9} {'PSNR':>6} {'SSIM':>6} {'seam':>5} {'s/image':>8}")
     for label, spec in TASKS.items():
         task = TypeAdapter(TaskSpec).validate_python(spec)
@@ -83,13 +85,21 @@ def main() -> None:
             out, _ = restore_batchwise(prior.unet, inputs, task, config, seed=0, batch_size=1, device="cpu", fit=fit)
             results[method] = (out, (time.perf_counter() - started) / len(names))
         for method, (out, seconds) in results.items():
-            row = {"task": label, "method": method, "psnr": float(np.mean(psnr(out, truth))),
-                   "ssim": float(np.mean(ssim(out, truth))), "seconds_per_image": round(seconds, 1),
-                   "seam_ratio": float(np.mean([_seam_ratio(o, t, args.side) for o, t in zip(out, truth, strict=True)])),
-                   "nfes": config.nfes}
+            row = {
+                "task": label,
+                "method": method,
+                "psnr": float(np.mean(psnr(out, truth))),
+                "ssim": float(np.mean(ssim(out, truth))),
+                "seconds_per_image": round(seconds, 1),
+                "seam_ratio": float(np.mean([_seam_ratio(o, t, args.side) for o, t in zip(out, truth, strict=True)])),
+                "nfes": config.nfes,
+            }
             rows.append(row)
-            print(f"{label:<7} {method:<9} {row['psnr']:>6.2f} {row['ssim']:>6.3f} {row['seam_ratio']:>5.2f} "
-                  f"{seconds:>8.1f}", flush=True)
+            print(
+                f"{label:<7} {method:<9} {row['psnr']:>6.2f} {row['ssim']:>6.3f} {row['seam_ratio']:>5.2f} "
+                f"{seconds:>8.1f}",
+                flush=True,
+            )
     write_results(args.out, {"side": args.side, "images": list(names), "tile": TILE, "overlap": OVERLAP, "rows": rows})
 
 

@@ -34,9 +34,15 @@ NFE = 100  # network evaluations of a typical DiffPIR run (iter_num 100)
 
 CONFIGS = {
     "small": {  # the guided_unet_small_headch test-vector config
-        "image_size": 32, "num_channels": 32, "num_res_blocks": 2, "channel_mult": "1,1",
-        "attention_resolutions": "32,16", "num_head_channels": 16, "learn_sigma": True,
-        "use_scale_shift_norm": True, "resblock_updown": True,
+        "image_size": 32,
+        "num_channels": 32,
+        "num_res_blocks": 2,
+        "channel_mult": "1,1",
+        "attention_resolutions": "32,16",
+        "num_head_channels": 16,
+        "learn_sigma": True,
+        "use_scale_shift_norm": True,
+        "resblock_updown": True,
     },
     "ffhq_256": PRESETS["ffhq_256"].config,
     "imagenet_256": PRESETS["imagenet_256"].config,
@@ -104,8 +110,9 @@ def _bf16_peak(device: torch.device, override: float | None) -> float | None:
     return next((peak for key, peak in BF16_PEAK_TFLOPS.items() if key in name), None)
 
 
-def time_forward(fast: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, warmup: int, repeats: int,
-                 min_seconds: float) -> tuple[list[float], torch.Tensor]:
+def time_forward(
+    fast: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, warmup: int, repeats: int, min_seconds: float
+) -> tuple[list[float], torch.Tensor]:
     """Seconds per forward (``warmup`` untimed calls, then at least ``repeats`` and ``min_seconds``)
     and the last output."""
     with torch.no_grad():
@@ -173,13 +180,21 @@ def run_plan(plan: Plan, device: torch.device, args: argparse.Namespace, env: di
                 err = ((out.float() - reference).norm() / reference.norm()).item() if batch == batches[0] else None
                 median = statistics.median(times)
                 tflops = gflop * batch / median / 1e3
-                results.append(Result(
-                    config=config_name, mode=mode, batch=batch, latency_ms=1e3 * median,
-                    latency_min_ms=1e3 * min(times), images_per_s=batch / median,
-                    s_per_image_at_100_nfe=NFE * median / batch, tflops=tflops,
-                    bf16_roofline_fraction=tflops / peak if peak else None, rel_err_vs_fp32=err,
-                    repeats=len(times),
-                ))
+                results.append(
+                    Result(
+                        config=config_name,
+                        mode=mode,
+                        batch=batch,
+                        latency_ms=1e3 * median,
+                        latency_min_ms=1e3 * min(times),
+                        images_per_s=batch / median,
+                        s_per_image_at_100_nfe=NFE * median / batch,
+                        tflops=tflops,
+                        bf16_roofline_fraction=tflops / peak if peak else None,
+                        rel_err_vs_fp32=err,
+                        repeats=len(times),
+                    )
+                )
                 print(_row(results[-1]), flush=True)
                 _write(args.out, env, results, skipped)
             del fast
@@ -189,15 +204,19 @@ def run_plan(plan: Plan, device: torch.device, args: argparse.Namespace, env: di
     return results, skipped
 
 
-HEADER = (f"{'config':<10} {'mode':<13} {'batch':>5} {'ms/fwd':>9} {'img/s':>9} {'s/img@100NFE':>12} "
-          f"{'TFLOP/s':>8} {'bf16 roof':>9} {'err/fp32':>9}")
+HEADER = (
+    f"{'config':<10} {'mode':<13} {'batch':>5} {'ms/fwd':>9} {'img/s':>9} {'s/img@100NFE':>12} "
+    f"{'TFLOP/s':>8} {'bf16 roof':>9} {'err/fp32':>9}"
+)
 
 
 def _row(r: Result) -> str:
     roof = f"{r.bf16_roofline_fraction:.1%}" if r.bf16_roofline_fraction is not None else "-"
     err = f"{r.rel_err_vs_fp32:.1e}" if r.rel_err_vs_fp32 is not None else ""
-    return (f"{r.config:<10} {r.mode:<13} {r.batch:>5} {r.latency_ms:>9.1f} {r.images_per_s:>9.2f} "
-            f"{r.s_per_image_at_100_nfe:>12.2f} {r.tflops:>8.3f} {roof:>9} {err:>9}")
+    return (
+        f"{r.config:<10} {r.mode:<13} {r.batch:>5} {r.latency_ms:>9.1f} {r.images_per_s:>9.2f} "
+        f"{r.s_per_image_at_100_nfe:>12.2f} {r.tflops:>8.3f} {roof:>9} {err:>9}"
+    )
 
 
 def _parse_plan(args: argparse.Namespace, device: torch.device) -> Plan:
@@ -237,8 +256,11 @@ def main() -> None:
     plan = _parse_plan(args, device)
     env = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(), "bf16_peak_tflops": _bf16_peak(device, args.peak_tflops),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "bf16_peak_tflops": _bf16_peak(device, args.peak_tflops),
         "gflop_per_forward": {name: round(forward_gflop(CONFIGS[name]), 2) for name, _, _ in plan},
     }
     print(f"device {env['device']}, torch {env['torch']}, {env['threads']} threads, load {env['load_average']}")

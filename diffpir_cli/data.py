@@ -26,9 +26,13 @@ def _options(uri: str, endpoint_url: str | None) -> StorageOptions | None:
 
 
 def ingest_command(
-    input_uri: Annotated[str, typer.Argument(metavar="INPUT", help="folder, s3://bucket/prefix, or Zarr store of images")],
+    input_uri: Annotated[
+        str, typer.Argument(metavar="INPUT", help="folder, s3://bucket/prefix, or Zarr store of images")
+    ],
     output: Annotated[str, typer.Argument(metavar="OUTPUT", help="the dataset store to create (path or URL)")],
-    size_policy: Annotated[SizePolicy, typer.Option(help="native, modcrop, center_crop or resize")] = SizePolicy.NATIVE,
+    size_policy: Annotated[
+        SizePolicy, typer.Option(help="native, modcrop, center_crop or resize")
+    ] = SizePolicy.NATIVE,
     size: Annotated[int | None, typer.Option(help="working size for center_crop/resize")] = None,
     multiple: Annotated[int, typer.Option(help="height/width multiple for modcrop")] = 1,
     shard_size: Annotated[int, typer.Option(help="images per shard (the unit of work)")] = 64,
@@ -64,7 +68,9 @@ def ingest_command(
     for entry in summary.quarantine_sample:
         typer.echo(f"  quarantined {entry.id}: {entry.reason}")
     if summary.quarantined > len(summary.quarantine_sample):
-        typer.echo(f"  ... and {summary.quarantined - len(summary.quarantine_sample)} more (see quarantine/ in the store)")
+        typer.echo(
+            f"  ... and {summary.quarantined - len(summary.quarantine_sample)} more (see quarantine/ in the store)"
+        )
 
 
 def _has_images(store: str, options: StorageOptions | None) -> bool:
@@ -75,16 +81,24 @@ def _has_images(store: str, options: StorageOptions | None) -> bool:
 
 def export_command(
     store: Annotated[
-        str, typer.Argument(metavar="SOURCE", help="a job output, a job folder OUTPUT/jobs/<hash>, a restored.zarr or a dataset store")
+        str,
+        typer.Argument(
+            metavar="SOURCE", help="a job output, a job folder OUTPUT/jobs/<hash>, a restored.zarr or a dataset store"
+        ),
     ],
     out_uri: Annotated[str, typer.Argument(metavar="OUT_URI", help="folder or s3://bucket/prefix for the PNGs")],
     array: Annotated[
-        str | None, typer.Option(help="array to export; default: restored for jobs and restored.zarr, images for a dataset store")
+        str | None,
+        typer.Option(help="array to export; default: restored for jobs and restored.zarr, images for a dataset store"),
     ] = None,
-    job: Annotated[str | None, typer.Option("--job", help="job hash prefix, when the output holds several jobs")] = None,
+    job: Annotated[
+        str | None, typer.Option("--job", help="job hash prefix, when the output holds several jobs")
+    ] = None,
     variant: Annotated[str | None, typer.Option("--variant", help="a comparison's variant by name, e.g. DPS")] = None,
     task: Annotated[str | None, typer.Option("--task", help="a job's task label, e.g. sr4 or inpaint-box")] = None,
-    every: Annotated[bool, typer.Option("--all", help="every job that matches, each into OUT_URI/<variant>-<task>")] = False,
+    every: Annotated[
+        bool, typer.Option("--all", help="every job that matches, each into OUT_URI/<variant>-<task>")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace files of the same names in OUT_URI")] = False,
     endpoint_url: EndpointOption = None,
 ) -> None:
@@ -98,23 +112,43 @@ def export_command(
             plans = matching_plans(store, options or {}, job, variant, task)
             if plans is None:
                 raise ValueError(f"{store} holds no diffpir jobs; --all exports the jobs of a job output")
-            labels = {plan.job_hash: f"{plan.variant or plan.title.rsplit('-', 1)[0]}-{plan.task or ''}" for plan in plans}
-            folders = {key: join(out_uri, re.sub(r"[^\w.=-]+", "-", label).strip("-")) for key, label in labels.items()}
+            labels = {
+                plan.job_hash: f"{plan.variant or plan.title.rsplit('-', 1)[0]}-{plan.task or ''}" for plan in plans
+            }
+            folders = {
+                key: join(out_uri, re.sub(r"[^\w.=-]+", "-", label).strip("-")) for key, label in labels.items()
+            }
             for plan in plans:  # every destination checked before anything is written
-                export_conflicts(plan.output_store, folders[plan.job_hash], array=plan.restored_array, storage_options=options,
-                                 out_storage_options=_options(out_uri, endpoint_url), overwrite=overwrite,
-                                 identities=job_identities(plan, options or {}))
+                export_conflicts(
+                    plan.output_store,
+                    folders[plan.job_hash],
+                    array=plan.restored_array,
+                    storage_options=options,
+                    out_storage_options=_options(out_uri, endpoint_url),
+                    overwrite=overwrite,
+                    identities=job_identities(plan, options or {}),
+                )
             for plan in plans:
                 typer.echo(f"{plan.variant or plan.title} on {plan.task}: -> {folders[plan.job_hash]}")
                 identities = job_identities(plan, options or {})
-                _export(plan.output_store, folders[plan.job_hash], plan.restored_array, options, endpoint_url, identities, overwrite)
+                _export(
+                    plan.output_store,
+                    folders[plan.job_hash],
+                    plan.restored_array,
+                    options,
+                    endpoint_url,
+                    identities,
+                    overwrite,
+                )
             return
         located = export_source(store, options or {}, job, variant, task)
         if located is not None:
             store, default = located.output_store, located.restored_array
         else:
             default = IMAGES if _has_images(store, options) else "restored"
-        identities = job_identities(located, options or {}) if located is not None and (array or default) == default else None
+        identities = (
+            job_identities(located, options or {}) if located is not None and (array or default) == default else None
+        )
     except (StoreError, ValueError) as err:
         raise typer.BadParameter(str(err)) from err
     _export(store, out_uri, array or default, options, endpoint_url, identities, overwrite)
@@ -145,9 +179,14 @@ def _export(
             )
         except (StoreError, ValueError) as err:
             raise typer.BadParameter(str(err)) from err
-    typer.echo(f"exported {summary.exported} PNGs ({summary.bytes_written / 1e6:.1f} MB) to {summary.out} in {summary.seconds:.1f} s")
+    typer.echo(
+        f"exported {summary.exported} PNGs ({summary.bytes_written / 1e6:.1f} MB) to {summary.out} in "
+        f"{summary.seconds:.1f} s"
+    )
     if summary.renamed:
-        typer.echo(f"renamed {summary.renamed} id(s) with unsafe or clashing names (every id -> file: {summary.mapping})")
+        typer.echo(
+            f"renamed {summary.renamed} id(s) with unsafe or clashing names (every id -> file: {summary.mapping})"
+        )
         for image_id, name in summary.renamed_sample.items():
             typer.echo(f"  {image_id!r} -> {name}")  # repr: ids may hold newlines or control characters
         if summary.renamed > len(summary.renamed_sample):
@@ -161,7 +200,9 @@ def _export(
 
 
 def verify_command(
-    output: Annotated[str, typer.Argument(metavar="OUTPUT", help="output of one or more jobs (local path or s3://...)")],
+    output: Annotated[
+        str, typer.Argument(metavar="OUTPUT", help="output of one or more jobs (local path or s3://...)")
+    ],
     forget: Annotated[
         bool, typer.Option("--forget/--keep", help="remove the records of damaged shards so a re-run restores them")
     ] = True,
@@ -177,10 +218,16 @@ def verify_command(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     for item in result.damaged:
-        typer.echo(f"damaged: job {item['job']} ({item['title']}) {item['array']} shard {item['shard']}: {item['error']}")
+        typer.echo(
+            f"damaged: job {item['job']} ({item['title']}) {item['array']} shard {item['shard']}: {item['error']}"
+        )
     typer.echo(f"checked {result.checked} shard(s) of {result.jobs} job(s): {len(result.damaged)} damaged")
     if result.damaged:
-        then = "their records were removed: run the job(s) again to restore them" if forget else "run `diffpir verify` without --keep"
+        then = (
+            "their records were removed: run the job(s) again to restore them"
+            if forget
+            else "run `diffpir verify` without --keep"
+        )
         typer.echo(f"{then}", err=True)
         raise typer.Exit(1)
 

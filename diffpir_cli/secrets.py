@@ -2,7 +2,8 @@
 
 Flow and task parameters are stored in the Prefect database and shown by its API and UI, so a job carrying
 ``storage_options: {key: ..., secret: ...}`` would leave its credentials there. :func:`split_secrets` takes the
-S3 credentials out of the job (``key``, ``secret``, ``token``) and ``diffpir_core.runs.environment.changed_environment`` puts them where s3fs /
+S3 credentials out of the job (``key``, ``secret``, ``token``) and
+``diffpir_core.runs.environment.changed_environment`` puts them where s3fs /
 botocore look by default (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``) for the run:
 threads of the local runner and a Dask cluster created by the run inherit them; remote Dask workers need them in
 their own environment (or an instance role), which is where they belong anyway.
@@ -15,7 +16,11 @@ from diffpir_flow.flows.credentials import AWS_ENV
 def split_secrets(job: Job) -> tuple[Job, dict[str, str]]:
     """``job`` without the S3 credentials in ``storage_options``, and those as environment variables."""
     options = dict(job.storage_options)
-    env = {AWS_ENV[name]: str(options.pop(name)) for name in list(options) if name in AWS_ENV and options[name] is not None}
+    env = {
+        AWS_ENV[name]: str(options.pop(name))
+        for name in list(options)
+        if name in AWS_ENV and options[name] is not None
+    }
     if not env:
         return job, {}
     return job.model_copy(update={"storage_options": options}), env
@@ -28,5 +33,6 @@ def warning(env: dict[str, str]) -> str | None:
     names = ", ".join(sorted(env))
     return (
         "warning: the job file holds storage credentials (storage_options key/secret/token); they are kept out of "
-        f"Prefect for this run, but put them in the environment ({names}) or ~/.aws/credentials instead of the job file"
+        f"Prefect for this run, but put them in the environment ({names}) or ~/.aws/credentials instead of the job "
+        "file"
     )

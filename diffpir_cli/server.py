@@ -8,7 +8,8 @@ before any flow runs, so every Prefect client in the process reuses it, with its
 kernel for SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``); elsewhere Prefect's own start is
 used unchanged.
 
-:func:`stop_when_recorded` stops it at the end of a run in the right order, watching only that run's task runs. The server writes task-run states
+:func:`stop_when_recorded` stops it at the end of a run in the right order, watching only that run's task runs. The
+server writes task-run states
 from the events the client sends (its ``task_run_recorder`` service, one database commit per event); on a
 loaded machine it lags behind the flow, and a SIGTERM while it commits cancels that commit: it logged
 "Error flushing 1 events" with two tracebacks, twice, at the end of successful runs. So the client's event
@@ -58,7 +59,9 @@ def _watched_uvicorn(server: Any) -> subprocess.Popen[Any]:
     import prefect.server.api.server as server_module
 
     # The module's own ``subprocess`` name, for this one call: the arguments stay exactly Prefect's.
-    shim = types.SimpleNamespace(**{name: getattr(subprocess, name) for name in dir(subprocess) if not name.startswith("__")})
+    shim = types.SimpleNamespace(
+        **{name: getattr(subprocess, name) for name in dir(subprocess) if not name.startswith("__")}
+    )
     shim.Popen = popen
     saved = server_module.subprocess
     server_module.subprocess = shim  # type: ignore[assignment]
@@ -137,7 +140,8 @@ def _run_flow_ids(client: Any, roots: list[Any]) -> list[str]:
 
 
 def _task_run_counts(client: Any, roots: list[Any]) -> tuple[int, int]:
-    """(task runs, task runs not yet in a final state) of the flow runs ``roots`` and their sub-flows, as the server has
+    """(task runs, task runs not yet in a final state) of the flow runs ``roots`` and their sub-flows, as the server
+    has
     recorded them. Task runs of other flow runs (earlier processes killed mid-run leave theirs Running forever in
     the same database) are not this run's to wait for."""
     from prefect.client.schemas.objects import TERMINAL_STATES, StateType
@@ -187,7 +191,9 @@ def cancel_runs(roots: list[Any], message: str) -> None:
     unfinished = {"type": {"any_": [t.value for t in StateType if t not in TERMINAL_STATES]}}
     with get_client(sync_client=True) as client:
         ids = _run_flow_ids(client, roots)
-        for run in client._client.post("/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}, "state": unfinished}}).json():
+        for run in client._client.post(
+            "/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}, "state": unfinished}}
+        ).json():
             client.set_flow_run_state(run["id"], Cancelled(message=message), force=True)
         tasks = {"task_runs": {"flow_run_id": {"any_": ids}, "state": unfinished}, "limit": 200}
         for run in client._client.post("/task_runs/filter", json=tasks).json():

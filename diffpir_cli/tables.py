@@ -4,8 +4,18 @@ NFEs, PSNR/SSIM (or the no-reference consistency), the gain over the baseline an
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-_COLUMNS = (("task", 24, "s"), ("variant", 12, "s"), ("images", 6, "d"), ("NFEs", 5, "d"), ("PSNR", 7, ".2f"), ("SSIM", 7, ".4f"),
-            ("consistency", 11, ".4f"), ("baseline", 12, "s"), ("gain dB", 8, "+.2f"), ("s/image", 8, ".1f"))
+_COLUMNS = (
+    ("task", 24, "s"),
+    ("variant", 12, "s"),
+    ("images", 6, "d"),
+    ("NFEs", 5, "d"),
+    ("PSNR", 7, ".2f"),
+    ("SSIM", 7, ".4f"),
+    ("consistency", 11, ".4f"),
+    ("baseline", 12, "s"),
+    ("gain dB", 8, "+.2f"),
+    ("s/image", 8, ".1f"),
+)
 
 
 def _mean(summary: Mapping[str, Any], metric: str) -> float | None:
@@ -17,9 +27,15 @@ def summary_row(summary: Mapping[str, Any], variant: str = "", seconds: float | 
     images = summary.get("images") or 0
     seconds = summary.get("wall_seconds") if seconds is None else seconds
     return {
-        "task": summary.get("task"), "variant": variant, "images": images, "NFEs": summary.get("nfes"),
-        "PSNR": _mean(summary, "psnr"), "SSIM": _mean(summary, "ssim"), "consistency": _mean(summary, "measurement_rms"),
-        "baseline": (summary.get("baseline") or {}).get("method"), "gain dB": _mean(summary, "gain_psnr"),
+        "task": summary.get("task"),
+        "variant": variant,
+        "images": images,
+        "NFEs": summary.get("nfes"),
+        "PSNR": _mean(summary, "psnr"),
+        "SSIM": _mean(summary, "ssim"),
+        "consistency": _mean(summary, "measurement_rms"),
+        "baseline": (summary.get("baseline") or {}).get("method"),
+        "gain dB": _mean(summary, "gain_psnr"),
         "s/image": seconds / images if images and seconds is not None else None,
     }
 
@@ -28,9 +44,16 @@ def comparison_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A table row from a comparison's table row (``reporting.comparison.table_rows``)."""
     gain = None if None in (row.get("psnr"), row.get("baseline_psnr")) else row["psnr"] - row["baseline_psnr"]
     return {
-        "task": row.get("task"), "variant": row.get("variant"), "images": row.get("images"), "NFEs": row.get("nfes"),
-        "PSNR": row.get("psnr"), "SSIM": row.get("ssim"), "consistency": None, "baseline": "n/a" if row.get("status") == "n/a" else "",
-        "gain dB": gain, "s/image": row.get("seconds_per_image"),
+        "task": row.get("task"),
+        "variant": row.get("variant"),
+        "images": row.get("images"),
+        "NFEs": row.get("nfes"),
+        "PSNR": row.get("psnr"),
+        "SSIM": row.get("ssim"),
+        "consistency": None,
+        "baseline": "n/a" if row.get("status") == "n/a" else "",
+        "gain dB": gain,
+        "s/image": row.get("seconds_per_image"),
     }
 
 

@@ -26,11 +26,19 @@ def _resolve_device(device: str) -> str:
 
 
 def train_prior(
-    run_dir: Annotated[Path, typer.Option(help="Folder of the run: checkpoint, log.jsonl, config.json. "
-                                         "An existing checkpoint there is resumed.")] = Path("runs/train-prior"),
-    config: Annotated[Path | None, typer.Option(
-        help="YAML file of TrainConfig fields (model, images, crop, batch_size, lr, steps, seed, ...); "
-        "options below override it.")] = None,
+    run_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Folder of the run: checkpoint, log.jsonl, config.json. An existing checkpoint there is resumed."
+        ),
+    ] = Path("runs/train-prior"),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML file of TrainConfig fields (model, images, crop, batch_size, lr, steps, seed, ...); "
+            "options below override it."
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Total optimizer steps of the run.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Patches per step.")] = None,
     crop: Annotated[int | None, typer.Option(help="Training patch size in px.")] = None,
@@ -39,10 +47,15 @@ def train_prior(
     seed: Annotated[int | None, typer.Option(help="Seed of all training randomness.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice).")] = None,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this much wall "
-                                                      "time; run again to resume.")] = None,
-    export: Annotated[Path | None, typer.Option(help="After training, write the EMA weights here (.safetensors) "
-                                                "with a model card next to it (.json).")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop (with a checkpoint) after this much wall time; run again to resume.")
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="After training, write the EMA weights here (.safetensors) with a model card next to it (.json)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train (or resume) a guided-diffusion prior on the images bundled with scikit-image.
@@ -69,14 +82,21 @@ def train_prior(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        state = train(train_config, run_dir, device=_resolve_device(device),
-                      max_seconds=None if max_minutes is None else 60.0 * max_minutes, progress=not quiet)
+        state = train(
+            train_config,
+            run_dir,
+            device=_resolve_device(device),
+            max_seconds=None if max_minutes is None else 60.0 * max_minutes,
+            progress=not quiet,
+        )
     except ConfigMismatchError as exc:
         raise _fail(str(exc)) from exc
     loss = f", loss {state.last_log['loss']:.4f}" if state.last_log else ""
     verb = "stopped (run again to resume)" if state.stopped_early else "finished"
-    typer.echo(f"{verb} at step {state.step}/{train_config.steps}{loss}, "
-               f"{state.elapsed_seconds / 60:.1f} min in total; checkpoint in {run_dir}")
+    typer.echo(
+        f"{verb} at step {state.step}/{train_config.steps}{loss}, "
+        f"{state.elapsed_seconds / 60:.1f} min in total; checkpoint in {run_dir}"
+    )
     if export is not None:
         card = export_prior(run_dir, export)
         typer.echo(f"exported {export} (sha256 {card['sha256'][:12]}…) and its model card")

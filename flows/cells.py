@@ -46,7 +46,10 @@ def run_cells(job: Job, restore: Any = None, force: bool = False) -> Any:
             result.refs = DatasetStore.open(plan.output_store, job.storage_options).shards()
             result.outcome = {"manifests": done_manifests(cell.job, plan, result.refs), "failed": {}}
             get_run_logger().info(
-                "%s: %d of %d shard(s) are done and will be scored", plan.title, len(result.manifests), len(result.refs)
+                "%s: %d of %d shard(s) are done and will be scored",
+                plan.title,
+                len(result.manifests),
+                len(result.refs),
             )
         result.finished = time.perf_counter()
         results.append(result)
@@ -66,7 +69,9 @@ def run_cells(job: Job, restore: Any = None, force: bool = False) -> Any:
     except Exception as err:  # a full or read-only output fails the shards first: they are the news, not the report
         if not (failed := all_failed(results, comparison)):
             raise
-        message = f"{failed_message(failed, sum(len(r.refs) for r in results))}; the report failed too: {describe(err)}"
+        message = (
+            f"{failed_message(failed, sum(len(r.refs) for r in results))}; the report failed too: {describe(err)}"
+        )
         return Failed(message=message, data={"failed": failed, "output": job.output})
     summary, failure = summarise(job.output, results, source, started, report)
     return Failed(message=failure, data=summary) if failure else summary
@@ -95,7 +100,9 @@ def score_and_report(job: Job, result: CellResult, wall_seconds: float) -> None:
             failed.update({ref.key: shard_failure(ref.key, err, what="metrics") for ref in unit})
     scored = [ref for ref in done if ref.key not in failed]
     result.rows = [row for ref in scored for row in by_shard.get(ref.key, [])]
-    report = with_job_retries(write_job_report, job)(job, plan, quote(scored), quote(result.rows), failed, wall_seconds)
+    report = with_job_retries(write_job_report, job)(
+        job, plan, quote(scored), quote(result.rows), failed, wall_seconds
+    )
     result.summary, result.report_uris = report["summary"], report["uris"]
     create_table_artifact(**shards_artifact(job, plan, result))
     create_markdown_artifact(**report_artifact(job, plan, result, report))

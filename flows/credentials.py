@@ -22,8 +22,12 @@ def block_credentials(name: str | None) -> dict[str, str]:
     try:
         value = Secret.load(name).get()
     except ValueError as err:
-        raise ValueError(f"credentials_block {name!r}: no such Secret block ({err}); create it with "
-                         f"Secret(value={{'key': ..., 'secret': ...}}).save({name!r}) or in the UI (Blocks → Secret)") from None
+        raise ValueError(
+            f"credentials_block {name!r}: no such Secret block ({err}); create it with "
+            f"Secret(value={{'key': ..., 'secret': ...}}).save({name!r}) or in the UI (Blocks → Secret)"
+        ) from None
     if not isinstance(value, dict) or not {"key", "secret"} <= value.keys():
-        raise ValueError(f"credentials_block {name!r}: its value must be JSON with 'key' and 'secret' (and optionally 'token')")
+        raise ValueError(
+            f"credentials_block {name!r}: its value must be JSON with 'key' and 'secret' (and optionally 'token')"
+        )
     return {AWS_ENV[name]: str(item) for name, item in value.items() if name in AWS_ENV and item is not None}

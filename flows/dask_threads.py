@@ -10,7 +10,8 @@ from diffpir_core.runs.workers import PLUGIN_NAME, ShardThreads, host_slots, spa
 
 
 class ThreadedDaskTaskRunner(DaskTaskRunner):
-    """prefect-dask's ``DaskTaskRunner`` that registers :class:`ShardThreads` for ``job`` (torch ``threads``, None: each
+    """prefect-dask's ``DaskTaskRunner`` that registers :class:`ShardThreads` for ``job`` (torch ``threads``, None:
+    each
     host splits its cores) on the cluster when it connects."""
 
     def __init__(self, *, job: Job | None = None, threads: int | None = None, **kwargs: Any) -> None:
@@ -23,7 +24,10 @@ class ThreadedDaskTaskRunner(DaskTaskRunner):
         return copy
 
     def __eq__(self, other: object) -> bool:
-        return super().__eq__(other) and (getattr(other, "job", None), getattr(other, "threads", None)) == (self.job, self.threads)
+        return super().__eq__(other) and (getattr(other, "job", None), getattr(other, "threads", None)) == (
+            self.job,
+            self.threads,
+        )
 
     __hash__ = None  # type: ignore[assignment]
 

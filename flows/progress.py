@@ -1,5 +1,6 @@
 """Shard progress as the ``run-shards`` flow run's Prefect progress artifact
-(:class:`diffpir_core.runs.progress.RunProgress`, whose listeners, such as the CLI's progress bar, see the same numbers)."""
+(:class:`diffpir_core.runs.progress.RunProgress`, whose listeners, such as the CLI's progress bar, see the
+same numbers)."""
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 

@@ -20,7 +20,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.runs.dispatch import Outage, auto_unit_shards, check_gpu_workers, gpus_per_task, model_slots, unit_outcome
+from diffpir_core.runs.dispatch import (
+    Outage,
+    auto_unit_shards,
+    check_gpu_workers,
+    gpus_per_task,
+    model_slots,
+    unit_outcome,
+)
 from diffpir_core.runs.environment import changed_environment
 from diffpir_core.runs.failures import ShardFailure
 from diffpir_core.runs.job import Job
@@ -39,7 +46,9 @@ from diffpir_flow.tasks.retries import with_job_retries
 from diffpir_flow.tasks.units import restore_unit
 
 
-def _dispatch(job: Job, plan: JobPlan, units: list[list[ShardRef]], window: int, progress: ShardProgress) -> tuple[dict, dict]:
+def _dispatch(
+    job: Job, plan: JobPlan, units: list[list[ShardRef]], window: int, progress: ShardProgress
+) -> tuple[dict, dict]:
     """Run ``units`` with at most ``window`` of them submitted at once, submitting the next as each one finishes, and
     none once a few units in a row found the storage endpoint down (:class:`~diffpir_core.runs.dispatch.Outage`)."""
     logger = get_run_logger()
@@ -84,7 +93,9 @@ def run_shards(job: Job, plan: JobPlan, selection: ShardSelection, label: str = 
     if isinstance(job.runner, DaskRunner):
         check_gpu_workers(runner, gpus, job.runner.gpu_wait_s)
     refs = selection.resolve(DatasetStore.open(plan.output_store, job.storage_options))
-    progress = ShardProgress(len(refs), f"{label or job.task_label()} on {job.dataset_name()}", images=sum(ref.size for ref in refs))
+    progress = ShardProgress(
+        len(refs), f"{label or job.task_label()} on {job.dataset_name()}", images=sum(ref.size for ref in refs)
+    )
     manifests = already_done(job, plan, refs)
     for ref in refs:
         if ref.key in manifests:
@@ -94,7 +105,11 @@ def run_shards(job: Job, plan: JobPlan, selection: ShardSelection, label: str = 
     units = work_units(pending, job.dispatch.unit_shards, slots, auto_unit_shards(job))
     window = job.dispatch.units_in_flight(slots)
     get_run_logger().info(
-        "%d shard(s) already done; %d to restore in %d work unit(s), %d in flight at most", len(manifests), len(pending), len(units), window
+        "%d shard(s) already done; %d to restore in %d work unit(s), %d in flight at most",
+        len(manifests),
+        len(pending),
+        len(units),
+        window,
     )
     with watching(progress.on_step):  # sampler steps of the shards restored in this process
         restored, failed = _dispatch(job, plan, units, window, progress)

@@ -25,11 +25,16 @@ def build_task_runner(job: Job, threads: int | None = None) -> TaskRunner:
         return ThreadPoolTaskRunner(max_workers=max(spec.max_workers, job.dispatch.units_in_flight(spec.max_workers)))
     from diffpir_flow.flows.dask_threads import ThreadedDaskTaskRunner
 
-    fixed = threads or job.threads or env_threads()  # read before a created cluster's nannies set OMP_NUM_THREADS=1 here
+    fixed = (
+        threads or job.threads or env_threads()
+    )  # read before a created cluster's nannies set OMP_NUM_THREADS=1 here
     if spec.address:
         return ThreadedDaskTaskRunner(job=job, threads=fixed, address=spec.address)
     return ThreadedDaskTaskRunner(
-        job=job, threads=fixed, cluster_class=spec.cluster_class, cluster_kwargs=dict(spec.cluster_kwargs),
+        job=job,
+        threads=fixed,
+        cluster_class=spec.cluster_class,
+        cluster_kwargs=dict(spec.cluster_kwargs),
         adapt_kwargs=dict(spec.adapt_kwargs) or None,
     )
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The linter, then the whole test suite, offline, with a throw-away Prefect home. pytest's exit code is
+# The linter and the formatter check, then the whole test suite, offline, with a throw-away Prefect home. pytest's exit code is
 # passed on unchanged, so "no tests collected" (exit 5) fails the run.
 set -euo pipefail
 venv="${1:-.venv}"
@@ -11,4 +11,5 @@ export PREFECT_UI_ENABLED=false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 export DIFFPIR_MODEL_DIR="${DIFFPIR_MODEL_DIR:-$(mktemp -d)/models}"
 "$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check .
 exec "$venv/bin/python" -m pytest "$@"

@@ -6,7 +6,9 @@ from prefect.cache_policies import NO_CACHE
 from diffpir_core.runs import report
 from diffpir_flow.tasks.retries import retry_transient
 
-write_job_report = task(name="report", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)(report.write_job_report)
+write_job_report = task(name="report", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)(
+    report.write_job_report
+)
 write_comparison_report = task(name="comparison-report", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)(
     report.write_comparison_report
 )

@@ -93,7 +93,12 @@ def literal_keys_s3_options() -> Iterator[dict]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    yield {"endpoint_url": f"http://{host}:{port}", "key": "moto", "secret": "moto", "client_kwargs": {"region_name": "eu-west-1"}}
+    yield {
+        "endpoint_url": f"http://{host}:{port}",
+        "key": "moto",
+        "secret": "moto",
+        "client_kwargs": {"region_name": "eu-west-1"},
+    }
     server.stop()
 
 

@@ -80,15 +80,21 @@ class DatasetStore(IngestWrites, ShardRecords):
 
     # ------------------------------------------------------------------ opening and creating
     @classmethod
-    def open(cls, uri: str, storage_options: StorageOptions | None = None, *, writable: bool = False) -> "DatasetStore":
+    def open(
+        cls, uri: str, storage_options: StorageOptions | None = None, *, writable: bool = False
+    ) -> "DatasetStore":
         """Open an existing, completely ingested store. ``writable=True`` to add arrays, outputs and records."""
         try:
-            root = zarr.open_group(zarr_store(uri, storage_options, read_only=not writable), mode="r+" if writable else "r", zarr_format=3)
+            root = zarr.open_group(
+                zarr_store(uri, storage_options, read_only=not writable), mode="r+" if writable else "r", zarr_format=3
+            )
         except FileNotFoundError as err:
             raise StoreError(f"no dataset store at {redact_uri(uri)}; create one with `diffpir ingest`") from err
         info = root.attrs.get("diffpir")
         if not isinstance(info, dict) or "schema_version" not in info:
-            raise StoreError(f"{redact_uri(uri)} is a Zarr group but not a diffpir dataset store (no 'diffpir' attribute)")
+            raise StoreError(
+                f"{redact_uri(uri)} is a Zarr group but not a diffpir dataset store (no 'diffpir' attribute)"
+            )
         if info["schema_version"] > SCHEMA_VERSION:
             raise StoreError(
                 f"{redact_uri(uri)} has store schema {info['schema_version']}, newer than this code "
@@ -96,11 +102,14 @@ class DatasetStore(IngestWrites, ShardRecords):
             )
         if info["schema_version"] < SCHEMA_VERSION:
             raise StoreError(
-                f"{redact_uri(uri)} has store schema {info['schema_version']}, written by an older diffpir-flow without "
+                f"{redact_uri(uri)} has store schema {info['schema_version']}, written by an older diffpir-flow "
+                "without "
                 "pixel hashes; ingest its images again (a job re-ingests its own input store by itself)"
             )
         if not info.get("complete", False):
-            raise StoreError(f"{redact_uri(uri)} was not completely written (interrupted ingest?); run the ingest again")
+            raise StoreError(
+                f"{redact_uri(uri)} was not completely written (interrupted ingest?); run the ingest again"
+            )
         return cls(uri, storage_options, root, writable=writable)
 
     @classmethod
@@ -113,14 +122,17 @@ class DatasetStore(IngestWrites, ShardRecords):
         attributes: Mapping[str, Any] | None = None,
         overwrite: bool = False,
     ) -> "DatasetStore":
-        """Create an empty store (marked incomplete until :meth:`mark_complete`). ``attributes`` go into ``diffpir``."""
+        """Create an empty store (marked incomplete until :meth:`mark_complete`). ``attributes`` go into
+        ``diffpir``."""
         if shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         store = zarr_store(uri, storage_options, read_only=False)
         try:
             root = zarr.open_group(store, mode="w" if overwrite else "w-", zarr_format=3)
         except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as err:
-            raise StoreError(f"{redact_uri(uri)} already exists; pass overwrite=True (--overwrite) to replace it") from err
+            raise StoreError(
+                f"{redact_uri(uri)} already exists; pass overwrite=True (--overwrite) to replace it"
+            ) from err
         info = {
             "schema_version": SCHEMA_VERSION,
             "complete": False,
@@ -149,7 +161,11 @@ class DatasetStore(IngestWrites, ShardRecords):
         """A new store with ``source``'s groups, ids and provenance but no images (for outputs elsewhere), on a grid
         of ``shard_size`` images per shard (default: the source's). Keep it aligned with :meth:`align_with`."""
         target = cls.create(
-            uri, storage_options, shard_size=shard_size or source.shard_size, attributes={"kind": "aligned"}, overwrite=overwrite
+            uri,
+            storage_options,
+            shard_size=shard_size or source.shard_size,
+            attributes={"kind": "aligned"},
+            overwrite=overwrite,
         )
         target.align_with(source)
         return target
@@ -169,15 +185,20 @@ class DatasetStore(IngestWrites, ShardRecords):
             del self._root[f"records/{name}"]
         for group in wanted.values():
             path = f"groups/{group.name}"
-            node = self._root[path] if path in self._root else self._root.create_group(
-                path, attributes={"height": group.height, "width": group.width}
+            node = (
+                self._root[path]
+                if path in self._root
+                else self._root.create_group(path, attributes={"height": group.height, "width": group.width})
             )
             self._root.require_group(f"records/{group.name}")
             for name in METADATA_ARRAYS:
                 src = source._array(group.name, name)
                 if name not in node:
                     node.create_array(
-                        name, shape=(0, *src.shape[1:]), dtype=src.dtype, chunks=(column_chunk_rows(self.shard_size), *src.shape[1:])
+                        name,
+                        shape=(0, *src.shape[1:]),
+                        dtype=src.dtype,
+                        chunks=(column_chunk_rows(self.shard_size), *src.shape[1:]),
                     )
             for name in self.array_names(group.name):
                 array = node[name]
@@ -208,7 +229,9 @@ class DatasetStore(IngestWrites, ShardRecords):
         result = []
         for name, node in self._root["groups"].groups():
             ids = node["ids"]
-            result.append(SizeGroup(name=name, height=node.attrs["height"], width=node.attrs["width"], count=ids.shape[0]))
+            result.append(
+                SizeGroup(name=name, height=node.attrs["height"], width=node.attrs["width"], count=ids.shape[0])
+            )
         return sorted(result, key=lambda g: (g.height, g.width))
 
     def shards(self, group: str | None = None) -> list[ShardRef]:
@@ -221,7 +244,9 @@ class DatasetStore(IngestWrites, ShardRecords):
             step = self.shard_size
             for index, start in enumerate(range(0, len(ids), step)):
                 stop = min(start + step, len(ids))
-                refs.append(ShardRef(group=size_group.name, index=index, start=start, stop=stop, ids=tuple(ids[start:stop])))
+                refs.append(
+                    ShardRef(group=size_group.name, index=index, start=start, stop=stop, ids=tuple(ids[start:stop]))
+                )
         return refs
 
     def read_images(self, ref: ShardRef) -> np.ndarray:
@@ -238,11 +263,14 @@ class DatasetStore(IngestWrites, ShardRecords):
         if name == IMAGES:
             self._check_ids(ref)
             stored = self.read_array(ref, "pixel_sha256").tolist()
-            damaged = [i for i, pixels, digest in zip(ref.ids, data, stored, strict=True) if pixel_digest(pixels) != digest]
+            damaged = [
+                i for i, pixels, digest in zip(ref.ids, data, stored, strict=True) if pixel_digest(pixels) != digest
+            ]
             if damaged:
                 raise StoreError(
                     f"shard {ref.key} of {redact_uri(self.uri)}: the stored pixels of {damaged[:5]} no longer match "
-                    "their sha256 (the store was damaged); re-ingest them: re-run the job (it re-ingests its own input "
+                    "their sha256 (the store was damaged); re-ingest them: re-run the job (it re-ingests its own "
+                    "input "
                     "store) or run `diffpir ingest` again"
                 )
         return data
@@ -353,7 +381,8 @@ class DatasetStore(IngestWrites, ShardRecords):
             existing = self._root[path]
             if not isinstance(existing, zarr.Array) or existing.shape != shape or existing.dtype != dtype:
                 raise StoreError(
-                    f"{path} exists with shape {getattr(existing, 'shape', None)} / {getattr(existing, 'dtype', None)}, "
+                    f"{path} exists with shape {getattr(existing, 'shape', None)} / "
+                    f"{getattr(existing, 'dtype', None)}, "
                     f"not {shape} / {dtype}; use another array name or a new store"
                 )
             return

@@ -26,7 +26,9 @@ def read_bytes(uri: str, storage_options: Mapping[str, Any]) -> bytes:
     except FileNotFoundError:
         raise ValueError(f"{uri} does not exist; fix the path in the job's task section") from None
     except IsADirectoryError:
-        raise ValueError(f"{uri} is a folder: one file per image is for mode restore; evaluate mode takes one file") from None
+        raise ValueError(
+            f"{uri} is a folder: one file per image is for mode restore; evaluate mode takes one file"
+        ) from None
 
 
 def file_digest(uri: str, storage_options: Mapping[str, Any]) -> str:
@@ -88,7 +90,9 @@ def _read_manifest(uri: str, column: str, storage_options: Mapping[str, Any]) ->
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise ValueError(f"{uri}: reading a Parquet manifest needs pyarrow (pip install pyarrow), or give a CSV") from None
+            raise ValueError(
+                f"{uri}: reading a Parquet manifest needs pyarrow (pip install pyarrow), or give a CSV"
+            ) from None
         table = pq.read_table(io.BytesIO(data)).to_pylist()
         rows = [{k: ("" if v is None else str(v)) for k, v in row.items()} for row in table]
         fields = list(table[0]) if table else []
@@ -98,7 +102,9 @@ def _read_manifest(uri: str, column: str, storage_options: Mapping[str, Any]) ->
         fields = [name.strip() for name in reader.fieldnames or []]
     missing = [name for name in ("id", column) if name not in fields]
     if missing:
-        raise ValueError(f"manifest {uri} lacks column(s) {missing}: need id, {column} and optionally noise_sigma; has {fields}")
+        raise ValueError(
+            f"manifest {uri} lacks column(s) {missing}: need id, {column} and optionally noise_sigma; has {fields}"
+        )
     by_id: dict[str, dict[str, str]] = {}
     for row in rows:
         if row["id"] in by_id:
@@ -144,7 +150,10 @@ def per_image_files(
                     if not 0.0 <= sigma < 1.0:
                         raise ValueError
                 except ValueError:
-                    sigma, reason = None, f"noise_sigma {row['noise_sigma']!r} in the manifest is not a number in [0, 1)"
+                    sigma, reason = (
+                        None,
+                        f"noise_sigma {row['noise_sigma']!r} in the manifest is not a number in [0, 1)",
+                    )
             if not row[column]:
                 reason = reason or f"empty {column} in the manifest {redact_uri(uri)}"
             wanted[image_id] = (None if reason else _resolve(uri, row[column]), sigma, reason)
@@ -170,7 +179,8 @@ def per_image_files(
             found = sorted(listings[parent].get(stem, []))
             prefix = f"{parent}/" if parent else ""
             if not found:
-                reason = f"no file {prefix}{stem}.<{'|'.join(sorted(e.lstrip('.') for e in extensions))}> in {redact_uri(uri)}"
+                choices = "|".join(sorted(e.lstrip(".") for e in extensions))
+                reason = f"no file {prefix}{stem}.<{choices}> in {redact_uri(uri)}"
                 wanted[image_id] = (None, None, reason)
             elif len(found) > 1:
                 wanted[image_id] = (None, None, f"several files for this id in {redact_uri(uri)}: {found}; keep one")
@@ -208,14 +218,18 @@ def kernel_from_bytes(uri: str, data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             kernel = np.asarray(img.convert("L"), dtype=np.float64)
     if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1]:
-        raise ValueError(f"{name} has shape {kernel.shape}; a blur kernel is a square 2-D array (odd side, e.g. 25x25)")
+        raise ValueError(
+            f"{name} has shape {kernel.shape}; a blur kernel is a square 2-D array (odd side, e.g. 25x25)"
+        )
     if not np.isfinite(kernel).all():
         bad = int((~np.isfinite(kernel)).sum())
         raise ValueError(f"{name} holds {bad} NaN or infinite value(s); give a kernel of finite numbers")
     if not kernel.any():
         raise ValueError(f"{name} is all zero; a blur kernel needs positive weights (it is normalised to sum 1)")
     if kernel.sum() <= 0:
-        raise ValueError(f"{name} sums to {kernel.sum():.3g}; a blur kernel needs a positive sum (it is normalised to 1)")
+        raise ValueError(
+            f"{name} sums to {kernel.sum():.3g}; a blur kernel needs a positive sum (it is normalised to 1)"
+        )
     return (kernel / kernel.sum()).astype(np.float32)
 
 
@@ -263,7 +277,8 @@ def check_known_pixels(uri: str, mask: np.ndarray) -> np.ndarray:
     leaves nothing of the image to restore from (and no baseline can interpolate)."""
     if not mask.any():
         raise ValueError(
-            f"mask {redact_uri(uri)} has no known pixel (all black, white = known); give the mask of the pixels the image holds"
+            f"mask {redact_uri(uri)} has no known pixel (all black, white = known); give the mask of the pixels the "
+            "image holds"
         )
     return mask
 

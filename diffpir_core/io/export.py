@@ -82,7 +82,8 @@ def png_names(ids: Sequence[str]) -> dict[str, str]:
             names[image_id] = rename(image_id, paths[image_id])
     if clashing := _clashing(names, folders):
         raise ValueError(
-            f"ids {sorted(clashing)[:5]} still map to clashing files after the collision rules; rename them in the store"
+            f"ids {sorted(clashing)[:5]} still map to clashing files after the collision rules; rename them in the "
+            "store"
         )
     return names
 
@@ -181,7 +182,8 @@ def export_images(
         if exported:
             put_atomic(fs, join(root, MAPPING_FILE), _mapping(exported, names).encode("utf-8"))
         raise StoreError(
-            f"{len(damaged)} shard(s) of {array!r} in {redact_uri(store_uri)} are damaged: their data no longer matches "
+            f"{len(damaged)} shard(s) of {array!r} in {redact_uri(store_uri)} are damaged: their data no longer "
+            "matches "
             f"the checksum in their record, so their images were not exported ({len(exported)} others were): "
             f"{damaged[:10]}; run `diffpir verify OUTPUT` (it forgets damaged shards), run the job again to restore "
             "them, then export again"
@@ -237,7 +239,9 @@ def _shards_with(store: DatasetStore, array: str) -> list[ShardRef]:
         return refs
     if not store.groups():
         raise StoreError(f"{redact_uri(store.uri)} holds no images (see its quarantine); there is nothing to export")
-    arrays = sorted({name for group in store.groups() for name in store.array_names(group.name)} - set(METADATA_ARRAYS))
+    arrays = sorted(
+        {name for group in store.groups() for name in store.array_names(group.name)} - set(METADATA_ARRAYS)
+    )
     raise StoreError(f"{redact_uri(store.uri)} has no array {array!r}; pass one of {arrays} as array (--array)")
 
 
@@ -296,7 +300,9 @@ def _planned_files(
     return files
 
 
-def check_destination(out_uri: str, storage_options: StorageOptions | None, files: set[str], *, overwrite: bool) -> None:
+def check_destination(
+    out_uri: str, storage_options: StorageOptions | None, files: set[str], *, overwrite: bool
+) -> None:
     """Raise :class:`ExportConflict` naming the first few clashes when ``out_uri`` holds a folder where one of
     ``files`` goes or a file where one of their folders goes (never replaced), or, unless ``overwrite``, any of
     ``files`` themselves (the count, the first few names and the flag that replaces them)."""
@@ -312,7 +318,8 @@ def check_destination(out_uri: str, storage_options: StorageOptions | None, file
     where = redact_uri(out_uri)
     if blocked:
         raise ExportConflict(
-            f"cannot export into {where}: {len(blocked)} of its entries are in the way (a folder where a PNG goes, or a "
+            f"cannot export into {where}: {len(blocked)} of its entries are in the way (a folder where a PNG goes, "
+            "or a "
             f"file where a folder goes): {_first(blocked)}; move them away or export into an empty folder"
         )
     replaced = sorted(name for name in files if kinds.get(name) == "file")

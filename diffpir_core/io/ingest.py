@@ -68,7 +68,11 @@ class _ShardBuffers:
     """Images waiting, per size group, to fill that group's next shard; the single writer of a new store."""
 
     def __init__(
-        self, store: DatasetStore, shard_size: int, max_bytes: int, written: Mapping[tuple[int, int], int] | None = None
+        self,
+        store: DatasetStore,
+        shard_size: int,
+        max_bytes: int,
+        written: Mapping[tuple[int, int], int] | None = None,
     ):
         self._store = store
         self._shard_size = shard_size
@@ -164,7 +168,13 @@ def ingest(
         options,
         shard_size=shard_size,
         overwrite=overwrite,
-        attributes={"kind": "dataset", "source": redact_uri(input_uri), "size_policy": policy.value, "size": size, "multiple": multiple},
+        attributes={
+            "kind": "dataset",
+            "source": redact_uri(input_uri),
+            "size_policy": policy.value,
+            "size": size,
+            "multiple": multiple,
+        },
     )
     buffers = _ShardBuffers(store, shard_size, buffer_bytes)
     quarantine_total = source_bytes = added = 0
@@ -223,7 +233,9 @@ def refresh(
     source = open_source(input_uri, storage_options, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
     items = source.items()
     stored = {  # id -> (group, row, source sha256)
-        meta.id: (ref.group, row, meta.sha256) for ref in store.shards() for row, meta in enumerate(store.read_meta(ref), ref.start)
+        meta.id: (ref.group, row, meta.sha256)
+        for ref in store.shards()
+        for row, meta in enumerate(store.read_meta(ref), ref.start)
     }
     damaged = {(group.name, row) for group in store.groups() for row in store.damaged_rows(group.name)}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-decode") as pool:
@@ -235,7 +247,9 @@ def refresh(
                 progress(len(batch))
         kept = {i for i, (group, row, sha) in stored.items() if digests.get(i) == sha and (group, row) not in damaged}
         todo = [item for item in items if item.id not in kept]
-        placer = _Placer(store, {i: (group, row) for i, (group, row, _) in stored.items() if i not in kept}, buffer_bytes)
+        placer = _Placer(
+            store, {i: (group, row) for i, (group, row, _) in stored.items() if i not in kept}, buffer_bytes
+        )
         for image_id in stored.keys() - digests.keys():
             placer.remove(image_id)
         if not todo and not placer.holes():
@@ -280,7 +294,9 @@ class _Placer:
         self._rows = rows  # image id -> (group, row) of the stored images being re-ingested or removed
         self._free: dict[str, list[int]] = {}  # per group, a heap of the rows nobody holds any more
         self._placed = _RowBuffers(store, max_bytes)
-        self._appended = _ShardBuffers(store, store.shard_size, max_bytes, {(g.height, g.width): g.count for g in store.groups()})
+        self._appended = _ShardBuffers(
+            store, store.shard_size, max_bytes, {(g.height, g.width): g.count for g in store.groups()}
+        )
 
     def remove(self, image_id: str) -> None:
         """The stored image ``image_id`` is gone (deleted, or no longer decodes): its row is free."""

@@ -25,7 +25,8 @@ class OutputRefused(ValueError):
 
 
 def is_inside(inner: str, outer: str, storage_options: StorageOptions | None = None) -> bool:
-    """True when location ``inner`` is ``outer`` or lies below it (same filesystem; local paths with links resolved)."""
+    """True when location ``inner`` is ``outer`` or lies below it (same filesystem; local paths with links
+    resolved)."""
     if is_local(inner) != is_local(outer):
         return False
     if is_local(inner):
@@ -47,7 +48,9 @@ def is_ours(output: str, storage_options: StorageOptions | None = None) -> bool:
     return isinstance(marker, dict) and "diffpir_output" in marker
 
 
-def claim_output(output: str, input_uri: str, storage_options: StorageOptions | None = None, *, force: bool = False) -> None:
+def claim_output(
+    output: str, input_uri: str, storage_options: StorageOptions | None = None, *, force: bool = False
+) -> None:
     """Make sure a job may write into ``output`` and mark it as diffpir's; :class:`OutputRefused` if it may not."""
     if is_inside(output, input_uri, storage_options):
         raise OutputRefused(
@@ -81,7 +84,8 @@ def _claim(output: str, storage_options: StorageOptions | None, force: bool) -> 
 
 @contextlib.contextmanager
 def output_lock(output: str, storage_options: StorageOptions | None = None) -> Iterator[bool]:
-    """Hold an exclusive lock on a local ``output`` folder (an ``flock`` on the folder, made if missing, shared by every
+    """Hold an exclusive lock on a local ``output`` folder (an ``flock`` on the folder, made if missing, shared by
+    every
     process on this machine) while inside, so that two jobs started at once into one output neither claim it nor
     ingest the same input at the same time; yields whether it waited for another holder. Object-store outputs and a
     path that is a file are not locked."""

@@ -167,8 +167,15 @@ class ShardRecords:
                 "another writer touched this shard; write it again (one writer per shard)"
             )
         record = ShardRecord(
-            array=name, group=ref.group, shard=ref.index, start=ref.start, stop=ref.stop, checksum=checksum,
-            identity=dict(identity), timings=dict(timings or {}), metrics=dict(metrics or {}),
+            array=name,
+            group=ref.group,
+            shard=ref.index,
+            start=ref.start,
+            stop=ref.stop,
+            checksum=checksum,
+            identity=dict(identity),
+            timings=dict(timings or {}),
+            metrics=dict(metrics or {}),
             written_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         fs, folder = self._shard_folder(ref, name)
@@ -237,13 +244,17 @@ class ShardRecords:
                     newest[key] = record
             return newest
 
-    def read_verified(self, ref: ShardRef, name: str, record: ShardRecord | None = None) -> tuple[np.ndarray, ShardRecord]:
+    def read_verified(
+        self, ref: ShardRef, name: str, record: ShardRecord | None = None
+    ) -> tuple[np.ndarray, ShardRecord]:
         """The shard's data of ``name`` with its record (given, or the newest), the data checked against the record's
         checksum: a :class:`DamagedShard` naming the shard when it differs or cannot be read, a :class:`StoreError`
         when the shard has no record."""
         record = record or self.read_record(ref, name)
         if record is None:
-            raise StoreError(f"shard {ref.key} of {name!r} in {redact_uri(self.uri)} is not done (no record); run the job")
+            raise StoreError(
+                f"shard {ref.key} of {name!r} in {redact_uri(self.uri)} is not done (no record); run the job"
+            )
         try:
             data = self.read_array(ref, name)
             found = shard_checksum(data)
@@ -289,4 +300,3 @@ def _load(fs: Any, path: str) -> ShardRecord | None:
         return ShardRecord.model_validate_json(fs.cat_file(path))
     except FileNotFoundError:
         return None
-

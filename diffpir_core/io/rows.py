@@ -134,7 +134,11 @@ class IngestWrites:
         self._require_writable()
         node = self._root["quarantine"]
         count = node["ids"].shape[0]
-        for name, values in (("ids", [e.id for e in entries]), ("sources", [e.source for e in entries]), ("reasons", [e.reason for e in entries])):
+        for name, values in (
+            ("ids", [e.id for e in entries]),
+            ("sources", [e.source for e in entries]),
+            ("reasons", [e.reason for e in entries]),
+        ):
             node[name].resize((count + len(entries),))
             node[name][count:] = np.array(values, dtype=object)
 
@@ -202,5 +206,3 @@ def _columns(images: np.ndarray, metas: Sequence[ImageMeta]) -> dict[str, np.nda
         "source_shape": np.array([m.source_shape for m in metas], dtype=np.int32).reshape(-1, 2),
         "source_mode": np.array([m.source_mode for m in metas], dtype=object),
     }
-
-

@@ -56,14 +56,21 @@ class ImageSource(Protocol):
 
 
 def open_source(
-    uri: str, storage_options: StorageOptions | None = None, *, max_pixels: int, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    uri: str,
+    storage_options: StorageOptions | None = None,
+    *,
+    max_pixels: int,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> ImageSource:
-    """A :class:`ZarrSource` when ``uri`` holds a Zarr store (``zarr.json`` at its root), else a :class:`FolderSource`."""
+    """A :class:`ZarrSource` when ``uri`` holds a Zarr store (``zarr.json`` at its root), else a
+    :class:`FolderSource`."""
     fs, root = filesystem(uri, storage_options)
     if fs.exists(join(root, "zarr.json")):
         return ZarrSource(uri, storage_options)
     if not fs.isdir(root):
-        raise FileNotFoundError(f"input {redact_uri(uri)} is not a folder or Zarr store; check the path and credentials")
+        raise FileNotFoundError(
+            f"input {redact_uri(uri)} is not a folder or Zarr store; check the path and credentials"
+        )
     return FolderSource(uri, storage_options, max_pixels=max_pixels, max_file_bytes=max_file_bytes)
 
 
@@ -111,7 +118,8 @@ class FolderSource:
         return list(pool.map(_sha256, self._fetch(items)))
 
     def _fetch(self, items: Sequence[SourceItem]) -> list[bytes | Exception]:
-        """The bytes of each file, or the error that prevented reading it (files over ``max_file_bytes`` are not read)."""
+        """The bytes of each file, or the error that prevented reading it (files over ``max_file_bytes`` are not
+        read)."""
         too_big = {item.id for item in items if item.nbytes is not None and item.nbytes > self._max_file_bytes}
         wanted = [self._paths[item.id] for item in items if item.id not in too_big]
         contents = self._fs.cat_ranges(wanted, None, None, on_error="return") if wanted else []
@@ -164,7 +172,8 @@ def _is_hidden(key: str) -> bool:
 
 
 class ZarrSource:
-    """Images already in Zarr: a diffpir dataset store (ids kept) or a plain (N, H, W[, C]) array (ids = row numbers)."""
+    """Images already in Zarr: a diffpir dataset store (ids kept) or a plain (N, H, W[, C]) array (ids = row
+    numbers)."""
 
     def __init__(self, uri: str, storage_options: StorageOptions | None):
         self.uri = uri
@@ -198,7 +207,9 @@ class ZarrSource:
         array = self._plain
         assert array is not None
         if array.ndim not in (3, 4):
-            raise StoreError(f"{redact_uri(self.uri)} has shape {array.shape}; expected (N, H, W) or (N, H, W, C) images")
+            raise StoreError(
+                f"{redact_uri(self.uri)} has shape {array.shape}; expected (N, H, W) or (N, H, W, C) images"
+            )
         width = max(6, len(str(array.shape[0] - 1)))
         for row in range(array.shape[0]):
             image_id = f"{row:0{width}d}"
@@ -223,4 +234,6 @@ class ZarrSource:
             return err
         except Exception as err:  # an unreadable (or damaged) row is quarantined like an unreadable file.
             return ImageDecodeError(f"could not read row {row} ({type(err).__name__}: {err})")
-        return DecodedImage(pixels=pixels, source_mode=f"zarr:{raw.dtype}", sha256=hashlib.sha256(raw.tobytes()).hexdigest())
+        return DecodedImage(
+            pixels=pixels, source_mode=f"zarr:{raw.dtype}", sha256=hashlib.sha256(raw.tobytes()).hexdigest()
+        )

@@ -33,7 +33,9 @@ def read_bounded_yaml(path: Path, name: str) -> Any:
 
 def _check_size(size: int, name: str) -> None:
     if size > MAX_BYTES:
-        raise YamlLimitError(f"{name} is {size:,} bytes; a job file is at most {MAX_BYTES:,} bytes: is it the right file?")
+        raise YamlLimitError(
+            f"{name} is {size:,} bytes; a job file is at most {MAX_BYTES:,} bytes: is it the right file?"
+        )
 
 
 def load_bounded_yaml(text: str, name: str) -> Any:

@@ -44,8 +44,7 @@ class BatchScores:
         size = max((len(v) for v in self.values.values()), default=0)
         names = [*self.values, *self.unavailable]
         return [
-            {name: float(self.values[name][i]) if name in self.values else None for name in names}
-            for i in range(size)
+            {name: float(self.values[name][i]) if name in self.values else None for name in names} for i in range(size)
         ]
 
 

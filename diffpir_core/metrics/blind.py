@@ -183,7 +183,9 @@ def piqe(image_u8: np.ndarray) -> float | MetricUnavailable:
     height, width = gray.shape
     if min(height, width) < PIQE_BLOCK:
         return MetricUnavailable(
-            "piqe", f"a {height}x{width} image is smaller than one {PIQE_BLOCK}x{PIQE_BLOCK} block", "score a larger image"
+            "piqe",
+            f"a {height}x{width} image is smaller than one {PIQE_BLOCK}x{PIQE_BLOCK} block",
+            "score a larger image",
         )
     return piqe_score(gray.astype(np.float64))
 
@@ -197,11 +199,17 @@ def piqe_score(gray: np.ndarray) -> float:
         return 100.0  # uniform: no active block
     coefficients = mscn(np.floor(255 * (padded / peak) + 0.5))  # MATLAB round: half away from zero
     rows, cols = coefficients.shape[0] // PIQE_BLOCK, coefficients.shape[1] // PIQE_BLOCK
-    blocks = coefficients.reshape(rows, PIQE_BLOCK, cols, PIQE_BLOCK).transpose(0, 2, 1, 3).reshape(-1, PIQE_BLOCK, PIQE_BLOCK)
+    blocks = (
+        coefficients.reshape(rows, PIQE_BLOCK, cols, PIQE_BLOCK)
+        .transpose(0, 2, 1, 3)
+        .reshape(-1, PIQE_BLOCK, PIQE_BLOCK)
+    )
     variance = blocks.reshape(len(blocks), -1).var(axis=1, ddof=1)
     active = variance > PIQE_ACTIVITY
     edges = np.stack([blocks[:, 0, :], blocks[:, :, -1], blocks[:, -1, :], blocks[:, :, 0]], axis=1)
-    impaired = (sliding_window_view(edges, PIQE_SEGMENT, axis=2).std(axis=3, ddof=1) < PIQE_FLAT_SEGMENT).any(axis=(1, 2))
+    impaired = (sliding_window_view(edges, PIQE_SEGMENT, axis=2).std(axis=3, ddof=1) < PIQE_FLAT_SEGMENT).any(
+        axis=(1, 2)
+    )
     sigma = np.sqrt(variance)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.nan_to_num(_centre_surround_ratio(blocks), nan=0.0, posinf=np.inf)

@@ -55,20 +55,14 @@ def crop_border(images: np.ndarray, border: int) -> np.ndarray:
         return images
     height, width = images.shape[-3], images.shape[-2]
     if 2 * border >= min(height, width):
-        raise ValueError(
-            f"border {border} leaves nothing of a {height}x{width} image; use a smaller border"
-        )
+        raise ValueError(f"border {border} leaves nothing of a {height}x{width} image; use a smaller border")
     return images[..., border:-border, border:-border, :]
 
 
 def _check_u8(images: np.ndarray, name: str) -> np.ndarray:
     array = np.asarray(images)
     if array.dtype != np.uint8:
-        raise TypeError(
-            f"{name} must be uint8 (quantise float images with float_to_uint8 first), got {array.dtype}"
-        )
+        raise TypeError(f"{name} must be uint8 (quantise float images with float_to_uint8 first), got {array.dtype}")
     if array.ndim not in (3, 4) or array.shape[-1] != 3:
-        raise ValueError(
-            f"{name} must be channels-last RGB, (H, W, 3) or (N, H, W, 3); got shape {array.shape}"
-        )
+        raise ValueError(f"{name} must be channels-last RGB, (H, W, 3) or (N, H, W, 3); got shape {array.shape}")
     return array

@@ -28,9 +28,7 @@ from diffpir_core.metrics.unavailable import (
 
 FEATURE_DIM = 2048
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-INCEPTION_URL = (
-    f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_FILE}"
-)
+INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{INCEPTION_FILE}"
 
 _LOADED: dict[str, InceptionFeatures] = {}
 
@@ -111,9 +109,7 @@ class FIDStats:
             return cls.from_bytes(handle.read())
 
 
-def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
-) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Fréchet distance of N(μ₁, Σ₁) and N(μ₂, Σ₂).
 
     tr (Σ₁Σ₂)^½ is computed as Σ √eig(Σ₁^½ Σ₂ Σ₁^½) — the same value as pytorch-fid's
@@ -124,8 +120,7 @@ def frechet_distance(
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
         raise ValueError(
-            f"mismatched statistics: means {mu1.shape}/{mu2.shape}, covariances "
-            f"{sigma1.shape}/{sigma2.shape}"
+            f"mismatched statistics: means {mu1.shape}/{mu2.shape}, covariances {sigma1.shape}/{sigma2.shape}"
         )
     root1 = _psd_sqrt(sigma1)
     product = root1 @ sigma2 @ root1
@@ -140,8 +135,7 @@ def fid_from_stats(restored: FIDStats, reference: FIDStats) -> float | MetricUna
     if min(restored.count, reference.count) < 2:
         return MetricUnavailable(
             "FID",
-            f"needs at least 2 images per set, got {restored.count} restored and "
-            f"{reference.count} reference",
+            f"needs at least 2 images per set, got {restored.count} restored and {reference.count} reference",
             "evaluate more images (FID is only meaningful over hundreds)",
         )
     return frechet_distance(restored.mean, restored.cov, reference.mean, reference.cov)

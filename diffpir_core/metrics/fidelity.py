@@ -18,9 +18,7 @@ _C1 = (0.01 * 255.0) ** 2
 _C2 = (0.03 * 255.0) ** 2
 
 
-def psnr(
-    out_u8: np.ndarray, ref_u8: np.ndarray, border: int = 0, y_channel: bool = False
-) -> float | np.ndarray:
+def psnr(out_u8: np.ndarray, ref_u8: np.ndarray, border: int = 0, y_channel: bool = False) -> float | np.ndarray:
     """PSNR in dB: float64 MSE over all (cropped) pixels and channels, 20·log10(255/√MSE); inf if equal."""
     out, ref, batched = _prepare_pair(out_u8, ref_u8, border, y_channel)
     mse = np.mean((out - ref) ** 2, axis=(1, 2, 3))
@@ -29,9 +27,7 @@ def psnr(
     return values if batched else float(values[0])
 
 
-def ssim(
-    out_u8: np.ndarray, ref_u8: np.ndarray, border: int = 0, y_channel: bool = False
-) -> float | np.ndarray:
+def ssim(out_u8: np.ndarray, ref_u8: np.ndarray, border: int = 0, y_channel: bool = False) -> float | np.ndarray:
     """Mean SSIM (Wang et al. 2004) with an 11-tap Gaussian window, σ = 1.5, on the 0–255 scale.
 
     Conventions of KAIR/DiffPIR ``calculate_ssim`` and of ``skimage.metrics.structural_similarity(
@@ -74,9 +70,7 @@ def _prepare_pair(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     out, ref = _check_u8(out_u8, "out_u8"), _check_u8(ref_u8, "ref_u8")
     if out.shape != ref.shape:
-        raise ValueError(
-            f"output {out.shape} and reference {ref.shape} differ in shape; score images of equal size"
-        )
+        raise ValueError(f"output {out.shape} and reference {ref.shape} differ in shape; score images of equal size")
     batched = out.ndim == 4
     if not batched:
         out, ref = out[None], ref[None]

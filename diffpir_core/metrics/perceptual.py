@@ -36,8 +36,7 @@ class LPIPSScorer:
         """LPIPS of (B, 3, H, W) float images in [0, 1] (``out`` is clamped first) -> float64 (B,)."""
         if out.shape != ref.shape or out.ndim != 4 or out.shape[1] != 3:
             raise ValueError(
-                f"expected two (B, 3, H, W) tensors of equal shape, got {tuple(out.shape)} and "
-                f"{tuple(ref.shape)}"
+                f"expected two (B, 3, H, W) tensors of equal shape, got {tuple(out.shape)} and {tuple(ref.shape)}"
             )
         out_pm = out.to(self.device, torch.float32).clamp(0.0, 1.0) * 2.0 - 1.0
         ref_pm = ref.to(self.device, torch.float32) * 2.0 - 1.0
@@ -45,9 +44,7 @@ class LPIPSScorer:
         return distances.reshape(out.shape[0]).double().cpu().numpy()
 
 
-def load_lpips(
-    device: str | torch.device = "cpu", *, allow_download: bool = False
-) -> LPIPSScorer | MetricUnavailable:
+def load_lpips(device: str | torch.device = "cpu", *, allow_download: bool = False) -> LPIPSScorer | MetricUnavailable:
     """The LPIPS-VGG scorer for ``device``, or why it cannot be built here (never raises).
 
     Without ``allow_download`` the VGG16 weights must already be in the hub cache (no network access

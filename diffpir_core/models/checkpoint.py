@@ -267,7 +267,7 @@ def _resolve_config(
     raise CheckpointError(
         f"cannot tell which architecture {path} is ({_describe(state_dict)}; {_hint(state_dict, 'any preset')}). "
         "Attention heads are not visible in tensor shapes, so pass config={create_model kwargs} or write "
-        f"{path.with_suffix('.json')} as {{\"config\": {{...}}}}"
+        f'{path.with_suffix(".json")} as {{"config": {{...}}}}'
     )
 
 
@@ -371,7 +371,9 @@ def recommended_sampler(name_or_path: str | Path, kind: str, method: str = CARD_
     for the other methods."""
     section = prior_card(name_or_path).get("sampler", {})
     if not isinstance(section, dict):
-        raise CheckpointError(f"the model card of {name_or_path} has a non-mapping sampler: give method: kind: settings")
+        raise CheckpointError(
+            f"the model card of {name_or_path} has a non-mapping sampler: give method: kind: settings"
+        )
     where = f"sampler.{method}.{kind}" if method in section else f"sampler.{kind}"
     if method in section:
         settings = section[method].get(kind, {}) if isinstance(section[method], dict) else None
@@ -404,7 +406,9 @@ def save_prior(
     if path.suffix not in _SAFETENSORS_SUFFIXES:
         raise CheckpointError(f"save_prior writes safetensors: give a path ending in .safetensors, not {path.name}")
     state_dict = (
-        module_or_state_dict.state_dict() if isinstance(module_or_state_dict, torch.nn.Module) else module_or_state_dict
+        module_or_state_dict.state_dict()
+        if isinstance(module_or_state_dict, torch.nn.Module)
+        else module_or_state_dict
     )
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
     header = {"config": json.dumps(dict(config), sort_keys=True), "format": "diffpir-flow-prior/1"}

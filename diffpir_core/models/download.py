@@ -95,10 +95,18 @@ def _fetch_into(url: str, part: Path, *, progress: bool, timeout: float) -> None
         total = have + int(length) if length is not None else None
         mode = "ab" if resumed else "wb"
         received = have
-        with open(part, mode) as out, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
-            desc=part.name.removesuffix(".part"),
-        ) as bar:
+        with (
+            open(part, mode) as out,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                disable=not progress,
+                desc=part.name.removesuffix(".part"),
+            ) as bar,
+        ):
             try:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)

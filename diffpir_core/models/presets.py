@@ -112,7 +112,9 @@ FFHQ_GDRIVE_ID = "1BGwhRWUoguF-D8wlZ65tf227gp3cDUDh"
 PRESETS: dict[str, Preset] = {
     "ffhq_256": Preset(
         name="ffhq_256",
-        description="FFHQ 256x256 unconditional guided-diffusion model (ffhq_10m.pt of DPS and DiffPIR), the face prior",
+        description=(
+            "FFHQ 256x256 unconditional guided-diffusion model (ffhq_10m.pt of DPS and DiffPIR), the face prior"
+        ),
         filename="diffusion_ffhq_10m.pt",
         config=_guided_config(),
         num_params=93_563_910,

@@ -45,7 +45,7 @@ Layout = tuple[list[tuple[int, int, int, int]], list[torch.Tensor], torch.Tensor
 
 def _crop(image: torch.Tensor, window: tuple[int, int, int, int]) -> torch.Tensor:
     top, left, height, width = window
-    return image[:, top:top + height, left:left + width]
+    return image[:, top : top + height, left : left + width]
 
 
 class TiledUNet(nn.Module):
@@ -80,7 +80,7 @@ class TiledUNet(nn.Module):
         ]
         total = torch.zeros(height, width, dtype=torch.float64)
         for (top, left, _, _), weight in zip(windows, weights, strict=True):
-            total[top:top + th, left:left + tw] += weight
+            total[top : top + th, left : left + tw] += weight
         return windows, weights, total
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -91,13 +91,13 @@ class TiledUNet(nn.Module):
         jobs = [(b, k) for b in range(batch) for k in range(len(windows))]
         out: torch.Tensor | None = None
         for first in range(0, len(jobs), self.tile_batch):
-            chunk = jobs[first:first + self.tile_batch]
+            chunk = jobs[first : first + self.tile_batch]
             tiles = torch.stack([_crop(x[b], windows[k]) for b, k in chunk])
             pred = self.unet(tiles, t[[b for b, _ in chunk]])
             if out is None:
                 out = torch.zeros(batch, pred.shape[1], height, width, dtype=torch.float64, device=x.device)
             for i, (b, k) in enumerate(chunk):
                 top, left, th, tw = windows[k]
-                out[b, :, top:top + th, left:left + tw] += weights[k].to(x.device) * pred[i].double()
+                out[b, :, top : top + th, left : left + tw] += weights[k].to(x.device) * pred[i].double()
         assert out is not None
         return (out / total.to(x.device)).to(x.dtype)

@@ -92,23 +92,18 @@ class UNetModel(nn.Module):
         self.num_classes = num_classes
 
         emb_dim = model_channels * 4
-        self.time_embed = nn.Sequential(
-            nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if num_classes is not None:
             self.label_emb = nn.Embedding(num_classes, emb_dim)
 
         def res(ch_in: int, ch_out: int, **kw: bool) -> ResBlock:
-            return ResBlock(ch_in, emb_dim, dropout, ch_out, use_scale_shift_norm,
-                            use_checkpoint=use_checkpoint, **kw)
+            return ResBlock(ch_in, emb_dim, dropout, ch_out, use_scale_shift_norm, use_checkpoint=use_checkpoint, **kw)
 
         def attn(ch: int, heads: int) -> AttentionBlock:
             return AttentionBlock(ch, heads, num_head_channels, use_new_attention_order, use_checkpoint)
 
         ch = input_ch = int(channel_mult[0] * model_channels)
-        self.input_blocks = nn.ModuleList(
-            [TimestepEmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))]
-        )
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))])
         skip_chans = [ch]
         ds = 1
         for level, mult in enumerate(channel_mult):
@@ -191,24 +186,22 @@ def _parse_ints(value: str | Iterable[int | float | str], what: str) -> tuple[fl
     try:
         return tuple(float(v) for v in items if str(v).strip() != "")
     except ValueError:
-        raise ValueError(f"{what}={value!r} is not a comma-separated list of numbers, e.g. '16' or '32,16,8'") from None
+        raise ValueError(
+            f"{what}={value!r} is not a comma-separated list of numbers, e.g. '16' or '32,16,8'"
+        ) from None
 
 
 def resolve_unet_config(**kwargs: Any) -> dict[str, Any]:
     """Fill defaults and normalise ``create_model`` kwargs (strings or tuples) into one canonical dict."""
     unknown = set(kwargs) - set(UNET_DEFAULTS)
     if unknown:
-        raise TypeError(
-            f"unknown UNet argument(s) {sorted(unknown)}; accepted: {sorted(UNET_DEFAULTS)}"
-        )
+        raise TypeError(f"unknown UNet argument(s) {sorted(unknown)}; accepted: {sorted(UNET_DEFAULTS)}")
     cfg = {**UNET_DEFAULTS, **kwargs}
     size = int(cfg["image_size"])
     mult = _parse_ints(cfg["channel_mult"], "channel_mult")
     if not mult:
         if size not in _DEFAULT_CHANNEL_MULT:
-            raise ValueError(
-                f"no default channel_mult for image_size={size}; pass channel_mult, e.g. '1,2,2,2'"
-            )
+            raise ValueError(f"no default channel_mult for image_size={size}; pass channel_mult, e.g. '1,2,2,2'")
         mult = _DEFAULT_CHANNEL_MULT[size]
     cfg["channel_mult"] = ",".join(f"{m:g}" for m in mult)
     res = _parse_ints(cfg["attention_resolutions"], "attention_resolutions")

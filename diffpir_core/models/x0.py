@@ -40,7 +40,9 @@ class X0Predictor(nn.Module):
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x̃0 and, from the same network call, the UNet's variance channels (None for a 3-channel UNet)."""
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
-            raise ValueError(f"t must hold one integer timestep per sample: got shape {tuple(t.shape)} for a batch of {x.shape[0]}")
+            raise ValueError(
+                f"t must hold one integer timestep per sample: got shape {tuple(t.shape)} for a batch of {x.shape[0]}"
+            )
         t = t.to(device=x.device, dtype=torch.long)
         c1 = self.c1.to(x.device)[t].to(x.dtype)[:, None, None, None]
         c2 = self.c2.to(x.device)[t].to(x.dtype)[:, None, None, None]

@@ -35,7 +35,8 @@ from .svd import NoSVDError, OperatorSVD
 Boundary = Literal["circular", "reflect"]
 BOUNDARIES: tuple[str, ...] = ("circular", "reflect")
 """``circular``: wrap-around (the reference's synthetic blur, FFT closed form); ``reflect``: a camera's frame of a
-larger scene (evaluate mode mirrors the ground truth to synthesise it; the data step treats the exterior as unknown)."""
+larger scene (evaluate mode mirrors the ground truth to synthesise it; the data step treats the exterior as
+unknown)."""
 
 CG_TOLERANCE = 1e-3
 """Default stopping rule of the canvas data step: the residual of the normal equations falls to this fraction of
@@ -122,7 +123,11 @@ class Canvas:
     def extend(self, image: Tensor) -> Tensor:
         """A frame-sized image continued half-sample-symmetrically over the canvas (the sampler's start)."""
         return symmetric_extend(
-            image, self.top, self.height - self.top - image.shape[-2], self.left, self.width - self.left - image.shape[-1]
+            image,
+            self.top,
+            self.height - self.top - image.shape[-2],
+            self.left,
+            self.width - self.left - image.shape[-1],
         )
 
 
@@ -233,8 +238,13 @@ class CanvasConvolution(Operator):
     non-circular boundary (``Operator.on_canvas``). Its images are canvases, its measurements frames."""
 
     def __init__(
-        self, kernel: Tensor, canvas: Canvas, init: Callable[[Tensor], Tensor], init_is_noisy_measurement: bool,
-        tolerance: float = CG_TOLERANCE, iterations: int = CG_ITERATIONS,
+        self,
+        kernel: Tensor,
+        canvas: Canvas,
+        init: Callable[[Tensor], Tensor],
+        init_is_noisy_measurement: bool,
+        tolerance: float = CG_TOLERANCE,
+        iterations: int = CG_ITERATIONS,
     ) -> None:
         self.kernel, self.canvas, self._init = kernel, canvas, init
         self.init_is_noisy_measurement = init_is_noisy_measurement

@@ -61,7 +61,9 @@ class SuperResolution(Operator):
         if mode not in ("blur", "cubic"):
             raise ValueError(f"mode must be 'blur' (FFT closed form) or 'cubic' (back-projection), got {mode!r}")
         if mode == "cubic" and kernel is not None:
-            raise ValueError("mode='cubic' uses bicubic imresize as its forward model; drop kernel= or use mode='blur'")
+            raise ValueError(
+                "mode='cubic' uses bicubic imresize as its forward model; drop kernel= or use mode='blur'"
+            )
         self.mode = mode
         self.gamma = gamma
         self.iterations = iterations
@@ -121,7 +123,8 @@ class SuperResolution(Operator):
 
     @property
     def has_svd(self) -> bool:
-        """Blur mode with the circular boundary has the FFT/polyphase SVD; other boundaries and cubic mode have none."""
+        """Blur mode with the circular boundary has the FFT/polyphase SVD; other boundaries and cubic mode have
+        none."""
         return self._conv is not None and self._conv.has_svd
 
     def svd(self, y: Tensor) -> OperatorSVD:

@@ -24,8 +24,20 @@ from diffpir_core.reporting.summary import Row
 from diffpir_core.reporting.text import _md_escape, format_number, method_caveat, metrics_csv, setting_label, to_json
 
 COLUMNS = (
-    "task", "variant", "method", "settings", "NFEs", "backward", "PSNR", "SSIM", "LPIPS", "FID", "degraded PSNR", "baseline PSNR",
-    "s/image", "images",
+    "task",
+    "variant",
+    "method",
+    "settings",
+    "NFEs",
+    "backward",
+    "PSNR",
+    "SSIM",
+    "LPIPS",
+    "FID",
+    "degraded PSNR",
+    "baseline PSNR",
+    "s/image",
+    "images",
 )
 COMPARISON_FILES = ("report.md", "report.html", "summary.json", "metrics.csv")
 MEMORY_NOTE = (
@@ -72,35 +84,42 @@ def _seconds(rows: Sequence[Row]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def table_rows(entries: Sequence[ComparisonEntry], degraded: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+def table_rows(
+    entries: Sequence[ComparisonEntry], degraded: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
     """One plain row per entry (summary.json's ``table``): numbers, None where missing or n/a; ``degraded``: per task
-    the mean PSNR of the degraded inputs (``scoring.degraded_psnr``), and ``beats_degraded`` whether PSNR is above it."""
+    the mean PSNR of the degraded inputs (``scoring.degraded_psnr``), and ``beats_degraded`` whether PSNR is
+    above it."""
     degraded = degraded or {}
     table = []
     for entry in entries:
         summary = entry.summary
         fid = summary.get("fid") if summary else None
-        table.append({
-            "task": entry.task,
-            "variant": entry.variant,
-            "method": entry.method,
-            "settings": dict(entry.settings),
-            "swept": dict(entry.swept),
-            "nfes": summary.get("nfes") if summary else None,
-            "backward_passes": entry.backward_passes if summary else None,
-            "psnr": _mean(summary, "psnr"),
-            "ssim": _mean(summary, "ssim"),
-            "lpips": _mean(summary, "lpips"),
-            "fid": fid if isinstance(fid, (int, float)) else None,
-            "degraded_psnr": degraded.get(entry.task),
-            "baseline_psnr": _mean(summary, "baseline_psnr"),
-            "seconds_per_image": _seconds(entry.rows),
-            "images": summary.get("images") if summary else 0,
-            "status": "n/a" if entry.reason else ("done" if summary and summary.get("images") else "not scored"),
-            "reason": entry.reason,
-        })
+        table.append(
+            {
+                "task": entry.task,
+                "variant": entry.variant,
+                "method": entry.method,
+                "settings": dict(entry.settings),
+                "swept": dict(entry.swept),
+                "nfes": summary.get("nfes") if summary else None,
+                "backward_passes": entry.backward_passes if summary else None,
+                "psnr": _mean(summary, "psnr"),
+                "ssim": _mean(summary, "ssim"),
+                "lpips": _mean(summary, "lpips"),
+                "fid": fid if isinstance(fid, (int, float)) else None,
+                "degraded_psnr": degraded.get(entry.task),
+                "baseline_psnr": _mean(summary, "baseline_psnr"),
+                "seconds_per_image": _seconds(entry.rows),
+                "images": summary.get("images") if summary else 0,
+                "status": "n/a" if entry.reason else ("done" if summary and summary.get("images") else "not scored"),
+                "reason": entry.reason,
+            }
+        )
         row = table[-1]
-        row["beats_degraded"] = None if None in (row["psnr"], row["degraded_psnr"]) else row["psnr"] > row["degraded_psnr"]
+        row["beats_degraded"] = (
+            None if None in (row["psnr"], row["degraded_psnr"]) else row["psnr"] > row["degraded_psnr"]
+        )
     return table
 
 
@@ -114,7 +133,9 @@ def _best(rows: Sequence[Mapping[str, Any]]) -> set[tuple[int, str]]:
     marked = set()
     for task in dict.fromkeys(row["task"] for row in rows):
         for metric, pick in _BEST.items():
-            scored = [(i, row[metric]) for i, row in enumerate(rows) if row["task"] == task and row.get(metric) is not None]
+            scored = [
+                (i, row[metric]) for i, row in enumerate(rows) if row["task"] == task and row.get(metric) is not None
+            ]
             if len(scored) > 1:
                 best = pick(value for _, value in scored)
                 marked |= {(i, metric) for i, value in scored if value == best}
@@ -130,9 +151,20 @@ def _cells(row: Mapping[str, Any], best: set[str] = frozenset()) -> list[str]:
         return "n/a" if value is None else format_number(value, decimals) + (BEST_MARK if metric in best else "")
 
     return [
-        row["task"], row["variant"], row["method"], settings, number(row["nfes"], 0), number(row["backward_passes"], 0),
-        number(row["psnr"], 2, "psnr"), number(row["ssim"], 4, "ssim"), number(row["lpips"], 4, "lpips"), number(row["fid"], 2, "fid"),
-        number(row["degraded_psnr"], 2), number(row["baseline_psnr"], 2), number(row["seconds_per_image"], 2), str(row["images"]),
+        row["task"],
+        row["variant"],
+        row["method"],
+        settings,
+        number(row["nfes"], 0),
+        number(row["backward_passes"], 0),
+        number(row["psnr"], 2, "psnr"),
+        number(row["ssim"], 4, "ssim"),
+        number(row["lpips"], 4, "lpips"),
+        number(row["fid"], 2, "fid"),
+        number(row["degraded_psnr"], 2),
+        number(row["baseline_psnr"], 2),
+        number(row["seconds_per_image"], 2),
+        str(row["images"]),
     ]
 
 
@@ -150,8 +182,11 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def _notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     notes = [f"{row['variant']} on {row['task']}: n/a — {row['reason']}" for row in rows if row["status"] == "n/a"]
-    notes += [f"{row['variant']} on {row['task']}: {caveat}" for row in rows
-              if row["status"] != "n/a" and (caveat := method_caveat(row["method"], row["task"]))]
+    notes += [
+        f"{row['variant']} on {row['task']}: {caveat}"
+        for row in rows
+        if row["status"] != "n/a" and (caveat := method_caveat(row["method"], row["task"]))
+    ]
     if any(row["backward_passes"] for row in rows):
         notes.append(MEMORY_NOTE)
     return notes
@@ -162,19 +197,29 @@ def sweeps(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[str, str]]
     plots: dict[str, list[tuple[str, str]]] = {}
     for task in dict.fromkeys(row["task"] for row in rows):
         swept = [row for row in rows if row["task"] == task and row["swept"]]
-        parameters = [name for name in dict.fromkeys(k for row in swept for k in row["swept"])
-                      if len({str(row["swept"].get(name)) for row in swept}) > 1]
+        parameters = [
+            name
+            for name in dict.fromkeys(k for row in swept for k in row["swept"])
+            if len({str(row["swept"].get(name)) for row in swept}) > 1
+        ]
         points = [{**row["swept"], "psnr": row["psnr"]} for row in swept]
-        plots[task] = [(name, sweep_uri(points, name, title=f"{task}: PSNR against {setting_label(name)}")) for name in parameters]
+        plots[task] = [
+            (name, sweep_uri(points, name, title=f"{task}: PSNR against {setting_label(name)}")) for name in parameters
+        ]
     return {task: found for task, found in plots.items() if found}
 
 
 def comparison_html(title: str, intro: str, rows: Sequence[Mapping[str, Any]], samples: Sequence[SampleRow]) -> str:
     """The self-contained page: table, notes, sweep plots, sample grid (one column per variant)."""
     head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
-    body_rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>" for cells in _table_cells(rows))
-    body = [f"<h1>{escape(title)}</h1>", f"<p>{escape(intro)}</p>",
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>"]
+    body_rows = "".join(
+        "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>" for cells in _table_cells(rows)
+    )
+    body = [
+        f"<h1>{escape(title)}</h1>",
+        f"<p>{escape(intro)}</p>",
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>",
+    ]
     body += [f'<p class="note">{escape(note)}</p>' for note in _notes(rows)]
     for task, plots in sweeps(rows).items():
         body.append(f"<h2>Sweep: {escape(task)}</h2>")
@@ -186,12 +231,22 @@ def comparison_html(title: str, intro: str, rows: Sequence[Mapping[str, Any]], s
             figures = [_figure(sample.degraded, "degraded", side)]
             for variant, image in sample.restored.items():
                 score = sample.scores.get(variant)
-                label = f"{variant} (n/a)" if image is None else f"{variant}" + ("" if score is None else f" {score:.2f} dB")
-                figures.append(_figure(image, label, side) if image is not None else f'<figure><div class="missing">n/a</div>'
-                               f"<figcaption>{escape(label)}</figcaption></figure>")
+                label = (
+                    f"{variant} (n/a)"
+                    if image is None
+                    else f"{variant}" + ("" if score is None else f" {score:.2f} dB")
+                )
+                figures.append(
+                    _figure(image, label, side)
+                    if image is not None
+                    else f'<figure><div class="missing">n/a</div><figcaption>{escape(label)}</figcaption></figure>'
+                )
             if sample.truth is not None:
                 figures.append(_figure(sample.truth, "ground truth", side))
-            body.append(f'<div class="sample"><h3>{escape(sample.image_id)}</h3><div class="cols">{"".join(figures)}</div></div>')
+            body.append(
+                f'<div class="sample"><h3>{escape(sample.image_id)}</h3>'
+                f'<div class="cols">{"".join(figures)}</div></div>'
+            )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
@@ -199,14 +254,22 @@ def comparison_html(title: str, intro: str, rows: Sequence[Mapping[str, Any]], s
 
 
 def write_comparison(
-    output_uri: str, title: str, intro: str, entries: Sequence[ComparisonEntry], degraded: Mapping[str, float] | None = None,
-    samples: Sequence[SampleRow] = (), *, storage_options: Mapping[str, Any] | None = None,
+    output_uri: str,
+    title: str,
+    intro: str,
+    entries: Sequence[ComparisonEntry],
+    degraded: Mapping[str, float] | None = None,
+    samples: Sequence[SampleRow] = (),
+    *,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """Write report.md, report.html, summary.json (the table) and metrics.csv (every image of every variant, with a
     ``variant`` column) into the folder ``output_uri``; returns their URIs and the table rows."""
     rows = table_rows(entries, degraded)
     notes = _notes(rows)
-    markdown = f"# {title}\n\n{intro}\n\n{comparison_markdown(rows)}\n" + "".join(f"- {_md_escape(n)}\n" for n in notes)
+    markdown = f"# {title}\n\n{intro}\n\n{comparison_markdown(rows)}\n" + "".join(
+        f"- {_md_escape(n)}\n" for n in notes
+    )
     images = [{"variant": e.variant, **row} for e in entries for row in e.rows]
     contents = {
         "report.md": markdown,

@@ -77,7 +77,11 @@ pre { background: #f6f6f6; padding: 1em; }
 """
 
 
-_HISTOGRAM_TITLES = {"psnr": "PSNR (dB) per image", "ssim": "SSIM per image", "measurement_rms": "‖y − A(x)‖ RMS per image"}
+_HISTOGRAM_TITLES = {
+    "psnr": "PSNR (dB) per image",
+    "ssim": "SSIM per image",
+    "measurement_rms": "‖y − A(x)‖ RMS per image",
+}
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,8 @@ def render_pages(
         "<ul>",
         f"<li>dataset: <code>{escape(str(summary['dataset']))}</code></li>",
         f"<li>prior: <code>{escape(str(summary['prior']))}</code>; baseline: {escape(method)}</li>",
-        f"<li>settings that ran: {escape(settings_line(summary.get('config') or {}))} · {summary.get('nfes')} NFEs</li>",
+        f"<li>settings that ran: {escape(settings_line(summary.get('config') or {}))} · {summary.get('nfes')} "
+        "NFEs</li>",
         f"<li>mode: {escape(str(summary['mode']))}; images scored: {summary['images']}; "
         f"generated {escape(str(summary['generated_at']))}</li>",
         "</ul>",
@@ -129,7 +134,13 @@ def render_pages(
     body += ["<h2>Configuration</h2>", f"<pre>{escape(to_json(summary['config']))}</pre>"]
     title = escape(str(summary["task"]))
     heading = f'<a href="{escape(href)}">{title}</a>' if href else title
-    card = [f'<section class="card"><h2>{heading}</h2>', *results, *distributions, *blocks[:card_samples], "</section>"]
+    card = [
+        f'<section class="card"><h2>{heading}</h2>',
+        *results,
+        *distributions,
+        *blocks[:card_samples],
+        "</section>",
+    ]
     return _page(f"DiffPIR report: {summary['task']}", body), "\n".join(card) + "\n"
 
 
@@ -153,7 +164,10 @@ def render_index(
     header, lines = paper_table_rows(summaries)
     body = [f"<h1>{escape(title)}</h1>", f"<p>{escape(intro)}</p>", _table(header, lines)]
     for href, card in cards:
-        body += [card, f'<p class="note">The full report of this task: <a href="{escape(href)}">{escape(href)}</a></p>']
+        body += [
+            card,
+            f'<p class="note">The full report of this task: <a href="{escape(href)}">{escape(href)}</a></p>',
+        ]
     return _page(title, body)
 
 
@@ -177,9 +191,7 @@ def _results(summary: Mapping[str, Any]) -> list[str]:
 
 def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{escape(cell)}</th>" for cell in header)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in cells) + "</tr>" for cells in lines
-    )
+    rows = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in cells) + "</tr>" for cells in lines)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
@@ -231,7 +243,10 @@ def _columns(sample: ReportSample, method: str) -> list[tuple[str, np.ndarray | 
 def _sample_block(sample: ReportSample, method: str) -> str:
     """Title with the image's numbers, the columns at ≥ 256 px with the crop framed, then the crops."""
     box = crop_box(
-        sample.restored, sample.baseline, align=max(1, sample.restored.shape[0] // sample.degraded.shape[0]), unknown=sample.unknown
+        sample.restored,
+        sample.baseline,
+        align=max(1, sample.restored.shape[0] // sample.degraded.shape[0]),
+        unknown=sample.unknown,
     )
     reference = sample.restored.shape
     full, zoomed = [], []
@@ -262,7 +277,10 @@ def _extremes(extremes: Extremes, method: str) -> list[str]:
         lines = []
         for rank, sample in enumerate(samples, 1):
             pictures = [(label, image) for label, image in _columns(sample, method)[1:] if image is not None]
-            thumbs = "".join(_figure(display_image(image, THUMB_SIDE, 2 * THUMB_SIDE), label, THUMB_SIDE) for label, image in pictures)
+            thumbs = "".join(
+                _figure(display_image(image, THUMB_SIDE, 2 * THUMB_SIDE), label, THUMB_SIDE)
+                for label, image in pictures
+            )
             cells = [
                 str(rank),
                 escape(sample.id),
@@ -272,7 +290,9 @@ def _extremes(extremes: Extremes, method: str) -> list[str]:
                 format_gain(sample.scores.get(extremes.metric), decimals(metric)),
             ]
             lines.append(
-                "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + f'<td><div class="cols">{thumbs}</div></td></tr>'
+                "<tr>"
+                + "".join(f"<td>{cell}</td>" for cell in cells)
+                + f'<td><div class="cols">{thumbs}</div></td></tr>'
             )
         parts += [f"<h3>{title}</h3>", f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"]
     return parts
@@ -288,13 +308,17 @@ def _distributions(summary: Mapping[str, Any], rows: Sequence[Row]) -> list[str]
         if all(value is None for value in restored):
             continue
         baseline = [row.get(f"baseline_{metric}") for row in rows]
-        uri = histogram_uri(restored, baseline, title=_HISTOGRAM_TITLES[metric], restored_label="restored", baseline_label=method)
+        uri = histogram_uri(
+            restored, baseline, title=_HISTOGRAM_TITLES[metric], restored_label="restored", baseline_label=method
+        )
         plots.append(f'<img class="plot" src="{uri}" width="520" alt="{escape(metric)} histogram">')
     if not plots:
         return []
-    note = '<p class="note">Infinite PSNRs (identical images) are left out of the histogram.</p>' if any(
-        row.get("psnr") == float("inf") for row in rows
-    ) else ""
+    note = (
+        '<p class="note">Infinite PSNRs (identical images) are left out of the histogram.</p>'
+        if any(row.get("psnr") == float("inf") for row in rows)
+        else ""
+    )
     return ["<h2>Distributions</h2>", f'<div class="plots">{"".join(plots)}</div>', note]
 
 

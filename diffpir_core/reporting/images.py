@@ -78,7 +78,10 @@ def display_image(image_u8: np.ndarray, min_side: int = 256, max_side: int = 102
 
 
 def crop_box(
-    restored_u8: np.ndarray, baseline_u8: np.ndarray | None = None, fraction: float = 0.25, align: int = 1,
+    restored_u8: np.ndarray,
+    baseline_u8: np.ndarray | None = None,
+    fraction: float = 0.25,
+    align: int = 1,
     unknown: np.ndarray | None = None,
 ) -> Box:
     """The square region (a ``fraction`` of the short side, ≥ 8 px) where the restoration differs most
@@ -106,7 +109,9 @@ def crop_box(
 
 def crop(image_u8: np.ndarray, box: Box, reference_shape: tuple[int, ...]) -> np.ndarray:
     """The ``box`` region (given in an image of ``reference_shape``) of ``image_u8``, which may be smaller."""
-    top, left, bottom, right = box.scaled(image_u8.shape[0] / reference_shape[0], image_u8.shape[1] / reference_shape[1])
+    top, left, bottom, right = box.scaled(
+        image_u8.shape[0] / reference_shape[0], image_u8.shape[1] / reference_shape[1]
+    )
     return image_u8[top:bottom, left:right]
 
 

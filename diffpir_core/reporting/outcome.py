@@ -22,7 +22,8 @@ def image_outcome(manifests: Iterable[Mapping[str, Any]]) -> tuple[int, dict[str
 
 
 def outcome_line(restored: int, quarantined: Mapping[str, str]) -> str:
-    """``restored N image(s), quarantined M`` and, when M > 0, the first reasons (``diffpir status`` lists them all)."""
+    """``restored N image(s), quarantined M`` and, when M > 0, the first reasons (``diffpir status`` lists them
+    all)."""
     line = f"restored {restored} image(s), quarantined {len(quarantined)}"
     if quarantined:
         first = "; ".join(f"{image_id}: {reason}" for image_id, reason in sorted(quarantined.items())[:REASONS_SHOWN])
@@ -35,4 +36,6 @@ def nothing_restored(restored: int, quarantined: Mapping[str, str]) -> str | Non
     """The failure message of a run whose every image was quarantined (None when any image was restored)."""
     if restored or not quarantined:
         return None
-    return f"every image was quarantined, none restored: {outcome_line(restored, quarantined)}; fix the inputs it names"
+    return (
+        f"every image was quarantined, none restored: {outcome_line(restored, quarantined)}; fix the inputs it names"
+    )

@@ -117,13 +117,16 @@ def _numeric_first(value: Any) -> tuple[int, float, str]:
 def sweep_uri(points: Sequence[Mapping[str, float]], parameter: str, *, metric: str = "psnr", title: str = "") -> str:
     """``metric`` against swept ``parameter``: one line per combination of the other swept settings, as an SVG URI.
 
-    ``points``: one mapping per variant with the swept settings and ``metric`` (variants without a value are left out)."""
+    ``points``: one mapping per variant with the swept settings and ``metric`` (variants without a value are
+    left out)."""
     others = sorted({key for point in points for key in point} - {parameter, metric})
     lines: dict[tuple, list[tuple[float, float]]] = {}
     for point in points:
         if point.get(metric) is None or point.get(parameter) is None:
             continue
-        lines.setdefault(tuple(point.get(key) for key in others), []).append((float(point[parameter]), float(point[metric])))
+        lines.setdefault(tuple(point.get(key) for key in others), []).append(
+            (float(point[parameter]), float(point[metric]))
+        )
     figure = Figure(figsize=(5.2, 3.0), dpi=100)
     figure.subplots_adjust(left=0.13, right=0.97, bottom=0.15, top=0.9)
     axes = figure.add_subplot()

@@ -113,9 +113,7 @@ def _baseline_summary(
         "method": method,
         "images": max((metrics[name]["count"] for name in scored), default=0),
         "gain": {name.removeprefix("gain_"): metrics[name]["mean"] for name in gains},
-        "better": {
-            name.removeprefix("gain_"): sum(1 for row in rows if (row.get(name) or 0) > 0) for name in gains
-        },
+        "better": {name.removeprefix("gain_"): sum(1 for row in rows if (row.get(name) or 0) > 0) for name in gains},
     }
 
 

@@ -95,7 +95,11 @@ def image_caption(scores: Mapping[str, Any], method: str | None) -> str:
     both measurement consistencies; metrics without a value are left out."""
     name = method or "baseline"
     parts = []
-    for metric, label, unit in (("psnr", "PSNR", " dB"), ("ssim", "SSIM", ""), ("measurement_rms", "‖y − A(x)‖ RMS", "")):
+    for metric, label, unit in (
+        ("psnr", "PSNR", " dB"),
+        ("ssim", "SSIM", ""),
+        ("measurement_rms", "‖y − A(x)‖ RMS", ""),
+    ):
         value = scores.get(metric)
         if value is None:
             continue
@@ -109,8 +113,17 @@ def image_caption(scores: Mapping[str, Any], method: str | None) -> str:
     return " · ".join(parts)
 
 
-SETTING_LABELS = {"lambda_": "λ", "zeta": "ζ", "iter_num": "steps", "num_steps": "steps", "timesteps": "steps", "eta": "η",
-                  "eta_b": "η_b", "noise_sigma": "σ", "sigma": "σ"}
+SETTING_LABELS = {
+    "lambda_": "λ",
+    "zeta": "ζ",
+    "iter_num": "steps",
+    "num_steps": "steps",
+    "timesteps": "steps",
+    "eta": "η",
+    "eta_b": "η_b",
+    "noise_sigma": "σ",
+    "sigma": "σ",
+}
 """How sampler settings read in reports: λ, not ``lambda_``."""
 KEY_SETTINGS = ("lambda_", "zeta", "iter_num", "num_steps", "timesteps", "eta", "eta_b")
 """The sampler settings a report shows near its top (those a method has)."""
@@ -175,7 +188,9 @@ def verdict(summary: Mapping[str, Any]) -> str | None:
             f"Measurement consistency ‖y − A(x)‖ RMS: restored {format_number(_mean(summary, 'measurement_rms'), 4)}, "
             f"{method} {format_number(rms, 4)} (about σ = a restoration that explains its measurement){share}."
         )
-    sentences += [_blind_sentence(summary, name, method) for name in ("piqe", "niqe") if _mean(summary, name) is not None]
+    sentences += [
+        _blind_sentence(summary, name, method) for name in ("piqe", "niqe") if _mean(summary, name) is not None
+    ]
     return " ".join(sentences) or None
 
 
@@ -214,7 +229,11 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "",
         markdown_table([summary]),
         *([sentence, ""] if (sentence := verdict(summary)) else []),
-        *([f"Note: {caveat}.", ""] if (caveat := method_caveat(str(summary["config"].get("method", "")), summary["task"])) else []),
+        *(
+            [f"Note: {caveat}.", ""]
+            if (caveat := method_caveat(str(summary["config"].get("method", "")), summary["task"]))
+            else []
+        ),
         "## Per-image statistics",
         "",
         "| metric | mean | std | min | max | images |",
@@ -236,10 +255,12 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
 
 
 def problem_line(item: Mapping[str, Any]) -> str:
-    """"shard-0003 (attempts 3): CUDA out of memory" from a failed entry (its ``error``), "a.png (stage restore,
+    """ "shard-0003 (attempts 3): CUDA out of memory" from a failed entry (its ``error``), "a.png (stage restore,
     shard 32x32/000000): no mask file ..." from a quarantined one (its ``reason``)."""
     name = item.get("id", item.get("shard", "?"))
-    extras = [f"{key} {value}" for key, value in item.items() if key not in ("id", "error", "reason") and value != name]
+    extras = [
+        f"{key} {value}" for key, value in item.items() if key not in ("id", "error", "reason") and value != name
+    ]
     label = f"{name} ({', '.join(extras)})" if extras else str(name)
     return f"{label}: {item.get('error', item.get('reason', 'no reason recorded'))}"
 

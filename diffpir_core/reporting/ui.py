@@ -23,7 +23,9 @@ from diffpir_core.reporting.images import ReportSample, display_image, png_data_
 from diffpir_core.reporting.text import format_gain
 
 STRIP_SIDE = 128
-LOCAL_NOTE = "Local files on the machine that ran the flow: copy the path (browsers do not open file:// links from a web page)."
+LOCAL_NOTE = (
+    "Local files on the machine that ran the flow: copy the path (browsers do not open file:// links from a web page)."
+)
 LINK_EXPIRY_S = 7 * 24 * 3600
 """Lifetime of pre-signed links: 7 days, the longest S3 accepts for SigV4 signatures."""
 
@@ -41,7 +43,9 @@ def markdown_strip(samples: Sequence[ReportSample], method: str, count: int = 2,
         gain = sample.scores.get("gain_psnr")
         label = f"`{sample.id}`" + (f" {format_gain(gain, 2)} dB" if gain is not None else "")
         cells = [label]
-        for title, image in zip(titles[1:], (sample.degraded, sample.baseline, sample.restored, sample.truth), strict=False):
+        for title, image in zip(
+            titles[1:], (sample.degraded, sample.baseline, sample.restored, sample.truth), strict=False
+        ):
             cells.append("—" if image is None else f"![{title}]({png_data_uri(display_image(image, side, side))})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -81,7 +85,14 @@ def file_links(
         if "Signature=" in url:
             links.append(FileLink(name, uri, https=url, expires_at=expires))
         else:
-            links.append(FileLink(name, uri, https=url, note="Links are not signed (anonymous access): they open only for public objects."))
+            links.append(
+                FileLink(
+                    name,
+                    uri,
+                    https=url,
+                    note="Links are not signed (anonymous access): they open only for public objects.",
+                )
+            )
     return links
 
 
@@ -119,6 +130,6 @@ def links_markdown(links: Sequence[FileLink]) -> str:
 
 
 def progress_line(images_done: int, images_total: int, shards_done: int, shards_total: int, rate: float | None) -> str:
-    """"48/64 images (6/8 shards), 2.40 images/s now" (the rate left out before the first restored shard)."""
+    """ "48/64 images (6/8 shards), 2.40 images/s now" (the rate left out before the first restored shard)."""
     now = f", {rate:.2f} images/s now" if rate is not None else ""
     return f"{images_done}/{images_total} images ({shards_done}/{shards_total} shards){now}"

@@ -20,11 +20,15 @@ def shards_artifact(job: Job, plan: JobPlan, result: CellResult) -> dict[str, An
     """``create_table_artifact`` arguments for a cell's shards (failed and pending ones first when there are many)."""
     table = shard_table(result)
     shown = shown_shards(table)
-    part = f" ({len(shown)} of {len(table)} shards, failed and pending ones first; all in metrics.csv and `diffpir status`)"
+    part = (
+        f" ({len(shown)} of {len(table)} shards, failed and pending ones first; "
+        "all in metrics.csv and `diffpir status`)"
+    )
     return {
         "key": artifact_key(job, "shards", plan.variant),
         "table": shown,
-        "description": f"Per-shard results of {cell_title(job, plan)} on {job.dataset_name()}" + (part if len(shown) < len(table) else ""),
+        "description": f"Per-shard results of {cell_title(job, plan)} on {job.dataset_name()}"
+        + (part if len(shown) < len(table) else ""),
     }
 
 
@@ -57,7 +61,8 @@ def comparison_artifact(job: Job, results: list[CellResult], comparison: dict[st
         "key": artifact_key(job, "comparison").replace(f"-{job.task_label()}", ""),
         "markdown": (
             f"# Method comparison on {job.dataset_name()} ({job.mode})\n\n{comparison['markdown']}\n"
-            f"## Report files\n\nOutput: `{job.output}`\n\n{comparison['links']}" + _failures(all_failed(results, True))
+            f"## Report files\n\nOutput: `{job.output}`\n\n{comparison['links']}"
+            + _failures(all_failed(results, True))
         ),
         "description": "Variants × tasks in the paper's layout: NFEs, PSNR, SSIM, LPIPS, FID, seconds per image",
     }

@@ -111,7 +111,9 @@ def _reflect(y: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
     return F.pad(y, (0, pad_w, 0, pad_h), mode=mode)
 
 
-def measurement_padding(unet: torch.nn.Module, task: TaskKind, height: int, width: int, kernel: int = 1) -> tuple[int, int]:
+def measurement_padding(
+    unet: torch.nn.Module, task: TaskKind, height: int, width: int, kernel: int = 1
+) -> tuple[int, int]:
     """Rows and columns to add to an ``height``×``width`` measurement so the network takes the restored size, which is
     also at least 2x2 at the network's deepest level (group norm of one pixel is undefined) and at least the
     operator's ``kernel`` side (a blur wider than its image has no circular model): tiny images are restored too."""
@@ -151,7 +153,10 @@ def inputs_from_arrays(task: TaskKind, ids: list[str], arrays: Mapping[str, np.n
 
 
 def inputs_as_given(
-    task: TaskKind, ids: list[str], degraded_u8: np.ndarray, storage_options: Mapping[str, Any],
+    task: TaskKind,
+    ids: list[str],
+    degraded_u8: np.ndarray,
+    storage_options: Mapping[str, Any],
     given: GivenData | None = None,
 ) -> ShardInputs:
     """Restore mode: the stored images are the measurements; operator data comes from the task's files
@@ -170,7 +175,9 @@ def _sigmas(task: TaskKind, y: torch.Tensor, given: list[float | str] | None) ->
     estimates = estimate_noise_sigma(y)
     if given is None:
         return estimates
-    return [estimate if sigma == AUTO_SIGMA else float(sigma) for sigma, estimate in zip(given, estimates, strict=True)]
+    return [
+        estimate if sigma == AUTO_SIGMA else float(sigma) for sigma, estimate in zip(given, estimates, strict=True)
+    ]
 
 
 def restore_batchwise(
@@ -201,8 +208,17 @@ def restore_batchwise(
         if not kept:
             return full, max(1, batch_size)
         restored, size = restore_batchwise(
-            unet, inputs.select(kept), task, config, seed=seed, batch_size=batch_size, device=device,
-            precision=precision, fit=fit, meter=meter, method=method,
+            unet,
+            inputs.select(kept),
+            task,
+            config,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            fit=fit,
+            meter=meter,
+            method=method,
         )
         full[kept] = restored
         return full, size
@@ -220,7 +236,14 @@ def restore_batchwise(
         try:
             with autocast:
                 restored = restore_batch(
-                    network, inputs.batch(start, stop), task, config, seed=seed, device=device, pad=fit.pad, method=method,
+                    network,
+                    inputs.batch(start, stop),
+                    task,
+                    config,
+                    seed=seed,
+                    device=device,
+                    pad=fit.pad,
+                    method=method,
                     callback=None if meter is None else lambda step, a=start, b=stop: meter.step(a, b, step.i),
                 )
         except torch.cuda.OutOfMemoryError:
@@ -238,8 +261,16 @@ def restore_batchwise(
 
 
 def restore_batch(
-    unet: torch.nn.Module, inputs: ShardInputs, task: TaskKind, config: BaseModel, *, seed: int, device: str,
-    pad: bool = True, method: str = "diffpir", callback: StepCallback | None = None,
+    unet: torch.nn.Module,
+    inputs: ShardInputs,
+    task: TaskKind,
+    config: BaseModel,
+    *,
+    seed: int,
+    device: str,
+    pad: bool = True,
+    method: str = "diffpir",
+    callback: StepCallback | None = None,
 ) -> torch.Tensor:
     """One batch through ``method``'s sampler with one generator per image; (B, 3, H, W) float, unclamped, at the
     images' own restored size (padded for the network and cropped back when ``pad``; an operator with a canvas, a

@@ -2,7 +2,8 @@
 
 Each run is a plain job (one method, one task) with a hash of its own, so each writes its own output array and
 records and a re-run only restores what is missing; variants of one task share the task's synthesised
-measurements (``diffpir_core.runs.plan``). A variant whose method cannot use a task's operator (DDRM without an SVD) is a
+measurements (``diffpir_core.runs.plan``). A variant whose method cannot use a task's operator (DDRM without an SVD) is
+a
 run without a job, reported as n/a, as the paper does for motion blur.
 """
 
@@ -115,4 +116,3 @@ def expand_variants(
                 job = None if problem else build(method, settings, task)
                 cells.append(Cell(name, task.label(), job, problem, method, settings, point))
     return cells
-

@@ -20,7 +20,8 @@ more shards instead."""
 
 
 def auto_unit_shards(job: Job) -> int:
-    """Shards per work unit at most when ``dispatch.unit_shards`` is null: :data:`diffpir_core.runs.plan.MAX_AUTO_UNIT` on the local
+    """Shards per work unit at most when ``dispatch.unit_shards`` is null: :data:`diffpir_core.runs.plan.MAX_AUTO_UNIT`
+    on the local
     runner (whose next unit starts while one computes), :data:`DASK_AUTO_UNIT` on Dask."""
     return DASK_AUTO_UNIT if isinstance(job.runner, DaskRunner) else MAX_AUTO_UNIT
 

@@ -55,7 +55,9 @@ def shard_identity(plan: JobPlan, checksum: str, given: GivenData | None) -> dic
     return identity
 
 
-def shard_identities(job: Job | None, plan: JobPlan, source: DatasetStore | None, refs: Sequence[ShardRef]) -> Identities:
+def shard_identities(
+    job: Job | None, plan: JobPlan, source: DatasetStore | None, refs: Sequence[ShardRef]
+) -> Identities:
     """The identities a record of each shard of ``refs`` must have: the input rows' digests from whole columns (one
     read per size group); in restore mode each shard's per-image files are read and digested too. ``job`` None (a
     job file that no longer loads) or ``source`` None (an input store being refreshed or gone): shards whose identity
@@ -83,12 +85,16 @@ def _need(job: Job | None) -> Job:
     return job
 
 
-def done_shards(plan: JobPlan, out: DatasetStore, refs: Sequence[ShardRef], identities: Identities) -> dict[str, RecordStamp]:
+def done_shards(
+    plan: JobPlan, out: DatasetStore, refs: Sequence[ShardRef], identities: Identities
+) -> dict[str, RecordStamp]:
     """The shards of ``refs`` that are done: those whose record for their identity exists, with when it was written."""
     return out.done_records(refs, plan.restored_array, identities.by_shard)
 
 
-def find_done(job: Job | None, plan: JobPlan, source: DatasetStore | None, out: DatasetStore, refs: Sequence[ShardRef]) -> dict[str, RecordStamp]:
+def find_done(
+    job: Job | None, plan: JobPlan, source: DatasetStore | None, out: DatasetStore, refs: Sequence[ShardRef]
+) -> dict[str, RecordStamp]:
     """:func:`done_shards` with the identities of :func:`shard_identities`."""
     return done_shards(plan, out, refs, shard_identities(job, plan, source, refs))
 
@@ -121,7 +127,9 @@ def open_input(plan: JobPlan, storage_options: dict[str, Any]) -> DatasetStore |
         return None
 
 
-def read_checked(store: DatasetStore, ref: ShardRef, name: str, record: ShardRecord | None = None) -> tuple[np.ndarray, ShardRecord]:
+def read_checked(
+    store: DatasetStore, ref: ShardRef, name: str, record: ShardRecord | None = None
+) -> tuple[np.ndarray, ShardRecord]:
     """The shard's data of array ``name`` and its record, verified against the record's checksum. Damaged data (see
     :class:`DamagedShard`) is an error naming the shard; its records are removed first when the store can be written,
     so that running the job again restores the shard (else the message says how)."""

@@ -22,7 +22,13 @@ from PIL import UnidentifiedImageError
 
 from diffpir_core.io import StoreError
 
-_PERMANENT_OS_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnidentifiedImageError)
+_PERMANENT_OS_ERRORS = (
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    UnidentifiedImageError,
+)
 _FIXES = {
     errno.ENOSPC: "the output's disk is full: free space there, then re-run the job (finished shards are kept)",
     errno.EDQUOT: "the output's disk quota is spent: free space or raise the quota, then re-run the job",
@@ -89,7 +95,8 @@ def describe(exc: BaseException) -> str:
 
 
 def _fix(exc: BaseException) -> str:
-    """What to do about the errors whose own words do not say it (a full or read-only disk, a file that is not an image)."""
+    """What to do about the errors whose own words do not say it (a full or read-only disk, a file that is not an
+    image)."""
     if isinstance(exc, UnidentifiedImageError):
         return "replace it with an image file (PNG, JPEG, ...), then re-run the job"
     return _FIXES.get(getattr(exc, "errno", None), "")  # type: ignore[arg-type]
@@ -100,7 +107,10 @@ def shard_failure(shard: str, exc: BaseException, endpoint: str | None = None, w
     ``unreachable`` when a probe of the storage ``endpoint`` (:func:`refuses`) fails too."""
     if endpoint is not None and is_connection_error(exc) and refuses(endpoint):
         return ShardFailure(
-            shard, type(exc).__name__, False, True,
+            shard,
+            type(exc).__name__,
+            False,
+            True,
             f"storage endpoint unreachable ({endpoint}: it refuses connections; {type(exc).__name__}: {exc})",
             "check the endpoint and storage_options, then re-run the job",
         )
@@ -119,14 +129,19 @@ def is_connection_error(exc: BaseException) -> bool:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         names = {cls.__name__ for cls in type(exc).__mro__}
-        if isinstance(exc, ConnectionError) or names & {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
+        if isinstance(exc, ConnectionError) or names & {
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ClientConnectorError",
+        }:
             return True
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return False
 
 
 def storage_endpoint(uris: list[str], storage_options: dict[str, Any]) -> str | None:
-    """A name for the remote storage endpoint behind ``uris`` (``s3 http://127.0.0.1:9000``), None when all are local."""
+    """A name for the remote storage endpoint behind ``uris`` (``s3 http://127.0.0.1:9000``), None when all are
+    local."""
     protocols = sorted({uri.split("://", 1)[0] for uri in uris if "://" in uri and not uri.startswith("file://")})
     if not protocols:
         return None

@@ -64,32 +64,42 @@ class Job(Strict):
         "restore: degraded images in, no-reference checks",
     )
     task: TaskSpec = Field(default_factory=default_task)
-    prior: str = Field("demo", min_length=1, description="demo | ffhq_256 | imagenet_256 | a local .safetensors/.pt path")
+    prior: str = Field(
+        "demo", min_length=1, description="demo | ffhq_256 | imagenet_256 | a local .safetensors/.pt path"
+    )
     method: MethodName = Field("diffpir", description=f"restoration method: {' | '.join(METHODS)} (docs/methods.md)")
     sampler: dict[str, Any] = Field(
         default_factory=dict,
         description="settings of the method's config on top of its preset and the prior card's recommendation",
     )
     variants: list[Variant] | None = Field(
-        None, description="comparison: methods/settings (or a grid of settings) run on the same measurements (docs/jobs.md)"
+        None,
+        description="comparison: methods/settings (or a grid of settings) run on the same measurements (docs/jobs.md)",
     )
-    tasks: list[TaskSpec] | None = Field(None, description="comparison: the tasks every variant runs on (null = [task])")
+    tasks: list[TaskSpec] | None = Field(
+        None, description="comparison: the tasks every variant runs on (null = [task])"
+    )
     shard_size: int = Field(16, ge=1, le=4096)
     batch_size: int = Field(4, ge=1, le=1024)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     threads: int | None = Field(
-        None, description="torch CPU threads per shard task; null = OMP_NUM_THREADS if set, else the cores split across concurrent shard tasks"
+        None,
+        description=(
+            "torch CPU threads per work unit; null = OMP_NUM_THREADS if set, else the cores split across "
+            "concurrent work units"
+        ),
     )
     runner: RunnerSpec = Field(default_factory=LocalRunner)
-    metrics: list[Literal["psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid", "consistency", "niqe", "piqe"]] | None = Field(
-        None, description="null = [psnr, ssim] for evaluate, [consistency, piqe, niqe] for restore"
-    )
+    metrics: (
+        list[Literal["psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid", "consistency", "niqe", "piqe"]] | None
+    ) = Field(None, description="null = [psnr, ssim] for evaluate, [consistency, piqe, niqe] for restore")
     seed: int = Field(0, ge=0)
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
         description=(
-            "fsspec options for input/output, e.g. {endpoint_url: http://host:8333}. No credentials here (key, secret, "
+            "fsspec options for input/output, e.g. {endpoint_url: http://host:8333}. No credentials here (key, "
+            "secret, "
             "token): run parameters are stored in Prefect's database. Put them in the worker's environment "
             "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or in a Secret block named by the run's credentials_block"
         ),
@@ -132,7 +142,11 @@ class Job(Strict):
     @classmethod
     def _sampler_of_the_method(cls, data: Any) -> Any:
         """``sampler`` checked against the config of ``method`` (a known one; pydantic names an unknown method)."""
-        if isinstance(data, dict) and isinstance(data.get("sampler"), dict) and data.get("method", "diffpir") in METHODS:
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("sampler"), dict)
+            and data.get("method", "diffpir") in METHODS
+        ):
             data = {**data, "sampler": check_overrides(data.get("method", "diffpir"), data["sampler"])}
         return data
 
@@ -179,7 +193,9 @@ class Job(Strict):
             return Job.model_validate({**base, "method": method, "sampler": sampler, "task": task})
 
         tasks = self.tasks or [self.task]
-        return expand_variants(self.variants or [Variant()], self.method, self.sampler, tasks, self.storage_options, build)
+        return expand_variants(
+            self.variants or [Variant()], self.method, self.sampler, tasks, self.storage_options, build
+        )
 
     def effective_metrics(self) -> list[str]:
         """The metrics to compute: the configured list or the mode's default."""
@@ -193,7 +209,8 @@ class Job(Strict):
         return resolve_job_sampler(self.task, self.method, self.prior, self.sampler)
 
     def sampler_config(self) -> BaseModel:
-        """The config of the job's method it samples with (``DiffPIRConfig`` for DiffPIR; see :meth:`sampler_settings`)."""
+        """The config of the job's method it samples with (``DiffPIRConfig`` for DiffPIR; see
+        :meth:`sampler_settings`)."""
         return self.sampler_settings().config
 
     def fit(self) -> Fit:
@@ -220,13 +237,15 @@ class Job(Strict):
         return self.task.label()
 
     def task_identity(self) -> dict[str, Any]:
-        """The task's fields (``TaskKind.identity``: a circular boundary is left out, so jobs from before that field keep
+        """The task's fields (``TaskKind.identity``: a circular boundary is left out, so jobs from before that field
+        keep
         their hash) with every kernel/mask file replaced by the digest of its bytes (reads those files)."""
         return {**self.task.identity(), **self.task.content_identity(self.storage_options)}
 
     def job_hash(self) -> str:
         """sha256 of everything that determines the restored pixels (see the module docstring); kernel and mask
-        files count by their bytes, so replacing one at the same path makes a new job. The method enters only when it is
+        files count by their bytes, so replacing one at the same path makes a new job. The method enters only when it
+        is
         not DiffPIR (DiffPIR jobs keep the hashes they had before methods existed); a comparison's hash is that of its
         runs' hashes."""
         if self.is_comparison():
@@ -263,7 +282,9 @@ class Job(Strict):
 
     def to_yaml(self, *, redact: bool = True) -> str:
         """The job as YAML (secrets redacted unless ``redact=False``); ``load_job`` reads it back."""
-        data = self.public_dict() if redact else {**self.model_dump(mode="json"), "storage_options": self.storage_options}
+        data = (
+            self.public_dict() if redact else {**self.model_dump(mode="json"), "storage_options": self.storage_options}
+        )
         return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -287,8 +308,14 @@ def format_validation_error(err: ValidationError) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for i, p in enumerate(e["loc"]) if not (i == 1 and e["loc"][0] in _TAGGED))
         msg = e["msg"].removeprefix("Value error, ")
-        got = f" (got {e['input']!r})" if e["type"] not in ("missing", "value_error") and not isinstance(e["input"], dict) else ""
-        if e["type"] == "extra_forbidden" and (close := difflib.get_close_matches(str(e["loc"][-1]), _field_names(), n=1)):
+        got = (
+            f" (got {e['input']!r})"
+            if e["type"] not in ("missing", "value_error") and not isinstance(e["input"], dict)
+            else ""
+        )
+        if e["type"] == "extra_forbidden" and (
+            close := difflib.get_close_matches(str(e["loc"][-1]), _field_names(), n=1)
+        ):
             got = f"; did you mean `{close[0]}`?"
         lines.append(f"{loc}: {msg}{got}" if loc else msg)
     return "\n".join(lines)

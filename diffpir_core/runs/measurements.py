@@ -24,7 +24,12 @@ def _shard_paths(job: Job, plan: JobPlan, source: DatasetStore, ref: ShardRef) -
 
 
 def prepare_measurements(
-    job: Job, plan: JobPlan, source: DatasetStore, out: DatasetStore, ref: ShardRef, checksum: str,
+    job: Job,
+    plan: JobPlan,
+    source: DatasetStore,
+    out: DatasetStore,
+    ref: ShardRef,
+    checksum: str,
     given: GivenData | None = None,
 ) -> ShardInputs:
     """The shard's sampler inputs; in evaluate mode synthesised and recorded first unless a matching record exists."""
@@ -34,7 +39,10 @@ def prepare_measurements(
     arrays = _shard_paths(job, plan, source, ref)
     identity = _measurement_identity(plan, checksum)
     if all(store.record_matches(ref, path, identity) for path in arrays.values()):
-        data = {name: read_checked(store, ref, path, store.read_record(ref, path, identity))[0] for name, path in arrays.items()}
+        data = {
+            name: read_checked(store, ref, path, store.read_record(ref, path, identity))[0]
+            for name, path in arrays.items()
+        }
     else:
         data = synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, job.storage_options)
         for name, path in arrays.items():
@@ -65,5 +73,7 @@ def measurement_inputs(job: Job, plan: JobPlan, source: DatasetStore, out: Datas
     if not all(store.record_matches(ref, path, identity) for path in paths.values()):
         data = synthesise(job.task, list(ref.ids), source.read_images(ref), job.seed, job.storage_options)
         return inputs_from_arrays(job.task, list(ref.ids), data)
-    data = {name: read_checked(store, ref, path, store.read_record(ref, path, identity))[0] for name, path in paths.items()}
+    data = {
+        name: read_checked(store, ref, path, store.read_record(ref, path, identity))[0] for name, path in paths.items()
+    }
     return inputs_from_arrays(job.task, list(ref.ids), data)

@@ -88,9 +88,14 @@ class DispatchOptions(Strict):
     """How the restore flow hands shards to its runner (never changes a result, so not part of the job hash)."""
 
     unit_shards: int | None = Field(
-        None, ge=1, le=4096, description="shards per work unit (one Prefect task); null = auto (up to 16, 4 units per model slot)"
+        None,
+        ge=1,
+        le=4096,
+        description="shards per work unit (one Prefect task); null = auto (up to 16, 4 units per model slot)",
     )
-    window: int | None = Field(None, ge=1, le=4096, description="work units submitted at once; null = 2 per model slot")
+    window: int | None = Field(
+        None, ge=1, le=4096, description="work units submitted at once; null = 2 per model slot"
+    )
 
     def units_in_flight(self, slots: int) -> int:
         """Work units submitted at once for ``slots`` model slots: ``window``, else two per slot (the second one starts
@@ -101,5 +106,7 @@ class DispatchOptions(Strict):
 class ReportOptions(Strict):
     """What goes into report.md / report.html."""
 
-    samples: int = Field(8, ge=0, le=256, description="images shown large: degraded | baseline | restored | truth, with crops")
+    samples: int = Field(
+        8, ge=0, le=256, description="images shown large: degraded | baseline | restored | truth, with crops"
+    )
     extremes: int = Field(4, ge=0, le=50, description="best and worst images by PSNR gain over the baseline (each)")

@@ -59,7 +59,11 @@ def shared_measurement_location(job: Job, input_store: str) -> str:
     """Where the variants of a comparison keep the measurements of ``job``'s task: ``measurements/<key>.zarr``, one
     store per (input, shard grid, task and seed), so every variant of the task restores the same stored data."""
     key = json.dumps(
-        {"input": redact_uri(input_store), "shard_size": job.shard_size, "measurement": measurement_hash(job.task_identity(), job.seed)},
+        {
+            "input": redact_uri(input_store),
+            "shard_size": job.shard_size,
+            "measurement": measurement_hash(job.task_identity(), job.seed),
+        },
         sort_keys=True,
     )
     return f"measurements/{hashlib.sha256(key.encode()).hexdigest()[:16]}.zarr"
@@ -92,7 +96,9 @@ class JobPlan(BaseModel):
     measurement_prefix: str | None
     planned_at: str
     measurement_store: str | None = None  # where the measurements live when not in output_store (comparisons)
-    threads: int | None = None  # torch threads per shard task, fixed at the job's first plan (None: each Dask worker's own)
+    threads: int | None = (
+        None  # torch threads per shard task, fixed at the job's first plan (None: each Dask worker's own)
+    )
     variant: str | None = None  # a comparison's variant name (``diffpir export --variant``)
     task: str | None = None  # the task's label, e.g. ``sr4`` (``diffpir export --task``)
     method: str = "diffpir"
@@ -174,7 +180,9 @@ class ShardSelection(BaseModel):
         known = {ref.key for ref in store.shards()}
         unknown = sorted(set(keys) - known)
         if unknown:
-            raise ValueError(f"unknown shard(s) {unknown}; this store has {sorted(known)[:5]}... ({len(known)} shards)")
+            raise ValueError(
+                f"unknown shard(s) {unknown}; this store has {sorted(known)[:5]}... ({len(known)} shards)"
+            )
         return cls.of_keys(keys)
 
     def resolve(self, store: DatasetStore) -> list[ShardRef]:
@@ -182,11 +190,18 @@ class ShardSelection(BaseModel):
         refs = store.shards()
         if self.ranges is None:
             return refs
-        return [ref for ref in refs if any(group == ref.group and first <= ref.index < stop for group, first, stop in self.ranges)]
+        return [
+            ref
+            for ref in refs
+            if any(group == ref.group and first <= ref.index < stop for group, first, stop in self.ranges)
+        ]
 
 
-def work_units(refs: list[ShardRef], unit_shards: int | None, slots: int, most: int = MAX_AUTO_UNIT) -> list[list[ShardRef]]:
-    """Runs of consecutive shards of one size group, ``unit_shards`` at a time (auto: enough units for 4 per model slot,
+def work_units(
+    refs: list[ShardRef], unit_shards: int | None, slots: int, most: int = MAX_AUTO_UNIT
+) -> list[list[ShardRef]]:
+    """Runs of consecutive shards of one size group, ``unit_shards`` at a time (auto: enough units for 4 per model
+    slot,
     at most ``most`` shards each, so that a unit's fixed cost is shared and the slots stay balanced)."""
     size = unit_shards or max(1, min(most, len(refs) // (4 * slots)))
     units: list[list[ShardRef]] = []
@@ -228,7 +243,9 @@ def read_text(output: str, relative: str, storage_options: dict) -> str | None:
         return None
 
 
-def write_status(plan: JobPlan, ref: ShardRef, storage_options: dict, *, state: str, attempts: int, error: str | None) -> None:
+def write_status(
+    plan: JobPlan, ref: ShardRef, storage_options: dict, *, state: str, attempts: int, error: str | None
+) -> None:
     """Record the outcome of an attempt (the data record stays the proof of done)."""
     status = {
         "id": ref.key,
@@ -247,7 +264,9 @@ def read_statuses(plan: JobPlan, storage_options: dict, threads: int = 8) -> dic
     folder = join(base, f"{job_folder(plan.job_hash)}/status")
     names = [name for name in listed(fs, folder) if name.endswith(".json")]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="status-read") as pool:
-        texts = pool.map(lambda name: read_text(plan.output, f"{job_folder(plan.job_hash)}/status/{name}", storage_options), names)
+        texts = pool.map(
+            lambda name: read_text(plan.output, f"{job_folder(plan.job_hash)}/status/{name}", storage_options), names
+        )
         return {name.removesuffix(".json"): json.loads(text) for name, text in zip(names, texts, strict=True) if text}
 
 
@@ -256,7 +275,10 @@ def quarantined_images(source: DatasetStore | None, by_shard: Mapping[str, Mappi
     ingest quarantined (``source``'s list; none when the input store cannot be opened), then ``{"id", "reason",
     "stage": "restore", "shard"}`` for each image a finished shard did not restore (restore mode: its kernel or mask
     file missing, unreadable or of the wrong size, or a bad σ cell), from ``by_shard`` (shard key -> id -> reason)."""
-    entries = [{"id": q.id, "reason": q.reason, "stage": "ingest"} for q in (source.quarantine() if source is not None else [])]
+    entries = [
+        {"id": q.id, "reason": q.reason, "stage": "ingest"}
+        for q in (source.quarantine() if source is not None else [])
+    ]
     for key, images in sorted(by_shard.items()):
         entries += [{"id": i, "reason": r, "stage": "restore", "shard": key} for i, r in sorted(images.items())]
     return entries
@@ -297,7 +319,9 @@ def matching_plans(
             return None
         plans = read_plans(uri, storage_options)
         if not plans:
-            raise ValueError(f"{redact_uri(uri)} is a job output but holds no job yet (no jobs/<hash>/run.json); run one first")
+            raise ValueError(
+                f"{redact_uri(uri)} is a job output but holds no job yet (no jobs/<hash>/run.json); run one first"
+            )
 
     def fits(plan: JobPlan) -> bool:
         return (
@@ -309,7 +333,9 @@ def matching_plans(
     chosen = [plan for plan in plans if fits(plan)]
     if not chosen:
         asked = ", ".join(f"{k} {v!r}" for k, v in (("hash prefix", job), ("variant", variant), ("task", task)) if v)
-        raise ValueError(f"no job of {redact_uri(uri)} has {asked}; its jobs: " + "; ".join(_describe_plan(p) for p in plans))
+        raise ValueError(
+            f"no job of {redact_uri(uri)} has {asked}; its jobs: " + "; ".join(_describe_plan(p) for p in plans)
+        )
     return chosen
 
 
@@ -325,6 +351,7 @@ def export_source(
         return chosen[0]
     listed = "; ".join(_describe_plan(plan) for plan in chosen)
     raise ValueError(
-        f"{redact_uri(uri)} holds {len(chosen)} such jobs; choose one with --variant NAME and --task LABEL (or --job PREFIX), "
+        f"{redact_uri(uri)} holds {len(chosen)} such jobs; choose one with --variant NAME and --task LABEL (or --job "
+        "PREFIX), "
         f"or export them all with --all: {listed}"
     )

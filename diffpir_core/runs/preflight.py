@@ -45,7 +45,10 @@ def check_device(job: Job) -> str | None:
         return None
     seen = f"{count} CUDA device(s)" if count else "no CUDA device"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
-    return f"device: {job.device!r} was requested but this machine sees {seen} (CUDA_VISIBLE_DEVICES={visible}); use device: auto or cpu"
+    return (
+        f"device: {job.device!r} was requested but this machine sees {seen} "
+        f"(CUDA_VISIBLE_DEVICES={visible}); use device: auto or cpu"
+    )
 
 
 def check_dask_address(job: Job, timeout_s: float = 3.0) -> str | None:
@@ -77,7 +80,8 @@ def check_task_files(job: Job) -> str | None:
 
 
 _CREDENTIALS_HINT = (
-    "set the credentials in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or in ~/.aws "
+    "set the credentials in the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) or in "
+    "~/.aws "
     "(`aws configure`); not in the job file (docs/jobs.md)"
 )
 
@@ -95,20 +99,28 @@ def _bucket_problem(field: str, uri: str, storage_options: dict[str, Any]) -> st
     except PermissionError as err:
         return f"{field}: access to bucket {bucket!r} is denied ({err}); {_CREDENTIALS_HINT}"
     except Exception as err:  # any other failure of the one call is the answer
-        hint = _CREDENTIALS_HINT if "credential" in str(err).lower() else "check storage_options.endpoint_url and the network"
+        hint = (
+            _CREDENTIALS_HINT
+            if "credential" in str(err).lower()
+            else "check storage_options.endpoint_url and the network"
+        )
         return f"{field}: cannot reach bucket {bucket!r} ({type(err).__name__}: {err}); {hint}"
     return None
 
 
 def check_storage(job: Job) -> list[str]:
     """``input``/``output``: buckets exist and answer with these credentials; a local output can be written."""
-    problems = [p for field in ("input", "output") if (p := _bucket_problem(field, getattr(job, field), job.storage_options))]
+    problems = [
+        p for field in ("input", "output") if (p := _bucket_problem(field, getattr(job, field), job.storage_options))
+    ]
     if is_local(job.output):
         path = local_path(job.output)
         while not os.path.exists(path):
             path = os.path.dirname(path)
         if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
-            problems.append(f"output: {job.output} cannot be written ({path} is not a writable folder); choose another output")
+            problems.append(
+                f"output: {job.output} cannot be written ({path} is not a writable folder); choose another output"
+            )
     return problems
 
 
@@ -119,7 +131,9 @@ def _local_images(root: str, limit: int) -> dict[str, str]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found[os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")] = os.path.join(folder, name)
+                found[os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")] = os.path.join(
+                    folder, name
+                )
                 if len(found) >= limit:
                     return found
     return found
@@ -149,17 +163,22 @@ def inspect_input(job: Job) -> tuple[list[str], list[str]]:
             return [], []
         if not fs.isdir(root):
             return [
-                f"input: {redact_uri(job.input)} is not a folder, prefix or Zarr store; fix input (a relative path in a "
+                f"input: {redact_uri(job.input)} is not a folder, prefix or Zarr store; fix input (a relative path "
+                "in a "
                 "job file is relative to the file's folder, one given with --set to the current folder)"
             ], []
     except Exception as err:  # the bucket check says why; this one adds nothing
-        return ([] if not is_local(job.input) else [f"input: cannot read {job.input} ({type(err).__name__}: {err})"]), []
+        return (
+            [] if not is_local(job.input) else [f"input: cannot read {job.input} ({type(err).__name__}: {err})"]
+        ), []
     if not is_local(job.input):
         return [], []
     images = _local_images(local_path(job.input), INPUT_SAMPLE)
     if not images:
         extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
-        return [f"input: no image files ({extensions}) under {job.input}; point input at the folder of your images"], []
+        return [
+            f"input: no image files ({extensions}) under {job.input}; point input at the folder of your images"
+        ], []
     if job.mode != "restore":
         return [], []
     try:
@@ -171,7 +190,10 @@ def inspect_input(job: Job) -> tuple[list[str], list[str]]:
     field = "task.mask" if hasattr(job.task, "mask") else "task.kernel"
     example = "e.g. {}: {}".format(*next(iter(reasons.items())))
     if len(reasons) == len(images):
-        return [f"{field}: every one of the {len(images)} image(s) checked would be quarantined, {example}; fix the files or {field}"], []
+        return [
+            f"{field}: every one of the {len(images)} image(s) checked would be quarantined, {example}; fix the "
+            f"files or {field}"
+        ], []
     return [], [f"{field}: {len(reasons)} of the {len(images)} image(s) checked will be quarantined, {example}"]
 
 
@@ -208,7 +230,8 @@ def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
         shape = f" ({largest[1]}x{largest[0]} restored, {trained}-px prior)" if largest and trained else ""
         lines.append(
             f"cost: {where}{nfes} network calls per image x {max(tiles)} tile forward(s) each{shape} = about "
-            f"{per_image:,.0f} tile forwards per image" + (f", {per_image * len(sizes):,.0f} for the {len(sizes)} image(s) checked" if sizes else "")
+            f"{per_image:,.0f} tile forwards per image"
+            + (f", {per_image * len(sizes):,.0f} for the {len(sizes)} image(s) checked" if sizes else "")
         )
     return lines
 
@@ -222,7 +245,8 @@ def demo_prior_notice(job: Job, sizes: list[tuple[int, int]]) -> str | None:
         return None
     height, width = larger[0]
     return (
-        f"prior: `demo` is a small {trained}-px demo prior; on {width}x{height} images it restores tile by tile and gains "
+        f"prior: `demo` is a small {trained}-px demo prior; on {width}x{height} images it restores tile by tile and "
+        "gains "
         "little over the baseline. Real priors: `diffpir models` (docs/models.md)"
     )
 
@@ -247,17 +271,25 @@ def check_cluster_class(job: Job) -> str | None:
     if importlib.util.find_spec(module.split(".")[0]) is not None:
         return None
     package = module.split(".")[0].replace("_", "-")
-    return f"runner.cluster_class: {job.runner.cluster_class} needs the {module!r} module, not installed here; `pip install {package}`"
+    return (
+        f"runner.cluster_class: {job.runner.cluster_class} needs the {module!r} module, not installed here; "
+        f"`pip install {package}`"
+    )
 
 
 def preflight(job: Job) -> tuple[list[str], list[str]]:
     """(every problem the checks above find, notes worth a line), one line each, field first; no problem = the job
     may start."""
-    found = [check_device(job), check_dask_address(job), check_task_files(job), check_cluster_class(job), *check_storage(job)]
+    found = [
+        check_device(job),
+        check_dask_address(job),
+        check_task_files(job),
+        check_cluster_class(job),
+        *check_storage(job),
+    ]
     found += check_prior(job)
     notes: list[str] = []
     if not any(problem and problem.startswith("input:") for problem in found):
         problems, notes = inspect_input(job)
         found += problems
     return [problem for problem in found if problem], notes
-

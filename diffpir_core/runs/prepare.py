@@ -56,7 +56,9 @@ def _ingested(job: Job, uri: str) -> IngestSummary:
 log = logging.getLogger(__name__)
 
 
-def ingest_input(job: Job, force: bool = False, logger: logging.Logger | logging.LoggerAdapter = log) -> dict[str, Any]:
+def ingest_input(
+    job: Job, force: bool = False, logger: logging.Logger | logging.LoggerAdapter = log
+) -> dict[str, Any]:
     """Claim the output (``force``: also one that is not empty and not diffpir's), then the job's input as a
     dataset store: the input itself when it is one, else the output's ingest of it, brought up to date.
     Returns the store's URI, its image count and (for an ingest) how many images were added, changed, repaired,
@@ -73,8 +75,16 @@ def ingest_input(job: Job, force: bool = False, logger: logging.Logger | logging
     logger.info(
         "input store %s: %d image(s) in %d shard(s): %d added, %d changed, %d repaired, %d removed, %d unchanged; "
         "%d quarantined; %.1f s (every source file hashed, every stored image verified)",
-        input_location(job), summary.ingested, summary.shards, summary.added, summary.changed, summary.repaired,
-        summary.removed, summary.unchanged, summary.quarantined, summary.seconds,
+        input_location(job),
+        summary.ingested,
+        summary.shards,
+        summary.added,
+        summary.changed,
+        summary.repaired,
+        summary.removed,
+        summary.unchanged,
+        summary.quarantined,
+        summary.seconds,
     )
     if summary.ignored:
         logger.warning("\n".join(summary.ignored_lines()))
@@ -107,7 +117,8 @@ def plan_job(job: Job, input_store: str, shared_measurements: bool = False, vari
     """Resolve device, prior digest and threads (those of the job's first run, see ``planned_threads``), prepare the
     job's store and its arrays, write job.yaml and run.json.
     ``shared_measurements`` (a comparison's variant): evaluate-mode measurements go into the store the task's
-    variants share (``diffpir_core.runs.plan.shared_measurement_location``) instead of the job's own; ``variant`` is its name."""
+    variants share (``diffpir_core.runs.plan.shared_measurement_location``) instead of the job's own;
+    ``variant`` is its name."""
     device = resolve_device(job.device)
     source = DatasetStore.open(input_store, job.storage_options)
     job_hash = job.job_hash()
@@ -121,7 +132,8 @@ def plan_job(job: Job, input_store: str, shared_measurements: bool = False, vari
     settings = job.sampler_settings()
     plan = JobPlan(
         job_hash=job_hash,
-        title=f"{job.task_label()}-{job.dataset_name()}-{job.mode}" + ("" if job.method == "diffpir" else f"-{job.method}"),
+        title=f"{job.task_label()}-{job.dataset_name()}-{job.mode}"
+        + ("" if job.method == "diffpir" else f"-{job.method}"),
         model_sha256=prior_sha256(job.prior),
         code_version=CODE_VERSION,
         device=device,
@@ -143,7 +155,9 @@ def plan_job(job: Job, input_store: str, shared_measurements: bool = False, vari
     for group in source.groups():
         out.create_array(group.name, plan.restored_array, (group.height * scale, group.width * scale, 3), "uint8")
         if prefix is not None:
-            for name, (shape, dtype) in job.task.measurement_arrays(group.height, group.width, job.storage_options).items():
+            for name, (shape, dtype) in job.task.measurement_arrays(
+                group.height, group.width, job.storage_options
+            ).items():
                 if all(shape):  # an image smaller than the task's scale has no measurement: its shard says so
                     (measurements or out).create_array(group.name, f"{prefix}/{name}", shape, dtype)
     write_text(job.output, f"{folder}/job.yaml", job.to_yaml(), job.storage_options)

@@ -36,7 +36,9 @@ def watching(listener: StepListener) -> Iterator[None]:
 class ShardMeter:
     """Counts one shard's restoration by sampler step; ``steps`` is the sampler's steps per image (its NFEs)."""
 
-    def __init__(self, shard: str, ids: list[str], steps: int, log: logging.Logger | logging.LoggerAdapter, every_s: float = 1.0) -> None:
+    def __init__(
+        self, shard: str, ids: list[str], steps: int, log: logging.Logger | logging.LoggerAdapter, every_s: float = 1.0
+    ) -> None:
         self.shard, self.ids, self.steps, self._log, self._every_s = shard, ids, max(1, steps), log, every_s
         self._batch_started = time.perf_counter()
         self._told = 0.0
@@ -60,8 +62,13 @@ class ShardMeter:
         seconds = time.perf_counter() - self._batch_started
         for index in range(start, stop):
             self._log.info(
-                "shard %s: image %d/%d %s restored in %.1f s%s", self.shard, index + 1, len(self.ids), self.ids[index],
-                seconds / (stop - start), f" (batch of {stop - start}, {seconds:.1f} s)" if stop - start > 1 else "",
+                "shard %s: image %d/%d %s restored in %.1f s%s",
+                self.shard,
+                index + 1,
+                len(self.ids),
+                self.ids[index],
+                seconds / (stop - start),
+                f" (batch of {stop - start}, {seconds:.1f} s)" if stop - start > 1 else "",
             )
         self._batch_started = time.perf_counter()
         self._tell(stop, force=True)
@@ -85,11 +92,14 @@ def listening(listener: Listener) -> Iterator[None]:
 class RunProgress:
     """The progress of a run's shards (share of images restored), published through :meth:`_created` and
     :meth:`_updated` (a subclass: the flow's Prefect progress artifact), with a description that reads
-    "48/64 images (6/8 shards), 2.40 images/s now: <what>", updated as shards complete or fail (at most every ``every_s``) and as images advance
+    "48/64 images (6/8 shards), 2.40 images/s now: <what>", updated as shards complete or fail (at most every
+    ``every_s``) and as images advance
     inside shards (at most every ``step_every_s``). Skipped shards count as done but not towards the rate, which
     covers the shards restored in the last minute."""
 
-    def __init__(self, total: int, description: str, images: int = 0, every_s: float = 1.0, step_every_s: float = 10.0) -> None:
+    def __init__(
+        self, total: int, description: str, images: int = 0, every_s: float = 1.0, step_every_s: float = 10.0
+    ) -> None:
         self.total = total
         self.done = 0
         self.images_total = images
@@ -111,7 +121,8 @@ class RunProgress:
             return self.images_done + sum(self._partial.values())
 
     def _description(self) -> str:
-        return f"{progress_line(int(self.images_now), self.images_total, self.done, self.total, self._rate.rate())}: {self.label}"
+        line = progress_line(int(self.images_now), self.images_total, self.done, self.total, self._rate.rate())
+        return f"{line}: {self.label}"
 
     def _notify(self, item: Any) -> None:
         for listener in list(_RUN_LISTENERS):
@@ -133,7 +144,8 @@ class RunProgress:
         self._notify(None)
 
     def advance(self, item: Any, shard: str | None = None) -> None:
-        """Count one finished shard ``shard`` (manifest or error); publish the new percentage and description at most every
+        """Count one finished shard ``shard`` (manifest or error); publish the new percentage and description at most
+        every
         ``every_s`` seconds and at the last shard (one API call per shard would cost more than small shards)."""
         self.done += 1
         with self._lock:

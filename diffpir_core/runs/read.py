@@ -9,7 +9,9 @@ from diffpir_core.runs.done import job_identities, read_checked
 from diffpir_core.runs.plan import export_source
 
 
-def read_restored(output: str, job: str | None = None, storage_options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+def read_restored(
+    output: str, job: str | None = None, storage_options: dict[str, Any] | None = None
+) -> dict[str, np.ndarray]:
     """``{image id: uint8 HxWx3 restoration}`` of every done shard of the job in ``output`` (a job output, or a job
     folder ``<output>/jobs/<hash>``), in store order; ``job``: a hash prefix when the output holds several jobs.
     Quarantined images and shards that are not done are left out; every shard read is checked against its record's
@@ -31,7 +33,8 @@ def read_restored(output: str, job: str | None = None, storage_options: dict[str
         images.update((image_id, data[i]) for i, image_id in enumerate(ref.ids) if image_id not in record.quarantined)
     if not images:
         raise FileNotFoundError(
-            f"job {plan.job_hash[:16]} in {output} has no restored image yet (no shard done, or every image quarantined: "
+            f"job {plan.job_hash[:16]} in {output} has no restored image yet (no shard done, or every image "
+            "quarantined: "
             "see `diffpir status`); run the job (`diffpir run`) first"
         )
     return images

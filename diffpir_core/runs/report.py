@@ -1,4 +1,5 @@
-"""The report of a cell, ``write_job_report``: report files in the output (report.md/html/card, metrics.csv, summary.json), FID,
+"""The report of a cell, ``write_job_report``: report files in the output (report.md/html/card, metrics.csv,
+summary.json), FID,
 the pictured images (samples, best and worst by gain, with the baseline recomputed for them), the shard
 timeline from the records, and the UI pieces (sample strip, links that open in a browser).
 ``write_comparison_report``: the table of a comparison's variants × tasks with sweep plots and a sample grid."""
@@ -42,12 +43,15 @@ from diffpir_core.runs.scoring import baseline_selected, degraded_psnr
 
 
 def artifact_key(job: Job, suffix: str, variant: str | None = None) -> str:
-    """A Prefect artifact key (lowercase letters, digits, dashes) naming the dataset, the variant if any, and the task."""
+    """A Prefect artifact key (lowercase letters, digits, dashes) naming the dataset, the variant if any, and the
+    task."""
     raw = f"{job.dataset_name()}-{variant or ''}-{job.task_label()}-{suffix}".lower()
     return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
 
 
-def _report_images(job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dict[str, Any]], picks: ImagePicks) -> dict[str, ReportSample]:
+def _report_images(
+    job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dict[str, Any]], picks: ImagePicks
+) -> dict[str, ReportSample]:
     """The picked images by id, read from the shards that hold one; the baseline is recomputed for those
     the metrics scored it on (the others show none: their kind scores it on a subset)."""
     wanted = set(picks.ids())
@@ -67,12 +71,23 @@ def _report_images(job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dic
         baselines: dict[int, np.ndarray] = {}
         if with_baseline:
             subset = inputs.select(with_baseline)
-            baselines = dict(zip(with_baseline, float_to_uint8(job.task.baseline(subset.y, subset.params, subset.noise_sigma)), strict=True))
+            baselines = dict(
+                zip(
+                    with_baseline,
+                    float_to_uint8(job.task.baseline(subset.y, subset.params, subset.noise_sigma)),
+                    strict=True,
+                )
+            )
         degraded = float_to_uint8(inputs.y)
         for k, i in enumerate(indices):
             image_id = ref.ids[i]
             images[image_id] = ReportSample(
-                image_id, degraded[k], restored[i], None if truth is None else truth[i], baselines.get(k), scores.get(image_id, {}),
+                image_id,
+                degraded[k],
+                restored[i],
+                None if truth is None else truth[i],
+                baselines.get(k),
+                scores.get(image_id, {}),
                 job.task.unknown_region(inputs.params, k),
             )
     return images
@@ -112,12 +127,20 @@ def _unavailable(job: Job, plan: JobPlan) -> list[MetricUnavailable]:
 
 
 def write_job_report(
-    job: Job, plan: JobPlan, done: list[ShardRef], rows: list[dict[str, Any]], failed: dict[str, Any], wall_seconds: float
+    job: Job,
+    plan: JobPlan,
+    done: list[ShardRef],
+    rows: list[dict[str, Any]],
+    failed: dict[str, Any],
+    wall_seconds: float,
 ) -> dict[str, Any]:
     """Write the four report files into ``job.output``; returns their URIs and the summary."""
     source = DatasetStore.open(plan.input_store, job.storage_options)
     out = DatasetStore.open(plan.output_store, job.storage_options)
-    shown = [*done, *(ref for ref in source.shards() if ref.key in failed)]  # a failed metrics phase keeps its quarantine
+    shown = [
+        *done,
+        *(ref for ref in source.shards() if ref.key in failed),
+    ]  # a failed metrics phase keeps its quarantine
     records = out.read_records(shown, plan.restored_array)
     quarantined = quarantined_images(source, {key: record.quarantined for key, record in records.items()})
     info = ReportFacts(
@@ -128,8 +151,7 @@ def write_job_report(
         wall_seconds=wall_seconds,
         mode=job.mode,
         baseline=job.task.BASELINE,
-        config={"job_hash": plan.job_hash, "model_sha256": plan.model_sha256, "method": job.method,
-                **plan.sampler},
+        config={"job_hash": plan.job_hash, "model_sha256": plan.model_sha256, "method": job.method, **plan.sampler},
         fid=_fid(job, plan, done),
         unavailable=_unavailable(job, plan),
         failed=[{"shard": key, "error": str(reason)} for key, reason in sorted(failed.items())],
@@ -143,7 +165,12 @@ def write_job_report(
         best, worst = ([images[i] for i in ids if i in images] for ids in (picks.best, picks.worst))
         extremes = Extremes(picks.metric, best, worst)
     files = write_report(
-        plan.job_dir, rows, info, samples, extremes=extremes, timeline=_timeline(job, plan, done),
+        plan.job_dir,
+        rows,
+        info,
+        samples,
+        extremes=extremes,
+        timeline=_timeline(job, plan, done),
         storage_options=job.storage_options,
     )
     return {
@@ -164,23 +191,33 @@ def _comparison_samples(job: Job, results: list[Any], count: int) -> list[Sample
             continue
         source = DatasetStore.open(first.plan.input_store, job.storage_options)
         ref = first.refs[0]
-        inputs = measurement_inputs(first.cell.job, first.plan, source, DatasetStore.open(first.plan.output_store, job.storage_options), ref)
+        inputs = measurement_inputs(
+            first.cell.job, first.plan, source, DatasetStore.open(first.plan.output_store, job.storage_options), ref
+        )
         truth = source.read_images(ref) if job.mode == "evaluate" else None
         restored: dict[str, np.ndarray | None] = {}
         for result in of_task:
             done = result.plan is not None and ref.key in result.outcome.get("manifests", {})
-            restored[result.cell.name] = read_checked(
-                DatasetStore.open(result.plan.output_store, job.storage_options), ref, result.plan.restored_array
-            )[0] if done else None
-        scores = {
-            result.cell.name: {row["id"]: row.get("psnr") for row in result.rows} for result in of_task
-        }
+            restored[result.cell.name] = (
+                read_checked(
+                    DatasetStore.open(result.plan.output_store, job.storage_options), ref, result.plan.restored_array
+                )[0]
+                if done
+                else None
+            )
+        scores = {result.cell.name: {row["id"]: row.get("psnr") for row in result.rows} for result in of_task}
         degraded = float_to_uint8(inputs.y)
         for i, image_id in enumerate(ref.ids[:count]):
-            samples.append(SampleRow(
-                label, image_id, degraded[i], {name: None if image is None else image[i] for name, image in restored.items()},
-                None if truth is None else truth[i], {name: by_id.get(image_id) for name, by_id in scores.items()},
-            ))
+            samples.append(
+                SampleRow(
+                    label,
+                    image_id,
+                    degraded[i],
+                    {name: None if image is None else image[i] for name, image in restored.items()},
+                    None if truth is None else truth[i],
+                    {name: by_id.get(image_id) for name, by_id in scores.items()},
+                )
+            )
     return samples
 
 
@@ -188,14 +225,21 @@ def _degraded_psnr(job: Job, results: list[Any]) -> dict[str, float]:
     """Per task, the mean PSNR of the degraded inputs (evaluate mode) over the shards of its first run."""
     means: dict[str, float] = {}
     for label in dict.fromkeys(result.cell.task for result in results):
-        first = next((r for r in results if r.cell.task == label and r.plan is not None and r.plan.measurement_prefix), None)
+        first = next(
+            (r for r in results if r.cell.task == label and r.plan is not None and r.plan.measurement_prefix), None
+        )
         if first is None:
             continue
         source = DatasetStore.open(first.plan.input_store, job.storage_options)
         out = DatasetStore.open(first.plan.output_store, job.storage_options)
         values = [
-            value for ref in first.refs
-            for value in degraded_psnr(first.cell.job.task, measurement_inputs(first.cell.job, first.plan, source, out, ref), source.read_images(ref))
+            value
+            for ref in first.refs
+            for value in degraded_psnr(
+                first.cell.job.task,
+                measurement_inputs(first.cell.job, first.plan, source, out, ref),
+                source.read_images(ref),
+            )
         ]
         if values:
             means[label] = float(np.mean(values))
@@ -207,21 +251,36 @@ def write_comparison_report(job: Job, results: list[Any], wall_seconds: float) -
     URIs, the table rows and its markdown. ``results``: ``diffpir_core.runs.results.CellResult`` of every cell."""
     entries = [
         ComparisonEntry(
-            result.cell.name, result.cell.task, result.cell.method,
+            result.cell.name,
+            result.cell.task,
+            result.cell.method,
             key_settings(result.plan.sampler) if result.plan else result.cell.settings,
             result.cell.swept,
-            summary=result.summary, rows=result.rows, reason=result.cell.reason,
+            summary=result.summary,
+            rows=result.rows,
+            reason=result.cell.reason,
             backward_passes=result.plan.sampler_settings().backward_passes if result.plan else 0,
         )
         for result in results
     ]
     title = f"Method comparison on {job.dataset_name()} ({job.mode}, prior {job.prior})"
     intro = (
-        f"{len({e.variant for e in entries})} variant(s) × {len({e.task for e in entries})} task(s) on the same measurements; "
+        f"{len({e.variant for e in entries})} variant(s) × {len({e.task for e in entries})} task(s) on the same "
+        "measurements; "
         f"NFEs are network calls per image, s/image the sampler's seconds per image; wall time {wall_seconds:.0f} s."
     )
     uris, rows = write_comparison(
-        join(job.output, comparison_folder(job.job_hash())), title, intro, entries, _degraded_psnr(job, results),
-        _comparison_samples(job, results, min(job.report.samples, 4)), storage_options=job.storage_options,
+        join(job.output, comparison_folder(job.job_hash())),
+        title,
+        intro,
+        entries,
+        _degraded_psnr(job, results),
+        _comparison_samples(job, results, min(job.report.samples, 4)),
+        storage_options=job.storage_options,
     )
-    return {"uris": uris, "table": rows, "markdown": comparison_markdown(rows), "links": links_markdown(file_links(uris, job.storage_options))}
+    return {
+        "uris": uris,
+        "table": rows,
+        "markdown": comparison_markdown(rows),
+        "links": links_markdown(file_links(uris, job.storage_options)),
+    }

@@ -16,7 +16,16 @@ from diffpir_core.runs.failures import SHOWN, ShardFailure
 from diffpir_core.runs.plan import JobPlan
 
 _SHARD_COLUMNS = ("shard", "status", "images", "seconds", "sample_seconds", "attempts", "batch_size", "threads")
-_TABLE_METRICS = ("psnr", "baseline_psnr", "gain_psnr", "ssim", "gain_ssim", "lpips", "measurement_rms", "baseline_measurement_rms")
+_TABLE_METRICS = (
+    "psnr",
+    "baseline_psnr",
+    "gain_psnr",
+    "ssim",
+    "gain_ssim",
+    "lpips",
+    "measurement_rms",
+    "baseline_measurement_rms",
+)
 TABLE_SHARDS = 1000  # rows of the shards table artifact at most: Prefect refuses events over ~1.5 MB, and the UI slows
 
 
@@ -28,7 +37,9 @@ class CellResult:
     cell: Cell
     plan: JobPlan | None = None
     refs: list[ShardRef] = field(default_factory=list)
-    outcome: dict[str, Any] = field(default_factory=lambda: {"manifests": {}, "failed": {}})  # failed: ShardFailure by key
+    outcome: dict[str, Any] = field(
+        default_factory=lambda: {"manifests": {}, "failed": {}}
+    )  # failed: ShardFailure by key
     prepared: float = 0.0
     finished: float = 0.0
     rows: list[dict[str, Any]] = field(default_factory=list)

@@ -3,7 +3,8 @@ baseline on the same measurement, and the gain of the restoration over the basel
 
 Columns: the metric names (``psnr``, ``ssim``, …, ``measurement_rms``), ``noise_sigma`` (the σ each image
 was restored with, when images have their own: a manifest's or ``noise_sigma: auto``'s estimate), the same
-metrics with a ``baseline_`` prefix, and ``gain_<metric>`` for the full-reference metrics, signed so that a positive gain means the
+metrics with a ``baseline_`` prefix, and ``gain_<metric>`` for the full-reference metrics, signed so that a positive
+gain means the
 restoration is better (``gain_lpips`` = baseline LPIPS − LPIPS). The baseline is quantised to uint8
 first, as the restoration is when it is stored, so both are scored the same way. Images the kind's
 :meth:`~diffpir_core.task_kinds.TaskKind.baseline_fraction` leaves out have no baseline values.
@@ -20,7 +21,14 @@ import numpy as np
 import torch
 
 from diffpir_core.io import DatasetStore, ShardRef
-from diffpir_core.metrics import BLIND_METRICS, blind_scores, float_to_uint8, measurement_rms, score_batch, uint8_to_float
+from diffpir_core.metrics import (
+    BLIND_METRICS,
+    blind_scores,
+    float_to_uint8,
+    measurement_rms,
+    score_batch,
+    uint8_to_float,
+)
 from diffpir_core.metrics.batch import CONSISTENCY_COLUMN
 from diffpir_core.runs.batches import ShardInputs
 from diffpir_core.runs.done import read_checked
@@ -83,7 +91,9 @@ def score_images(
     restored_baseline = task.baseline(subset.y, subset.params, subset.noise_sigma)
     baseline = uint8_to_float(float_to_uint8(restored_baseline))  # stored like the restoration
     truth = None if truth_u8 is None else truth_u8[chosen]
-    for i, values in zip(chosen, _score(task, subset, baseline, truth, pixel, consistency, device, blind), strict=True):
+    for i, values in zip(
+        chosen, _score(task, subset, baseline, truth, pixel, consistency, device, blind), strict=True
+    ):
         row = rows[i]
         for name, value in values.items():
             row[f"baseline_{name}"] = value
@@ -140,7 +150,8 @@ def degraded_psnr(task: TaskKind, inputs: ShardInputs, truth_u8: np.ndarray) -> 
 
 
 def shard_metrics_key(job: Job, plan: JobPlan, shard: ShardRef, checksum: str) -> str:
-    """What a shard's metric rows depend on: job, shard, prior, code, the restored data's checksum, metrics, baseline."""
+    """What a shard's metric rows depend on: job, shard, prior, code, the restored data's checksum, metrics,
+    baseline."""
     metrics = "-".join(job.effective_metrics())
     digest = checksum.removeprefix("sha256:")[:24]
     return (
@@ -156,7 +167,13 @@ def scoring_key(job: Job) -> str:
 
 
 def rows_of(
-    job: Job, plan: JobPlan, source: DatasetStore, shard: ShardRef, inputs: ShardInputs, restored: np.ndarray, sample_seconds: float | None
+    job: Job,
+    plan: JobPlan,
+    source: DatasetStore,
+    shard: ShardRef,
+    inputs: ShardInputs,
+    restored: np.ndarray,
+    sample_seconds: float | None,
 ) -> list[dict[str, Any]]:
     """One row per restored image of ``shard``: id, shard, the job's metrics with the baseline's and the gain, sampling
     seconds per image (quarantined images were not restored: no rows for them)."""

@@ -36,7 +36,13 @@ log = logging.getLogger(__name__)
 
 
 def _manifest(ref: ShardRef, status: str, started: float, **extra: Any) -> dict[str, Any]:
-    return {"shard": ref.key, "images": ref.size, "status": status, "seconds": round(time.perf_counter() - started, 3), **extra}
+    return {
+        "shard": ref.key,
+        "images": ref.size,
+        "status": status,
+        "seconds": round(time.perf_counter() - started, 3),
+        **extra,
+    }
 
 
 @dataclass
@@ -74,10 +80,16 @@ def _manifests(
     done = [ref for ref in refs if ref.key in found]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="record-read") as pool:
         records = pool.map(lambda ref: out.read_record(ref, plan.restored_array, identities.by_shard[ref.key]), done)
-        return {ref.key: _skipped_manifest(ref, record, started) for ref, record in zip(done, records, strict=True) if record is not None}
+        return {
+            ref.key: _skipped_manifest(ref, record, started)
+            for ref, record in zip(done, records, strict=True)
+            if record is not None
+        }
 
 
-def skipped_manifests(job: Job, plan: JobPlan, source: DatasetStore, out: DatasetStore, shards: list[ShardRef]) -> dict[str, dict[str, Any]]:
+def skipped_manifests(
+    job: Job, plan: JobPlan, source: DatasetStore, out: DatasetStore, shards: list[ShardRef]
+) -> dict[str, dict[str, Any]]:
     """``skipped`` manifests of those ``shards`` that are done, checked in bulk (id and hash columns read once per
     size group, one listing or a stat per shard; never the prior). A shard whose check fails (a per-image file that
     cannot be read) is simply not done here: its work unit meets the error and reports it."""
@@ -89,7 +101,7 @@ def prepare_shard(job: Job, plan: JobPlan, source: DatasetStore, out: DatasetSto
     """Step 1 and 2: the skip check, then the shard's sampler inputs (evaluate mode: measurements stored first)."""
     started = time.perf_counter()
     checksum, identity, given = _identity(job, plan, source, shard)
-    if (found := _manifests(plan, out, [shard], Identities({shard.key: identity}), started)):
+    if found := _manifests(plan, out, [shard], Identities({shard.key: identity}), started):
         return Prepared(shard, started, skipped=found[shard.key])
     inputs = prepare_measurements(job, plan, source, out, shard, checksum, given)
     for image_id, reason in inputs.quarantined.items():
@@ -110,16 +122,36 @@ def restore_prepared(
     assert item.inputs is not None
     meter = ShardMeter(item.ref.key, [item.inputs.ids[k] for k in item.inputs.kept()], config.nfes, logger)
     restored, batch_size = restore_batchwise(
-        prior.unet, item.inputs, job.task, config, seed=job.seed, batch_size=job.batch_size, device=plan.device,
-        precision=job.precision, fit=job.fit(), method=job.method, meter=meter,
+        prior.unet,
+        item.inputs,
+        job.task,
+        config,
+        seed=job.seed,
+        batch_size=job.batch_size,
+        device=plan.device,
+        precision=job.precision,
+        fit=job.fit(),
+        method=job.method,
+        meter=meter,
     )
-    timings = {"prepare": item.prepared - item.started, "load_prior": sample_start - loading, "sample": time.perf_counter() - sample_start}
+    timings = {
+        "prepare": item.prepared - item.started,
+        "load_prior": sample_start - loading,
+        "sample": time.perf_counter() - sample_start,
+    }
     return np.ascontiguousarray(restored), timings, batch_size
 
 
 def write_restored(
-    job: Job, plan: JobPlan, source: DatasetStore, out: DatasetStore, item: Prepared, restored: np.ndarray,
-    timings: dict[str, float], batch_size: int, attempt: int,
+    job: Job,
+    plan: JobPlan,
+    source: DatasetStore,
+    out: DatasetStore,
+    item: Prepared,
+    restored: np.ndarray,
+    timings: dict[str, float],
+    batch_size: int,
+    attempt: int,
 ) -> dict[str, Any]:
     """Step 3b: the whole shard, its metric rows, then its record (never before the data); returns its ``restored``
     manifest. Rows that cannot be computed here are left to the metrics phase, which reports why."""
@@ -129,16 +161,37 @@ def write_restored(
     timings = {**timings, "write": time.perf_counter() - writing}
     scored: dict[str, Any] = {}
     try:
-        scored = {"rows": rows_of(job, plan, source, item.ref, item.inputs, restored, timings["sample"]), "scored": scoring_key(job)}
+        scored = {
+            "rows": rows_of(job, plan, source, item.ref, item.inputs, restored, timings["sample"]),
+            "scored": scoring_key(job),
+        }
     except Exception as err:
         log.warning("shard %s: metrics left to the metrics phase: %s", item.ref.key, describe(err))
     out.write_record(
-        item.ref, plan.restored_array, checksum=written, identity=item.identity, timings=timings,
-        metrics={"attempts": attempt, "batch_size": batch_size, "threads": item.threads, "quarantined": item.inputs.quarantined, **scored},
+        item.ref,
+        plan.restored_array,
+        checksum=written,
+        identity=item.identity,
+        timings=timings,
+        metrics={
+            "attempts": attempt,
+            "batch_size": batch_size,
+            "threads": item.threads,
+            "quarantined": item.inputs.quarantined,
+            **scored,
+        },
     )
     return _manifest(
-        item.ref, "restored", item.started, checksum=written, attempts=attempt, batch_size=batch_size, threads=item.threads,
-        sample_seconds=round(timings["sample"], 3), quarantined=item.inputs.quarantined, **scored,
+        item.ref,
+        "restored",
+        item.started,
+        checksum=written,
+        attempts=attempt,
+        batch_size=batch_size,
+        threads=item.threads,
+        sample_seconds=round(timings["sample"], 3),
+        quarantined=item.inputs.quarantined,
+        **scored,
     )
 
 

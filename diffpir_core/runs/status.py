@@ -20,7 +20,8 @@ from diffpir_core.runs.plan import JobPlan, quarantined_images, read_plans, read
 
 
 def output_status(output: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``{"output": ..., "jobs": [...]}``: the :func:`job_status` of every job in ``output``, the last planned first."""
+    """``{"output": ..., "jobs": [...]}``: the :func:`job_status` of every job in ``output``, the last planned
+    first."""
     options = dict(storage_options or {})
     plans = read_plans(output, options)
     if not plans:
@@ -61,7 +62,9 @@ def _plan_status(plan: JobPlan, options: dict[str, Any]) -> dict[str, Any]:
         attempts = int(status.get("attempts", 1 if ref.key in done else 0))
         shards.append({"id": ref.key, "state": state, "attempts": attempts, "finished_at": finished, "error": error})
     counts = {state: sum(s["state"] == state for s in shards) for state in ("done", "failed", "pending")}
-    quarantined = quarantined_images(source, {key: images for key, images in identities.quarantined.items() if key in done})
+    quarantined = quarantined_images(
+        source, {key: images for key, images in identities.quarantined.items() if key in done}
+    )
     counts["quarantined"] = len(quarantined)
     return {
         "output": plan.output,

@@ -75,7 +75,8 @@ def free_cores(window_s: float = 0.5) -> float:
 
 
 def split_cores(concurrent_tasks: int, cores: float | None = None) -> int:
-    """Threads per shard task when ``concurrent_tasks`` tasks share ``cores`` (default: :func:`free_cores`), at least 1."""
+    """Threads per shard task when ``concurrent_tasks`` tasks share ``cores`` (default: :func:`free_cores`), at least
+    1."""
     available = free_cores() if cores is None else cores
     return max(1, round(available) // max(1, concurrent_tasks))
 
@@ -108,7 +109,9 @@ def apply_threads(threads: int) -> None:
     if torch.get_num_interop_threads() != threads:
         try:
             torch.set_num_interop_threads(threads)
-        except RuntimeError:  # torch allows this once, before any inter-op parallel work; the intra-op count is what matters
+        except (
+            RuntimeError
+        ):  # torch allows this once, before any inter-op parallel work; the intra-op count is what matters
             pass
 
 

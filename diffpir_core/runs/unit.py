@@ -68,7 +68,9 @@ class _Unit:
         if failure.transient and self.attempt <= self.job.retries:  # a final failure is logged once, by the flow
             log.warning("shard %s attempt %d failed, to be retried: %s", ref.key, self.attempt, failure)
         try:
-            write_status(self.plan, ref, self.job.storage_options, state="failed", attempts=self.attempt, error=str(failure))
+            write_status(
+                self.plan, ref, self.job.storage_options, state="failed", attempts=self.attempt, error=str(failure)
+            )
         except Exception as status_err:  # the store may be what is failing; the flow still reports the shard
             log.warning("could not write the status of shard %s: %s", ref.key, status_err)
 
@@ -104,7 +106,11 @@ class _Unit:
 
 
 def run_unit(
-    job: Job, plan: JobPlan, shards: list[ShardRef], attempt: int = 1, logger: logging.Logger | logging.LoggerAdapter = log
+    job: Job,
+    plan: JobPlan,
+    shards: list[ShardRef],
+    attempt: int = 1,
+    logger: logging.Logger | logging.LoggerAdapter = log,
 ) -> dict[str, Any]:
     """Restore the shards of one work unit: ``{"manifests", "failed"}`` (no failures), else raise
     :class:`UnitFailed` once every shard that could be done is. ``attempt``: the unit's try (Prefect's run count),

@@ -49,7 +49,9 @@ def verify_output(output: str, storage_options: dict[str, Any] | None = None, *,
     return result
 
 
-def _check_measurements(result: Verified, plan: JobPlan, options: dict[str, Any], forget: bool, seen: set[tuple[str, str, str]]) -> None:
+def _check_measurements(
+    result: Verified, plan: JobPlan, options: dict[str, Any], forget: bool, seen: set[tuple[str, str, str]]
+) -> None:
     """Every recorded shard of the job's measurement arrays (its own store's, or the comparison's shared one)."""
     store = DatasetStore.open(plan.measurements, options, writable=forget)
     for ref in store.shards():
@@ -61,7 +63,15 @@ def _check_measurements(result: Verified, plan: JobPlan, options: dict[str, Any]
                 _check(result, plan, store, ref, name, record, forget)
 
 
-def _check(result: Verified, plan: JobPlan, store: DatasetStore, ref: ShardRef, name: str, record: ShardRecord | None, forget: bool) -> None:
+def _check(
+    result: Verified,
+    plan: JobPlan,
+    store: DatasetStore,
+    ref: ShardRef,
+    name: str,
+    record: ShardRecord | None,
+    forget: bool,
+) -> None:
     if record is None:
         return
     result.checked += 1
@@ -71,5 +81,12 @@ def _check(result: Verified, plan: JobPlan, store: DatasetStore, ref: ShardRef, 
         if forget:
             store.delete_record(ref, name)
         result.damaged.append(
-            {"job": plan.job_hash[:16], "title": plan.title, "store": redact_uri(store.uri), "array": name, "shard": ref.key, "error": str(err)}
+            {
+                "job": plan.job_hash[:16],
+                "title": plan.title,
+                "store": redact_uri(store.uri),
+                "array": name,
+                "shard": ref.key,
+                "error": str(err),
+            }
         )

@@ -7,7 +7,15 @@ from diffpir_core.sampling.ddrm import DDRMConfig, ddrm_sample
 from diffpir_core.sampling.diffpir import diffpir_sample, reference_schedule
 from diffpir_core.sampling.dpir import DPIRPnPConfig, dpir_pnp_sample
 from diffpir_core.sampling.dps import DPSConfig, dps_sample
-from diffpir_core.sampling.methods import METHODS, Method, MethodName, check_operator, get_method, method_config, restore_with
+from diffpir_core.sampling.methods import (
+    METHODS,
+    Method,
+    MethodName,
+    check_operator,
+    get_method,
+    method_config,
+    restore_with,
+)
 from diffpir_core.sampling.schedule import Schedule, network_calls, rho_weight, visited_timesteps
 from diffpir_core.sampling.settings import (
     ResolvedSampler,

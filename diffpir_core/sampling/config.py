@@ -96,7 +96,9 @@ class DiffPIRConfig(BaseModel):
     return_mode: ReturnMode = Field("x_t0", description="x_t0 (reference) or x0_hat (clean estimate)")
     data_step_dtype: DataStepDtype = Field("float32", description="float32 (reference) or float64")
     reference_noise: bool = Field(True, description="draw per-step noise exactly as the reference")
-    numerics: Numerics = Field("fast", description="UNet evaluation: fast (SDPA, channels-last) or reference (bit for bit)")
+    numerics: Numerics = Field(
+        "fast", description="UNet evaluation: fast (SDPA, channels-last) or reference (bit for bit)"
+    )
 
     @property
     def nfes(self) -> int:

@@ -160,7 +160,9 @@ class _Terms:
         self.sigma_y_safe = torch.where(sigma_y > 0, sigma_y, torch.ones_like(sigma_y))
 
     @classmethod
-    def build(cls, operator: Operator, y: torch.Tensor, shape: torch.Size, sigma_y: torch.Tensor, threshold: float) -> _Terms:
+    def build(
+        cls, operator: Operator, y: torch.Tensor, shape: torch.Size, sigma_y: torch.Tensor, threshold: float
+    ) -> _Terms:
         """The terms of measurement ``y`` (restored ``shape``), singular values below ``threshold`` zeroed."""
         svd = operator.svd(y)
         s = torch.where(svd.singulars >= threshold, svd.singulars, torch.zeros_like(svd.singulars))
@@ -177,7 +179,9 @@ class _Terms:
         large = self.s * sigma_T > self.sigma_y
         inv = torch.where(large, self.sigma_y / self.s_safe, torch.zeros_like(self.s_safe))
         remaining = (sigma_T**2 - inv**2).clamp_min(0).sqrt()
-        coords = torch.where(large, self.y_bar / self.s_safe, torch.zeros_like(self.y_bar)) + remaining * self.svd.Vt(n)
+        coords = torch.where(large, self.y_bar / self.s_safe, torch.zeros_like(self.y_bar)) + remaining * self.svd.Vt(
+            n
+        )
         return self._image(coords, sigma_T * self.svd.null(n)) / sigma_T
 
     def step(

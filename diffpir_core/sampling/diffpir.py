@@ -49,7 +49,11 @@ def reference_schedule() -> Schedule:
 
 
 def _initial_state(
-    operator: Operator, init: torch.Tensor, sigmas: list[float], schedule: Schedule, t_start: int,
+    operator: Operator,
+    init: torch.Tensor,
+    sigmas: list[float],
+    schedule: Schedule,
+    t_start: int,
     noise: NoiseSource,
 ) -> torch.Tensor:
     """x_T (docs/algorithm.md §4.2): SR a_s·P(x_up) + b_s·n; deblur/inpainting r·P(y) + √(b_s² − r²b_y²)·n with
@@ -123,8 +127,16 @@ def diffpir_sample(
 
 
 def _step(
-    predictor: X0Predictor, layout: torch.memory_format, data: DataTerm, x: torch.Tensor, i: int, steps: list[int],
-    weight: torch.Tensor, schedule: Schedule, config: DiffPIRConfig, noise: NoiseSource,
+    predictor: X0Predictor,
+    layout: torch.memory_format,
+    data: DataTerm,
+    x: torch.Tensor,
+    i: int,
+    steps: list[int],
+    weight: torch.Tensor,
+    schedule: Schedule,
+    config: DiffPIRConfig,
+    noise: NoiseSource,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One visited step (docs/algorithm.md §4.3); the last step only evaluates the network."""
     t = steps[i]
@@ -155,7 +167,12 @@ def _data_step(data: DataTerm, x0: torch.Tensor, rho: torch.Tensor, config: Diff
 
 
 def _update(
-    x: torch.Tensor, x0_hat: torch.Tensor, t: int, t_next: int, schedule: Schedule, config: DiffPIRConfig,
+    x: torch.Tensor,
+    x0_hat: torch.Tensor,
+    t: int,
+    t_next: int,
+    schedule: Schedule,
+    config: DiffPIRConfig,
     noise: NoiseSource,
 ) -> torch.Tensor:
     """x_t' = a_t'·x̂0 + √(1−ζ)·(√(b_t'² − σ_η²)·ε̂' + σ_η·n₁) + √ζ·b_t'·n₂ (docs/algorithm.md §4.4).
@@ -180,4 +197,3 @@ def _renoise(x: torch.Tensor, t: int, t_next: int, schedule: Schedule, noise: No
     a, b = schedule.sqrt_alphas_cumprod, schedule.sqrt_one_minus_alphas_cumprod
     r = a[t] / a[t_next]
     return r * x + torch.sqrt(b[t] ** 2 - r**2 * b[t_next] ** 2) * noise.draw(x.shape)
-

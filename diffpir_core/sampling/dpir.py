@@ -131,14 +131,22 @@ def dpir_pnp_sample(
         data = operator.prepare(y)
         for k in range(config.iter_num):
             t = timesteps[:, k]
-            z, x0, x_pm = _iteration(predictor, data, z, rhos[:, k], t, schedule.sqrt_alphas_cumprod[t], k % 8 if config.x8 else 0)
+            z, x0, x_pm = _iteration(
+                predictor, data, z, rhos[:, k], t, schedule.sqrt_alphas_cumprod[t], k % 8 if config.x8 else 0
+            )
             if callback is not None:
                 callback(Step(k, int(t[0]), x0, x0, x_pm))
     return operator.crop(z)
 
 
 def _iteration(
-    predictor: X0Predictor, data: DataTerm, z: torch.Tensor, rho: torch.Tensor, t: torch.Tensor, sqrt_abar: torch.Tensor, mode: int
+    predictor: X0Predictor,
+    data: DataTerm,
+    z: torch.Tensor,
+    rho: torch.Tensor,
+    t: torch.Tensor,
+    sqrt_abar: torch.Tensor,
+    mode: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One HQS iteration from z_{k−1} ([0, 1]): the data step, then the denoiser at timesteps ``t`` (√ᾱ_t
     ``sqrt_abar``) on flip/rotation ``mode``; returns (z_k, its diffusion-space x̃0, the data step's x_k)."""

@@ -63,7 +63,8 @@ class DPSConfig(BaseModel):
 
     @property
     def nfes(self) -> int:
-        """Network forward evaluations per image (each one is also differentiated: ``METHODS["dps"].backward_passes``)."""
+        """Network forward evaluations per image (each one is also differentiated:
+        ``METHODS["dps"].backward_passes``)."""
         return self.num_steps
 
 

@@ -53,12 +53,14 @@ class Method:
         return self.backward_passes_per_call * self.nfes(config)
 
 
-METHODS: Mapping[str, Method] = MappingProxyType({
-    "diffpir": Method(diffpir_sample, DiffPIRConfig),
-    "dps": Method(dps_sample, DPSConfig, backward_passes_per_call=1),
-    "ddrm": Method(ddrm_sample, DDRMConfig, requires_svd=True),
-    "dpir": Method(dpir_pnp_sample, DPIRPnPConfig),
-})
+METHODS: Mapping[str, Method] = MappingProxyType(
+    {
+        "diffpir": Method(diffpir_sample, DiffPIRConfig),
+        "dps": Method(dps_sample, DPSConfig, backward_passes_per_call=1),
+        "ddrm": Method(ddrm_sample, DDRMConfig, requires_svd=True),
+        "dpir": Method(dpir_pnp_sample, DPIRPnPConfig),
+    }
+)
 """Method name -> :class:`Method`, in the order reports list them."""
 
 MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]

@@ -102,7 +102,9 @@ def rho_weight(lambda_: float, noise_sigma: Sequence[float]) -> torch.Tensor:
 
 
 def visited_timesteps(
-    iter_num: int, skip_type: SkipType = "quad", t_start: int | None = None,
+    iter_num: int,
+    skip_type: SkipType = "quad",
+    t_start: int | None = None,
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
 ) -> list[int]:
     """The timesteps the sampler visits, from high noise down to 0 (docs/algorithm.md §3.3).
@@ -128,7 +130,10 @@ def visited_timesteps(
 
 
 def network_calls(
-    iter_num: int, skip_type: SkipType = "quad", t_start: int | None = None, iter_num_U: int = 1,
+    iter_num: int,
+    skip_type: SkipType = "quad",
+    t_start: int | None = None,
+    iter_num_U: int = 1,
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
 ) -> int:
     """Network evaluations per image (NFEs) of one run: every visited step but the last repeats

@@ -7,7 +7,8 @@ ones; the noise level is the task's, never a sampler field. :func:`resolve_sampl
 says where each value came from, for ``diffpir run --dry-run`` and the run records.
 
 The layers are the same for every method: the task kind's preset for the method (``TaskKind.PRESETS[method]``, the
-values of the method's reference code for that kind), the prior card's recommendation (``card.sampler.<method>.<kind>``;
+values of the method's reference code for that kind), the prior card's recommendation
+(``card.sampler.<method>.<kind>``;
 a card's ``sampler.<kind>`` is DiffPIR's), then the job's settings. :func:`resolve_job_sampler` is the one place a
 job's settings are resolved (it reads the prior card); its :class:`ResolvedSampler` is what the run layer keeps.
 """
@@ -135,6 +136,3 @@ def resolve_job_sampler(task: TaskKind, method: str, prior: str, overrides: Mapp
         method=method,
         card_name=f"prior card ({prior})",
     )
-
-
-

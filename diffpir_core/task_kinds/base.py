@@ -141,13 +141,13 @@ class TaskKind(BaseModel):
         """Operator parameters from stored measurement arrays (those of :meth:`measurement_arrays`)."""
         return {}
 
-    def given_params(
-        self, image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]
-    ) -> dict[str, Tensor]:
+    def given_params(self, image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> dict[str, Tensor]:
         """Restore mode: operator parameters for stored degraded images of shape (n, h, w)."""
         return {}
 
-    def given(self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> GivenData:
+    def given(
+        self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]
+    ) -> GivenData:
         """Restore mode: the operator data of the images ``ids`` of shape (n, h, w), with the images whose own data is
         missing or unfit quarantined (reason by id). Default: :meth:`given_params`, shared by every image."""
         return GivenData(self.given_params(image_shape, storage_options))
@@ -176,7 +176,8 @@ class TaskKind(BaseModel):
         return [self.known_sigma] * batch if noise_sigma is None else [float(s) for s in noise_sigma]
 
     def baseline_fraction(self, height: int, width: int, params: Mapping[str, Tensor]) -> float:
-        """Share of the images of this output size and operator data that the metrics score the baseline on (1.0 = all).
+        """Share of the images of this output size and operator data that the metrics score the baseline on (1.0 =
+        all).
 
         A kind whose baseline is slow on large images returns less, so scoring stays cheap next to
         restoring; which images are picked depends only on their ids (``diffpir_core.runs.scoring``).

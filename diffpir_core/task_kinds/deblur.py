@@ -22,7 +22,14 @@ from diffpir_core.io.degradation_files import (
     pad_kernels,
 )
 from diffpir_core.operators import Blur, Operator, blur_uint8, gaussian_kernel, motion_kernel, reference_gaussian_std
-from diffpir_core.task_kinds.base import ArraySpec, ConvolutionTaskKind, GivenData, Presets, method_presets, per_image_data
+from diffpir_core.task_kinds.base import (
+    ArraySpec,
+    ConvolutionTaskKind,
+    GivenData,
+    Presets,
+    method_presets,
+    per_image_data,
+)
 from diffpir_core.task_kinds.baselines import wiener_deblur
 
 GENERATED_KERNELS = ("gaussian", "motion")
@@ -36,8 +43,8 @@ class DeblurTask(ConvolutionTaskKind):
     kind: Literal["deblur"] = "deblur"
     kernel: str = Field(
         "gaussian",
-        description="gaussian | motion | URI of a kernel (.npy or grayscale image); restore mode also: a folder/prefix "
-        "with one kernel per image id, or a CSV/Parquet manifest (id, kernel_uri, noise_sigma)",
+        description="gaussian | motion | URI of a kernel (.npy or grayscale image); restore mode also: a folder/"
+        "prefix with one kernel per image id, or a CSV/Parquet manifest (id, kernel_uri, noise_sigma)",
     )
     kernel_size: int = Field(61, ge=3, le=255, description="size of generated kernels (odd)")
     kernel_std: float | None = Field(
@@ -64,7 +71,9 @@ class DeblurTask(ConvolutionTaskKind):
     def check_mode(self, mode: str) -> None:
         super().check_mode(mode)
         if mode == "evaluate" and is_manifest(self.kernel):
-            raise ValueError("task.kernel: a manifest of per-image kernels is for mode restore; evaluate mode takes one file")
+            raise ValueError(
+                "task.kernel: a manifest of per-image kernels is for mode restore; evaluate mode takes one file"
+            )
         if mode == "restore" and self.kernel in GENERATED_KERNELS:
             raise ValueError(
                 "task.kernel: mode restore needs the real blur kernel of the images (a file URI), "
@@ -108,19 +117,23 @@ class DeblurTask(ConvolutionTaskKind):
     def params_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
         return {"kernel": torch.from_numpy(np.ascontiguousarray(arrays["kernel"], dtype=np.float32))}
 
-    def given_params(
-        self, image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]
-    ) -> dict[str, Tensor]:
+    def given_params(self, image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> dict[str, Tensor]:
         return {"kernel": torch.from_numpy(load_kernel(self.kernel, storage_options))}
 
-    def given(self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> GivenData:
+    def given(
+        self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]
+    ) -> GivenData:
         """One kernel per image from a folder or manifest (zero-padded, centred, to one odd size), else the file's; a
         kernel that is unreadable, degenerate or larger than its image quarantines that image alone."""
         if not is_per_image(self.kernel, storage_options):
             return super().given(ids, image_shape, storage_options)
         height, width = image_shape[1:3]
         kernels, given = per_image_data(
-            self.kernel, ids, "kernel_uri", KERNEL_EXTENSIONS, storage_options,
+            self.kernel,
+            ids,
+            "kernel_uri",
+            KERNEL_EXTENSIONS,
+            storage_options,
             lambda image_id, uri, data: check_kernel_fits(uri, kernel_from_bytes(uri, data), height, width),
             self.noise_sigma,
         )

@@ -72,5 +72,7 @@ class DenoiseTask(TaskKind):
     def baseline(self, y: Tensor, params: Mapping[str, Tensor], noise_sigma: Sequence[float] | None = None) -> Tensor:
         images = y.double().numpy()
         sigmas = self.sigmas(len(images), noise_sigma)
-        out = np.stack([[wiener(channel, 5, s**2) for channel in image] for image, s in zip(images, sigmas, strict=True)])
+        out = np.stack(
+            [[wiener(channel, 5, s**2) for channel in image] for image, s in zip(images, sigmas, strict=True)]
+        )
         return torch.from_numpy(out).float().clamp(0, 1)

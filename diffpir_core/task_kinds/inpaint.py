@@ -11,18 +11,35 @@ from pydantic import Field
 from torch import Tensor
 
 from diffpir_core.io.decode import IMAGE_EXTENSIONS
-from diffpir_core.io.degradation_files import check_known_pixels, check_manifest, file_digest, is_manifest, is_per_image, load_mask, mask_from_bytes
+from diffpir_core.io.degradation_files import (
+    check_known_pixels,
+    check_manifest,
+    file_digest,
+    is_manifest,
+    is_per_image,
+    load_mask,
+    mask_from_bytes,
+)
 from diffpir_core.metrics import uint8_to_float
 from diffpir_core.operators import Inpainting, Operator, random_box_mask, random_mask
-from diffpir_core.task_kinds.base import SIGMA_DESCRIPTION, ArraySpec, GivenData, NoiseLevel, Presets, TaskKind, method_presets, per_image_data
+from diffpir_core.task_kinds.base import (
+    SIGMA_DESCRIPTION,
+    ArraySpec,
+    GivenData,
+    NoiseLevel,
+    Presets,
+    TaskKind,
+    method_presets,
+    per_image_data,
+)
 from diffpir_core.task_kinds.baselines import biharmonic_inpaint
 
 GENERATED_MASKS = ("box", "random")
 
 
-
 HOLE_BUDGET = 256 * 256 // 2
 """Unknown pixels per image up to which the biharmonic baseline is scored on every image."""
+
 
 class InpaintTask(TaskKind):
     """y = m ⊙ x (+ AWGN, none by default as the reference)."""
@@ -40,7 +57,10 @@ class InpaintTask(TaskKind):
     PRESETS: ClassVar[Presets] = method_presets(
         diffpir={"lambda_": 1.0, "zeta": 1.0, "iter_num": 20},  # the DiffPIR reference's inpainting run
         dps={"scale": 0.5},  # DPS inpainting_config.yaml
-        dpir={"iter_num": 40, "sigma_end_floor": 0.6 / 255},  # DPIR's mask-based demosaicking script (main_dpir_demosaick.py)
+        dpir={
+            "iter_num": 40,
+            "sigma_end_floor": 0.6 / 255,
+        },  # DPIR's mask-based demosaicking script (main_dpir_demosaick.py)
     )
     BASELINE: ClassVar[str] = "biharmonic"
 
@@ -50,7 +70,9 @@ class InpaintTask(TaskKind):
     def check_mode(self, mode: str) -> None:
         super().check_mode(mode)
         if mode == "evaluate" and is_manifest(self.mask):
-            raise ValueError("task.mask: a manifest of per-image masks is for mode restore; evaluate mode takes one file")
+            raise ValueError(
+                "task.mask: a manifest of per-image masks is for mode restore; evaluate mode takes one file"
+            )
         if mode == "restore" and self.mask in GENERATED_MASKS:
             raise ValueError(
                 "task.mask: mode restore needs the real mask of the images (a file URI), "
@@ -97,13 +119,13 @@ class InpaintTask(TaskKind):
     def params_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
         return {"mask": torch.from_numpy(arrays["mask"].astype(np.float32))[:, None]}
 
-    def given_params(
-        self, image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]
-    ) -> dict[str, Tensor]:
+    def given_params(self, image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> dict[str, Tensor]:
         height, width = image_shape[1:3]
         return {"mask": torch.from_numpy(self._mask_file(height, width, storage_options).astype(np.float32))}
 
-    def given(self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]) -> GivenData:
+    def given(
+        self, ids: Sequence[str], image_shape: tuple[int, int, int], storage_options: Mapping[str, Any]
+    ) -> GivenData:
         """One mask per image from a folder or manifest (a mask not of its image's size, or with no known pixel,
         quarantines its image), else the file's."""
         if not is_per_image(self.mask, storage_options):
@@ -116,7 +138,9 @@ class InpaintTask(TaskKind):
                 raise ValueError(f"mask {uri} is {mask.shape[1]}x{mask.shape[0]} but the image is {width}x{height}")
             return check_known_pixels(uri, mask)
 
-        masks, given = per_image_data(self.mask, ids, "mask_uri", IMAGE_EXTENSIONS, storage_options, decode, self.noise_sigma)
+        masks, given = per_image_data(
+            self.mask, ids, "mask_uri", IMAGE_EXTENSIONS, storage_options, decode, self.noise_sigma
+        )
         known = np.ones((height, width), dtype=np.uint8)  # placeholder of quarantined images (never restored)
         stacked = np.stack([masks.get(image_id, known) for image_id in ids]).astype(np.float32)
         given.params = {"mask": torch.from_numpy(stacked)[:, None]}

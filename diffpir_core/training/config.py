@@ -42,12 +42,15 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: dict[str, Any] = Field(default_factory=lambda: dict(DEMO_MODEL_CONFIG),
-                                  description="guided-diffusion create_model kwargs")
+    model: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEMO_MODEL_CONFIG), description="guided-diffusion create_model kwargs"
+    )
     images: tuple[str, ...] = Field(default=TRAIN_IMAGES, description="skimage.data images to train on")
     crop: int = Field(default=32, ge=8, description="training patch size (px); the UNet is convolutional")
-    short_sides: tuple[int, int] = Field(default=(96, 384), description="range of image short sides (px) "
-                                         "after random downscaling, so patches match the demo's scale")
+    short_sides: tuple[int, int] = Field(
+        default=(96, 384),
+        description="range of image short sides (px) after random downscaling, so patches match the demo's scale",
+    )
     batch_size: int = Field(default=16, ge=1)
     lr: float = Field(default=5e-4, gt=0)
     warmup_steps: int = Field(default=100, ge=0, description="linear learning-rate warm-up")

@@ -61,9 +61,7 @@ def load_rgb_u8(name: str) -> np.ndarray:
     """Load a bundled ``skimage.data`` image by name as uint8 (H, W, 3) RGB."""
     loader = _SPECIAL_LOADERS.get(name) or getattr(skimage.data, name, None)
     if loader is None:
-        raise ValueError(
-            f"unknown skimage.data image {name!r}: use one of {sorted(TRAIN_IMAGES + HELD_OUT_IMAGES)}"
-        )
+        raise ValueError(f"unknown skimage.data image {name!r}: use one of {sorted(TRAIN_IMAGES + HELD_OUT_IMAGES)}")
     image = np.asarray(loader())
     if image.dtype != np.uint8:
         raise ValueError(f"skimage.data.{name} is {image.dtype}, expected uint8: pick another image")

@@ -73,12 +73,23 @@ def export_prior(
         "data_source": "skimage.data (bundled with the scikit-image wheel; grayscale replicated to RGB)",
         "held_out": list(HELD_OUT_IMAGES),
         "augmentation": "random downscale (short side {}-{} px), random crop, flips, 90-degree rotations".format(
-            *config["short_sides"]),
+            *config["short_sides"]
+        ),
         "objective": "DDPM epsilon MSE + learned-variance VLB with stop-grad on the mean "
-                     "(improved-DDPM hybrid, lambda=0.001)",
-        "schedule": {"kind": "linear", "num_timesteps": NUM_TRAIN_TIMESTEPS, "beta_start": BETA_START, "beta_end": BETA_END},
-        "optimizer": {"kind": "Adam", "lr": config["lr"], "warmup_steps": config["warmup_steps"],
-                      "grad_clip": config["grad_clip"], "batch_size": config["batch_size"]},
+        "(improved-DDPM hybrid, lambda=0.001)",
+        "schedule": {
+            "kind": "linear",
+            "num_timesteps": NUM_TRAIN_TIMESTEPS,
+            "beta_start": BETA_START,
+            "beta_end": BETA_END,
+        },
+        "optimizer": {
+            "kind": "Adam",
+            "lr": config["lr"],
+            "warmup_steps": config["warmup_steps"],
+            "grad_clip": config["grad_clip"],
+            "batch_size": config["batch_size"],
+        },
         "ema_decay": config["ema_decay"],
         "seed": config["seed"],
         "steps": ckpt["step"],

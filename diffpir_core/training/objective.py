@@ -68,8 +68,9 @@ class DiffusionObjective:
         """x_t = √ᾱ_t x0 + √(1 − ᾱ_t) ε."""
         return self._at(self.sqrt_alphas_cumprod, t) * x0 + self._at(self.sqrt_one_minus_alphas_cumprod, t) * noise
 
-    def loss(self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-             noise: torch.Tensor) -> LossTerms:
+    def loss(
+        self, model_output: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> LossTerms:
         """Hybrid loss of a (B, 6, H, W) network output for the batch (x0, x_t, t, ε)."""
         eps, var_out = model_output.float().chunk(2, dim=1)
         mse = ((noise - eps) ** 2).mean(dim=(1, 2, 3))
@@ -77,19 +78,26 @@ class DiffusionObjective:
         loss = mse + VLB_WEIGHT_PER_TERM * vlb
         return LossTerms(loss=loss.mean(), mse=mse.mean(), vlb=vlb.mean())
 
-    def _vlb_terms(self, eps: torch.Tensor, var_out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor,
-                   t: torch.Tensor) -> torch.Tensor:
+    def _vlb_terms(
+        self, eps: torch.Tensor, var_out: torch.Tensor, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """L_t in bits/dim: KL(q(x_{t−1}|x_t, x0) ‖ p(x_{t−1}|x_t)) for t > 0, the discretised
         decoder NLL of x0 for t = 0. ``eps`` is detached, so only the variance receives gradient."""
-        x0_pred = (self._at(self.sqrt_recip_alphas_cumprod, t) * x_t
-                   - self._at(self.sqrt_recipm1_alphas_cumprod, t) * eps)
+        x0_pred = (
+            self._at(self.sqrt_recip_alphas_cumprod, t) * x_t - self._at(self.sqrt_recipm1_alphas_cumprod, t) * eps
+        )
         mean_p = self._at(self.posterior_mean_coef_x0, t) * x0_pred + self._at(self.posterior_mean_coef_xt, t) * x_t
         mean_q = self._at(self.posterior_mean_coef_x0, t) * x0 + self._at(self.posterior_mean_coef_xt, t) * x_t
         frac = (var_out + 1.0) / 2.0
         log_var_q = self._at(self.log_posterior_variance, t)
         log_var_p = frac * self._at(self.log_betas, t) + (1.0 - frac) * log_var_q
-        kl = 0.5 * (-1.0 + log_var_p - log_var_q + torch.exp(log_var_q - log_var_p)
-                    + (mean_q - mean_p) ** 2 * torch.exp(-log_var_p))
+        kl = 0.5 * (
+            -1.0
+            + log_var_p
+            - log_var_q
+            + torch.exp(log_var_q - log_var_p)
+            + (mean_q - mean_p) ** 2 * torch.exp(-log_var_p)
+        )
         kl = kl.mean(dim=(1, 2, 3)) / math.log(2.0)
         nll = -discretized_gaussian_log_likelihood(x0, mean_p, 0.5 * log_var_p).mean(dim=(1, 2, 3)) / math.log(2.0)
         return torch.where(t == 0, nll, kl)

@@ -59,8 +59,15 @@ class TaskResult:
         keys = ("diffpir_psnr", "baseline_psnr", "diffpir_ssim", "baseline_ssim")
         means = {k: self.mean(k) for k in keys}
         gain = means["diffpir_psnr"] - means["baseline_psnr"]
-        return {"task": self.task, "baseline": self.baseline, "sampler": self.sampler,
-                "seconds": round(self.seconds, 1), "mean": means, "psnr_gain_db": gain, "per_image": self.per_image}
+        return {
+            "task": self.task,
+            "baseline": self.baseline,
+            "sampler": self.sampler,
+            "seconds": round(self.seconds, 1),
+            "mean": means,
+            "psnr_gain_db": gain,
+            "per_image": self.per_image,
+        }
 
 
 def _scores(out: Tensor, truth_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +95,7 @@ def evaluate_task(
     ids = list(tiles)
     start = time.perf_counter()
     for first in range(0, len(ids), batch_size):
-        batch_ids = ids[first:first + batch_size]
+        batch_ids = ids[first : first + batch_size]
         truth_u8 = np.stack([tiles[i] for i in batch_ids])
         inputs = inputs_from_arrays(task, batch_ids, synthesise(task, batch_ids, truth_u8, seed, {}))
         generators = [torch.Generator().manual_seed(image_seed(seed, image_id)) for image_id in batch_ids]
@@ -96,8 +103,11 @@ def evaluate_task(
         d_psnr, d_ssim = _scores(restored, truth_u8)
         b_psnr, b_ssim = _scores(task.baseline(inputs.y, inputs.params), truth_u8)
         for k, image_id in enumerate(batch_ids):
-            result.per_image[image_id] = {"diffpir_psnr": float(d_psnr[k]), "baseline_psnr": float(b_psnr[k]),
-                                          "diffpir_ssim": float(d_ssim[k]), "baseline_ssim": float(b_ssim[k])}
+            result.per_image[image_id] = {
+                "diffpir_psnr": float(d_psnr[k]),
+                "baseline_psnr": float(b_psnr[k]),
+                "diffpir_ssim": float(d_ssim[k]),
+                "baseline_ssim": float(b_ssim[k]),
+            }
     result.seconds = time.perf_counter() - start
     return result
-

@@ -94,9 +94,16 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, objective: DiffusionObjective,
-                sampler: PatchSampler, generator: torch.Generator, config: TrainConfig, step: int,
-                device: torch.device) -> LossTerms:
+def _train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    objective: DiffusionObjective,
+    sampler: PatchSampler,
+    generator: torch.Generator,
+    config: TrainConfig,
+    step: int,
+    device: torch.device,
+) -> LossTerms:
     """One optimizer step on a fresh batch (draw order: patches, timesteps, noise — fixed for resume)."""
     x0 = sampler.sample(config.batch_size, generator).to(device)
     t = objective.sample_timesteps(config.batch_size, generator).to(device)
@@ -112,13 +119,20 @@ def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, object
     return terms
 
 
-def _log_entry(step: int, window: list[tuple[float, float, float]], batches_per_s: float, lr: float,
-               elapsed_seconds: float) -> dict[str, float]:
+def _log_entry(
+    step: int, window: list[tuple[float, float, float]], batches_per_s: float, lr: float, elapsed_seconds: float
+) -> dict[str, float]:
     """One line of log.jsonl: mean loss terms over the window of steps since the last line."""
     n = len(window)
-    return {"step": step, "loss": sum(w[0] for w in window) / n, "mse": sum(w[1] for w in window) / n,
-            "vlb": sum(w[2] for w in window) / n, "images_per_s": n * batches_per_s, "lr": lr,
-            "elapsed_seconds": elapsed_seconds}
+    return {
+        "step": step,
+        "loss": sum(w[0] for w in window) / n,
+        "mse": sum(w[1] for w in window) / n,
+        "vlb": sum(w[2] for w in window) / n,
+        "images_per_s": n * batches_per_s,
+        "lr": lr,
+        "elapsed_seconds": elapsed_seconds,
+    }
 
 
 def train(
@@ -141,8 +155,14 @@ def train(
         return _train(config, Path(run_dir), device, max_seconds, stop_at, progress)
 
 
-def _train(config: TrainConfig, run_dir: Path, device: torch.device, max_seconds: float | None,
-           stop_at: int | None, progress: bool) -> TrainState:
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    device: torch.device,
+    max_seconds: float | None,
+    stop_at: int | None,
+    progress: bool,
+) -> TrainState:
     run_dir.mkdir(parents=True, exist_ok=True)
     target = min(config.steps, stop_at) if stop_at is not None else config.steps
 
@@ -176,11 +196,20 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, max_seconds
 
     def save() -> None:
         _atomic_save(
-            {"step": step, "elapsed_seconds": elapsed(), "last_log": last_log, "config": config.model_dump(mode="json"),
-             "config_digest": config.digest(), "device": device.type, "model": model.state_dict(), "ema": ema.shadow,
-             "optimizer": optimizer.state_dict(), "rng": generator.get_state(),
-             "torch_rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            {
+                "step": step,
+                "elapsed_seconds": elapsed(),
+                "last_log": last_log,
+                "config": config.model_dump(mode="json"),
+                "config_digest": config.digest(),
+                "device": device.type,
+                "model": model.state_dict(),
+                "ema": ema.shadow,
+                "optimizer": optimizer.state_dict(),
+                "rng": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            },
             run_dir / CHECKPOINT_NAME,
         )
 
@@ -201,8 +230,13 @@ def _train(config: TrainConfig, run_dir: Path, device: torch.device, max_seconds
             window.append((terms.loss.item(), terms.mse.item(), terms.vlb.item()))
             if step % config.log_every == 0 or step == target:
                 now = time.perf_counter()
-                last_log = _log_entry(step, window, config.batch_size / max(now - window_start, 1e-9),
-                                      optimizer.param_groups[0]["lr"], elapsed())
+                last_log = _log_entry(
+                    step,
+                    window,
+                    config.batch_size / max(now - window_start, 1e-9),
+                    optimizer.param_groups[0]["lr"],
+                    elapsed(),
+                )
                 log.write(json.dumps(last_log) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{last_log['loss']:.4f}", img_s=f"{last_log['images_per_s']:.1f}")

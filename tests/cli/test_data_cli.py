@@ -9,7 +9,8 @@ from diffpir_flow.cli import data as cli_data
 
 
 def _app() -> typer.Typer:
-    """Only the data commands, registered as ``diffpir_flow.cli/app.py`` does (independent of the other command groups)."""
+    """Only the data commands, registered as ``diffpir_flow.cli/app.py`` does (independent of the other command
+    groups)."""
     app = typer.Typer()
     cli_data.register(app)
     return app
@@ -19,7 +20,20 @@ def test_ingest_then_export(rgb_folder, tmp_path):
     root, expected = rgb_folder
     (root / "junk.png").write_bytes(b"")
     runner, app = CliRunner(), _app()
-    result = runner.invoke(app, ["ingest", str(root), str(tmp_path / "s.zarr"), "--shard-size", "4", "--size-policy", "center_crop", "--size", "16"])
+    result = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(root),
+            str(tmp_path / "s.zarr"),
+            "--shard-size",
+            "4",
+            "--size-policy",
+            "center_crop",
+            "--size",
+            "16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "ingested 11 images" in result.output and "quarantined junk.png: empty file (0 bytes)" in result.output
 
@@ -30,7 +44,9 @@ def test_ingest_then_export(rgb_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert "exported 11 PNGs" in result.output
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "png" / "sub" / "b2.png")), expected["sub/b2.png"])
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "png" / "a00.png")), expected["a00.png"][4:20, 8:24])
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "png" / "a00.png")), expected["a00.png"][4:20, 8:24]
+    )
 
 
 def test_ingest_names_the_files_it_ignores_and_why(tmp_path):

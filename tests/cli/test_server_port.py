@@ -31,7 +31,8 @@ except RuntimeError as err:
     sys.exit(3)
 barrier("started")  # the other one is up as well (or refused): only now is it known whose server answers
 child = server.server_process
-own = child.poll() is None and any(c.laddr.port == server.port and c.status == "LISTEN" for c in psutil.Process(child.pid).net_connections())
+own = child.poll() is None and any(c.laddr.port == server.port and c.status == "LISTEN" for c in
+psutil.Process(child.pid).net_connections())
 print("port", server.port, "own", own, flush=True)
 server.stop()
 """
@@ -49,7 +50,14 @@ def test_two_temporary_servers_never_share_a_port(tmp_path: Path) -> None:
     script = _START.replace("PORT", str(port))
     env = {**os.environ, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "150"}  # a loaded machine starts slowly
     runs = [
-        subprocess.Popen([sys.executable, "-c", script, str(index)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(index)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
         for index in range(2)
     ]
     outputs = [run.communicate(timeout=400) for run in runs]

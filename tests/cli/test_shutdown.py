@@ -18,17 +18,34 @@ def test_a_successful_run_prints_no_traceback(tmp_path: Path):
     rng = np.random.default_rng(0)
     images = tmp_path / "in"
     images.mkdir()
-    for i in range(24):  # 24 one-image shards: enough task-run events that the server is still recording them at the end
+    for i in range(
+        24
+    ):  # 24 one-image shards: enough task-run events that the server is still recording them at the end
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(images / f"im{i:02d}.png")
     job = {
-        "input": str(images), "output": str(tmp_path / "out"), "task": {"kind": "sr", "scale": 4, "noise_sigma": 0.05},
-        "prior": "demo", "shard_size": 1, "batch_size": 1, "device": "cpu", "sampler": {"iter_num": 1}, "threads": 1,
+        "input": str(images),
+        "output": str(tmp_path / "out"),
+        "task": {"kind": "sr", "scale": 4, "noise_sigma": 0.05},
+        "prior": "demo",
+        "shard_size": 1,
+        "batch_size": 1,
+        "device": "cpu",
+        "sampler": {"iter_num": 1},
+        "threads": 1,
     }
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
-    env = dict(os.environ, PREFECT_API_URL="")  # exported but empty, as shell profiles leave it: no server, one of its own
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}
+    env = dict(
+        os.environ, PREFECT_API_URL=""
+    )  # exported but empty, as shell profiles leave it: no server, one of its own
+    env |= {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+    }
     diffpir = Path(sys.executable).with_name("diffpir")
-    done = subprocess.run([str(diffpir), "run", str(tmp_path / "job.yaml")], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [str(diffpir), "run", str(tmp_path / "job.yaml")], env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "completed: restored 24 image(s), quarantined 0; 24 shard(s) run" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr, done.stderr[-6000:]
@@ -95,13 +112,22 @@ def test_a_failure_is_printed_once_and_log_lines_never_share_the_bar_line(tmp_pa
     images = tmp_path / "in"
     images.mkdir()
     Image.fromarray(np.zeros((33, 33, 3), np.uint8)).save(images / "odd.png")
-    job = {"input": str(images), "output": str(tmp_path / "out"), "task": {"kind": "sr", "scale": 2}, "prior": "demo",
-           "device": "cpu", "sampler": {"iter_num": 1}, "threads": 1}
+    job = {
+        "input": str(images),
+        "output": str(tmp_path / "out"),
+        "task": {"kind": "sr", "scale": 2},
+        "prior": "demo",
+        "device": "cpu",
+        "sampler": {"iter_num": 1},
+        "threads": 1,
+    }
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
     env = dict(os.environ, PREFECT_API_URL="", PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_UI_ENABLED="false")
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "300"
     diffpir = Path(sys.executable).with_name("diffpir")
-    done = subprocess.run([str(diffpir), "run", str(tmp_path / "job.yaml")], env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [str(diffpir), "run", str(tmp_path / "job.yaml")], env=env, capture_output=True, text=True, timeout=900
+    )
     printed = done.stdout + done.stderr
     assert done.returncode == 1, printed[-3000:]
     assert printed.count("not a multiple of the SR scale 2") == 1, printed[-6000:]

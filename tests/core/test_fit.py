@@ -11,8 +11,14 @@ from diffpir_core.models.tiling import TiledUNet, tile_starts
 from diffpir_core.runs.batches import Fit, ShardInputs, measurement_padding, restore_batchwise
 from diffpir_core.task_kinds import task_kind, task_preset
 
-TINY = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
-        "attention_resolutions": "", "learn_sigma": True}
+TINY = {
+    "image_size": 32,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,2",
+    "attention_resolutions": "",
+    "learn_sigma": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,9 @@ class Recorder(nn.Module):
         return self.conv(x) * (1 + t.float()[:, None, None, None] / 1000)
 
 
-@pytest.mark.parametrize(("length", "tile", "overlap"), [(100, 32, 8), (64, 32, 8), (33, 32, 0), (32, 32, 8), (250, 64, 16)])
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(100, 32, 8), (64, 32, 8), (33, 32, 0), (32, 32, 8), (250, 64, 16)]
+)
 def test_tiles_cover_the_image_with_at_least_the_overlap(length: int, tile: int, overlap: int) -> None:
     starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] == max(0, length - tile)
@@ -73,7 +81,9 @@ def test_tiny_images_are_padded_to_what_the_network_and_the_kernel_take(unet: nn
         restored, _ = restore_batchwise(unet, inputs, denoise, config, seed=0, batch_size=1, device="cpu")
         assert restored.shape == (1, side, side, 3)
     sr_config = task_preset("sr", iter_num=2)
-    restored, _ = restore_batchwise(unet, ShardInputs(["a"], torch.rand(1, 3, 4, 4), {}), sr, sr_config, seed=0, batch_size=1, device="cpu")
+    restored, _ = restore_batchwise(
+        unet, ShardInputs(["a"], torch.rand(1, 3, 4, 4), {}), sr, sr_config, seed=0, batch_size=1, device="cpu"
+    )
     assert restored.shape == (1, 8, 8, 3)
 
 
@@ -101,8 +111,16 @@ def test_every_image_comes_back_at_its_own_size(unet, kind, params, shape, resto
 def test_without_padding_an_odd_size_is_refused_with_the_fix(unet: nn.Module) -> None:
     inputs = ShardInputs(["a"], torch.rand(1, 3, 37, 45), {"kernel": torch.full((5, 5), 1 / 25)})
     with pytest.raises(ValueError, match="multiples of 2.*pad the measurement by 1 rows and 1 columns"):
-        restore_batchwise(unet, inputs, task_kind("deblur")(), task_preset("deblur", iter_num=2), seed=0,
-                          batch_size=1, device="cpu", fit=Fit(pad=False))
+        restore_batchwise(
+            unet,
+            inputs,
+            task_kind("deblur")(),
+            task_preset("deblur", iter_num=2),
+            seed=0,
+            batch_size=1,
+            device="cpu",
+            fit=Fit(pad=False),
+        )
 
 
 def test_tiled_restoration_is_deterministic_and_independent_of_the_batch(unet: nn.Module) -> None:

@@ -8,7 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from diffpir_core.io.degradation_files import kernel_from_bytes, load_kernel, pad_kernels, per_image_digest, per_image_files
+from diffpir_core.io.degradation_files import (
+    kernel_from_bytes,
+    load_kernel,
+    pad_kernels,
+    per_image_digest,
+    per_image_files,
+)
 from diffpir_core.runs.job import parse_job
 from diffpir_core.task_kinds import task_kind
 from diffpir_core.task_kinds.baselines import biharmonic_inpaint
@@ -26,7 +32,12 @@ def test_folder_files_match_ids_by_stem_in_subfolders(tmp_path: Path) -> None:
     assert "no file c.<npy|png>" in files["c.jpg"].reason
     before = per_image_digest(files)
     np.save(tmp_path / "sub" / "a.npy", np.ones((5, 5)))
-    assert per_image_digest(per_image_files(str(tmp_path), ["sub/a.jpg", "b.jpg", "c.jpg"], "kernel_uri", {".npy", ".png"}, {})) != before
+    assert (
+        per_image_digest(
+            per_image_files(str(tmp_path), ["sub/a.jpg", "b.jpg", "c.jpg"], "kernel_uri", {".npy", ".png"}, {})
+        )
+        != before
+    )
 
 
 def test_manifest_rows_sigma_and_bad_cells(tmp_path: Path) -> None:
@@ -51,7 +62,14 @@ def test_kernel_padding_keeps_the_centre() -> None:
 def test_bad_manifest_fails_the_job_hash_and_evaluate_refuses_a_manifest(tmp_path: Path) -> None:
     manifest = tmp_path / "k.csv"
     manifest.write_text("name,kernel\na.png,k.npy\n")
-    job = parse_job({"input": str(tmp_path), "output": str(tmp_path / "o"), "mode": "restore", "task": {"kind": "deblur", "kernel": str(manifest)}})
+    job = parse_job(
+        {
+            "input": str(tmp_path),
+            "output": str(tmp_path / "o"),
+            "mode": "restore",
+            "task": {"kind": "deblur", "kernel": str(manifest)},
+        }
+    )
     with pytest.raises(ValueError, match="lacks column"):
         job.job_hash()
     with pytest.raises(ValueError, match="mode restore"):

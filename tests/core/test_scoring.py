@@ -58,10 +58,15 @@ def test_baseline_subset_is_stable_and_bounded_for_large_inpainting_images() -> 
         mask[:, :, : side // 2] = 0
         return {"mask": mask}
 
-    assert task.baseline_fraction(256, 256, half_unknown(256)) == 1.0 and task.baseline_fraction(64, 64, half_unknown(64)) == 1.0
+    assert (
+        task.baseline_fraction(256, 256, half_unknown(256)) == 1.0
+        and task.baseline_fraction(64, 64, half_unknown(64)) == 1.0
+    )
     assert task.baseline_fraction(512, 512, half_unknown(512)) == pytest.approx(1 / 8)
     box = torch.ones(427, 640)
-    box[150:250, 250:350] = 0  # a box hole in a photo: scored on every image (the rule used to look at the image's area)
+    box[150:250, 250:350] = (
+        0  # a box hole in a photo: scored on every image (the rule used to look at the image's area)
+    )
     assert task.baseline_fraction(427, 640, {"mask": box}) == 1.0
     assert task_kind("sr")().baseline_fraction(2048, 2048, {}) == 1.0
     ids = [f"img{i:05d}.png" for i in range(4000)]

@@ -38,16 +38,25 @@ def test_a_billion_laughs_job_file_is_refused_within_bounded_memory_and_time(tmp
 
     result = subprocess.run(
         [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "run", str(job_file), "--dry-run"],
-        capture_output=True, text=True, timeout=60, preexec_fn=cap, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=cap,
+        cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert f"error: job file {job_file} expands to more than {MAX_NODES:,} values once its YAML aliases" in result.stderr
+    assert (
+        f"error: job file {job_file} expands to more than {MAX_NODES:,} values once its YAML aliases" in result.stderr
+    )
     assert result.stderr.count("billion laughs") == 1
 
 
 def test_bounds_of_a_yaml_text() -> None:
     few = "base: &b {kind: sr, scale: 4}\nvariants: [{task: *b}, {task: *b}]\n"
-    assert load_bounded_yaml(few, "f") == {"base": {"kind": "sr", "scale": 4}, "variants": [{"task": {"kind": "sr", "scale": 4}}] * 2}
+    assert load_bounded_yaml(few, "f") == {
+        "base": {"kind": "sr", "scale": 4},
+        "variants": [{"task": {"kind": "sr", "scale": 4}}] * 2,
+    }
     assert load_bounded_yaml("", "f") is None
     with pytest.raises(YamlLimitError, match="expands to more than"):
         load_bounded_yaml(LAUGHS, "f")
@@ -57,4 +66,3 @@ def test_bounds_of_a_yaml_text() -> None:
         load_bounded_yaml("[" * 100_000 + "]" * 100_000, "f")
     with pytest.raises(YamlLimitError, match="at most 1,048,576 bytes"):
         load_bounded_yaml("a: " + "x" * (1 << 20), "f")
-

@@ -26,11 +26,28 @@ pytestmark = pytest.mark.skipif(
 def test_short_demo_runs_the_restore_flow_for_every_task(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     # the demo's own temporary server: no PREFECT_API_URL at all (set but empty, Prefect's events client fails)
-    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"},
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
     proc = subprocess.run(
-        [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "demo", "--out", str(out),
-         "--iter-num", "3", "--images", "2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "from diffpir_flow.cli.app import main; main()",
+            "demo",
+            "--out",
+            str(out),
+            "--iter-num",
+            "3",
+            "--images",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"report: {out / 'report.html'}" in proc.stdout

@@ -15,13 +15,16 @@ RNG = np.random.default_rng(3)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize(("fmt", "name", "kwargs"), [
-    ("PNG", "x.png", {}),
-    ("BMP", "x.BMP", {}),
-    ("WEBP", "x.webp", {"lossless": True}),
-    ("TIFF", "x.tif", {}),
-    ("TIFF", "x.tiff", {"compression": "tiff_lzw"}),
-])
+@pytest.mark.parametrize(
+    ("fmt", "name", "kwargs"),
+    [
+        ("PNG", "x.png", {}),
+        ("BMP", "x.BMP", {}),
+        ("WEBP", "x.webp", {"lossless": True}),
+        ("TIFF", "x.tif", {}),
+        ("TIFF", "x.tiff", {"compression": "tiff_lzw"}),
+    ],
+)
 def test_lossless_formats_decode_exactly(encode_image, fmt, name, kwargs):
     decoded = decode_image(encode_image(RGB, fmt, **kwargs), name)
     np.testing.assert_array_equal(decoded.pixels, RGB)
@@ -48,7 +51,11 @@ def test_16bit_tiff_gray_and_rgb_scale_by_257():
         buffer = io.BytesIO()
         tifffile.imwrite(buffer, array)
         decoded = decode_image(buffer.getvalue(), "deep.tif")
-        want = expected[:, :, None].repeat(3, axis=2) if array.ndim == 2 else np.stack([expected, expected[::-1], expected], -1)
+        want = (
+            expected[:, :, None].repeat(3, axis=2)
+            if array.ndim == 2
+            else np.stack([expected, expected[::-1], expected], -1)
+        )
         np.testing.assert_array_equal(decoded.pixels, want)
         assert decoded.source_mode.startswith("tiff:uint16")
 

@@ -21,10 +21,18 @@ def _read_png_folder(root: Path) -> dict[str, np.ndarray]:
 def test_folder_to_zarr_to_png_round_trip_is_lossless(rgb_folder, tmp_path):
     root, expected = rgb_folder
     summary = ingest(str(root), str(tmp_path / "s.zarr"), shard_size=3)
-    assert (summary.ingested, summary.quarantined, summary.groups, summary.shards) == (11, 0, {"16x16": 3, "24x32": 8}, 4)
+    assert (summary.ingested, summary.quarantined, summary.groups, summary.shards) == (
+        11,
+        0,
+        {"16x16": 3, "24x32": 8},
+        4,
+    )
     store = DatasetStore.open(str(tmp_path / "s.zarr"))
     assert [(r.group, r.index, r.start, r.stop) for r in store.shards()] == [
-        ("16x16", 0, 0, 3), ("24x32", 0, 0, 3), ("24x32", 1, 3, 6), ("24x32", 2, 6, 8)
+        ("16x16", 0, 0, 3),
+        ("24x32", 0, 0, 3),
+        ("24x32", 1, 3, 6),
+        ("24x32", 2, 6, 8),
     ]
     assert store.shards()[0].ids == ("sub/b0.png", "sub/b1.png", "sub/b2.png")
     exported = export_images(str(tmp_path / "s.zarr"), str(tmp_path / "out"))
@@ -40,7 +48,12 @@ def test_store_layout_is_plain_zarr_v3(rgb_folder, tmp_path):
     ingest(str(root), str(tmp_path / "s.zarr"), shard_size=4)
     group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r", zarr_format=3)
     images = group["groups/24x32/images"]
-    assert (images.shape, images.chunks, images.shards, images.dtype) == ((8, 24, 32, 3), (1, 24, 32, 3), (4, 24, 32, 3), np.uint8)
+    assert (images.shape, images.chunks, images.shards, images.dtype) == (
+        (8, 24, 32, 3),
+        (1, 24, 32, 3),
+        (4, 24, 32, 3),
+        np.uint8,
+    )
     np.testing.assert_array_equal(images[5], expected["a05.png"])
     assert group["groups/24x32/ids"][:].tolist() == [f"a{i:02d}.png" for i in range(8)]
     assert group["groups/16x16/source_shape"][:].tolist() == [[16, 16]] * 3
@@ -48,7 +61,10 @@ def test_store_layout_is_plain_zarr_v3(rgb_folder, tmp_path):
     assert group["groups/24x32/pixel_sha256"][5] == hashlib.sha256(expected["a05.png"].tobytes()).hexdigest()
     info = group.attrs["diffpir"]
     assert (info["schema_version"], info["complete"], info["shard_size"], info["counts"]) == (
-        2, True, 4, {"images": 11, "quarantined": 0, "ignored": 0}
+        2,
+        True,
+        4,
+        {"images": 11, "quarantined": 0, "ignored": 0},
     )
 
 

@@ -6,7 +6,13 @@ from diffpir_core.io.uris import redact_uri
 
 def test_png_names_keep_ids_and_never_collide():
     names = png_names(["a.jpg", "a.png", "b.tif", "sub/c.webp", "000017"])
-    assert names == {"a.jpg": "a.jpg.png", "a.png": "a.png.png", "b.tif": "b.png", "sub/c.webp": "sub/c.png", "000017": "000017.png"}
+    assert names == {
+        "a.jpg": "a.jpg.png",
+        "a.png": "a.png.png",
+        "b.tif": "b.png",
+        "sub/c.webp": "sub/c.png",
+        "000017": "000017.png",
+    }
     assert len(set(names.values())) == len(names)
 
 

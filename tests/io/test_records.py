@@ -30,9 +30,22 @@ def test_output_and_record_round_trip(store):
     checksum = store.write_shard_output(ref, "jobs/j1/restored", out)
     assert checksum == shard_checksum(out)
     assert store.read_record(ref, "jobs/j1/restored") is None
-    record = store.write_record(ref, "jobs/j1/restored", checksum=checksum, identity=IDENTITY, timings={"restore": 1.5}, metrics={"psnr": 30.25})
+    record = store.write_record(
+        ref,
+        "jobs/j1/restored",
+        checksum=checksum,
+        identity=IDENTITY,
+        timings={"restore": 1.5},
+        metrics={"psnr": 30.25},
+    )
     assert store.read_record(ref, "jobs/j1/restored") == record == store.read_record(ref, "jobs/j1/restored", IDENTITY)
-    assert (record.group, record.shard, record.start, record.stop, record.metrics) == ("24x32", 1, 3, 6, {"psnr": 30.25})
+    assert (record.group, record.shard, record.start, record.stop, record.metrics) == (
+        "24x32",
+        1,
+        3,
+        6,
+        {"psnr": 30.25},
+    )
     named = f"{store.uri}/records/24x32/jobs/j1/restored/000001/{record_name(IDENTITY)}"
     assert os.path.isfile(named) and len(record_name(IDENTITY)) == 32 + len(".json")
     assert store.record_matches(ref, "jobs/j1/restored", IDENTITY)
@@ -83,7 +96,9 @@ def test_read_verified_compares_the_data_itself_with_the_record(store, tmp_path)
     ref = store.shards()[0]
     store.create_array(ref.group, "restored", (16, 16, 3), "uint8")
     out = _restore(store.read_images(ref))
-    record = store.write_record(ref, "restored", checksum=store.write_shard_output(ref, "restored", out), identity=IDENTITY)
+    record = store.write_record(
+        ref, "restored", checksum=store.write_shard_output(ref, "restored", out), identity=IDENTITY
+    )
     shard_file = tmp_path / "s.zarr" / "groups" / ref.group / "restored" / "c" / "0" / "0" / "0" / "0"
     shard_file.write_bytes(shard_file.read_bytes())  # the same bytes, a new mtime (a copy that did not keep it)
     os.utime(shard_file, ns=(shard_file.stat().st_atime_ns, shard_file.stat().st_mtime_ns + 10**9))
@@ -160,7 +175,14 @@ def test_bulk_check_asks_only_whether_each_named_record_exists(store, tmp_path):
     assert set(done) == set(written) == {ref.key for ref in refs}
     for key, stamp in done.items():  # the time is the record object's, from the stat or listing
         assert stamp.name == record_name(IDENTITY)
-        assert abs((datetime.fromisoformat(stamp.written_at) - datetime.fromisoformat(written[key].written_at)).total_seconds()) <= 1
+        assert (
+            abs(
+                (
+                    datetime.fromisoformat(stamp.written_at) - datetime.fromisoformat(written[key].written_at)
+                ).total_seconds()
+            )
+            <= 1
+        )
 
     first, second, third = refs[0], refs[1], refs[-1]
     record_file = root / "records" / first.group / "restored" / f"{first.index:06d}" / record_name(IDENTITY)

@@ -59,7 +59,9 @@ def test_refresh_reingests_exactly_what_changed_and_keeps_every_other_row(tmp_pa
     assert _changes(summary) == {"added": 1, "changed": 1, "repaired": 0, "removed": 1, "unchanged": 8}
     store = DatasetStore.open(uri)
     assert [ref.ids for ref in store.shards()] == [
-        ("a00.png", "a01.png", "a02.png", "a03.png"), ("a04.png", "n1.png", "a06.png", "a07.png"), ("a08.png", "a09.png")
+        ("a00.png", "a01.png", "a02.png", "a03.png"),
+        ("a04.png", "n1.png", "a06.png", "a07.png"),
+        ("a08.png", "a09.png"),
     ]  # the changed image kept its row, the new one took the removed one's
     assert [store.rows_digest(ref) == digests[ref.key] for ref in store.shards()] == [False, False, True]
     _check(store, expected)
@@ -81,7 +83,9 @@ def test_removed_images_are_filled_from_the_end_and_a_resized_image_changes_grou
     assert summary.groups == {"16x16": 6, "24x16": 1}
     store = DatasetStore.open(uri)
     assert [ref.ids for ref in store.shards()] == [
-        ("a00.png", "a06.png", "a02.png", "a09.png"), ("a04.png", "a05.png"), ("a03.png",)
+        ("a00.png", "a06.png", "a02.png", "a09.png"),
+        ("a04.png", "a05.png"),
+        ("a03.png",),
     ]  # the holes at rows 1 and 3 take the last rows 6 and 9, in order; rows 0, 2, 4, 5 never moved
     _check(store, expected)
 
@@ -168,5 +172,9 @@ def test_records_only_count_for_the_ids_and_contents_they_were_written_for(tmp_p
     assert [ref.ids[1] for ref in refs[:2]] == ["a01.png", "z.png"] and len(refs) == 4
     assert [out.record_matches(ref, "restored", _identity(out, ref)) for ref in refs] == [True, False, True, True]
     exported = export_images(str(tmp_path / "out.zarr"), str(tmp_path / "png"), array="restored")
-    assert exported.skipped_shards == ["16x16/000001"] and exported.exported == 7 and not (tmp_path / "png" / "z.png").exists()
+    assert (
+        exported.skipped_shards == ["16x16/000001"]
+        and exported.exported == 7
+        and not (tmp_path / "png" / "z.png").exists()
+    )
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "png" / "a00.png")), 255 - expected["a00.png"])

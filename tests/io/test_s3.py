@@ -26,7 +26,9 @@ def test_s3_round_trip_is_lossless_and_stores_no_credentials(rgb_folder, s3_buck
     exported = export_images(f"{s3_bucket}/store.zarr", f"{s3_bucket}/out", storage_options=s3_options)
     assert exported.exported == 11
     for image_id, pixels in expected.items():
-        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(fs.cat_file(f"{s3_bucket}/out/{image_id}")))), pixels)
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(io.BytesIO(fs.cat_file(f"{s3_bucket}/out/{image_id}")))), pixels
+        )
 
     written = b"".join(fs.cat_file(path) for path in fs.find(f"{s3_bucket}/store.zarr") if path.endswith("zarr.json"))
     assert b'"schema_version"' in written
@@ -43,9 +45,17 @@ def test_s3_outputs_and_records(rgb_folder, s3_bucket, s3_options, tmp_path):
     identity = {"job": "s3", "input": store.rows_digest(ref)}  # a bare store's export checks the rows' digest
     store.write_record(ref, "restored", checksum=checksum, identity=identity)
     assert store.record_matches(ref, "restored", identity)
-    summary = export_images(f"{s3_bucket}/s.zarr", str(tmp_path / "out"), array="restored", storage_options=s3_options, out_storage_options={})
+    summary = export_images(
+        f"{s3_bucket}/s.zarr",
+        str(tmp_path / "out"),
+        array="restored",
+        storage_options=s3_options,
+        out_storage_options={},
+    )
     assert (summary.exported, summary.skipped_shards) == (4, ["24x32/000000"])
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "a04.png")), 255 - store.read_images(ref)[0])
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "out" / "a04.png")), 255 - store.read_images(ref)[0]
+    )
 
 
 @pytest.mark.parametrize("few", [0, 16], ids=["listing", "one-request-each"])
@@ -62,8 +72,12 @@ def test_s3_bulk_check_lists_the_records_once_per_array_and_group(rgb_folder, s3
         checksum = store.write_shard_output(ref, "restored", 255 - store.read_images(ref))
         store.write_record(ref, "restored", checksum=checksum, identity=identities[ref.key])
     done = store.done_records(refs, "restored", identities)
-    assert set(done) == {ref.key for ref in refs} and all(stamp.written_at.endswith("+00:00") for stamp in done.values())
-    assert not store.done_records(refs, "restored", {key: {**identity, "job": "other"} for key, identity in identities.items()})
+    assert set(done) == {ref.key for ref in refs} and all(
+        stamp.written_at.endswith("+00:00") for stamp in done.values()
+    )
+    assert not store.done_records(
+        refs, "restored", {key: {**identity, "job": "other"} for key, identity in identities.items()}
+    )
 
     ref, other = refs[0], refs[1]
     checksum = store.write_shard_output(ref, "restored", store.read_images(ref))  # restored again, other pixels

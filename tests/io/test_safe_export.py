@@ -1,4 +1,5 @@
-"""Safe export: traversal, colliding and glob-like ids through ingest and export, locally and on S3 (SeaweedFS; moto for the keys it cannot hold).
+"""Safe export: traversal, colliding and glob-like ids through ingest and export, locally and on S3 (SeaweedFS; moto
+for the keys it cannot hold).
 
 Every round trip checks the two promises: nothing is written outside the destination, and every image comes back
 with its pixels (its file is the one ``ids.csv`` names).
@@ -22,8 +23,23 @@ from diffpir_flow.cli.app import app
 
 # Ids a Zarr store can hold: traversal, absolute, control characters, and names that clash once made safe.
 UNSAFE_IDS = [
-    "../evil.png", "/abs.png", "a/../../x.png", "a/x.png", "./dot.png", "nul\x00.png", "new\nline.png", "new_line.png",
-    "..", "a.tif", "a.png", "a.png.png", "x", "x.png/y.png", "ids.csv/z.png", "=cmd.png", "-neg.png",
+    "../evil.png",
+    "/abs.png",
+    "a/../../x.png",
+    "a/x.png",
+    "./dot.png",
+    "nul\x00.png",
+    "new\nline.png",
+    "new_line.png",
+    "..",
+    "a.tif",
+    "a.png",
+    "a.png.png",
+    "x",
+    "x.png/y.png",
+    "ids.csv/z.png",
+    "=cmd.png",
+    "-neg.png",
 ]
 # File names a filesystem and a bucket can hold that fsspec would take as glob patterns.
 GLOB_LIKE_NAMES = ["photo [1].png", "photo 1.png", "x[0-9].png", "x5.png", "*star.png", "?.png"]
@@ -82,9 +98,15 @@ def test_png_names_keep_both_sides_of_every_clash_with_a_stable_suffix():
         return f"{stem}~{hashlib.sha256(image_id.encode()).hexdigest()[:8]}.png"
 
     # a.tif and a.png both want a.png, so they take their full id; a.png.png then clashes with a.png: both hashed
-    assert (names["a.tif"], names["a.png"], names["a.png.png"]) == ("a.tif.png", hashed("a.png", "a"), hashed("a.png.png", "a.png"))
+    assert (names["a.tif"], names["a.png"], names["a.png.png"]) == (
+        "a.tif.png",
+        hashed("a.png", "a"),
+        hashed("a.png.png", "a.png"),
+    )
     assert names["a/../../x.png"] == hashed("a/../../x.png", "a/x") and names["a/x.png"] == hashed("a/x.png", "a/x")
-    assert names["new\nline.png"] == hashed("new\nline.png", "new_line") and names["new_line.png"] == hashed("new_line.png", "new_line")
+    assert names["new\nline.png"] == hashed("new\nline.png", "new_line") and names["new_line.png"] == hashed(
+        "new_line.png", "new_line"
+    )
     assert names["x"] == hashed("x", "x")  # x.png is a folder (of x.png/y.png), so the file x.png cannot exist
     assert png_names(UNSAFE_IDS[::-1]) == names  # independent of the order
     with pytest.raises(ValueError, match="ids must be unique"):
@@ -215,14 +237,17 @@ def test_export_never_replaces_files_without_overwrite_and_checks_before_writing
     assert refused.exit_code != 0 and "Traceback" not in refused.output
     message = " ".join(refused.output.replace("│", " ").split())
     assert (
-        f"{out} already holds 7 file(s) this export would replace: ids.csv, img1.png, img2.png, img3.png, img4.png and "
+        f"{out} already holds 7 file(s) this export would replace: ids.csv, img1.png, img2.png, img3.png, img4.png "
+        "and "
         "2 more; pass --overwrite to replace them, or export into an empty folder"
     ) in message, refused.output
     assert {path: path.read_bytes() for path in _files(out)} == before
 
     replaced = runner.invoke(app, ["export", str(tmp_path / "s.zarr"), str(out), "--overwrite"])
     assert replaced.exit_code == 0, replaced.output
-    assert _pixels((out / "img3.png").read_bytes()).shape == (8, 8, 3) and (out / "notes.txt").read_text() == "unrelated"
+    assert (
+        _pixels((out / "img3.png").read_bytes()).shape == (8, 8, 3) and (out / "notes.txt").read_text() == "unrelated"
+    )
     assert "img0.png" in (out / "ids.csv").read_text()
 
     clash = tmp_path / "clash"

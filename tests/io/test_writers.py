@@ -1,4 +1,5 @@
-"""One writer per shard, for real: concurrent writer processes on a Dask LocalCluster, and a writer killed mid-shard."""
+"""One writer per shard, for real: concurrent writer processes on a Dask LocalCluster, and a writer killed
+mid-shard."""
 
 import signal
 import subprocess
@@ -18,7 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # writer processes import this 
 
 def _expected_output(ref: ShardRef, shape: tuple[int, ...]) -> np.ndarray:
     """Distinct, incompressible content per shard, reproducible anywhere from the shard's rows."""
-    return np.random.default_rng(ref.start * 7919 + len(ref.group)).integers(0, 256, (ref.size, *shape), dtype=np.uint8)
+    return np.random.default_rng(ref.start * 7919 + len(ref.group)).integers(
+        0, 256, (ref.size, *shape), dtype=np.uint8
+    )
 
 
 @pytest.fixture
@@ -52,7 +55,9 @@ def test_shards_written_concurrently_by_dask_worker_processes(many_shards, s3_bu
         return os.getpid()
 
     with (
-        LocalCluster(n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
         Client(cluster) as client,
     ):
         pids = client.gather(client.map(write_one, refs, pure=False))
@@ -87,7 +92,9 @@ WRITER = textwrap.dedent(
 
 def _run_writer_until(uri: str, line: str, pause_after: int = -1) -> None:
     """Start a writer process and SIGKILL it as soon as it prints ``line``."""
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, uri, str(pause_after)], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, uri, str(pause_after)], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
+    )
     try:
         for output in writer.stdout:
             if output.strip() == line:
@@ -121,7 +128,9 @@ def test_killed_writer_leaves_no_record_for_unfinished_shards(tmp_path, encode_i
     assert store.read_record(refs[1], "restored") is None  # the rewrite removed the old record first
     assert store.record_matches(refs[0], "restored", {"job": "kill"})
 
-    subprocess.run([sys.executable, "-c", WRITER, uri, "-1"], check=True, capture_output=True, timeout=120, cwd=REPO_ROOT)
+    subprocess.run(
+        [sys.executable, "-c", WRITER, uri, "-1"], check=True, capture_output=True, timeout=120, cwd=REPO_ROOT
+    )
     for ref in refs:  # rewriting every shard again is harmless
         assert store.record_matches(ref, "restored", {"job": "kill"})
         expected = np.random.default_rng(ref.index).integers(0, 256, (ref.size, 256, 256, 3), dtype=np.uint8)

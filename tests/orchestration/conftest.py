@@ -36,7 +36,9 @@ from diffpir_core.runs.job import Job
 # One intra-op thread: on a small shared machine PyTorch's default thread pool makes these tiny
 # convolutions ~30x slower (measured: 21.8 s vs 0.6 s for one 4-image shard on 2 loaded cores).
 torch.set_num_threads(1)
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # flows apply the job's default threads, which honour it (and Dask workers inherit it)
+os.environ.setdefault(
+    "OMP_NUM_THREADS", "1"
+)  # flows apply the job's default threads, which honour it (and Dask workers inherit it)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -121,7 +121,9 @@ def test_reruns_restore_exactly_what_changed_and_every_export_is_its_own_image(
     assert (earlier.exported, earlier.skipped_shards) == (12, [])  # the earlier job's results are all still there
 
 
-def test_a_damaged_dataset_store_given_as_input_fails_the_shard_naming_it(make_job, image_writer, tmp_path: Path) -> None:
+def test_a_damaged_dataset_store_given_as_input_fails_the_shard_naming_it(
+    make_job, image_writer, tmp_path: Path
+) -> None:
     image_writer(tmp_path / "images", 8)
     first = make_job(tmp_path / "images", tmp_path / "out")
     _run(first, restored=2)

@@ -17,12 +17,14 @@ from diffpir_flow.flows.run import run
 def gpu_cluster() -> Iterator[LocalCluster]:
     """Two worker processes, one thread each, each advertising the resource GPU=1."""
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, resources={"GPU": 1},
-        host="127.0.0.1", dashboard_address=None,
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        resources={"GPU": 1},
+        host="127.0.0.1",
+        dashboard_address=None,
     ) as cluster:
         yield cluster
-
-
 
 
 def test_dask_runner_restores_on_workers_like_the_local_runner(
@@ -39,7 +41,8 @@ def test_dask_runner_restores_on_workers_like_the_local_runner(
         )
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [shards_run.id]}))
     assert sorted((t.name, t.state.type.value) for t in task_runs) == [
-        ("restore-32x32/000000", "COMPLETED"), ("restore-32x32/000001", "COMPLETED")
+        ("restore-32x32/000000", "COMPLETED"),
+        ("restore-32x32/000001", "COMPLETED"),
     ]
 
     local_job = make_job(images_8, tmp_path / "local")

@@ -38,7 +38,9 @@ def _free_port() -> int:
 @contextmanager
 def _background(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as out:
-        process = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             yield process
         finally:
@@ -99,7 +101,9 @@ def test_deployment_walkthrough(make_job, images_8: Path, tiny_prior: Path, tmp_
             assert run.name == "sr2-deployed-evaluate"
             prior.parent.mkdir()
             shutil.copy(tiny_prior, prior)
-            retry = subprocess.run([PREFECT, "flow-run", "retry", str(run.id)], env=env, capture_output=True, text=True)
+            retry = subprocess.run(
+                [PREFECT, "flow-run", "retry", str(run.id)], env=env, capture_output=True, text=True
+            )
             assert retry.returncode == 0, retry.stdout + retry.stderr
             with get_client(sync_client=True) as client:
                 deadline = time.monotonic() + 240
@@ -116,7 +120,9 @@ def test_kubernetes_template_requests_gpus_and_declares_every_placeholder() -> N
     template = json.loads((REPO / "deployments" / "kubernetes" / "gpu-job-template.json").read_text())
     text = json.dumps(template["job_configuration"])
     placeholders = set(re.findall(r"\{\{ *([a-z_]+) *\}\}", text))
-    assert placeholders <= set(template["variables"]["properties"]), placeholders - set(template["variables"]["properties"])
+    assert placeholders <= set(template["variables"]["properties"]), placeholders - set(
+        template["variables"]["properties"]
+    )
     container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
     assert template["variables"]["properties"]["gpu_count"]["default"] == 1
@@ -127,7 +133,9 @@ def test_prefect_yaml_deploys_the_flows_of_this_repository() -> None:
     deployments = {d["name"]: d for d in config["deployments"]}
     assert set(deployments) == {"local", "score", "gpu"}
     for deployment in deployments.values():
-        module, name = deployment["entrypoint"].split(":")  # a module path: Dask pickles the flow's objects by module name
+        module, name = deployment["entrypoint"].split(
+            ":"
+        )  # a module path: Dask pickles the flow's objects by module name
         assert f"def {name}(" in Path(importlib.util.find_spec(module).origin).read_text()
         parse_job(deployment["parameters"]["job"])
     assert deployments["local"]["schedules"][0]["cron"] == "0 2 * * *"

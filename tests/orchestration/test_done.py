@@ -46,7 +46,9 @@ def _states(runner: CliRunner, out: Path) -> list[str]:
     return [shard["state"] for shard in entry["shards"]]
 
 
-def test_a_replaced_mask_file_makes_its_shard_pending_and_the_run_restores_exactly_it(make_job, image_writer, tmp_path: Path) -> None:
+def test_a_replaced_mask_file_makes_its_shard_pending_and_the_run_restores_exactly_it(
+    make_job, image_writer, tmp_path: Path
+) -> None:
     folder, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
     image_writer(folder, 8)
     masks.mkdir()
@@ -54,7 +56,9 @@ def test_a_replaced_mask_file_makes_its_shard_pending_and_the_run_restores_exact
         mask = np.full((32, 32), 255, np.uint8)
         mask[8 + i : 20 + i, 4:28] = 0  # a band to fill in, a little lower for each image
         Image.fromarray(mask).save(masks / f"img{i:03d}.png")
-    job = make_job(folder, out, mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks), "noise_sigma": 0.02})
+    job = make_job(
+        folder, out, mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks), "noise_sigma": 0.02}
+    )
     job_file = tmp_path / "job.yaml"
     job_file.write_text(job.to_yaml())
     runner = CliRunner()
@@ -93,7 +97,9 @@ def test_a_damaged_restored_shard_is_refused_by_export_found_by_verify_and_resto
     assert _states(runner, out) == ["done", "done"]  # status lists records, it reads no data: the documented trade-off
     export = runner.invoke(app, ["export", str(out), str(tmp_path / "png")])
     assert export.exit_code != 0, export.output
-    assert "32x32/000001" in export.output and "damaged" in export.output and "diffpir verify" in export.output, export.output
+    assert "32x32/000001" in export.output and "damaged" in export.output and "diffpir verify" in export.output, (
+        export.output
+    )
     assert not (tmp_path / "png" / "img004.png").exists() and (tmp_path / "png" / "img000.png").exists()
 
     kept = runner.invoke(app, ["verify", str(out), "--keep"])
@@ -130,7 +136,9 @@ def test_damaged_shared_measurements_fail_a_new_variant_naming_the_shard_and_a_r
     grown = make_job(images_8, out, variants=[{}, {"method": "dpir", "sampler": {"iter_num": 3}}], task=task)
     state = run(job=grown, return_state=True)
     assert state.is_failed(), state.message
-    assert "32x32/000000" in state.message and "damaged" in state.message and "run the job again" in state.message, state.message
+    assert "32x32/000000" in state.message and "damaged" in state.message and "run the job again" in state.message, (
+        state.message
+    )
 
     again = run(job=grown, return_state=True)
     assert again.is_completed(), again.message

@@ -60,9 +60,9 @@ def faulty() -> Iterator[type[FaultyFileSystem]]:
     FaultyFileSystem.error = ConnectionResetError
 
 
-
-
-def test_transient_write_failures_are_retried_with_nothing_lost(faulty, make_job, images_8: Path, tmp_path: Path) -> None:
+def test_transient_write_failures_are_retried_with_nothing_lost(
+    faulty, make_job, images_8: Path, tmp_path: Path
+) -> None:
     faulty.fail_first = 3
     output = f"faulty://{tmp_path}/out"
     state = run(job=make_job(images_8, output, retries=3), return_state=True)
@@ -110,7 +110,8 @@ def test_permanent_errors_are_not_retried(faulty, make_job, images_8: Path, tmp_
 
 
 @pytest.mark.parametrize(
-    ("code", "fix"), [(errno.ENOSPC, "the output's disk is full: free space there"), (errno.EROFS, "the output is read-only")]
+    ("code", "fix"),
+    [(errno.ENOSPC, "the output's disk is full: free space there"), (errno.EROFS, "the output is read-only")],
 )
 def test_a_full_or_read_only_output_names_the_failed_shards_and_what_to_do(
     code, fix, faulty, make_job, images_8: Path, tmp_path: Path
@@ -162,7 +163,10 @@ def test_the_cli_names_each_failed_shard_once_and_each_fix_once(capsys: pytest.C
     from diffpir_flow.cli.jobs import _failed
 
     fix = "the output's disk is full: free space there, then re-run the job (finished shards are kept)"
-    failed = {f"g/{i}": ShardFailure(f"g/{i}", "OSError", False, False, f"[Errno 28] No space left: '/o/{i}'", fix) for i in (1, 2)}
+    failed = {
+        f"g/{i}": ShardFailure(f"g/{i}", "OSError", False, False, f"[Errno 28] No space left: '/o/{i}'", fix)
+        for i in (1, 2)
+    }
     _failed("2/2 shard(s) failed", {"failed": failed}, None, Path("job.yaml"))
     lines = capsys.readouterr().err.splitlines()
     assert lines == [

@@ -21,8 +21,6 @@ def _records(output: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in output.glob("jobs/*/restored.zarr/records/*/restored/*/*.json")}
 
 
-
-
 def test_killed_job_resumes_without_recomputing_finished_shards(
     prefect_api: str, make_job, image_writer, tmp_path: Path
 ) -> None:
@@ -40,12 +38,17 @@ def test_killed_job_resumes_without_recomputing_finished_shards(
     }
     child = subprocess.Popen(
         [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "run", str(job_file)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 240
         while len(_records(tmp_path / "killed")) < 2:
-            assert child.poll() is None, f"the job ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
+            assert child.poll() is None, (
+                f"the job ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
+            )
             assert time.monotonic() < deadline, "no shard finished in time"
             time.sleep(0.05)
         child.send_signal(signal.SIGKILL)

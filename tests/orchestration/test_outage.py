@@ -19,7 +19,9 @@ from diffpir_flow.flows.run import run
 @pytest.fixture
 def doomed_s3(s3_options: dict, s3_credentials: dict, tmp_path: Path) -> tuple[SeaweedS3, dict]:
     """A second S3 server of this test's own (the session's one stays up), with a bucket ``doomed``."""
-    server = SeaweedS3(tmp_path / "seaweedfs", s3_credentials["AWS_ACCESS_KEY_ID"], s3_credentials["AWS_SECRET_ACCESS_KEY"]).start()
+    server = SeaweedS3(
+        tmp_path / "seaweedfs", s3_credentials["AWS_ACCESS_KEY_ID"], s3_credentials["AWS_SECRET_ACCESS_KEY"]
+    ).start()
     options = {**s3_options, "endpoint_url": server.endpoint}
     s3fs.S3FileSystem(**options).mkdir("doomed")
     yield server, options
@@ -55,7 +57,9 @@ def test_endpoint_down_from_the_first_shard_fails_the_job_fast_naming_its_shards
 
 
 def test_a_flow_run_stops_submitting_after_units_in_a_row_found_the_endpoint_down() -> None:
-    down = shard_failure("g/0", ConnectionRefusedError("refused"), "s3 http://127.0.0.1:9")  # a closed port: probed down
+    down = shard_failure(
+        "g/0", ConnectionRefusedError("refused"), "s3 http://127.0.0.1:9"
+    )  # a closed port: probed down
     assert down.unreachable and not down.transient and "http://127.0.0.1:9" in down.message
     hiccup = shard_failure("g/1", ConnectionResetError("reset"), "faulty default endpoint")  # no URL to probe
     assert (hiccup.unreachable, hiccup.transient) == (False, True)
@@ -71,4 +75,6 @@ def test_a_flow_run_stops_submitting_after_units_in_a_row_found_the_endpoint_dow
     assert outage.cause is down
     refs = [ShardRef(group="g", index=i, start=2 * i, stop=2 * i + 2, ids=("a", "b")) for i in (4, 5)]
     skipped = outage.not_run([refs])
-    assert list(skipped) == [ref.key for ref in refs] and all(f.unreachable and f.kind == "not run" for f in skipped.values())
+    assert list(skipped) == [ref.key for ref in refs] and all(
+        f.unreachable and f.kind == "not run" for f in skipped.values()
+    )

@@ -38,7 +38,9 @@ def test_three_jobs_with_other_lambdas_and_shard_sizes_share_one_output(
     for job, shards in zip(jobs, (2, 3, 1), strict=True):
         assert run(job=job, return_state=True).result()["restored"] == shards
     for job in jobs:  # a later job deleted nothing of an earlier one
-        assert run(job=job, return_state=True).result()["skipped"] == len(job_status(str(out), job=job.job_hash())["shards"])
+        assert run(job=job, return_state=True).result()["skipped"] == len(
+            job_status(str(out), job=job.job_hash())["shards"]
+        )
     plans = {plan.job_hash: plan for plan in read_plans(str(out), {})}
     assert plans.keys() == {job.job_hash() for job in jobs}
     assert len({plan.input_store for plan in plans.values()}) == 1  # one ingest serves all three
@@ -63,7 +65,9 @@ def test_three_jobs_with_other_lambdas_and_shard_sizes_share_one_output(
     assert [entry["job_hash"] for entry in one["jobs"]] == [jobs[1].job_hash()]
 
 
-def test_a_foreign_or_nested_output_is_refused_and_force_adopts_a_foreign_one(make_job, images_8: Path, tmp_path: Path) -> None:
+def test_a_foreign_or_nested_output_is_refused_and_force_adopts_a_foreign_one(
+    make_job, images_8: Path, tmp_path: Path
+) -> None:
     foreign = tmp_path / "theirs"
     (foreign / "restored.zarr").mkdir(parents=True)
     (foreign / "restored.zarr" / "zarr.json").write_text('{"their": "data"}')
@@ -85,7 +89,11 @@ def test_a_foreign_or_nested_output_is_refused_and_force_adopts_a_foreign_one(ma
     job_file.write_text(make_job(inside, inside / "results").to_yaml())
     for flags in ([], ["--force"]):
         nested = runner.invoke(app, ["run", str(job_file), *flags])
-        assert nested.exit_code == 2 and "inside the input" in nested.output and "outside the input folder" in nested.output
+        assert (
+            nested.exit_code == 2
+            and "inside the input" in nested.output
+            and "outside the input folder" in nested.output
+        )
     assert not (inside / "results").exists()
 
 
@@ -104,7 +112,9 @@ def test_a_copied_or_moved_output_reports_its_own_state_and_resumes(make_job, im
     moved = tmp_path / "moved"
     original.rename(moved)
     status = CliRunner().invoke(app, ["status", str(moved)])
-    assert status.exit_code == 0 and "2 done, 0 failed, 0 pending" in status.output and "Traceback" not in status.output
+    assert (
+        status.exit_code == 0 and "2 done, 0 failed, 0 pending" in status.output and "Traceback" not in status.output
+    )
     again = run(job=make_job(images_8, moved), return_state=True).result()
     assert (again["restored"], again["skipped"]) == (0, 2)
     resumed = run(job=make_job(images_8, copy), return_state=True).result()

@@ -38,7 +38,9 @@ def _alone(job, image_id: str, pixels: np.ndarray, params: dict, sigma: float | 
     unet = load_prior(job.prior, device="cpu").unet
     y = torch.from_numpy(pixels.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     inputs = ShardInputs([image_id], y, params, None if sigma is None else [sigma])
-    restored, _ = restore_batchwise(unet, inputs, job.task, job.sampler_config(), seed=job.seed, batch_size=1, device="cpu", fit=job.fit())
+    restored, _ = restore_batchwise(
+        unet, inputs, job.task, job.sampler_config(), seed=job.seed, batch_size=1, device="cpu", fit=job.fit()
+    )
     return restored[0]
 
 
@@ -61,7 +63,11 @@ def test_deblur_with_a_kernel_folder_on_s3(make_job, image_writer, s3_bucket, tm
     fs.pipe_file(f"{bucket}/kernels/img001.png", png.getvalue())
     fs.pipe_file(f"{bucket}/kernels/img002.npy", b"not a kernel")  # unreadable; img003 has none
     job = make_job(
-        f"{bucket}/blurred", f"{bucket}/out", mode="restore", metrics=None, storage_options=options,
+        f"{bucket}/blurred",
+        f"{bucket}/out",
+        mode="restore",
+        metrics=None,
+        storage_options=options,
         task={"kind": "deblur", "kernel": f"{bucket}/kernels", "noise_sigma": 0.05},
     )
     state = run(job=job, return_state=True)
@@ -90,7 +96,9 @@ def test_deblur_with_a_kernel_folder_on_s3(make_job, image_writer, s3_bucket, tm
     np.testing.assert_allclose(padded[0].sum(), 1.0, rtol=1e-6)
     assert padded[0][4, 4] == small[2, 2]
 
-    exported = export_images(plan.output_store, str(tmp_path / "export"), array=plan.restored_array, storage_options=options)
+    exported = export_images(
+        plan.output_store, str(tmp_path / "export"), array=plan.restored_array, storage_options=options
+    )
     assert exported.exported == 2 and sorted(exported.quarantined) == ["img002.png", "img003.png"]
     assert sorted(_ids_csv(tmp_path / "export")) == ["img000.png", "img001.png"]
 
@@ -123,7 +131,12 @@ def test_inpaint_with_a_mask_manifest_and_exports(make_job, image_writer, tmp_pa
     manifest.write_text("id,mask_uri,noise_sigma\n" + "".join(",".join(row) + "\n" for row in rows))
     out = tmp_path / "out"
     job = make_job(
-        folder, out, mode="restore", metrics=None, shard_size=8, batch_size=4,
+        folder,
+        out,
+        mode="restore",
+        metrics=None,
+        shard_size=8,
+        batch_size=4,
         task={"kind": "inpaint", "mask": str(manifest), "noise_sigma": 0.02},
     )
     state = run(job=job, return_state=True)
@@ -140,10 +153,18 @@ def test_inpaint_with_a_mask_manifest_and_exports(make_job, image_writer, tmp_pa
     assert restored.shape == (5, 32, 32, 3) and not restored[[2, 3]].any()
     for index, (name, sigma) in enumerate([("img000.png", 0.0), ("img001.png", 0.05)]):
         mask = torch.from_numpy(kept[name].astype(np.float32))[None, None]
-        np.testing.assert_array_equal(restored[index], _alone(job, name, images[name], {"mask": mask}, sigma), err_msg=name)
+        np.testing.assert_array_equal(
+            restored[index], _alone(job, name, images[name], {"mask": mask}, sigma), err_msg=name
+        )
     mask4 = torch.from_numpy(kept["img004.png"].astype(np.float32))[None, None]
     np.testing.assert_array_equal(restored[4], _alone(job, "img004.png", images["img004.png"], {"mask": mask4}, 0.02))
-    other_sigma = _alone(job, "img001.png", images["img001.png"], {"mask": torch.from_numpy(kept["img001.png"].astype(np.float32))[None, None]}, 0.0)
+    other_sigma = _alone(
+        job,
+        "img001.png",
+        images["img001.png"],
+        {"mask": torch.from_numpy(kept["img001.png"].astype(np.float32))[None, None]},
+        0.0,
+    )
     assert np.abs(restored[1].astype(int) - other_sigma).max() > 0  # the manifest's σ was used
 
     runner = CliRunner()
@@ -154,7 +175,13 @@ def test_inpaint_with_a_mask_manifest_and_exports(make_job, image_writer, tmp_pa
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "e1" / "img001.png")), restored[1])
 
     second = make_job(
-        folder, out, mode="restore", metrics=None, shard_size=8, batch_size=4, sampler={"iter_num": 2},
+        folder,
+        out,
+        mode="restore",
+        metrics=None,
+        shard_size=8,
+        batch_size=4,
+        sampler={"iter_num": 2},
         task={"kind": "inpaint", "mask": str(manifest), "noise_sigma": 0.02},
     )
     assert run(job=second, return_state=True).is_completed()
@@ -185,7 +212,9 @@ def test_status_counts_images_quarantined_at_ingest_and_by_a_shard(make_job, ima
     masks.mkdir()
     for name in ("img000.png", "img002.png"):
         Image.fromarray(np.full((32, 32), 255, np.uint8)).save(masks / name)
-    job = make_job(folder, out, mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks), "noise_sigma": 0.02})
+    job = make_job(
+        folder, out, mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks), "noise_sigma": 0.02}
+    )
     assert run(job=job, return_state=True).is_completed()
 
     runner = CliRunner()
@@ -204,7 +233,10 @@ def test_status_counts_images_quarantined_at_ingest_and_by_a_shard(make_job, ima
     assert run(job=job, return_state=True).is_completed()
     (entry,) = json.loads(runner.invoke(app, ["status", str(out), "--json"]).output)["jobs"]
     assert entry["counts"]["quarantined"] == 2
-    assert [(q["id"], q["stage"]) for q in entry["quarantined"]] == [("broken.png", "ingest"), ("img001.png", "restore")]
+    assert [(q["id"], q["stage"]) for q in entry["quarantined"]] == [
+        ("broken.png", "ingest"),
+        ("img001.png", "restore"),
+    ]
 
 
 def test_a_job_whose_every_image_is_quarantined_fails(make_job, image_writer, tmp_path: Path) -> None:
@@ -216,9 +248,13 @@ def test_a_job_whose_every_image_is_quarantined_fails(make_job, image_writer, tm
     masks.mkdir()
     for name in ("img000", "img001", "img002"):
         Image.fromarray(np.full((16, 16), 255, np.uint8)).save(masks / f"{name}.png")
-    job = make_job(folder, tmp_path / "out", mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks)})
+    job = make_job(
+        folder, tmp_path / "out", mode="restore", metrics=None, task={"kind": "inpaint", "mask": str(masks)}
+    )
     state = run(job=job, return_state=True)
-    assert state.is_failed() and state.message.startswith("every image was quarantined, none restored: restored 0 image(s), quarantined 3")
+    assert state.is_failed() and state.message.startswith(
+        "every image was quarantined, none restored: restored 0 image(s), quarantined 3"
+    )
     assert "16x16" in state.message
 
     Image.fromarray(np.full((32, 32), 255, np.uint8)).save(masks / "img001.png")
@@ -239,7 +275,9 @@ def test_an_oversized_kernel_quarantines_its_image_not_its_shard(make_job, image
     kernels.mkdir()
     np.save(kernels / "img000.npy", np.ones((65, 65)))
     np.save(kernels / "img001.npy", _gaussian(5, 0.8))
-    job = make_job(folder, tmp_path / "out", mode="restore", metrics=None, task={"kind": "deblur", "kernel": str(kernels)})
+    job = make_job(
+        folder, tmp_path / "out", mode="restore", metrics=None, task={"kind": "deblur", "kernel": str(kernels)}
+    )
     state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     summary = state.result()

@@ -57,7 +57,9 @@ def test_evaluate_job_scores_the_baseline_and_pictures_it(make_job, images_8: Pa
     assert len(pictures) == 2 * 8  # report.samples = 2: degraded, bicubic, restored, ground truth, and the crops
     assert all(min(Image.open(io.BytesIO(base64.b64decode(data))).size) >= 256 for data, _ in pictures)
     assert re.findall(r'class="plot" src="data:image/[^"]*" width="\d+" alt="([^"]*)"', page) == [
-        "psnr histogram", "ssim histogram", "shard timeline",
+        "psnr histogram",
+        "ssim histogram",
+        "shard timeline",
     ]
     assert "Best and worst images by PSNR gain over bicubic" in page and "Gain over bicubic" in page
     assert (folder / "report-card.html").read_text().count('class="plot"') == 2
@@ -66,7 +68,10 @@ def test_evaluate_job_scores_the_baseline_and_pictures_it(make_job, images_8: Pa
     report = artifacts["pictured-sr2-report"].data
     assert "| baseline | baseline PSNR | PSNR gain (dB) | SSIM gain |" in report and "Gain over bicubic" in report
     assert len(re.findall(r"!\[[a-z ]+\]\(data:image/png;base64,", report)) == 2 * 4
-    assert f"- **report.html**: `{folder / 'report.html'}`\n" in report and report.count("browsers do not open file://") == 1
+    assert (
+        f"- **report.html**: `{folder / 'report.html'}`\n" in report
+        and report.count("browsers do not open file://") == 1
+    )
     table = artifacts["pictured-sr2-shards"].data
     table = json.loads(table) if isinstance(table, str) else table
     assert all(isinstance(entry["gain_psnr"], float) for entry in table)
@@ -74,7 +79,9 @@ def test_evaluate_job_scores_the_baseline_and_pictures_it(make_job, images_8: Pa
     assert any(d.startswith("8/8 images (2/2 shards), ") and "images/s now" in d for d in descriptions), descriptions
 
 
-def test_restore_mode_report_shows_the_baseline_with_both_consistencies(make_job, image_writer, tmp_path: Path) -> None:
+def test_restore_mode_report_shows_the_baseline_with_both_consistencies(
+    make_job, image_writer, tmp_path: Path
+) -> None:
     folder = tmp_path / "masked"
     images = image_writer(folder, 3)
     mask = np.full((32, 32), 255, dtype=np.uint8)
@@ -82,8 +89,13 @@ def test_restore_mode_report_shows_the_baseline_with_both_consistencies(make_job
     Image.fromarray(mask).save(tmp_path / "mask.png")
     for name, pixels in images.items():
         Image.fromarray(pixels * (mask[..., None] > 0)).save(folder / name)
-    job = make_job(folder, tmp_path / "out", mode="restore", metrics=None,
-                   task={"kind": "inpaint", "mask": str(tmp_path / "mask.png"), "noise_sigma": 0.0})
+    job = make_job(
+        folder,
+        tmp_path / "out",
+        mode="restore",
+        metrics=None,
+        task={"kind": "inpaint", "mask": str(tmp_path / "mask.png"), "noise_sigma": 0.0},
+    )
     state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     report = _report_dir(state)
@@ -120,6 +132,14 @@ def test_a_shards_table_too_long_for_the_ui_keeps_every_failed_and_pending_shard
     shown = shown_shards(table, limit=1000)
     assert len(shown) == 1000
     assert [row["shard"] for row in shown] == sorted(row["shard"] for row in shown)  # still in shard order
-    assert {row["shard"] for row in shown if row["status"] != "restored"} == {"32x32/000007", "32x32/001800", "32x32/002400"}
-    assert shown[-1]["shard"] == "32x32/002400" and shown[-2]["shard"] == "32x32/001800" and shown[-3]["shard"] == "32x32/000997"
+    assert {row["shard"] for row in shown if row["status"] != "restored"} == {
+        "32x32/000007",
+        "32x32/001800",
+        "32x32/002400",
+    }
+    assert (
+        shown[-1]["shard"] == "32x32/002400"
+        and shown[-2]["shard"] == "32x32/001800"
+        and shown[-3]["shard"] == "32x32/000997"
+    )
     assert shown_shards(table[:1000], limit=1000) == table[:1000]

@@ -32,8 +32,6 @@ def _job_dir(output: Path) -> Path:
     return Path(_plan(output).job_dir)
 
 
-
-
 def _metric_run_states(state: Any) -> list[str]:
     """States of the ``metrics-…`` task runs of the flow run behind ``state``."""
     with get_client(sync_client=True) as client:
@@ -41,7 +39,9 @@ def _metric_run_states(state: Any) -> list[str]:
     return sorted(t.state.name for t in runs if t.name.startswith("metrics-"))
 
 
-def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(make_job, images_8: Path, tmp_path: Path) -> None:
+def test_evaluate_job_writes_shards_records_report_and_reruns_nothing(
+    make_job, images_8: Path, tmp_path: Path
+) -> None:
     job = make_job(images_8, tmp_path / "out", metrics=["psnr", "ssim", "consistency"])
     state = run_flow(job=job, return_state=True)
     assert state.is_completed(), state.message
@@ -113,7 +113,10 @@ def test_restore_mode_with_a_mask_file(make_job, image_writer, tmp_path: Path) -
     for name, pixels in images.items():
         Image.fromarray(pixels * (mask[..., None] > 0)).save(folder / name)
     job = make_job(
-        folder, tmp_path / "out", mode="restore", metrics=None,
+        folder,
+        tmp_path / "out",
+        mode="restore",
+        metrics=None,
         task={"kind": "inpaint", "mask": str(tmp_path / "mask.png"), "noise_sigma": 0.0},
     )
     state = run_flow(job=job, return_state=True)
@@ -162,7 +165,11 @@ def test_cli_run_status_and_validation(make_job, images_8: Path, tmp_path: Path)
 
 @pytest.mark.parametrize("kind", ["deblur", "inpaint"])
 def test_other_tasks_evaluate(kind: str, make_job, images_8: Path, tmp_path: Path) -> None:
-    task = {"kind": "deblur", "kernel": "gaussian", "kernel_size": 7} if kind == "deblur" else {"kind": "inpaint", "mask": "random"}
+    task = (
+        {"kind": "deblur", "kernel": "gaussian", "kernel_size": 7}
+        if kind == "deblur"
+        else {"kind": "inpaint", "mask": "random"}
+    )
     job = make_job(images_8, tmp_path / "out", task=task, shard_size=8)
     state = run_flow(job=job, return_state=True)
     assert state.is_completed(), state.message
@@ -191,14 +198,18 @@ def test_unavailable_backbone_metrics_are_reported_with_their_reason(make_job, i
     assert report["metrics"]["psnr"]["count"] == 8
     for name in ("lpips", "fid"):
         reason = report["unavailable"][name]
-        assert "no image has a value" not in reason and ("install" in reason or "TORCH_HOME" in reason or "hub" in reason)
+        assert "no image has a value" not in reason and (
+            "install" in reason or "TORCH_HOME" in reason or "hub" in reason
+        )
         assert reason in (_job_dir(tmp_path / "out") / "report.md").read_text()
 
 
 def _unit_runs(flow_run_id) -> tuple[list[str], dict]:
     """Names of the ``restore-unit`` task runs of a ``restore`` flow run's sub-flow, and the sub-flow's parameters."""
     with get_client(sync_client=True) as client:
-        (shards_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]}))
+        (shards_run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]})
+        )
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [shards_run.id]}))
     return sorted(t.name for t in runs if t.name.startswith("restore-")), shards_run.parameters
 
@@ -212,13 +223,19 @@ def test_cli_reruns_named_shards_and_a_finished_job_dispatches_nothing(make_job,
     result = CliRunner().invoke(app, ["run", str(job_file), "--shard", "32x32/000004", "--shard", "32x32/000003"])
     assert result.exit_code == 0, result.output
     assert "2 shard(s) run, 0 already done" in result.output
-    assert [s["state"] for s in job_status(str(tmp_path / "out"))["shards"]] == ["pending"] * 3 + ["done"] * 2 + ["pending"]
+    assert [s["state"] for s in job_status(str(tmp_path / "out"))["shards"]] == ["pending"] * 3 + ["done"] * 2 + [
+        "pending"
+    ]
 
     state = run_flow(job=job, return_state=True)
     assert state.is_completed(), state.message
     assert (state.result()["restored"], state.result()["skipped"]) == (4, 2)
     names, parameters = _unit_runs(state.state_details.flow_run_id)
-    assert names == ["restore-32x32/000000..000001", "restore-32x32/000002", "restore-32x32/000005"]  # done ones not sent
+    assert names == [
+        "restore-32x32/000000..000001",
+        "restore-32x32/000002",
+        "restore-32x32/000005",
+    ]  # done ones not sent
     assert parameters["selection"] == {"ranges": None} and "shards" not in parameters  # no shard list as a parameter
 
     loads = prior_loads()

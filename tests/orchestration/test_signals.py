@@ -59,7 +59,10 @@ def test_no_prefect_server_outlives_a_signalled_run(signum: int, make_job, image
     )
     child = subprocess.Popen(
         [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "run", str(job_file)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 120
@@ -83,7 +86,9 @@ def test_no_prefect_server_outlives_a_signalled_run(signum: int, make_job, image
         assert "cancelled by SIGTERM" in stderr.strip().splitlines()[-1]
         assert "Traceback" not in stderr
         with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
-            states = dict(db.execute("SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id").fetchall())
+            states = dict(
+                db.execute("SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id").fetchall()
+            )
             tasks = {state for (state,) in db.execute("SELECT state_type FROM task_run")}
         assert states == {"run": "CANCELLED", "run-shards": "CANCELLED"}, states
         assert "CRASHED" not in tasks, tasks  # no unit was waited for until it crashed

@@ -68,8 +68,11 @@ def test_operator_reproduces_the_noise_free_measurement(example: dict[str, Any])
     assert predicted.shape == inputs.y.shape
     assert inputs.y.shape[-1] * task.output_scale == truth.shape[2]
     border = 4 * task.output_scale  # the SR data-step kernel fits bicubic downscaling away from the border
-    error = (predicted - inputs.y)[..., border // task.output_scale:-border // task.output_scale or None,
-                                   border // task.output_scale:-border // task.output_scale or None].abs()
+    error = (predicted - inputs.y)[
+        ...,
+        border // task.output_scale : -border // task.output_scale or None,
+        border // task.output_scale : -border // task.output_scale or None,
+    ].abs()
     assert error.mean() < 0.02, float(error.mean())
 
 
@@ -84,15 +87,18 @@ def test_baseline_restores_the_measurement_to_full_size(example: dict[str, Any])
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=IDS)
-def test_each_kind_runs_end_to_end_through_the_restore_flow(example: dict[str, Any], make_job, image_writer,
-                                                             tmp_path: Path) -> None:
+def test_each_kind_runs_end_to_end_through_the_restore_flow(
+    example: dict[str, Any], make_job, image_writer, tmp_path: Path
+) -> None:
     images = image_writer(tmp_path / "images", 4)
     job = make_job(tmp_path / "images", tmp_path / "out", task=example, metrics=["psnr", "consistency"])
     state = run(job=job, return_state=True)
     assert state.is_completed(), state.message
     plan = read_plans(str(tmp_path / "out"), {})[0]
     out = DatasetStore.open(plan.output_store)
-    restored = {i: px for ref in out.shards() for i, px in zip(ref.ids, out.read_array(ref, plan.restored_array), strict=True)}
+    restored = {
+        i: px for ref in out.shards() for i, px in zip(ref.ids, out.read_array(ref, plan.restored_array), strict=True)
+    }
     assert sorted(restored) == sorted(images)
     assert all(px.shape == images[i].shape for i, px in restored.items())
     summary = (Path(plan.job_dir) / "summary.json").read_text()

@@ -36,12 +36,18 @@ def _one_thread_after(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.parametrize("bad", [0, -1, 2000, "two", True, 2.5])
 def test_bad_threads_are_rejected_naming_the_field_and_the_allowed_values(bad):
-    with pytest.raises(JobError, match=r"threads: must be a whole number of threads from 1 to 1024, or null for the default"):
+    with pytest.raises(
+        JobError, match=r"threads: must be a whole number of threads from 1 to 1024, or null for the default"
+    ):
         parse_job({"input": "in", "output": "out", "threads": bad})
 
 
 def test_threads_do_not_change_the_job_hash(make_job, images_8: Path):
-    assert make_job(images_8, threads=1).job_hash() == make_job(images_8, threads=2).job_hash() == make_job(images_8).job_hash()
+    assert (
+        make_job(images_8, threads=1).job_hash()
+        == make_job(images_8, threads=2).job_hash()
+        == make_job(images_8).job_hash()
+    )
 
 
 def test_default_is_omp_num_threads_else_the_free_cores_split_over_concurrent_tasks():
@@ -110,14 +116,28 @@ def test_a_pool_thread_gets_the_process_threads_when_it_asks_for_the_prior(tiny_
         priors.configure_process(make_job(images_8), 1)
         assert pool.submit(torch.get_num_threads).result() == 2  # OpenMP: the pool thread kept its own count
         sha = priors.prior_sha256(str(tiny_prior))
-        assert pool.submit(lambda: (priors.get_prior(str(tiny_prior), sha, "cpu"), torch.get_num_threads())[1]).result() == 1
+        assert (
+            pool.submit(lambda: (priors.get_prior(str(tiny_prior), sha, "cpu"), torch.get_num_threads())[1]).result()
+            == 1
+        )
 
 
 def _mmapped_blocks_for_a_1mib_tensor() -> int:
     """How many new mmap-ed malloc blocks one 1 MiB tensor takes (glibc's mallinfo2): 1 with a 128 KiB threshold."""
 
     class Mallinfo2(ctypes.Structure):
-        names = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+        names = (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
         _fields_ = [(n, ctypes.c_size_t) for n in names]
 
     mallinfo2 = ctypes.CDLL(None).mallinfo2
@@ -144,14 +164,17 @@ def test_dask_workers_get_the_threads_and_heap_allocation(make_job, images_8: Pa
         if _has_mallinfo2():
             assert set(client.run(_mmapped_blocks_for_a_1mib_tensor).values()) == {0}
     assert "OMP_NUM_THREADS" not in os.environ  # the nannies' environment did not leak into this process
-    explicit = build_task_runner(make_job(images_8, threads=2, runner={"kind": "dask", "cluster_kwargs": {**CLUSTER, "n_workers": 1}}))
+    explicit = build_task_runner(
+        make_job(images_8, threads=2, runner={"kind": "dask", "cluster_kwargs": {**CLUSTER, "n_workers": 1}})
+    )
     with explicit:
         assert set(explicit.client.run(priors.shard_threads).values()) == {2}
 
 
 @pytest.mark.skipif(not _has_mallinfo2(), reason="needs glibc's mallinfo2")
 def test_a_plain_dask_worker_mmaps_every_tensor_over_128_kib():
-    """The cause of the slowdown the plugin fixes: the nanny's MALLOC_TRIM_THRESHOLD_ turns off glibc's dynamic mmap threshold."""
+    """The cause of the slowdown the plugin fixes: the nanny's MALLOC_TRIM_THRESHOLD_ turns off glibc's dynamic mmap
+    threshold."""
     with LocalCluster(**{**CLUSTER, "n_workers": 1}) as cluster, Client(cluster) as client:
         assert set(client.run(_mmapped_blocks_for_a_1mib_tensor).values()) == {1}
         assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {"65536"}

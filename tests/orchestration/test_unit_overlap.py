@@ -51,15 +51,22 @@ def metered(tiny_prior: Path) -> Iterator[ForwardMeter]:
 
 def _unit_runs(state: Any) -> list[Any]:
     with get_client(sync_client=True) as client:
-        subflows = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [state.state_details.flow_run_id]}))
+        subflows = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [state.state_details.flow_run_id]})
+        )
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id for run in subflows]}))
     return sorted((run for run in runs if run.name.startswith("restore-")), key=lambda run: run.start_time)
 
 
-
-
-def test_units_overlap_but_only_max_workers_compute_at_once(make_job, images_8: Path, tmp_path: Path, metered: ForwardMeter) -> None:
-    one_slot = {"shard_size": 2, "batch_size": 2, "runner": {"kind": "local", "max_workers": 1}, "dispatch": {"unit_shards": 1}}
+def test_units_overlap_but_only_max_workers_compute_at_once(
+    make_job, images_8: Path, tmp_path: Path, metered: ForwardMeter
+) -> None:
+    one_slot = {
+        "shard_size": 2,
+        "batch_size": 2,
+        "runner": {"kind": "local", "max_workers": 1},
+        "dispatch": {"unit_shards": 1},
+    }
     state = run(job=make_job(images_8, tmp_path / "overlap", **one_slot), return_state=True)
     assert state.is_completed(), state.message
     assert metered.most == 1  # one model slot: never two units in the network at once
@@ -69,14 +76,24 @@ def test_units_overlap_but_only_max_workers_compute_at_once(make_job, images_8: 
     assert overlaps >= 2  # each next unit had started before the one computing ended
 
     metered.most = 0
-    serial = run(job=make_job(images_8, tmp_path / "serial", **{**one_slot, "dispatch": {"unit_shards": 4, "window": 1}}), return_state=True)
+    serial = run(
+        job=make_job(images_8, tmp_path / "serial", **{**one_slot, "dispatch": {"unit_shards": 4, "window": 1}}),
+        return_state=True,
+    )
     assert serial.is_completed(), serial.message
     assert len(_unit_runs(serial)) == 1 and metered.most == 1
     np.testing.assert_equal(read_restored(str(tmp_path / "overlap")), read_restored(str(tmp_path / "serial")))
 
 
-def test_two_model_slots_compute_two_units_at_once(make_job, images_8: Path, tmp_path: Path, metered: ForwardMeter) -> None:
-    two_slots = {"shard_size": 2, "batch_size": 2, "runner": {"kind": "local", "max_workers": 2}, "dispatch": {"unit_shards": 1}}
+def test_two_model_slots_compute_two_units_at_once(
+    make_job, images_8: Path, tmp_path: Path, metered: ForwardMeter
+) -> None:
+    two_slots = {
+        "shard_size": 2,
+        "batch_size": 2,
+        "runner": {"kind": "local", "max_workers": 2},
+        "dispatch": {"unit_shards": 1},
+    }
     state = run(job=make_job(images_8, tmp_path / "out", **two_slots), return_state=True)
     assert state.is_completed(), state.message
     assert metered.most == 2

@@ -23,10 +23,19 @@ MINIMAL = {"input": "/data/faces", "output": "/runs/faces"}
     ("change", "expected"),
     [
         ({"method": "foo"}, "method: Input should be 'diffpir', 'dps', 'ddrm' or 'dpir'"),
-        ({"sampler": {"scale": 0.3}}, "sampler.scale: not a setting of method diffpir (a setting of dps); allowed: lambda_,"),
+        (
+            {"sampler": {"scale": 0.3}},
+            "sampler.scale: not a setting of method diffpir (a setting of dps); allowed: lambda_,",
+        ),
         ({"method": "dps", "sampler": {"lambda_": 3}}, "allowed: scale, num_steps, variance"),
-        ({"method": "ddrm", "task": {"kind": "denoise", "noise_sigma": 0.05}}, "method: DDRM needs the operator's singular value"),
-        ({"variants": [{"method": "dpir", "sampler": {"zeta": 1}}]}, "variants[0].sampler.zeta: not a setting of method dpir"),
+        (
+            {"method": "ddrm", "task": {"kind": "denoise", "noise_sigma": 0.05}},
+            "method: DDRM needs the operator's singular value",
+        ),
+        (
+            {"variants": [{"method": "dpir", "sampler": {"zeta": 1}}]},
+            "variants[0].sampler.zeta: not a setting of method dpir",
+        ),
         ({"variants": [{"name": "a"}, {"name": "a"}]}, "variants[1]: two variants are named 'a'"),
     ],
 )
@@ -37,21 +46,30 @@ def test_bad_method_settings_are_refused_naming_the_field(change: dict, expected
 
 
 def test_variants_expand_to_runs_with_their_own_hashes_and_ddrm_na_without_svd() -> None:
-    job = parse_job({
-        **MINIMAL,
-        "sampler": {"iter_num": 20},
-        "tasks": [{"kind": "denoise", "noise_sigma": 0.05}, {"kind": "inpaint", "mask": "box"}],
-        "variants": [{}, {"method": "ddrm"}, {"name": "sweep", "grid": {"lambda_": [1, 7], "zeta": [0.3]}}],
-    })
+    job = parse_job(
+        {
+            **MINIMAL,
+            "sampler": {"iter_num": 20},
+            "tasks": [{"kind": "denoise", "noise_sigma": 0.05}, {"kind": "inpaint", "mask": "box"}],
+            "variants": [{}, {"method": "ddrm"}, {"name": "sweep", "grid": {"lambda_": [1, 7], "zeta": [0.3]}}],
+        }
+    )
     runs = job.cells()
     assert [(r.name, r.task) for r in runs] == [
-        ("diffpir", "denoise"), ("ddrm", "denoise"), ("sweep lambda_=1, zeta=0.3", "denoise"), ("sweep lambda_=7, zeta=0.3", "denoise"),
-        ("diffpir", "inpaint-box"), ("ddrm", "inpaint-box"), ("sweep lambda_=1, zeta=0.3", "inpaint-box"),
+        ("diffpir", "denoise"),
+        ("ddrm", "denoise"),
+        ("sweep lambda_=1, zeta=0.3", "denoise"),
+        ("sweep lambda_=7, zeta=0.3", "denoise"),
+        ("diffpir", "inpaint-box"),
+        ("ddrm", "inpaint-box"),
+        ("sweep lambda_=1, zeta=0.3", "inpaint-box"),
         ("sweep lambda_=7, zeta=0.3", "inpaint-box"),
     ]
     assert runs[1].job is None and "singular value decomposition" in runs[1].reason
     assert runs[5].job is not None and runs[5].job.sampler_config().nfes == 20
-    assert runs[2].job.sampler_config().iter_num == 20 and runs[2].job.sampler_config().lambda_ == 1.0  # job's sampler inherited
+    assert (
+        runs[2].job.sampler_config().iter_num == 20 and runs[2].job.sampler_config().lambda_ == 1.0
+    )  # job's sampler inherited
     assert runs[2].swept == {"lambda_": 1, "zeta": 0.3}
     assert len({r.job.job_hash() for r in runs if r.job}) == 7
     plain = parse_job({**MINIMAL, "sampler": {"iter_num": 20}, "task": {"kind": "inpaint", "mask": "box"}})
@@ -61,13 +79,19 @@ def test_variants_expand_to_runs_with_their_own_hashes_and_ddrm_na_without_svd()
 def test_diffpir_job_hash_is_unchanged_by_the_method_field() -> None:
     # hashes of main without the method field (1733899, after DiffPIRConfig.numerics)
     assert parse_job(MINIMAL).job_hash() == "2ea81a11079922ae9d2fb0df1da0af3d426ec614ef65c4163a401794c4343052"
-    deblur = {**MINIMAL, "task": {"kind": "deblur", "kernel": "gaussian", "noise_sigma": 0.05}, "sampler": {"lambda_": 3}}
+    deblur = {
+        **MINIMAL,
+        "task": {"kind": "deblur", "kernel": "gaussian", "noise_sigma": 0.05},
+        "sampler": {"lambda_": 3},
+    }
     assert parse_job(deblur).job_hash() == "517bb1e09c82582395a9c77994ce875321f7015b9b4d79a273fde6e568072198"
     assert parse_job({**deblur, "method": "diffpir"}).job_hash() == parse_job(deblur).job_hash()
     assert parse_job({**MINIMAL, "method": "dpir"}).job_hash() != parse_job(MINIMAL).job_hash()
 
 
-def test_comparison_shares_measurements_reruns_nothing_and_runs_only_a_new_variant(make_job, images_8: Path, tmp_path: Path) -> None:
+def test_comparison_shares_measurements_reruns_nothing_and_runs_only_a_new_variant(
+    make_job, images_8: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     job = make_job(images_8, out, variants=FOUR, task={"kind": "inpaint", "mask": "box"})
     state = run(job=job, return_state=True)
@@ -87,7 +111,9 @@ def test_comparison_shares_measurements_reruns_nothing_and_runs_only_a_new_varia
 
     table = summary["variants"]
     assert [(row["variant"], row["task"], row["nfes"]) for row in table] == [
-        ("diffpir", "inpaint-box", 3), ("dps num_steps=3", "inpaint-box", 3), ("ddrm timesteps=3", "inpaint-box", 4),  # range(0, 1000, 333): 4 calls
+        ("diffpir", "inpaint-box", 3),
+        ("dps num_steps=3", "inpaint-box", 3),
+        ("ddrm timesteps=3", "inpaint-box", 4),  # range(0, 1000, 333): 4 calls
         ("dpir iter_num=3", "inpaint-box", 3),
     ]
     assert table[1]["backward_passes"] == 3 and table[0]["backward_passes"] == 0
@@ -102,20 +128,39 @@ def test_comparison_shares_measurements_reruns_nothing_and_runs_only_a_new_varia
 
     again = run(job=job, return_state=True).result()
     assert (again["restored"], again["skipped"]) == (0, 8)
-    assert sorted(r.written_at for r in (shared.read_record(ref, f"{plans[0].measurement_prefix}/y") for ref in shared.shards())) == stamps
+    assert (
+        sorted(
+            r.written_at
+            for r in (shared.read_record(ref, f"{plans[0].measurement_prefix}/y") for ref in shared.shards())
+        )
+        == stamps
+    )
 
-    more = make_job(images_8, out, variants=[*FOUR, {"name": "dpir-x1", "method": "dpir", "sampler": {"iter_num": 3, "x8": False}}],
-                    task={"kind": "inpaint", "mask": "box"})
+    more = make_job(
+        images_8,
+        out,
+        variants=[*FOUR, {"name": "dpir-x1", "method": "dpir", "sampler": {"iter_num": 3, "x8": False}}],
+        task={"kind": "inpaint", "mask": "box"},
+    )
     grown = run(job=more, return_state=True).result()
     assert (grown["restored"], grown["skipped"]) == (2, 8)
     assert [row["variant"] for row in grown["variants"]][-1] == "dpir-x1"
 
 
 def test_grid_report_plots_psnr_against_each_swept_setting(make_job, images_8: Path, tmp_path: Path) -> None:
-    job = make_job(images_8, tmp_path / "out", shard_size=8, batch_size=8, variants=[{"grid": {"lambda_": [1, 7], "zeta": [0.3, 1.0]}}])
+    job = make_job(
+        images_8,
+        tmp_path / "out",
+        shard_size=8,
+        batch_size=8,
+        variants=[{"grid": {"lambda_": [1, 7], "zeta": [0.3, 1.0]}}],
+    )
     summary = run(job=job, return_state=True).result()
     assert [row["swept"] for row in summary["variants"]] == [
-        {"lambda_": 1, "zeta": 0.3}, {"lambda_": 1, "zeta": 1.0}, {"lambda_": 7, "zeta": 0.3}, {"lambda_": 7, "zeta": 1.0}
+        {"lambda_": 1, "zeta": 0.3},
+        {"lambda_": 1, "zeta": 1.0},
+        {"lambda_": 7, "zeta": 0.3},
+        {"lambda_": 7, "zeta": 1.0},
     ]
     page = Path(summary["report"]).read_text()
     assert 'alt="PSNR against λ"' in page and 'alt="PSNR against ζ"' in page  # human labels, not lambda_
@@ -136,18 +181,24 @@ def _names_say_variant_and_task(flow_run_id, out: Path, tmp_path: Path, data: st
         keys = {a.key for a in client.read_artifacts() if a.key}
     assert parent.name == f"compare-4-variants-1-tasks-{data}-evaluate"
     assert sorted(run.name for run in children if run.name.endswith("-shards")) == [
-        f"{variant}-inpaint-box-{data}-evaluate-shards" for variant in ("ddrm-timesteps=3", "diffpir", "dpir-iter_num=3", "dps-num_steps=3")
+        f"{variant}-inpaint-box-{data}-evaluate-shards"
+        for variant in ("ddrm-timesteps=3", "diffpir", "dpir-iter_num=3", "dps-num_steps=3")
     ]
     assert {f"{data}-dps-num-steps-3-inpaint-box-report", f"{data}-diffpir-inpaint-box-shards"} <= keys
     plans = {plan.variant: plan for plan in read_plans(str(out), {})}
     assert sorted(plans) == ["ddrm timesteps=3", "diffpir", "dpir iter_num=3", "dps num_steps=3"]
     runner = CliRunner()
-    chosen = runner.invoke(app, ["export", str(out), str(tmp_path / "dps"), "--variant", "DPS num_steps=3", "--task", "inpaint-box"])
+    chosen = runner.invoke(
+        app, ["export", str(out), str(tmp_path / "dps"), "--variant", "DPS num_steps=3", "--task", "inpaint-box"]
+    )
     assert chosen.exit_code == 0 and "exported 8 PNGs" in chosen.output, chosen.output
     several = runner.invoke(app, ["export", str(out), str(tmp_path / "x"), "--task", "inpaint-box"])
     assert several.exit_code != 0 and "--all" in several.output and "variant 'dps num_steps=3'" in several.output
     every = runner.invoke(app, ["export", str(out), str(tmp_path / "all"), "--all"])
     assert every.exit_code == 0, every.output
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
-        "ddrm-timesteps=3-inpaint-box", "diffpir-inpaint-box", "dpir-iter_num=3-inpaint-box", "dps-num_steps=3-inpaint-box",
+        "ddrm-timesteps=3-inpaint-box",
+        "diffpir-inpaint-box",
+        "dpir-iter_num=3-inpaint-box",
+        "dps-num_steps=3-inpaint-box",
     ]

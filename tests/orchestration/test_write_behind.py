@@ -60,8 +60,6 @@ def _records(output: Path) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in output.glob("jobs/*/restored.zarr/records/*/restored/*/*.json")}
 
 
-
-
 _OVERRIDES = {"shard_size": 2, "batch_size": 2, "sampler": {"iter_num": 4}, "dispatch": {"unit_shards": 8}}
 
 
@@ -73,12 +71,21 @@ def _start_slow_job(prefect_api: str, job: "Job", tmp_path: Path, slow_s: str) -
     markers = tmp_path / "markers"
     markers.mkdir()
     env = {
-        **os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1",
-        "SLOW_WRITE_MARKERS": str(markers), "SLOW_WRITE_S": slow_s, "PYTHONPATH": str(REPO),
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "OMP_NUM_THREADS": "1",
+        "SLOW_WRITE_MARKERS": str(markers),
+        "SLOW_WRITE_S": slow_s,
+        "PYTHONPATH": str(REPO),
     }
     child = subprocess.Popen(
-        [sys.executable, __file__, str(job_file)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, __file__, str(job_file)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     return child, markers
 
@@ -95,7 +102,9 @@ def test_worker_killed_while_a_write_is_behind_a_computation_loses_nothing(
     try:
         deadline = time.monotonic() + 240
         while not list(markers.iterdir()):  # shard 0's data is written; its record waits behind the 30 s sleep
-            assert child.poll() is None, f"the job ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
+            assert child.poll() is None, (
+                f"the job ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
+            )
             assert time.monotonic() < deadline, "no shard was written in time"
             time.sleep(0.05)
         time.sleep(1.0)  # meanwhile the model restores shard 1 (its inputs were read ahead)
@@ -116,7 +125,9 @@ def test_worker_killed_while_a_write_is_behind_a_computation_loses_nothing(
     np.testing.assert_equal(read_restored(f"slowwrite://{output}"), read_restored(str(tmp_path / "clean")))
 
 
-def test_a_kill_after_some_records_rewrites_none_of_them(prefect_api: str, make_job, image_writer, tmp_path: Path) -> None:
+def test_a_kill_after_some_records_rewrites_none_of_them(
+    prefect_api: str, make_job, image_writer, tmp_path: Path
+) -> None:
     from diffpir_flow.flows.run import run
 
     images, output, overrides = tmp_path / "images", tmp_path / "killed", _OVERRIDES
@@ -126,7 +137,9 @@ def test_a_kill_after_some_records_rewrites_none_of_them(prefect_api: str, make_
     try:
         deadline = time.monotonic() + 240
         while len(_records(output)) < 2:  # two shards recorded, the third written behind the fourth's computation
-            assert child.poll() is None, f"the job ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
+            assert child.poll() is None, (
+                f"the job ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
+            )
             assert time.monotonic() < deadline, "no shard finished in time"
             time.sleep(0.02)
         child.send_signal(signal.SIGKILL)
@@ -156,7 +169,11 @@ def test_a_unit_holds_its_model_slot_only_while_the_model_runs(
     from diffpir_core.runs.prepare import ingest_input, plan_job
 
     image_writer(tmp_path / "images", 8, seed=13)
-    job = make_job(tmp_path / "images", f"slowwrite://{tmp_path}/out", **{**_OVERRIDES, "runner": {"kind": "local", "max_workers": 1}})
+    job = make_job(
+        tmp_path / "images",
+        f"slowwrite://{tmp_path}/out",
+        **{**_OVERRIDES, "runner": {"kind": "local", "max_workers": 1}},
+    )
     plan = plan_job(job, ingest_input(job)["store"])
     refs = DatasetStore.open(plan.output_store).shards()
     monkeypatch.setattr(priors, "_SLOTS", priors._SLOTS)  # the process's settings back after the test

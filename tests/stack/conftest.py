@@ -47,7 +47,14 @@ class Stack:
 
     def script(self, command: str, timeout: float = 180) -> str:
         """Run ``scripts/stack.sh COMMAND``; its output."""
-        done = subprocess.run(["bash", "scripts/stack.sh", command], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            ["bash", "scripts/stack.sh", command],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
@@ -55,7 +62,8 @@ class Stack:
         return int((self.dir / "pids" / f"{name}.pid").read_text())
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to the part ``name``: its process group where it leads one (its process and what it started)."""
+        """Send ``sig`` to the part ``name``: its process group where it leads one (its process and what it
+        started)."""
         pid = self.pid(name)
         if os.getpgid(pid) == pid:
             os.killpg(pid, sig)
@@ -114,7 +122,14 @@ class Stack:
             arrays = synthesise(parsed.task, [image_id], pixels[None].copy(), parsed.seed, {})
             inputs = inputs_from_arrays(parsed.task, [image_id], arrays)
             restored, _ = restore_batchwise(
-                unet, inputs, parsed.task, parsed.sampler_config(), seed=parsed.seed, batch_size=1, device="cpu", fit=parsed.fit()
+                unet,
+                inputs,
+                parsed.task,
+                parsed.sampler_config(),
+                seed=parsed.seed,
+                batch_size=1,
+                device="cpu",
+                fit=parsed.fit(),
             )
             expected[image_id] = restored[0]
         return expected
@@ -122,7 +137,9 @@ class Stack:
     def submit(self, job: dict[str, Any]) -> UUID:
         """Create a run of the stack's ``restore`` deployment for ``job`` (credentials from the Secret block)."""
         with get_client(sync_client=True) as client:
-            run = client.create_flow_run_from_deployment(self.deployment_id, parameters={"job": job, "credentials_block": "diffpir-s3"})
+            run = client.create_flow_run_from_deployment(
+                self.deployment_id, parameters={"job": job, "credentials_block": "diffpir-s3"}
+            )
         return run.id
 
     def wait(self, run_id: UUID, timeout: float = 150) -> FlowRun:
@@ -133,7 +150,9 @@ class Stack:
                 run = client.read_flow_run(run_id)
                 if run.state is not None and run.state.is_final():
                     return run
-                assert time.monotonic() < deadline, f"run {run_id} still {run.state and run.state.name} after {timeout:.0f} s"
+                assert time.monotonic() < deadline, (
+                    f"run {run_id} still {run.state and run.state.name} after {timeout:.0f} s"
+                )
                 time.sleep(0.5)
 
 
@@ -145,11 +164,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_prior: Path) -> Iterato
     pg, prefect_port, s3, dask = free_ports(4)
     env = {name: value for name, value in os.environ.items() if not name.startswith(("AWS_", "PREFECT_"))}
     env |= {
-        "STACK_DIR": str(root), "VENV": sys.prefix, "STACK_PG_PORT": str(pg), "STACK_PREFECT_PORT": str(prefect_port),
-        "STACK_S3_PORT": str(s3), "STACK_DASK_PORT": str(dask), "STACK_WORKER_LIMIT": "4", "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "OMP_NUM_THREADS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "STACK_DIR": str(root),
+        "VENV": sys.prefix,
+        "STACK_PG_PORT": str(pg),
+        "STACK_PREFECT_PORT": str(prefect_port),
+        "STACK_S3_PORT": str(s3),
+        "STACK_DASK_PORT": str(dask),
+        "STACK_WORKER_LIMIT": "4",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "OMP_NUM_THREADS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    stack = Stack(root, env, f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{s3}", f"tcp://127.0.0.1:{dask}", {})
+    stack = Stack(
+        root, env, f"http://127.0.0.1:{prefect_port}/api", f"http://127.0.0.1:{s3}", f"tcp://127.0.0.1:{dask}", {}
+    )
     try:
         stack.script("up")
         values = dict(line.split("=", 1) for line in (root / "s3.env").read_text().split())
@@ -161,7 +189,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_prior: Path) -> Iterato
             from diffpir_flow.flows.run import run as run_flow
 
             deployment = run_flow.to_deployment(
-                name="stack", entrypoint_type=EntrypointType.MODULE_PATH, work_pool_name="diffpir-process",
+                name="stack",
+                entrypoint_type=EntrypointType.MODULE_PATH,
+                work_pool_name="diffpir-process",
                 job_variables={"env": {"PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "false", "OMP_NUM_THREADS": "1"}},
             )
             stack.deployment_id = deployment.apply(work_pool_name="diffpir-process")

@@ -45,7 +45,10 @@ def _psql(stack, sql: str) -> str:
     port = stack.env["STACK_PG_PORT"]
     done = subprocess.run(
         [f"{binary}/psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", "prefect", "-tA", "-c", sql],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return done.stdout.strip()
 
@@ -53,7 +56,9 @@ def _psql(stack, sql: str) -> str:
 def _rows_holding(stack, pattern: str) -> dict[str, int]:
     """Rows of every table of the Prefect database whose text matches the POSIX regex ``pattern``, by table."""
     tables = _psql(stack, "select table_name from information_schema.tables where table_schema = 'public'").split()
-    counts = {table: int(_psql(stack, f"select count(*) from \"{table}\" x where x::text ~ '{pattern}'")) for table in tables}
+    counts = {
+        table: int(_psql(stack, f"select count(*) from \"{table}\" x where x::text ~ '{pattern}'")) for table in tables
+    }
     return {table: count for table, count in counts.items() if count}
 
 
@@ -79,9 +84,13 @@ def _done(stack, output: str) -> int:
 def _unit_runs(run_id: UUID) -> dict[str, list[tuple[str, datetime]]]:
     """(state name, time), in order, of every ``restore-*`` task run of the run's sub-flow(s), by task-run name."""
     with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id])))
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]))
+        )
         ids = [run_id, *(child.id for child in children)]
-        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids)), limit=200)
+        tasks = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids)), limit=200
+        )
         return {
             task.name: [(state.name, state.timestamp) for state in client.read_task_run_states(task.id)]
             for task in tasks
@@ -90,10 +99,13 @@ def _unit_runs(run_id: UUID) -> dict[str, list[tuple[str, datetime]]]:
 
 
 def _shard_tables(run_id: UUID) -> list[dict[str, str]]:
-    """The shards tables (artifacts) of the run, one per attempt that reached its report, oldest first: status by shard."""
+    """The shards tables (artifacts) of the run, one per attempt that reached its report, oldest first: status by
+    shard."""
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), type=ArtifactFilterType(any_=["table"]))
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), type=ArtifactFilterType(any_=["table"])
+            )
         )
     artifacts = sorted(artifacts, key=lambda artifact: artifact.created)
     tables = [json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data for artifact in artifacts]
@@ -116,7 +128,10 @@ def _restored_twice(stack, output: str, run_ids: list[UUID]) -> tuple[int, int]:
     for run_id in run_ids:
         for table in _shard_tables(run_id):
             restorations.update(key for key, status in table.items() if status == "restored")
-    finished = {shard["id"]: datetime.fromisoformat(shard["finished_at"]) for shard in job_status(output, stack.reader_options())["shards"]}
+    finished = {
+        shard["id"]: datetime.fromisoformat(shard["finished_at"])
+        for shard in job_status(output, stack.reader_options())["shards"]
+    }
     again = 0
     for run_id in run_ids:
         for name, states in _unit_runs(run_id).items():
@@ -158,8 +173,11 @@ def test_dask_worker_killed_mid_job(stack) -> None:
     try:
         assert run.state.is_completed(), run.state.message
         twice, again = _restored_twice(stack, job["output"], [run_id])
-        print(f"\ndask worker killed {killed - started:.1f} s into the run (2 shards done); completed {recovered - killed:.1f} s later; "
-              f"shards restored twice: {twice}; work units run again after finishing: {again}")
+        print(
+            f"\ndask worker killed {killed - started:.1f} s into the run (2 shards done); completed "
+            f"{recovered - killed:.1f} s later; "
+            f"shards restored twice: {twice}; work units run again after finishing: {again}"
+        )
         _assert_as_uninterrupted(stack, job["output"], expected, twice)
     finally:
         stack.script("up")  # the worker back for the next tests
@@ -187,7 +205,10 @@ def _retry(run_id: UUID, timeout: float = 60) -> None:
     (~15 s later, measured) and would overwrite an earlier retry's state with Crashed."""
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        while not any((state.message or "").startswith("Flow run infrastructure exited") for state in client.read_flow_run_states(run_id)):
+        while not any(
+            (state.message or "").startswith("Flow run infrastructure exited")
+            for state in client.read_flow_run_states(run_id)
+        ):
             if time.monotonic() > deadline:
                 break  # a run that ended by itself (Failed) has no such report
             time.sleep(0.5)
@@ -213,8 +234,11 @@ def test_flow_run_process_killed_then_retried_through_the_api(stack) -> None:
     finished = time.monotonic()
     (statuses,) = _shard_tables(run_id)  # the killed attempt never reached its report
     twice = sum(statuses.get(key) == "restored" for key in done_before)
-    print(f"\nflow-run process killed {killed - started:.1f} s into the run ({len(done_before)} shards done); Crashed "
-          f"{crashed - killed:.1f} s later; the retry completed {finished - crashed:.1f} s after that; shards restored twice: {twice}")
+    print(
+        f"\nflow-run process killed {killed - started:.1f} s into the run ({len(done_before)} shards done); Crashed "
+        f"{crashed - killed:.1f} s later; the retry completed {finished - crashed:.1f} s after that; shards restored "
+        f"twice: {twice}"
+    )
     assert {key for key, status in statuses.items() if status == "skipped"} >= done_before
     _assert_as_uninterrupted(stack, job["output"], expected, twice)
 
@@ -233,14 +257,20 @@ def test_s3_server_stopped_for_20_s_mid_run(stack) -> None:
     runs = [run_id]
     if not run.state.is_completed():
         assert run.state.is_failed(), run.state.message
-        assert stack.s3 in run.state.message and "/0000" in run.state.message, run.state.message  # names the endpoint and shards
+        assert stack.s3 in run.state.message and "/0000" in run.state.message, (
+            run.state.message
+        )  # names the endpoint and shards
         runs.append(stack.submit(job))
         rerun = stack.wait(runs[-1])
         assert rerun.state.is_completed(), rerun.state.message
     finished = time.monotonic()
     twice, _ = _restored_twice(stack, job["output"], runs)
-    print(f"\nSeaweedFS stopped {stopped - started:.1f} s into the run for {back - stopped:.1f} s; first run {run.state.name}; "
-          f"all shards done {finished - back:.1f} s after the restart ({len(runs)} run(s)); shards restored twice: {twice}")
+    print(
+        f"\nSeaweedFS stopped {stopped - started:.1f} s into the run for {back - stopped:.1f} s; first run "
+        f"{run.state.name}; "
+        f"all shards done {finished - back:.1f} s after the restart ({len(runs)} run(s)); shards restored twice: "
+        f"{twice}"
+    )
     _assert_as_uninterrupted(stack, job["output"], expected, twice)
 
 
@@ -266,7 +296,9 @@ def _final_or_orphaned(stack, run_id: UUID, process: psutil.Process, grace: floa
                 gone_since = gone_since or time.monotonic()
                 if time.monotonic() - gone_since > grace:
                     return run
-            assert time.monotonic() < deadline, f"run {run_id} still {run.state and run.state.name} after 150 s, its process alive"
+            assert time.monotonic() < deadline, (
+                f"run {run_id} still {run.state and run.state.name} after 150 s, its process alive"
+            )
             time.sleep(0.5)
 
 
@@ -291,8 +323,12 @@ def test_database_restarted_mid_run(stack) -> None:
     assert run.state.is_completed(), run.state.message
     finished = time.monotonic()
     twice, _ = _restored_twice(stack, job["output"], [run_id])
-    print(f"\nPostgreSQL stopped {stopped - started:.1f} s into the run and started {back - stopped:.1f} s later; the run ended "
-          f"{first}, completed {finished - back:.1f} s after the restart (run count {run.run_count}); shards restored twice: {twice}")
+    print(
+        f"\nPostgreSQL stopped {stopped - started:.1f} s into the run and started {back - stopped:.1f} s later; the "
+        "run ended "
+        f"{first}, completed {finished - back:.1f} s after the restart (run count {run.run_count}); shards restored "
+        f"twice: {twice}"
+    )
     _assert_as_uninterrupted(stack, job["output"], expected, twice)
 
 
@@ -302,7 +338,9 @@ def test_many_runs_submitted_at_once_all_complete(stack) -> None:
     run_ids = [stack.submit(job) for job in jobs]
     runs = [stack.wait(run_id, timeout=240) for run_id in run_ids]
     print(f"\n{len(runs)} runs submitted at once: all final {time.monotonic() - started:.1f} s later")
-    assert [run.state.name for run in runs] == ["Completed"] * len(jobs), [run.state.message for run in runs if not run.state.is_completed()]
+    assert [run.state.name for run in runs] == ["Completed"] * len(jobs), [
+        run.state.message for run in runs if not run.state.is_completed()
+    ]
     for job in jobs:
         assert _done(stack, job["output"]) == 1, job["output"]
 
@@ -314,10 +352,13 @@ def test_no_credential_reaches_the_prefect_database(stack) -> None:
     with get_client(sync_client=True) as client:
         if not client.read_flow_runs(limit=1):
             assert stack.wait(stack.submit(job)).state.is_completed()
-        typed = job | {"storage_options": {"endpoint_url": stack.s3, "key": key, "secret": secret}}  # as a user might in the UI
+        typed = job | {
+            "storage_options": {"endpoint_url": stack.s3, "key": key, "secret": secret}
+        }  # as a user might in the UI
         with pytest.raises(PrefectHTTPStatusError, match="storage_options"):
             client.create_flow_run_from_deployment(stack.deployment_id, parameters={"job": typed})
     assert _rows_holding(stack, secret) == {}
-    # the access key id is only in the report's pre-signed links (S3 signs with it; the link is useless without its signature)
+    # the access key id is only in the report's pre-signed links (S3 signs with it; the link is useless without its
+    # signature)
     assert _rows_holding(stack, f"(^|[^=]){key}") == {}
     assert _rows_holding(stack, f"AWSAccessKeyId={key}"), "expected pre-signed report links"

@@ -63,7 +63,8 @@ def test_export_writes_a_prior_that_load_prior_reads(tiny_config: TrainConfig, t
     assert card["steps"] == 6 and card["data"] == ["microaneurysms"]
     assert card["held_out"] == ["astronaut", "coffee", "chelsea"]
     assert card["final_loss"] == pytest.approx(
-        sum(json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()) / 3)
+        sum(json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()) / 3
+    )
 
     prior = load_prior(tmp_path / "tiny.safetensors")
     assert prior.sha256 == card["sha256"]

@@ -19,10 +19,7 @@ CASES = ("sr_x4_bicubic", "deblur_gaussian", "deblur_motion", "inpaint_box", "in
 def reference_cases(reference_dir: Path) -> dict[str, tuple[dict, dict]]:
     """case name -> (case file contents, its ``summary.json`` entry)."""
     summary = json.loads((reference_dir / "summary.json").read_text())["cases"]
-    return {
-        name: (torch.load(reference_dir / f"{name}.pt", weights_only=True), summary[name])
-        for name in CASES
-    }
+    return {name: (torch.load(reference_dir / f"{name}.pt", weights_only=True), summary[name]) for name in CASES}
 
 
 @pytest.fixture

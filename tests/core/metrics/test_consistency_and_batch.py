@@ -59,10 +59,14 @@ def test_ssim_of_images_smaller_than_its_window_is_unavailable_not_an_error() ->
     truth = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     restored = torch.from_numpy(truth).permute(0, 3, 1, 2).float() / 255
     scores = score_batch(restored, truth, ("psnr", "ssim", "ssim_y"), border=1)
-    assert [row["ssim"] for row in scores.rows()] == [None, None] and all(row["psnr"] == np.inf for row in scores.rows())
+    assert [row["ssim"] for row in scores.rows()] == [None, None] and all(
+        row["psnr"] == np.inf for row in scores.rows()
+    )
     assert scores.unavailable["ssim"].message == (
         "ssim unavailable: its 11x11 window needs images of at least that size after the border crop of 1 pixel(s); "
         "these are 6x6. Fix: judge such small images by psnr (their ssim is left empty)"
     )
     big = rng.integers(0, 256, (1, 11, 11, 3), dtype=np.uint8)
-    assert score_batch(torch.from_numpy(big).permute(0, 3, 1, 2).float() / 255, big, ("ssim",)).values["ssim"][0] == 1.0
+    assert (
+        score_batch(torch.from_numpy(big).permute(0, 3, 1, 2).float() / 255, big, ("ssim",)).values["ssim"][0] == 1.0
+    )

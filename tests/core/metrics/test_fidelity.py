@@ -75,7 +75,12 @@ def test_ssim_matches_skimage(border: int, y_channel: bool) -> None:
     if border:
         out, ref = out[border:-border, border:-border], ref[border:-border, border:-border]
     expected = structural_similarity(
-        out, ref, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255,
+        out,
+        ref,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
         channel_axis=-1 if out.ndim == 3 else None,
     )
     assert value == pytest.approx(expected, abs=1e-12)

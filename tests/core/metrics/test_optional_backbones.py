@@ -54,9 +54,7 @@ def test_a_torchvision_built_for_another_torch_is_unavailable(
 ) -> None:
     package = tmp_path / "site" / "torchvision"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text(
-        'raise RuntimeError("operator torchvision::nms does not exist")\n'
-    )
+    (package / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
     monkeypatch.delitem(sys.modules, "torchvision", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     result = load_lpips()
@@ -103,8 +101,9 @@ def test_inception_features_are_pool3_vectors(torch_home: Path) -> None:
     assert features.shape == (3, 2048) and features.dtype == np.float64
 
 
-@pytest.mark.skipif(not _metrics_extra_importable(), reason="the metrics extra (lpips, pytorch-fid, "
-                    "torchvision) is not installed")
+@pytest.mark.skipif(
+    not _metrics_extra_importable(), reason="the metrics extra (lpips, pytorch-fid, torchvision) is not installed"
+)
 def test_real_packages_with_a_seeded_cache(torch_home: Path) -> None:
     """With the extra installed: randomly initialised backbones of the right shapes stand in for the
     downloaded weights, and our scores equal the libraries' own."""

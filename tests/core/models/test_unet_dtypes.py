@@ -5,8 +5,15 @@ import torch
 
 from diffpir_core.models import build_unet, random_unet
 
-CONFIG = {"image_size": 32, "num_channels": 32, "channel_mult": "1,2", "attention_resolutions": "16",
-          "num_head_channels": 16, "learn_sigma": True, "resblock_updown": True}
+CONFIG = {
+    "image_size": 32,
+    "num_channels": 32,
+    "channel_mult": "1,2",
+    "attention_resolutions": "16",
+    "num_head_channels": 16,
+    "learn_sigma": True,
+    "resblock_updown": True,
+}
 
 
 def _net() -> torch.nn.Module:

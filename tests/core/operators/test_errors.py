@@ -64,7 +64,11 @@ def test_rho_count_must_match_batch():
 
 @pytest.mark.parametrize(
     "op",
-    [Blur(gaussian_kernel(5, 1.0)), SuperResolution(2, kernel=gaussian_kernel(5, 1.0)), Inpainting(torch.ones(16, 16))],
+    [
+        Blur(gaussian_kernel(5, 1.0)),
+        SuperResolution(2, kernel=gaussian_kernel(5, 1.0)),
+        Inpainting(torch.ones(16, 16)),
+    ],
 )
 def test_prox_estimate_must_match_measurement(op):
     y = op.A(IMAGES)

@@ -24,8 +24,14 @@ def _kernels(size: int, count: int, seed: int) -> torch.Tensor:
 
 
 OPERATORS = {
-    "inpaint_per_image_1ch": (lambda: Inpainting(torch.stack([random_mask(16, seed=1), random_mask(16, seed=2)])[:, None]), 16),
-    "inpaint_per_image_3ch": (lambda: Inpainting(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) > 0.5), 16),
+    "inpaint_per_image_1ch": (
+        lambda: Inpainting(torch.stack([random_mask(16, seed=1), random_mask(16, seed=2)])[:, None]),
+        16,
+    ),
+    "inpaint_per_image_3ch": (
+        lambda: Inpainting(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) > 0.5),
+        16,
+    ),
     "blur_per_image": (lambda: Blur(_kernels(5, 2, 4)), 16),
     "blur_with_spectral_zeros": (lambda: Blur(torch.full((2, 2), 0.25, dtype=torch.float64)), 16),
     "sr2_bicubic": (lambda: SuperResolution(2), 32),
@@ -112,8 +118,11 @@ def _single(op, b: int):
 
 @pytest.mark.parametrize(
     "op, size",
-    [(SuperResolution(2, kernel=bicubic_kernel(2)), 32), (Blur(gaussian_kernel(5, 1.2)), 10),
-     (SuperResolution(3, kernel=_kernels(5, 1, 6)[0]), 12)],
+    [
+        (SuperResolution(2, kernel=bicubic_kernel(2)), 32),
+        (Blur(gaussian_kernel(5, 1.2)), 10),
+        (SuperResolution(3, kernel=_kernels(5, 1, 6)[0]), 12),
+    ],
 )
 def test_singular_values_are_those_of_the_matrix(op, size):
     """The FFT/polyphase singular values equal NumPy's SVD of the operator's explicit matrix (one channel)."""

@@ -16,8 +16,15 @@ def rows() -> list[dict]:
     """Four scored images in two shards; LPIPS unavailable (None)."""
     values = [(27.25, 0.80), (25.5, 0.70), (30.125, 0.90), (24.0, 0.60)]
     return [
-        {"id": f"img{i:03d}", "shard": f"shard-{i // 2:05d}", "task": "sr_x4", "psnr": p, "ssim": s,
-         "lpips": None, "seconds": 1.5 + i}
+        {
+            "id": f"img{i:03d}",
+            "shard": f"shard-{i // 2:05d}",
+            "task": "sr_x4",
+            "psnr": p,
+            "ssim": s,
+            "lpips": None,
+            "seconds": 1.5 + i,
+        }
         for i, (p, s) in enumerate(values)
     ]
 
@@ -49,7 +56,13 @@ def samples() -> list[ReportSample]:
             restored=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
             truth=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
             baseline=rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
-            scores={"id": f"img{i:03d}", "shard": "shard-00000", "psnr": 25.5 + i, "baseline_psnr": 24.0, "gain_psnr": 1.5 + i},
+            scores={
+                "id": f"img{i:03d}",
+                "shard": "shard-00000",
+                "psnr": 25.5 + i,
+                "baseline_psnr": 24.0,
+                "gain_psnr": 1.5 + i,
+            },
         )
         for i in range(2)
     ]

@@ -45,17 +45,35 @@ def gain_rows() -> list[dict]:
     rows = []
     for i, gain in enumerate(GAINS):
         psnr = math.inf if math.isinf(gain) else 25.0 + i
-        rows.append({
-            "id": f"img{i:03d}", "shard": f"32x32/{i // 3:06d}", "task": "sr2", "psnr": psnr, "ssim": 0.8,
-            "baseline_psnr": 25.0 + i - (0 if math.isinf(gain) else gain), "gain_psnr": gain,
-            "baseline_ssim": 0.7, "gain_ssim": 0.8 - 0.7, "seconds": 1.0,
-        })
+        rows.append(
+            {
+                "id": f"img{i:03d}",
+                "shard": f"32x32/{i // 3:06d}",
+                "task": "sr2",
+                "psnr": psnr,
+                "ssim": 0.8,
+                "baseline_psnr": 25.0 + i - (0 if math.isinf(gain) else gain),
+                "gain_psnr": gain,
+                "baseline_ssim": 0.7,
+                "gain_ssim": 0.8 - 0.7,
+                "seconds": 1.0,
+            }
+        )
     return rows
 
 
 @pytest.fixture
 def sr_info(info: ReportFacts) -> ReportFacts:
-    return ReportFacts(**{**info.__dict__, "task": "sr x2, σ=0.05", "baseline": "bicubic", "unavailable": (), "failed": (), "quarantined": ()})
+    return ReportFacts(
+        **{
+            **info.__dict__,
+            "task": "sr x2, σ=0.05",
+            "baseline": "bicubic",
+            "unavailable": (),
+            "failed": (),
+            "quarantined": (),
+        }
+    )
 
 
 def _sample(image_id: str, scores: dict, *, truth: bool = True, seed: int = 0) -> ReportSample:
@@ -66,7 +84,9 @@ def _sample(image_id: str, scores: dict, *, truth: bool = True, seed: int = 0) -
 
 def _pictures(page: str) -> list[tuple[np.ndarray, int, str]]:
     found = re.findall(r'<img class="px" src="data:image/png;base64,([^"]*)" width="(\d+)" alt="([^"]*)"', page)
-    return [(np.asarray(Image.open(io.BytesIO(base64.b64decode(data)))), int(width), alt) for data, width, alt in found]
+    return [
+        (np.asarray(Image.open(io.BytesIO(base64.b64decode(data)))), int(width), alt) for data, width, alt in found
+    ]
 
 
 def test_summary_csv_and_tables_carry_the_baseline_and_the_gain(tmp_path: Path, gain_rows, sr_info) -> None:
@@ -74,7 +94,9 @@ def test_summary_csv_and_tables_carry_the_baseline_and_the_gain(tmp_path: Path, 
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["baseline"]["method"] == "bicubic" and summary["baseline"]["images"] == 6
     assert summary["baseline"]["better"] == {"psnr": 5, "ssim": 6}
-    assert summary["metrics"]["gain_psnr"]["mean"] == "inf" and summary["metrics"]["gain_ssim"]["mean"] == pytest.approx(0.1)
+    assert summary["metrics"]["gain_psnr"]["mean"] == "inf" and summary["metrics"]["gain_ssim"][
+        "mean"
+    ] == pytest.approx(0.1)
     parsed = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert list(parsed[0])[3:9] == ["psnr", "ssim", "baseline_psnr", "baseline_ssim", "gain_psnr", "gain_ssim"]
     for row in parsed:
@@ -84,54 +106,86 @@ def test_summary_csv_and_tables_carry_the_baseline_and_the_gain(tmp_path: Path, 
     assert "| baseline | baseline PSNR | PSNR gain (dB) | SSIM gain |" in header
     assert "| bicubic | 26.40 | +0.80 | +0.1000 |" in line  # mean over the five finite images
     assert verdict(build_summary(finite, sr_info)) == (
-        "Gain over bicubic: +0.80 dB PSNR, +0.1000 SSIM on average; the restoration has the higher PSNR on 4 of 5 images."
+        "Gain over bicubic: +0.80 dB PSNR, +0.1000 SSIM on average; the restoration has the higher PSNR on 4 of 5 "
+        "images."
     )
     assert "Gain over bicubic" in (tmp_path / "report.md").read_text() and files.summary["baseline"]["images"] == 6
 
 
 def test_report_shows_large_samples_crops_extremes_histograms_and_timeline(tmp_path: Path, gain_rows, sr_info) -> None:
     picks = pick_images(gain_rows, samples=2, extremes=2)
-    assert picks.samples == ["img000", "img005"] and picks.best == ["img002", "img000"] and picks.worst == ["img001", "img003"]
+    assert (
+        picks.samples == ["img000", "img005"]
+        and picks.best == ["img002", "img000"]
+        and picks.worst == ["img001", "img003"]
+    )
     by_id = {row["id"]: row for row in gain_rows}
     shown = {image_id: _sample(image_id, by_id[image_id], seed=i) for i, image_id in enumerate(picks.ids())}
-    timeline = [ShardTiming(f"32x32/{i:06d}", 1000.0 + 10 * i, {"prepare": 0.5, "sample": 8.0, "write": 0.5}) for i in range(3)]
+    timeline = [
+        ShardTiming(f"32x32/{i:06d}", 1000.0 + 10 * i, {"prepare": 0.5, "sample": 8.0, "write": 0.5}) for i in range(3)
+    ]
     write_report(
-        str(tmp_path), gain_rows, sr_info, [shown[i] for i in picks.samples],
-        extremes=Extremes(picks.metric, [shown[i] for i in picks.best], [shown[i] for i in picks.worst]), timeline=timeline,
+        str(tmp_path),
+        gain_rows,
+        sr_info,
+        [shown[i] for i in picks.samples],
+        extremes=Extremes(picks.metric, [shown[i] for i in picks.best], [shown[i] for i in picks.worst]),
+        timeline=timeline,
     )
     page = (tmp_path / "report.html").read_text()
     pictures = _pictures(page)
     large = [(image, alt) for image, width, alt in pictures if width == 256]
     assert len(large) == 2 * 8 and all(min(image.shape[:2]) >= 256 for image, _ in large)
     assert [alt for _, alt in large[:8]] == [
-        "degraded", "bicubic", "restored", "ground truth",
-        "degraded, crop", "bicubic, crop", "restored, crop", "ground truth, crop",
+        "degraded",
+        "bicubic",
+        "restored",
+        "ground truth",
+        "degraded, crop",
+        "bicubic, crop",
+        "restored, crop",
+        "ground truth, crop",
     ]
     frames = [np.argwhere((image == (255, 214, 0)).all(axis=2)) for image, _ in large[:4]]
     assert all(len(frame) > 0 for frame in frames)
     corners = [(frame.min(axis=0).tolist(), frame.max(axis=0).tolist()) for frame in frames]
-    assert corners == [corners[2]] * 4  # the crop is framed at the same place in every column, the SR measurement included
+    assert (
+        corners == [corners[2]] * 4
+    )  # the crop is framed at the same place in every column, the SR measurement included
     first = shown["img000"]
     box = crop_box(first.restored, first.baseline, align=2)
-    columns = {"degraded": first.degraded, "bicubic": first.baseline, "restored": first.restored, "ground truth": first.truth}
+    columns = {
+        "degraded": first.degraded,
+        "bicubic": first.baseline,
+        "restored": first.restored,
+        "ground truth": first.truth,
+    }
     for column, image in columns.items():
         expected = display_image(crop(image, box, first.restored.shape), 256)
         np.testing.assert_array_equal(large[[alt for _, alt in large].index(f"{column}, crop")][0], expected)
-    assert box.size == 8 and box.left % 2 == 0 and box.top % 2 == 0  # aligned to the SR scale: the same region at half size
+    assert (
+        box.size == 8 and box.left % 2 == 0 and box.top % 2 == 0
+    )  # aligned to the SR scale: the same region at half size
     top, left = box.top // 2, box.left // 2
-    np.testing.assert_array_equal(crop(first.degraded, box, first.restored.shape), first.degraded[top : top + 4, left : left + 4])
+    np.testing.assert_array_equal(
+        crop(first.degraded, box, first.restored.shape), first.degraded[top : top + 4, left : left + 4]
+    )
     assert "PSNR 25.00 dB (bicubic 23.50, gain +1.50)" in page
 
-    extremes = page[page.index("Best and worst images by PSNR gain over bicubic"):page.index("<h2>Distributions")]
+    extremes = page[page.index("Best and worst images by PSNR gain over bicubic") : page.index("<h2>Distributions")]
     assert [extremes.index(i) for i in ("img002", "img000", "img001", "img003")] == sorted(
         extremes.index(i) for i in ("img002", "img000", "img001", "img003")
     )
     assert "<td>+2.00</td>" in extremes and "<td>−0.50</td>" in extremes
     assert sum(width == 128 for _, width, _ in pictures) == 4 * 3  # thumbnails: baseline, restored, ground truth
 
-    plots = re.findall(r'<img class="plot" src="data:image/(svg\+xml|png);base64,([^"]*)" width="\d+" alt="([^"]*)"', page)
+    plots = re.findall(
+        r'<img class="plot" src="data:image/(svg\+xml|png);base64,([^"]*)" width="\d+" alt="([^"]*)"', page
+    )
     assert [(kind, alt) for kind, _, alt in plots] == [
-        ("svg+xml", "psnr histogram"), ("svg+xml", "ssim histogram"), ("png", "shard timeline"),
+        ("svg+xml", "psnr histogram"),
+        ("svg+xml", "ssim histogram"),
+        ("png", "shard timeline"),
     ]
     svg = base64.b64decode(plots[0][1]).decode()
     assert "restored (mean 27.2)" in svg and "bicubic (mean 26.8)" in svg  # finite PSNRs only: 5 and 6 values
@@ -145,7 +199,13 @@ def test_report_shows_large_samples_crops_extremes_histograms_and_timeline(tmp_p
 
 def test_restore_mode_report_shows_the_baseline_with_both_consistencies(sr_info) -> None:
     rows = [
-        {"id": f"img{i}", "shard": "32x32/000000", "measurement_rms": 0.05 + 0.001 * i, "baseline_measurement_rms": 0.07, "seconds": 1.0}
+        {
+            "id": f"img{i}",
+            "shard": "32x32/000000",
+            "measurement_rms": 0.05 + 0.001 * i,
+            "baseline_measurement_rms": 0.07,
+            "seconds": 1.0,
+        }
         for i in range(4)
     ]
     info = ReportFacts(**{**sr_info.__dict__, "mode": "restore", "fid": None})
@@ -173,8 +233,16 @@ def test_picks_spread_samples_and_skip_images_without_a_finite_gain(gain_rows) -
 
 def test_large_job_page_stays_small(tmp_path: Path, sr_info) -> None:
     rows = [
-        {"id": f"img{i:05d}", "shard": f"32x32/{i // 16:06d}", "psnr": 20 + (i % 97) / 10, "baseline_psnr": 20.0,
-         "gain_psnr": (i % 97) / 10, "ssim": 0.5, "baseline_ssim": 0.4, "gain_ssim": 0.1}
+        {
+            "id": f"img{i:05d}",
+            "shard": f"32x32/{i // 16:06d}",
+            "psnr": 20 + (i % 97) / 10,
+            "baseline_psnr": 20.0,
+            "gain_psnr": (i % 97) / 10,
+            "ssim": 0.5,
+            "baseline_ssim": 0.4,
+            "gain_ssim": 0.1,
+        }
         for i in range(10_000)
     ]
     write_report(str(tmp_path), rows, sr_info)
@@ -184,11 +252,18 @@ def test_large_job_page_stays_small(tmp_path: Path, sr_info) -> None:
 
 
 def test_index_page_has_one_table_and_a_card_per_run(gain_rows, sr_info) -> None:
-    summaries = [build_summary(gain_rows[:3], sr_info), build_summary(gain_rows[3:4], ReportFacts(**{**sr_info.__dict__, "task": "deblur"}))]
+    summaries = [
+        build_summary(gain_rows[:3], sr_info),
+        build_summary(gain_rows[3:4], ReportFacts(**{**sr_info.__dict__, "task": "deblur"})),
+    ]
     cards = [("sr/report.html", "<section>one</section>"), ("deblur/report.html", "<section>two</section>")]
     page = render_index("demo", "two runs <b>", summaries, cards)
     assert page.count("<tbody>") == 1 and page.count("| ") == 0 and "two runs &lt;b&gt;" in page
-    assert page.index("<section>one</section>") < page.index('href="sr/report.html"') < page.index("<section>two</section>")
+    assert (
+        page.index("<section>one</section>")
+        < page.index('href="sr/report.html"')
+        < page.index("<section>two</section>")
+    )
 
 
 def test_ui_strip_embeds_small_images_with_the_gain(samples) -> None:
@@ -205,7 +280,9 @@ def test_file_links_presign_s3_and_name_local_paths(tmp_path: Path, s3_options) 
     fs = fsspec.filesystem("s3", **s3_options)
     fs.mkdir("links-bucket")
     fs.pipe_file("links-bucket/job/report.html", b"<html>report</html>")
-    signed, local = file_links({"report.html": "s3://links-bucket/job/report.html", "local": str(tmp_path / "r.html")}, s3_options)
+    signed, local = file_links(
+        {"report.html": "s3://links-bucket/job/report.html", "local": str(tmp_path / "r.html")}, s3_options
+    )
     assert signed.https.startswith(s3_options["endpoint_url"]) and "Signature=" in signed.https
     with urllib.request.urlopen(signed.https, timeout=10) as response:  # the pre-signed link opens without credentials
         assert response.read() == b"<html>report</html>"
@@ -213,7 +290,7 @@ def test_file_links_presign_s3_and_name_local_paths(tmp_path: Path, s3_options) 
     assert text.startswith(f"- **report.html**: `s3://links-bucket/job/report.html` — [open]({signed.https})\n")
     assert f"\n- **local**: `{tmp_path / 'r.html'}`\n" in text and local.https is None
     assert f"Links are pre-signed and valid until {signed.expires_at}." in text and text.count("file://") == 1
-    anonymous, = file_links({"report.html": "s3://links-bucket/job/report.html"}, {**s3_options, "anon": True})
+    (anonymous,) = file_links({"report.html": "s3://links-bucket/job/report.html"}, {**s3_options, "anon": True})
     assert anonymous.expires_at is None and "Signature" not in anonymous.https
     assert "they open only for public objects" in links_markdown([anonymous])
 

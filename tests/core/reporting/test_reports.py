@@ -89,7 +89,10 @@ def test_write_report_writes_four_parseable_files(tmp_path: Path, rows, info, sa
     folder = tmp_path / "out" / "report"
     assert sorted(path.name for path in folder.iterdir()) == sorted(REPORT_FILES)
     assert files.uris["report.md"] == str(folder / "report.md")
-    assert "<html" not in (folder / "report-card.html").read_text() and "img000" in (folder / "report-card.html").read_text()
+    assert (
+        "<html" not in (folder / "report-card.html").read_text()
+        and "img000" in (folder / "report-card.html").read_text()
+    )
     summary = json.loads((folder / "summary.json").read_text(), parse_constant=_reject_constant)
     assert summary["metrics"]["psnr"]["max"] == "inf" and summary["metrics"]["psnr"]["mean"] == "inf"
     assert summary["metrics"]["ssim"]["mean"] == pytest.approx(0.75)

@@ -7,14 +7,35 @@ from diffpir_core.reporting.text import key_settings, settings_line
 
 def _row(variant: str, psnr: float, lpips: float, task: str = "sr4") -> dict:
     return {
-        "task": task, "variant": variant, "method": "diffpir", "settings": {"lambda_": "2", "zeta": "1", "iter_num": 20},
-        "swept": {}, "nfes": 20, "backward_passes": 0, "psnr": psnr, "ssim": 0.5, "lpips": lpips, "fid": None,
-        "degraded_psnr": None, "baseline_psnr": 20.0, "seconds_per_image": 1.0, "images": 2, "status": "done", "reason": None,
+        "task": task,
+        "variant": variant,
+        "method": "diffpir",
+        "settings": {"lambda_": "2", "zeta": "1", "iter_num": 20},
+        "swept": {},
+        "nfes": 20,
+        "backward_passes": 0,
+        "psnr": psnr,
+        "ssim": 0.5,
+        "lpips": lpips,
+        "fid": None,
+        "degraded_psnr": None,
+        "baseline_psnr": 20.0,
+        "seconds_per_image": 1.0,
+        "images": 2,
+        "status": "done",
+        "reason": None,
     }
 
 
 def test_settings_read_as_they_ran() -> None:
-    config = {"method": "diffpir", "lambda_": 2.0, "zeta": 0.30000001, "iter_num": 20, "noise_sigma": 0.05, "skip_type": "quad"}
+    config = {
+        "method": "diffpir",
+        "lambda_": 2.0,
+        "zeta": 0.30000001,
+        "iter_num": 20,
+        "noise_sigma": 0.05,
+        "skip_type": "quad",
+    }
     assert key_settings(config) == {"lambda_": "2", "zeta": "0.3", "iter_num": "20"}
     assert settings_line(config) == "method diffpir · λ=2 · ζ=0.3 · steps=20"
 
@@ -32,8 +53,11 @@ def test_sweep_values_sort_by_number() -> None:
 
 
 def test_dpir_on_holes_is_marked_with_the_reason() -> None:
-    rows = [{**_row("dpir", 10.7, 0.5, task="inpaint-box"), "method": "dpir"}, {**_row("dpir", 30.0, 0.1, task="inpaint-random"), "method": "dpir"},
-            _row("diffpir", 28.0, 0.2, task="inpaint-box")]
+    rows = [
+        {**_row("dpir", 10.7, 0.5, task="inpaint-box"), "method": "dpir"},
+        {**_row("dpir", 30.0, 0.1, task="inpaint-random"), "method": "dpir"},
+        _row("diffpir", 28.0, 0.2, task="inpaint-box"),
+    ]
     notes = _notes(rows)
     assert len(notes) == 1 and notes[0].startswith("dpir on inpaint-box: DPIR cannot fill large holes")
 

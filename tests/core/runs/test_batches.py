@@ -29,7 +29,9 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_pixels(tiny_prior: Path, i
     images = image_writer(tmp_path / "img", 5)
     ids = sorted(images)
     job = parse_job({"input": "x", "output": "y", "task": {"kind": "sr", "scale": 2}, "sampler": {"iter_num": 2}})
-    inputs = inputs_from_arrays(job.task, ids, synthesise(job.task, ids, np.stack([images[i] for i in ids]), job.seed, {}))
+    inputs = inputs_from_arrays(
+        job.task, ids, synthesise(job.task, ids, np.stack([images[i] for i in ids]), job.seed, {})
+    )
     unet = load_prior(str(tiny_prior)).unet
     config = job.sampler_config()
     expected, size = restore_batchwise(unet, inputs, job.task, config, seed=0, batch_size=5, device="cpu")

@@ -43,7 +43,9 @@ def test_ddrm_refuses_a_non_circular_boundary_naming_the_field() -> None:
     with pytest.raises(JobError, match="task.boundary"):
         parse_job({**MINIMAL, "mode": "restore", "method": "ddrm", "task": {"kind": "sr", "scale": 2}})
     assert _job("restore", boundary="circular").method == "diffpir"
-    parse_job({**MINIMAL, "mode": "restore", "method": "ddrm", "task": {"kind": "sr", "scale": 2, "boundary": "circular"}})
+    parse_job(
+        {**MINIMAL, "mode": "restore", "method": "ddrm", "task": {"kind": "sr", "scale": 2, "boundary": "circular"}}
+    )
     with pytest.raises(JobError, match="task.boundary: Input should be 'circular' or 'reflect'"):
         parse_job({**MINIMAL, "task": {"kind": "deblur", "boundary": "wrap"}})
 

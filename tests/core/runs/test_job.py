@@ -87,7 +87,9 @@ def test_missing_required_fields_are_listed() -> None:
 
 def test_overrides_set_nested_fields_with_yaml_values(tmp_path: Path) -> None:
     (tmp_path / "job.yaml").write_text(yaml.safe_dump({**MINIMAL, "task": {"kind": "sr", "scale": 4}}))
-    job = load_job(tmp_path / "job.yaml", ["task.scale=2", "sampler.lambda_=3.5", "runner={kind: local, max_workers: 3}"])
+    job = load_job(
+        tmp_path / "job.yaml", ["task.scale=2", "sampler.lambda_=3.5", "runner={kind: local, max_workers: 3}"]
+    )
     assert job.task.scale == 2 and job.sampler == {"lambda_": 3.5}
     assert job.runner.max_workers == 3
     with pytest.raises(JobError, match="expected key=value"):
@@ -146,15 +148,25 @@ def test_credentials_never_reach_the_json_prefect_stores() -> None:
     from fastapi.encoders import jsonable_encoder
     from jsonschema import Draft202012Validator
 
-    options = {"endpoint_url": "http://e", "key": "AKIA123", "secret": "s3cr3t", "client_kwargs": {"aws_session_token": "t0k", "region_name": "r"}}
+    options = {
+        "endpoint_url": "http://e",
+        "key": "AKIA123",
+        "secret": "s3cr3t",
+        "client_kwargs": {"aws_session_token": "t0k", "region_name": "r"},
+    }
     job = parse_job({**MINIMAL, "storage_options": options})
     assert job.storage_options == options
     for stored in (json.dumps(jsonable_encoder(job)), job.model_dump_json(), job.to_yaml()):
         assert not {"AKIA123", "s3cr3t", "t0k"} & set(re.findall(r"\w+", stored)) and "http://e" in stored
-    assert jsonable_encoder(job)["storage_options"] == {"endpoint_url": "http://e", "client_kwargs": {"region_name": "r"}}
+    assert jsonable_encoder(job)["storage_options"] == {
+        "endpoint_url": "http://e",
+        "client_kwargs": {"region_name": "r"},
+    }
     schema = Draft202012Validator(Job.model_json_schema()["properties"]["storage_options"])
     assert schema.is_valid({"endpoint_url": "http://e", "client_kwargs": {}})
-    assert not schema.is_valid({"endpoint_url": "http://e", "secret": "s3cr3t"}) and not schema.is_valid({"key": "AKIA123"})
+    assert not schema.is_valid({"endpoint_url": "http://e", "secret": "s3cr3t"}) and not schema.is_valid(
+        {"key": "AKIA123"}
+    )
 
 
 def test_run_labels() -> None:
@@ -225,7 +237,8 @@ def test_dry_run_shows_where_each_sampler_value_comes_from_and_rejects_bad_scale
 
 
 def test_set_paths_resolve_from_where_the_command_is_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Paths in the job file resolve from its folder; paths given with --set from the current folder, ``~`` expanded."""
+    """Paths in the job file resolve from its folder; paths given with --set from the current folder, ``~``
+    expanded."""
     (tmp_path / "jobs").mkdir()
     job_file = tmp_path / "jobs" / "job.yaml"
     job_file.write_text(yaml.safe_dump({"input": "data/in", "output": "../out", "task": {"kind": "sr", "scale": 2}}))
@@ -235,13 +248,20 @@ def test_set_paths_resolve_from_where_the_command_is_typed(tmp_path: Path, monke
     job = load_job(job_file)
     assert (job.input, job.output) == (str(tmp_path / "jobs" / "data" / "in"), str(tmp_path / "out"))
     job = load_job(job_file, ["input=photos/raw", "output=~/results"])
-    assert (job.input, job.output) == (str(tmp_path / "typed-here" / "photos" / "raw"), str(tmp_path / "home" / "results"))
-    job = load_job(job_file, ["input=photos", "task={kind: inpaint, mask: box}"])  # a bare folder name is a folder here
+    assert (job.input, job.output) == (
+        str(tmp_path / "typed-here" / "photos" / "raw"),
+        str(tmp_path / "home" / "results"),
+    )
+    job = load_job(
+        job_file, ["input=photos", "task={kind: inpaint, mask: box}"]
+    )  # a bare folder name is a folder here
     assert (job.input, job.task.mask) == (str(tmp_path / "typed-here" / "photos"), "box")
 
 
 def test_an_unknown_field_suggests_the_close_one() -> None:
-    with pytest.raises(JobError, match=r"task\.noise_sgima: Extra inputs are not permitted; did you mean `noise_sigma`\?"):
+    with pytest.raises(
+        JobError, match=r"task\.noise_sgima: Extra inputs are not permitted; did you mean `noise_sigma`\?"
+    ):
         parse_job({"input": "/in", "output": "/out", "task": {"kind": "sr", "scale": 2, "noise_sgima": 0.05}})
     with pytest.raises(JobError, match=r"shard_sise: .*did you mean `shard_size`\?"):
         parse_job({"input": "/in", "output": "/out", "shard_sise": 4})

@@ -198,7 +198,8 @@ def reference_layout_unet(tiny_unet: nn.Module) -> ReferenceLayoutUNet:
 # --- Does this platform reproduce the reference's convolutions? -------------------------------------------
 
 END_TO_END_BOUND = 1e-5
-"""max |out − reference| of the tiny-UNet runs from the reference x_T on a bit-exact platform (docs/algorithm.md §10.3.4).
+"""max |out − reference| of the tiny-UNet runs from the reference x_T on a bit-exact platform (docs/algorithm.md
+§10.3.4).
 Used only where the probe found this platform's forwards equal to the reference's bit for bit: the run is then the
 reference's float32 arithmetic (measured: bitwise), so the bound does not depend on the CPU; elsewhere
 ``end_to_end_tolerance`` scales with the measured δ_fwd."""
@@ -290,12 +291,15 @@ class ConvolutionPlatform:
         )
 
     def record(self, record_property: Callable[[str, object], None], **measured: float) -> str:
-        """Record the mode, δ_fwd and the test's own numbers as JUnit properties; returns a line for assert messages."""
+        """Record the mode, δ_fwd and the test's own numbers as JUnit properties; returns a line for assert
+        messages."""
         record_property("convolution_platform", self.mode)
         record_property("unet_forward_discrepancy", self.forward_discrepancy)
         for key, value in measured.items():
             record_property(key, value)
-        numbers = ", ".join(f"{key} = {value}" if isinstance(value, int) else f"{key} = {value:.3e}" for key, value in measured.items())
+        numbers = ", ".join(
+            f"{key} = {value}" if isinstance(value, int) else f"{key} = {value:.3e}" for key, value in measured.items()
+        )
         return f"{self.describe()}; {numbers}" if numbers else self.describe()
 
 
@@ -323,10 +327,11 @@ def probe_convolution_platform(unet: nn.Module, name: str, case: dict, steps: in
             x = step["x_next"].contiguous()
     finally:
         torch.set_num_threads(before)
+    steps_probed = ", ".join(str(s["t_i"]) for s in case["trace"][:steps])
     return ConvolutionPlatform(
         bit_exact=exact,
         forward_discrepancy=0.0 if exact else discrepancy,
-        probed=f"the tiny UNet's forwards of case {name} at t = {', '.join(str(s['t_i']) for s in case['trace'][:steps])} "
+        probed=f"the tiny UNet's forwards of case {name} at t = {steps_probed} "
         f"({REFERENCE_THREADS} threads, reference layout)",
     )
 
@@ -368,7 +373,9 @@ class ForwardError(nn.Module):
         return out + delta * torch.randn(out.shape, generator=self.generator).to(out.device)
 
 
-def _probe_forwards(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, probed: str) -> ConvolutionPlatform:
+def _probe_forwards(
+    unet: nn.Module, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, probed: str
+) -> ConvolutionPlatform:
     """Compare ``unet``'s ε̂ (first 3 channels) on the stored inputs ``x``/``t``, one at a time, contiguous,
     single-threaded, with ``eps`` stored on the machine that made them: bit-exact, or δ_fwd = max |ε̂ − ε̂_stored|."""
     before = torch.get_num_threads()
@@ -379,7 +386,9 @@ def _probe_forwards(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, eps: torc
     finally:
         torch.set_num_threads(before)
     exact = torch.equal(ours, eps)
-    return ConvolutionPlatform(bit_exact=exact, forward_discrepancy=0.0 if exact else float((ours - eps).abs().max()), probed=probed)
+    return ConvolutionPlatform(
+        bit_exact=exact, forward_discrepancy=0.0 if exact else float((ours - eps).abs().max()), probed=probed
+    )
 
 
 @pytest.fixture(scope="session")
@@ -406,7 +415,9 @@ def fft_bit_exact(components: dict) -> bool:
 
 
 @pytest.fixture
-def fft_allowance(fft_bit_exact: bool) -> Callable[[Callable[[DiffPIRConfig], torch.Tensor], DiffPIRConfig, torch.Tensor], float]:
+def fft_allowance(
+    fft_bit_exact: bool,
+) -> Callable[[Callable[[DiffPIRConfig], torch.Tensor], DiffPIRConfig, torch.Tensor], float]:
     """``fft_allowance(run, config, out)``: 0 where the FFT is bit-exact; elsewhere 2·|out − run(config with a
     float64 data step)|: ours and the reference each carry their own FFT rounding, about the size of ours."""
 

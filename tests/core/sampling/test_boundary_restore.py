@@ -79,8 +79,15 @@ def test_every_method_samples_on_the_canvas_or_refuses(method):
     # DiffPIR, DPS and DPIR run on the canvas (not a multiple of the UNet's factor here) and return the frame;
     # DDRM, which needs an SVD, refuses before any network call.
     torch.set_num_threads(1)
-    unet = random_unet(0, image_size=32, num_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions="16",
-                       learn_sigma=True).eval()
+    unet = random_unet(
+        0,
+        image_size=32,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult=(1, 2),
+        attention_resolutions="16",
+        learn_sigma=True,
+    ).eval()
     op = SuperResolution(2, kernel=gaussian_kernel(5, 1.0), boundary="reflect")
     y = torch.rand(1, 3, 11, 13, generator=torch.Generator().manual_seed(0))
     settings = {"diffpir": {"iter_num": 2}, "dps": {"num_steps": 2}, "dpir": {"iter_num": 2}, "ddrm": {"timesteps": 2}}

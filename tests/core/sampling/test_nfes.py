@@ -16,8 +16,15 @@ class CountingUNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.unet = random_unet(seed=0, image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,1",
-                                attention_resolutions="", learn_sigma=True)
+        self.unet = random_unet(
+            seed=0,
+            image_size=32,
+            num_channels=32,
+            num_res_blocks=1,
+            channel_mult="1,1",
+            attention_resolutions="",
+            learn_sigma=True,
+        )
         self.downsample_factor = getattr(self.unet, "downsample_factor", None)
         self.calls = 0
 
@@ -42,9 +49,13 @@ def test_network_calls_equal_the_reported_nfes(settings: dict) -> None:
     x = torch.rand(2, 3, 32, 32)
     operator = Inpainting(random_mask(32, 32, seed=1)[None, None].expand(2, 1, 32, 32))
     config = DiffPIRConfig(**settings, noise_sigma=0.0)
-    diffpir_sample(counting, operator, operator.A(x), config, generator=[torch.Generator().manual_seed(i) for i in range(2)])
-    assert counting.calls == config.nfes == network_calls(
-        config.iter_num, config.skip_type, config.t_start, config.iter_num_U
+    diffpir_sample(
+        counting, operator, operator.A(x), config, generator=[torch.Generator().manual_seed(i) for i in range(2)]
+    )
+    assert (
+        counting.calls
+        == config.nfes
+        == network_calls(config.iter_num, config.skip_type, config.t_start, config.iter_num_U)
     )
     steps = len(visited_timesteps(config.iter_num, config.skip_type, config.t_start))
     if config.iter_num_U > 1:

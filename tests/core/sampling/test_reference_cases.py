@@ -57,8 +57,13 @@ def test_x_T_is_built_like_the_reference(name, ref_cases, oracle_for, stored_sch
     config = ref_cases.config(case).model_copy(update={"iter_num": 1})  # one step: only x_T matters here
     model = oracle_for(case)
     diffpir_sample(
-        model, ref_cases.operator(case), ref_cases.measurement(case), config, generator=ref_cases.x_T_generator(name),
-        schedule=stored_schedule, callback=lambda step: seen.append(step.x),
+        model,
+        ref_cases.operator(case),
+        ref_cases.measurement(case),
+        config,
+        generator=ref_cases.x_T_generator(name),
+        schedule=stored_schedule,
+        callback=lambda step: seen.append(step.x),
     )
     # x_T = a·P(init) + b·n: a few float32 operations per pixel, whose order (or FMA contraction) differs between
     # CPUs' kernels by the last roundings; SR's init is a bicubic upscaling (OpenCV in the reference), equal up to
@@ -71,8 +76,12 @@ def test_oracle_network_matches_reference_and_its_psnr(name, ref_cases, oracle_f
     case = ref_cases.case(name)
     model = oracle_for(case)
     out = diffpir_sample(
-        model, ref_cases.operator(case), ref_cases.measurement(case), ref_cases.config(case),
-        generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
+        model,
+        ref_cases.operator(case),
+        ref_cases.measurement(case),
+        ref_cases.config(case),
+        generator=ref_cases.x_T_generator(name),
+        schedule=stored_schedule,
     )
     # Ours and the reference each carry their own float32 rounding of the data step, amplified by the early small
     # ρ; this machine's is measured as the run's change with the data step in float64 (S64), and the reference's
@@ -80,8 +89,12 @@ def test_oracle_network_matches_reference_and_its_psnr(name, ref_cases, oracle_f
     # reference's machine; 1.7–2.8e-5 = 0.29–0.48·S64 on an Intel Xeon whose FFT rounds differently.
     config = ref_cases.config(case)
     exact = diffpir_sample(
-        model, ref_cases.operator(case), ref_cases.measurement(case), config.model_copy(update={"data_step_dtype": "float64"}),
-        generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
+        model,
+        ref_cases.operator(case),
+        ref_cases.measurement(case),
+        config.model_copy(update={"data_step_dtype": "float64"}),
+        generator=ref_cases.x_T_generator(name),
+        schedule=stored_schedule,
     )
     diff, tolerance = _max_abs(out, case["out_x0_oracle_zeta0"]), max(1e-5, 2 * _max_abs(out, exact))
     assert diff <= tolerance, f"max |out − reference| {diff:.3e} > {tolerance:.3e}"
@@ -92,7 +105,13 @@ def test_oracle_network_matches_reference_and_its_psnr(name, ref_cases, oracle_f
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
 def test_tiny_unet_bitwise_in_reference_layout(
-    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads, convolution_platform, fft_allowance,
+    name,
+    ref_cases,
+    reference_layout_unet,
+    stored_schedule,
+    reference_threads,
+    convolution_platform,
+    fft_allowance,
     record_property,
 ):
     """With the network evaluated as the reference did (2 threads, its memory layouts), ζ = 0 from the
@@ -102,7 +121,11 @@ def test_tiny_unet_bitwise_in_reference_layout(
 
     def run(config):
         return diffpir_sample(
-            reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case), config, x_T=case["x_T"],
+            reference_layout_unet,
+            ref_cases.operator(case),
+            ref_cases.measurement(case),
+            config,
+            x_T=case["x_T"],
             schedule=stored_schedule,
         )
 
@@ -115,7 +138,13 @@ def test_tiny_unet_bitwise_in_reference_layout(
 
 @pytest.mark.parametrize("name", ["deblur_gaussian", "inpaint_box"])
 def test_tiny_unet_stochastic_run_bitwise(
-    name, ref_cases, reference_layout_unet, stored_schedule, reference_threads, convolution_platform, fft_allowance,
+    name,
+    ref_cases,
+    reference_layout_unet,
+    stored_schedule,
+    reference_threads,
+    convolution_platform,
+    fft_allowance,
     record_property,
 ):
     """ζ > 0 with a CPU generator seeded 0 (ζ = 0.3 uses both noise terms, ζ = 1 only n₂): the sampler's
@@ -125,13 +154,20 @@ def test_tiny_unet_stochastic_run_bitwise(
 
     def run(config):
         return diffpir_sample(
-            reference_layout_unet, ref_cases.operator(case), ref_cases.measurement(case), config, x_T=case["x_T"],
-            generator=[torch.Generator().manual_seed(0)], schedule=stored_schedule,
+            reference_layout_unet,
+            ref_cases.operator(case),
+            ref_cases.measurement(case),
+            config,
+            x_T=case["x_T"],
+            generator=[torch.Generator().manual_seed(0)],
+            schedule=stored_schedule,
         )
 
     out = run(ref_cases.config(case, stochastic=True))
     diff = _max_abs(out, case["out_x0_stochastic_seed0"])
-    tolerance = convolution_platform.end_to_end_tolerance() + fft_allowance(run, ref_cases.config(case, stochastic=True), out)
+    tolerance = convolution_platform.end_to_end_tolerance() + fft_allowance(
+        run, ref_cases.config(case, stochastic=True), out
+    )
     note = convolution_platform.record(record_property, max_abs_diff=diff, tolerance=tolerance)
     assert diff <= tolerance, note
 
@@ -152,7 +188,9 @@ def test_stochastic_updates_replay_reference_trace(name, ref_cases, stored_sched
 
 
 @pytest.mark.parametrize("name", list(ORACLE_PSNR))
-def test_tiny_unet_teacher_forced_steps(name, ref_cases, tiny_unet, stored_schedule, convolution_platform, record_property):
+def test_tiny_unet_teacher_forced_steps(
+    name, ref_cases, tiny_unet, stored_schedule, convolution_platform, record_property
+):
     """Each step from the reference's own state, with the sampler's contiguous network input
     (docs/algorithm.md §10.3.5): x̃0 within 1e-6 + c2_t·δ_ε (δ_ε = 1e-5, the network's float32 accuracy, on a
     bit-exact platform; 1e-5 + 3·δ_fwd elsewhere), x̂0 within 1e-6 + 2e-7/ρ_t, the update within 1e-6 (both
@@ -198,8 +236,12 @@ def test_tiny_unet_end_to_end_stays_near_reference(
 
     def run(config):
         return diffpir_sample(
-            tiny_unet, ref_cases.operator(case), ref_cases.measurement(case), config,
-            generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
+            tiny_unet,
+            ref_cases.operator(case),
+            ref_cases.measurement(case),
+            config,
+            generator=ref_cases.x_T_generator(name),
+            schedule=stored_schedule,
         )
 
     out = run(ref_cases.config(case))
@@ -240,8 +282,13 @@ def test_fast_numerics_stay_within_the_stated_tolerance(
 
     def run(config):
         return diffpir_sample(
-            tiny_unet, ref_cases.operator(case), ref_cases.measurement(case), config, x_T=case["x_T"],
-            generator=[torch.Generator().manual_seed(0)], schedule=stored_schedule,
+            tiny_unet,
+            ref_cases.operator(case),
+            ref_cases.measurement(case),
+            config,
+            x_T=case["x_T"],
+            generator=[torch.Generator().manual_seed(0)],
+            schedule=stored_schedule,
         )
 
     out = run(config)
@@ -261,8 +308,12 @@ def test_sr_with_our_own_bicubic_kernel(ref_cases, oracle_for, stored_schedule):
     by 7.4e-3 (measured) and keeps the reference's oracle PSNR (35.55 vs 35.59 dB)."""
     case = ref_cases.case("sr_x4_bicubic")
     out = diffpir_sample(
-        oracle_for(case), SuperResolution(4), ref_cases.measurement(case), ref_cases.config(case),
-        generator=ref_cases.x_T_generator("sr_x4_bicubic"), schedule=stored_schedule,
+        oracle_for(case),
+        SuperResolution(4),
+        ref_cases.measurement(case),
+        ref_cases.config(case),
+        generator=ref_cases.x_T_generator("sr_x4_bicubic"),
+        schedule=stored_schedule,
     )
     assert _max_abs(out, case["out_x0_oracle_zeta0"]) <= 2e-2
     value = psnr(float_to_uint8(out)[0], case["gt_uint8"].numpy(), border=ref_cases.psnr_border(case))
@@ -276,8 +327,12 @@ def test_oracle_on_cuda_with_cpu_generators(name, ref_cases, oracle_for, stored_
     (docs/algorithm.md §10.4); CPU generators give the CPU noise on any device."""
     case = ref_cases.case(name)
     out = diffpir_sample(
-        oracle_for(case).cuda(), ref_cases.operator(case), ref_cases.measurement(case).cuda(), ref_cases.config(case),
-        generator=ref_cases.x_T_generator(name), schedule=stored_schedule,
+        oracle_for(case).cuda(),
+        ref_cases.operator(case),
+        ref_cases.measurement(case).cuda(),
+        ref_cases.config(case),
+        generator=ref_cases.x_T_generator(name),
+        schedule=stored_schedule,
     )
     assert out.device.type == "cuda"
     assert _max_abs(out.cpu(), case["out_x0_oracle_zeta0"]) <= 1e-4

@@ -55,8 +55,12 @@ def test_callback_sees_every_visited_step(ref_cases, oracle_for):
     config = ref_cases.config(case)
     seen = []
     out = diffpir_sample(
-        oracle_for(case), ref_cases.operator(case), ref_cases.measurement(case), config,
-        generator=ref_cases.x_T_generator("sr_x4_bicubic"), callback=lambda step: seen.append((step.i, step.t, step.x)),
+        oracle_for(case),
+        ref_cases.operator(case),
+        ref_cases.measurement(case),
+        config,
+        generator=ref_cases.x_T_generator("sr_x4_bicubic"),
+        callback=lambda step: seen.append((step.i, step.t, step.x)),
     )
     assert [(i, t) for i, t, _ in seen] == list(enumerate(visited_timesteps(config.iter_num)))
     assert torch.equal(out, seen[-1][2] / 2 + 0.5)
@@ -142,8 +146,12 @@ def test_t_start_builds_x_T_lower_and_skips_earlier_steps(ref_cases, oracle_for)
     config = ref_cases.config(case).model_copy(update={"t_start": 114})
     seen = []
     out = diffpir_sample(
-        oracle_for(case), ref_cases.operator(case), ref_cases.measurement(case), config,
-        generator=[torch.Generator().manual_seed(0)], callback=lambda step: seen.append(step.t),
+        oracle_for(case),
+        ref_cases.operator(case),
+        ref_cases.measurement(case),
+        config,
+        generator=[torch.Generator().manual_seed(0)],
+        callback=lambda step: seen.append(step.t),
     )
     assert seen == [57, 0]
     assert psnr(float_to_uint8(out)[0], case["gt_uint8"].numpy()) > 30.0
@@ -170,7 +178,14 @@ def test_reference_order_noise_of_a_batch_is_each_images_own_draw():
     """One generator per image, drawn for the whole batch at once (one transform): the same values as each image
     drawn alone, so results stay independent of the batch they ran in."""
     shape = torch.Size((5, 3, 24, 40))
-    batch = NoiseSource([torch.Generator().manual_seed(seed) for seed in range(5)], 5, torch.device("cpu"), reference_order=True)
-    alone = [NoiseSource(torch.Generator().manual_seed(seed), 1, torch.device("cpu"), reference_order=True) for seed in range(5)]
+    batch = NoiseSource(
+        [torch.Generator().manual_seed(seed) for seed in range(5)], 5, torch.device("cpu"), reference_order=True
+    )
+    alone = [
+        NoiseSource(torch.Generator().manual_seed(seed), 1, torch.device("cpu"), reference_order=True)
+        for seed in range(5)
+    ]
     for _ in range(3):
-        assert torch.equal(batch.draw(shape), torch.cat([source.draw(torch.Size((1, *shape[1:]))) for source in alone]))
+        assert torch.equal(
+            batch.draw(shape), torch.cat([source.draw(torch.Size((1, *shape[1:]))) for source in alone])
+        )

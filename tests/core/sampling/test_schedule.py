@@ -54,8 +54,11 @@ def test_from_tensors_refuses_mismatched_tables(components):
     s = components["schedule"]
     with pytest.raises(ValueError, match="same length"):
         Schedule.from_tensors(
-            betas=s["betas"][:10], alphas_cumprod=s["alphas_cumprod"], sqrt_alphas_cumprod=s["sqrt_alphas_cumprod"],
-            sqrt_one_minus_alphas_cumprod=s["sqrt_1m_alphas_cumprod"], sigma_bar=s["reduced_alpha_cumprod"],
+            betas=s["betas"][:10],
+            alphas_cumprod=s["alphas_cumprod"],
+            sqrt_alphas_cumprod=s["sqrt_alphas_cumprod"],
+            sqrt_one_minus_alphas_cumprod=s["sqrt_1m_alphas_cumprod"],
+            sigma_bar=s["reduced_alpha_cumprod"],
         )
 
 
@@ -76,7 +79,9 @@ def test_visited_step_counts_and_t_start():
         visited_timesteps(0)
 
 
-@pytest.mark.parametrize("name", ["sr_x4_bicubic", "deblur_gaussian", "deblur_motion", "inpaint_box", "inpaint_random"])
+@pytest.mark.parametrize(
+    "name", ["sr_x4_bicubic", "deblur_gaussian", "deblur_motion", "inpaint_box", "inpaint_random"]
+)
 def test_trace_timesteps_exact_and_rho_to_ulps(name, ref_cases):
     """Visited t exactly; ρ = fl(1/fl(σ̄²))·w bitwise where σ̄ is (the reference machine), else within the
     relative error of a σ̄ off by 2 ulps: 2·2 + 2 roundings ≤ 6·eps."""

@@ -74,8 +74,12 @@ def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def _layout(t: torch.Tensor) -> dict[str, Any]:
-    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "stride": list(t.stride()),
-            "storage_offset": t.storage_offset()}
+    return {
+        "shape": list(t.shape),
+        "dtype": str(t.dtype).removeprefix("torch."),
+        "stride": list(t.stride()),
+        "storage_offset": t.storage_offset(),
+    }
 
 
 def _with_layout(values: torch.Tensor, layout: dict[str, Any]) -> torch.Tensor:
@@ -131,8 +135,10 @@ def _is_derived(obj: Any) -> bool:
 def _fill(record: dict[str, Any], values: torch.Tensor, where: str) -> torch.Tensor:
     """The recomputed tensor, checked against the reference's digest and laid out as the reference's."""
     if list(values.shape) != record["shape"] or str(values.dtype).removeprefix("torch.") != record["dtype"]:
-        raise ValueError(f"{where}: recomputed {record['__derived__']} has {values.dtype} {list(values.shape)}, "
-                         f"the reference {record['dtype']} {record['shape']}")
+        raise ValueError(
+            f"{where}: recomputed {record['__derived__']} has {values.dtype} {list(values.shape)}, "
+            f"the reference {record['dtype']} {record['shape']}"
+        )
     if tensor_digest(values) != record["sha256"]:
         raise ValueError(
             f"{where}: the recomputed {record['__derived__']} is not bit-identical to the reference tensor on "
@@ -250,12 +256,15 @@ def compact_case(case: dict[str, Any], index: int) -> dict[str, Any]:
         steps = []
         for step in case[trace_key]:
             last = step["t_im1"] is None
-            steps.append({
-                **step,
-                # the data step's FFT rounds differently from one CPU's FFT code path to another's: its bits are kept
-                "x0_hat": _derived(step["x0_hat"], "copy of x0_model") if last else step["x0_hat"],
-                "x_next": _derived(step["x_next"], "copy of the previous x_next" if last else "update"),
-            })
+            steps.append(
+                {
+                    **step,
+                    # the data step's FFT rounds differently from one CPU's FFT code path to another's: its bits are
+                    # kept
+                    "x0_hat": _derived(step["x0_hat"], "copy of x0_model") if last else step["x0_hat"],
+                    "x_next": _derived(step["x_next"], "copy of the previous x_next" if last else "update"),
+                }
+            )
         out[trace_key] = steps
         out[out_key] = _derived(case[out_key], "last x_next / 2 + 0.5")
     return out
@@ -265,10 +274,13 @@ def expand_case(compact: dict[str, Any], schedule: dict[str, torch.Tensor], name
     """The full reference case: every omitted tensor recomputed and checked against the reference's digest."""
     case = dict(compact)
     rec = case["x_T_noise"]
-    case["x_T_noise"] = _fill(rec, torch.randn(rec["shape"], generator=torch.Generator().manual_seed(rec["seed"])),
-                              f"{name}.x_T_noise")
-    for trace_key, hp_key, out_key in (("trace", "hp", "out_x0"),
-                                       ("trace_stochastic_seed0", "hp_stochastic", "out_x0_stochastic_seed0")):
+    case["x_T_noise"] = _fill(
+        rec, torch.randn(rec["shape"], generator=torch.Generator().manual_seed(rec["seed"])), f"{name}.x_T_noise"
+    )
+    for trace_key, hp_key, out_key in (
+        ("trace", "hp", "out_x0"),
+        ("trace_stochastic_seed0", "hp_stochastic", "out_x0_stochastic_seed0"),
+    ):
         hp = case[hp_key]
         draw = _reference_noise(torch.Generator().manual_seed(0))
         x = case["x_T"]
@@ -283,8 +295,11 @@ def expand_case(compact: dict[str, Any], schedule: dict[str, torch.Tensor], name
             else:
                 x0_hat = step["x0_hat"]
                 draw(x.shape)  # the network call's discarded draw
-                x = _fill(step["x_next"], _update(x, x0_hat, step["t_i"], step["t_im1"], schedule, hp, draw),
-                          f"{where}.x_next")
+                x = _fill(
+                    step["x_next"],
+                    _update(x, x0_hat, step["t_i"], step["t_im1"], schedule, hp, draw),
+                    f"{where}.x_next",
+                )
                 step["x0_hat"], step["x_next"] = x0_hat, x
             steps.append(step)
         case[trace_key] = steps
@@ -306,15 +321,28 @@ def build(full: Path, out: Path = HERE) -> None:
     for index, name in enumerate(CASES):
         save_xz(compact_case(torch.load(ref / f"{name}.pt", weights_only=True), index), cref / f"{name}.pt.xz")
     tiny = torch.load(ref / TINY_UNET, weights_only=True)
-    (cref / "tiny_unet_state_dict.json").write_text(json.dumps({
-        "format": FORMAT, "file": TINY_UNET, "recipe": TINY_RECIPE, "num_tensors": len(tiny),
-        "num_params": sum(v.numel() for v in tiny.values()), "state_dict_sha256": state_dict_digest(tiny),
-    }, indent=1) + "\n")
+    (cref / "tiny_unet_state_dict.json").write_text(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "file": TINY_UNET,
+                "recipe": TINY_RECIPE,
+                "num_tensors": len(tiny),
+                "num_params": sum(v.numel() for v in tiny.values()),
+                "state_dict_sha256": state_dict_digest(tiny),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     for name in SMALL_VECTORS:
         bundle = torch.load(full / f"guided_unet_small_{name}.pt", weights_only=True)
         state_dict = bundle["state_dict"]
-        bundle["state_dict"] = {"__weights__": SMALL_RECIPE, "sha256": state_dict_digest(state_dict),
-                                "num_tensors": len(state_dict)}
+        bundle["state_dict"] = {
+            "__weights__": SMALL_RECIPE,
+            "sha256": state_dict_digest(state_dict),
+            "num_tensors": len(state_dict),
+        }
         save_xz(bundle, out / f"guided_unet_small_{name}.pt.xz")
 
 
@@ -370,9 +398,12 @@ def _differences(a: Any, b: Any, where: str) -> Iterator[str]:
 def verify(full: Path, work: Path) -> list[str]:
     """Expand the compact set into ``work`` and list its differences from the full set (none expected)."""
     expand(work)
-    files = [*MANIFESTS, *(f"guided_unet_small_{n}.pt" for n in SMALL_VECTORS),
-             *(f"{REFERENCE}/{n}" for n in ("summary.json", "components.pt", TINY_UNET)),
-             *(f"{REFERENCE}/{n}.pt" for n in CASES)]
+    files = [
+        *MANIFESTS,
+        *(f"guided_unet_small_{n}.pt" for n in SMALL_VECTORS),
+        *(f"{REFERENCE}/{n}" for n in ("summary.json", "components.pt", TINY_UNET)),
+        *(f"{REFERENCE}/{n}.pt" for n in CASES),
+    ]
     problems = []
     for rel in files:
         if rel.endswith(".json"):

@@ -28,7 +28,11 @@ def vector_platform(official_vectors: dict, vector_unet: nn.Module, probe_forwar
     900) bit for bit, and δ_fwd where it does not; probed once per session."""
     probe = official_vectors["unet_probe"]
     return probe_forwards(
-        vector_unet, probe["x"], probe["t"], probe["eps"], probed="the vectors' tiny UNet at t = 950, 900 (1 thread, contiguous)"
+        vector_unet,
+        probe["x"],
+        probe["t"],
+        probe["eps"],
+        probed="the vectors' tiny UNet at t = 950, 900 (1 thread, contiguous)",
     )
 
 

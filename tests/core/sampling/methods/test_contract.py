@@ -104,15 +104,25 @@ def test_a_batch_restores_as_its_images_one_by_one(name, task, clean32, vector_u
     seeds = [3, 4]
 
     def singles(measurement: torch.Tensor) -> torch.Tensor:
-        return torch.cat([
-            restore_with(name, network, single_ops[i], measurement[i : i + 1], _config(name, task, sigmas[i], QUICK),
-                         generator=_generators([seeds[i]]))
-            for i in range(2)
-        ])
+        return torch.cat(
+            [
+                restore_with(
+                    name,
+                    network,
+                    single_ops[i],
+                    measurement[i : i + 1],
+                    _config(name, task, sigmas[i], QUICK),
+                    generator=_generators([seeds[i]]),
+                )
+                for i in range(2)
+            ]
+        )
 
     batch = restore_with(name, network, op, y, _config(name, task, sigmas, QUICK), generator=_generators(seeds))
     alone = singles(y)
-    one_ulp = max(float((singles(torch.nextafter(y, torch.full_like(y, bound))) - alone).abs().max()) for bound in (-1.0, 2.0))
+    one_ulp = max(
+        float((singles(torch.nextafter(y, torch.full_like(y, bound))) - alone).abs().max()) for bound in (-1.0, 2.0)
+    )
     difference = float((batch - alone).abs().max())
     record_property("batch_minus_singles", difference)
     record_property("one_ulp_response", one_ulp)
@@ -158,7 +168,8 @@ def test_the_callback_reports_each_step_once(name, small_task, vector_unet):
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_a_wrong_x_T_is_refused(name, small_task):
-    """A method that starts from a given x_T refuses one of another shape; a method without a start state takes none."""
+    """A method that starts from a given x_T refuses one of another shape; a method without a start state takes
+    none."""
     op, y = small_task("sr", 0.0)
     config = _config(name, "sr", 0.0, QUICK)
     sample = get_method(name).sample
@@ -177,11 +188,34 @@ def test_a_fifth_method_is_under_the_contract(tmp_path):
     plugin = Path(__file__).with_name("throwaway_method.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin.parent), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", __file__, "-p", plugin.stem, "-k", "(one_step or diffpir) and not fifth", "-v",
-         "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "pytest")],
-        capture_output=True, text=True, env=env, cwd=Path(__file__).parents[4], timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            __file__,
+            "-p",
+            plugin.stem,
+            "-k",
+            "(one_step or diffpir) and not fifth",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "--basetemp",
+            str(tmp_path / "pytest"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[4],
+        timeout=300,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    passed = {line.split("::")[1].split(" ")[0] for line in run.stdout.splitlines() if line.endswith("PASSED") or " PASSED " in line}
+    passed = {
+        line.split("::")[1].split(" ")[0]
+        for line in run.stdout.splitlines()
+        if line.endswith("PASSED") or " PASSED " in line
+    }
     fifth = {test for test in passed if "one_step" in test}
-    assert fifth and fifth == {test.replace("diffpir", "one_step") for test in passed if "diffpir" in test}, sorted(passed)
+    assert fifth and fifth == {test.replace("diffpir", "one_step") for test in passed if "diffpir" in test}, sorted(
+        passed
+    )

@@ -36,8 +36,14 @@ def test_noiseless_measured_coordinates_follow_y(clean32, vector_unet):
     op = Inpainting(box_mask(32, 32, 8, 10, 14, 12))
     y = op.A(clean32)
     states = []
-    ddrm_sample(vector_unet, op, y, DDRMConfig(), generator=[torch.Generator().manual_seed(0)],
-                callback=lambda step: states.append(step.x))
+    ddrm_sample(
+        vector_unet,
+        op,
+        y,
+        DDRMConfig(),
+        generator=[torch.Generator().manual_seed(0)],
+        callback=lambda step: states.append(step.x),
+    )
     known = op.mask.bool().expand(1, 3, -1, -1)
     x_0 = states[-2] / 2 + 0.5  # the state at t = 0, reached from t = 50 (√ᾱ_0 = 0.99995)
     assert float((x_0 - y)[known].abs().max()) < 0.05

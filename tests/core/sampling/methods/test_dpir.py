@@ -43,4 +43,3 @@ def test_denoiser_runs_at_the_timestep_of_each_sigma(small_task, vector_unet):
     dpir_pnp_sample(vector_unet, op, y, config, callback=lambda step: seen.append(step.t))
     schedule = reference_schedule()
     assert seen == [schedule.nearest_timestep(2 * s) for s in config.schedule(0.05)[0]]
-

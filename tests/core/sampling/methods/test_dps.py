@@ -13,7 +13,13 @@ from diffpir_core.sampling import METHODS, DPSConfig, dps_sample
 from diffpir_core.sampling.dps import measurement_gradient, respaced_timesteps
 from diffpir_core.task_kinds import TASK_KINDS
 
-SMALL_UNET = {"image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1", "attention_resolutions": ""}
+SMALL_UNET = {
+    "image_size": 32,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,1",
+    "attention_resolutions": "",
+}
 
 
 class SmoothEpsNet(nn.Module):
@@ -74,7 +80,9 @@ def test_defaults_and_costs():
     assert (config.scale, config.num_steps, config.variance) == (0.3, 1000, "learned_range")
     assert config.nfes == 1000 and METHODS["dps"].backward_passes(config) == 1000
     assert {kind: cls.PRESETS["dps"] for kind, cls in TASK_KINDS.items() if "dps" in cls.PRESETS} == {
-        "sr": {"scale": 0.3}, "deblur": {"scale": 0.3}, "inpaint": {"scale": 0.5}
+        "sr": {"scale": 0.3},
+        "deblur": {"scale": 0.3},
+        "inpaint": {"scale": 0.5},
     }
     assert not METHODS["dps"].requires_svd
 
@@ -86,4 +94,3 @@ def test_learned_variance_needs_variance_channels(small_task):
         dps_sample(unet, op, y, DPSConfig(num_steps=2))
     out = dps_sample(unet, op, y, DPSConfig(num_steps=2, variance="fixed_large"))
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
-

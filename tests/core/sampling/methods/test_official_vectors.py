@@ -55,7 +55,8 @@ tiny-UNet outputs by 2.6e-4 … 0.28, 3–1000× the bound on the default ISA (s
 
 INJECTION_SEEDS = (0, 1, 2)
 X_T_MOVES = 6
-"""DPS with the tiny UNet only: x_T moved by 1e-7·ξ (a float32 rounding of x_T), six times. DPS with the random tiny UNet is
+"""DPS with the tiny UNet only: x_T moved by 1e-7·ξ (a float32 rounding of x_T), six times. DPS with the random tiny
+UNet is
 chaotic (deblurring: runs end in one of two outputs 0.033 apart, depending on rounding), which per-forward
 errors of rounding size may not reveal on a given machine; its end-to-end bound is weak there and the
 teacher-forced check carries the mutations."""
@@ -129,8 +130,12 @@ def test_teacher_forced_steps_match_official(
             bound = STEP_FACTOR * delta + STEP_ROUNDING_ULPS * U * max(1.0, float(expected.abs().max()))
             diff = float((ours - expected).abs().max())
             worst = max(worst, (diff / bound, diff, k))
-            assert diff <= bound, vector_platform.record(record_property, step=k, max_abs_diff=diff, tolerance=bound, delta_k=delta)
-    vector_platform.record(record_property, worst_share_of_tolerance=worst[0], worst_diff=worst[1], worst_step=worst[2])
+            assert diff <= bound, vector_platform.record(
+                record_property, step=k, max_abs_diff=diff, tolerance=bound, delta_k=delta
+            )
+    vector_platform.record(
+        record_property, worst_share_of_tolerance=worst[0], worst_diff=worst[1], worst_step=worst[2]
+    )
 
 
 def _run(case: dict, model: nn.Module, operator, x_T: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,7 +146,9 @@ def _run(case: dict, model: nn.Module, operator, x_T: torch.Tensor | None = None
     return dps_sample(model, operator, case["y"], _config(case), x_T=x_T, generator=generator)
 
 
-@pytest.mark.parametrize("case_id", [pytest.param(c, marks=pytest.mark.slow) if c.startswith("dps:") else c for c in CASES])
+@pytest.mark.parametrize(
+    "case_id", [pytest.param(c, marks=pytest.mark.slow) if c.startswith("dps:") else c for c in CASES]
+)
 def test_end_to_end_within_measured_sensitivity(
     case_id, official_vectors, vector_network, operator_from_spec, vector_platform, forward_error, record_property
 ):

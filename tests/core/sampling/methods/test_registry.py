@@ -40,7 +40,10 @@ def test_every_method_has_a_sampler_config_and_costs():
     assert nfes == {"diffpir": 100, "dps": 1000, "ddrm": 20, "dpir": 8}
     assert {name for name, method in METHODS.items() if method.requires_svd} == {"ddrm"}
     assert {name: method.backward_passes(method.config()) for name, method in METHODS.items()} == {
-        "diffpir": 0, "dps": 1000, "ddrm": 0, "dpir": 0
+        "diffpir": 0,
+        "dps": 1000,
+        "ddrm": 0,
+        "dpir": 0,
     }
     assert METHODS["dps"].config is DPSConfig and callable(METHODS["dps"].sample)
 
@@ -99,8 +102,14 @@ def test_every_method_takes_the_prior_card_layer(tmp_path: Path):
     assert (dps.nfes, dps.backward_passes, dps.method) == (50, 50, "dps")
     assert resolve_job_sampler(sr, "dpir", prior, {}).config.iter_num == 24  # the card says nothing on dpir sr
     old_shape = resolve_job_sampler(sr, "diffpir", prior, {"iter_num": 10})
-    assert (old_shape.config.zeta, old_shape.sources["zeta"], old_shape.config.iter_num) == (0.5, f"prior card ({prior})", 10)
-    (tmp_path / "mine.json").write_text('{"sampler": {"diffpir": {"sr": {"zeta": 0.6}}, "ddrm": {"sr": {"eta": 0.5}}}}')
+    assert (old_shape.config.zeta, old_shape.sources["zeta"], old_shape.config.iter_num) == (
+        0.5,
+        f"prior card ({prior})",
+        10,
+    )
+    (tmp_path / "mine.json").write_text(
+        '{"sampler": {"diffpir": {"sr": {"zeta": 0.6}}, "ddrm": {"sr": {"eta": 0.5}}}}'
+    )
     assert resolve_job_sampler(sr, "diffpir", prior, {}).config.zeta == 0.6
     assert resolve_job_sampler(sr, "ddrm", prior, {}).config.eta == 0.5
     (tmp_path / "mine.json").write_text('{"sampler": {"dps": {"sr": 3}}}')

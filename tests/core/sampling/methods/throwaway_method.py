@@ -29,8 +29,14 @@ class OneStepConfig(BaseModel):
 
 
 def one_step_sample(
-    model: nn.Module, operator: Operator, y: torch.Tensor, config: OneStepConfig, *,
-    x_T: torch.Tensor | None = None, generator: common.GeneratorArg = None, callback: common.StepCallback | None = None,
+    model: nn.Module,
+    operator: Operator,
+    y: torch.Tensor,
+    config: OneStepConfig,
+    *,
+    x_T: torch.Tensor | None = None,
+    generator: common.GeneratorArg = None,
+    callback: common.StepCallback | None = None,
 ) -> torch.Tensor:
     y = common.as_image_batch(y)
     predictor = common.as_predictor(model)
