@@ -1,4 +1,4 @@
-"""Run names that say what runs: ``sr4-faces-evaluate``, ``deblur-gaussian-imagenet-restore-shards``."""
+"""Run names that say what runs: ``sr4-faces-evaluate``, ``deblur-gaussian-imagenet-evaluate-shards``."""
 
 import re
 
