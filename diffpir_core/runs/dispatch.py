@@ -27,7 +27,7 @@ def auto_unit_shards(job: Job) -> int:
 
 
 def gpus_per_task(job: Job, device: str) -> int:
-    """GPU resources one shard task asks for: the runner's setting, else 1 on CUDA and 0 elsewhere."""
+    """GPU resources one work unit asks for: the runner's setting, else 1 on CUDA and 0 elsewhere."""
     spec = job.runner
     if not isinstance(spec, DaskRunner):
         return 0
@@ -59,7 +59,7 @@ def check_gpu_workers(task_runner: Any, gpus: int, wait_s: float) -> None:
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     seen = ", ".join(f"{a}: GPU={v:g}" for a, v in sorted(capacity.items())) or "no workers"
     raise RuntimeError(
-        f"each shard task asks for GPU={gpus}, but no Dask worker offers that after {wait_s:g} s ({seen}). "
+        f"each work unit asks for GPU={gpus}, but no Dask worker offers that after {wait_s:g} s ({seen}). "
         "Start one worker per GPU with `dask worker ... --resources GPU=1` (for a created cluster pass "
         "runner.cluster_kwargs.resources: {GPU: 1}), or set runner.gpus_per_task: 0 to run without GPU slots."
     )

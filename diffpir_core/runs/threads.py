@@ -1,4 +1,4 @@
-"""CPU threads of the sampler: how many torch threads a shard task uses, and the allocator setting that keeps
+"""CPU threads of the sampler: how many torch threads a work unit uses, and the allocator setting that keeps
 a Dask worker as fast as the main process.
 
 Two things made torch slower in Dask workers than in the main process:
@@ -75,7 +75,7 @@ def free_cores(window_s: float = 0.5) -> float:
 
 
 def split_cores(concurrent_tasks: int, cores: float | None = None) -> int:
-    """Threads per shard task when ``concurrent_tasks`` tasks share ``cores`` (default: :func:`free_cores`), at least
+    """Threads per work unit when ``concurrent_tasks`` tasks share ``cores`` (default: :func:`free_cores`), at least
     1."""
     available = free_cores() if cores is None else cores
     return max(1, round(available) // max(1, concurrent_tasks))
@@ -89,7 +89,7 @@ def default_threads(concurrent_tasks: int, environ: Mapping[str, str] = os.envir
 def planned_threads(
     job_threads: int | None, recorded: int | None, local_tasks: int | None, environ: Mapping[str, str] = os.environ
 ) -> int | None:
-    """The threads per shard task a job runs with, fixed once per job so that a resumed job restores with the count its
+    """The threads per work unit a job runs with, fixed once per job so that a resumed job restores with the count its
     first run used (another count may change results by float rounding): the job's ``threads`` when set, else the
     count ``recorded`` by an earlier run of the job, else :func:`default_threads` over ``local_tasks`` concurrent
     tasks of the local runner. None on Dask without either (``local_tasks`` None): each worker host splits its own
