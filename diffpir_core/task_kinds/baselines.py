@@ -29,11 +29,14 @@ def bicubic_sr(y: Tensor, scale: int) -> Tensor:
 
 def _otf(kernel: np.ndarray, height: int, width: int) -> np.ndarray:
     """FFT of the kernel zero-padded to (height, width) with its centre moved to (0, 0): the transfer
-    function of the circular convolution ``ndimage.convolve(mode='wrap')``."""
+    function of the circular convolution ``ndimage.convolve(mode='wrap')``. A kernel larger than the image wraps
+    around it (its taps add up modulo the size), as a circular convolution with it does."""
     kh, kw = kernel.shape
     padded = np.zeros((height, width))
-    padded[:kh, :kw] = kernel
-    return np.fft.fft2(np.roll(padded, (-(kh // 2), -(kw // 2)), axis=(0, 1)))
+    rows = (np.arange(kh) - kh // 2) % height
+    cols = (np.arange(kw) - kw // 2) % width
+    np.add.at(padded, (rows[:, None], cols[None, :]), kernel)
+    return np.fft.fft2(padded)
 
 
 def wiener_deblur(

@@ -41,3 +41,20 @@ def test_biharmonic_keeps_known_pixels_and_fills_holes_smoothly() -> None:
     assert torch.allclose(out[0][:, known], x[0][:, known], atol=1e-6)
     assert psnr(float_to_uint8(out), float_to_uint8(x)) > psnr(float_to_uint8(y), float_to_uint8(x)) + 10.0
     assert np.isfinite(out.numpy()).all()
+
+
+def test_wiener_takes_a_kernel_larger_than_its_image() -> None:
+    """A 61x61 Gaussian on a 48x80 image (evaluate mode's default kernel on a small photo): the transfer function
+    wraps the kernel around the image as circular convolution does, so an exact, noiseless blur is undone."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    truth = ndimage.gaussian_filter(rng.random((48, 80)), 2)
+    axis = np.exp(-0.5 * ((np.arange(61) - 30) / 1.2) ** 2)
+    kernel = np.outer(axis, axis) / np.outer(axis, axis).sum()
+    blurred = ndimage.convolve(truth, kernel, mode="wrap")
+    y = torch.from_numpy(np.repeat(blurred[None, None], 3, axis=1)).float()
+    restored = wiener_deblur(y, torch.from_numpy(kernel)[None].float(), 1e-4)
+    assert restored.shape == y.shape
+    error = float((restored[0, 0].double() - torch.from_numpy(truth)).abs().mean())
+    assert error < 0.5 * float(np.abs(blurred - truth).mean()), error
