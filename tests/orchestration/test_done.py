@@ -115,7 +115,9 @@ def test_a_damaged_restored_shard_is_refused_by_export_found_by_verify_and_resto
     assert (again.result()["restored"], again.result()["skipped"]) == (1, 1)
     assert runner.invoke(app, ["verify", str(out)]).exit_code == 0
     np.testing.assert_array_equal(store.read_array(store.shards()[1], plan.restored_array), clean)
-    export = runner.invoke(app, ["export", str(out), str(tmp_path / "png")])
+    export = runner.invoke(
+        app, ["export", str(out), str(tmp_path / "png"), "--overwrite"]
+    )  # the first export wrote some
     assert export.exit_code == 0 and "exported 8 PNGs" in export.output, export.output
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "png" / "img004.png")), clean[0])
 
