@@ -100,8 +100,11 @@ def test_changed_job_never_reuses_shards_and_results_do_not_depend_on_batching(
     state = run_flow(job=other_lambda, return_state=True)
     assert state.result()["restored"] == 2  # nothing reused from the λ = preset run
     assert _plan(tmp_path / "a").job_hash == other_lambda.job_hash() != first.job_hash()
-    first, second = read_restored(str(tmp_path / "a")), read_restored(str(tmp_path / "b"))
-    assert first.keys() == second.keys() and any(not np.array_equal(first[k], second[k]) for k in first)
+    changed, unchanged = (
+        read_restored(str(tmp_path / "a"), other_lambda.job_hash()),
+        read_restored(str(tmp_path / "b")),
+    )
+    assert changed.keys() == unchanged.keys() and any(not np.array_equal(changed[k], unchanged[k]) for k in changed)
 
 
 def test_restore_mode_with_a_mask_file(make_job, image_writer, tmp_path: Path) -> None:
