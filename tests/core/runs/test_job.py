@@ -10,12 +10,12 @@ import pytest
 import yaml
 from PIL import Image
 
-import diffpir_core.runs.job as job_module
+from diffpir_core.runs import options
 from diffpir_core.runs.job import Job, JobError, apply_overrides, load_job, parse_job
 from diffpir_core.runs.plan import measurement_hash
 from diffpir_core.task_kinds import TASK_KINDS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MINIMAL = {"input": "/data/faces", "output": "/runs/faces"}
 
 
@@ -183,10 +183,10 @@ def test_every_job_field_is_documented() -> None:
         fields.discard(name)
     for prefix, model in (
         ("task", tuple(TASK_KINDS.values())),
-        ("runner", (job_module.LocalRunner, job_module.DaskRunner)),
-        ("ingest", (job_module.IngestOptions,)),
-        ("report", (job_module.ReportOptions,)),
-        ("dispatch", (job_module.DispatchOptions,)),
+        ("runner", (options.LocalRunner, options.DaskRunner)),
+        ("ingest", (options.IngestOptions,)),
+        ("report", (options.ReportOptions,)),
+        ("dispatch", (options.DispatchOptions,)),
     ):
         for model_class in model:
             fields |= {f"{prefix}.{f}" for f in model_class.model_fields}
