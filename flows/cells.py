@@ -2,6 +2,7 @@
 those done, score and report every cell, the comparison's table, one summary."""
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger
@@ -9,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Failed
 from prefect.utilities.annotations import quote
 
-from diffpir_core.io import DatasetStore
+from diffpir_core.io import DatasetStore, ShardRef
 from diffpir_core.runs.artifacts import comparison_artifact, report_artifact, shards_artifact
 from diffpir_core.runs.failures import describe, shard_failure
 from diffpir_core.runs.job import Job
@@ -22,10 +23,12 @@ from diffpir_flow.tasks.report import write_comparison_report, write_job_report
 from diffpir_flow.tasks.retries import with_job_retries
 from diffpir_flow.tasks.units import unit_metrics
 
+RestoreCell = Callable[[Job, JobPlan, str], tuple[list[ShardRef], dict[str, Any]]]
+"""Restores one cell's shards: (cell job, plan, label) -> (its shards, their outcome)."""
 METRIC_SLOTS = 2  # the flows' thread pool: metrics of a few shards per task, two tasks at a time
 
 
-def run_cells(job: Job, restore: Any = None, force: bool = False) -> Any:
+def run_cells(job: Job, restore: RestoreCell | None = None, force: bool = False) -> Any:
     """Run ``job`` cell by cell: ``restore(cell job, plan, label) -> (refs, outcome)`` restores a cell's shards (the
     ``run`` flow); without it, the shards already done are scored (the ``score`` flow). Returns the summary, or a
     Failed state with it when shards failed or nothing was restored."""
