@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterId,
+    FlowRunFilter,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.logging.handlers import APILogWorker
 
 from diffpir_core.models import load_prior
@@ -62,8 +68,7 @@ def test_the_artifact_and_listeners_follow_images_inside_a_shard() -> None:
     with listening(lambda progress, item: seen.append(progress.images_now)):
         artifact_id = advancing()
     with get_client(sync_client=True) as client:
-        artifact = client.read_artifacts()
-        (mine,) = [a for a in artifact if str(a.id) == artifact_id]
+        (mine,) = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
     assert mine.data == pytest.approx(37.5) and mine.description.startswith("1/4 images (0/1 shards)")
     assert seen == [0.0, 1.5]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey, FlowRunFilter
 from typer.testing import CliRunner
 
 from diffpir_core.io import DatasetStore
@@ -136,7 +136,12 @@ def test_ui_artifacts_and_run_names(make_job, images_8: Path, tmp_path: Path) ->
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
         assert run.name == "sr2-faces-evaluate"
-        artifacts = client.read_artifacts()
+        # by key and by run: the session's server holds every test's artifacts, more than one unfiltered page
+        keys = ["faces-sr2-shards", "faces-sr2-report"]
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+        shards_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [run.id]}))
+        runs = ArtifactFilterFlowRunId(any_=[child.id for child in shards_runs])
+        artifacts += client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=runs))
     keyed = {a.key: a for a in artifacts if a.key}
     table = keyed["faces-sr2-shards"]
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data

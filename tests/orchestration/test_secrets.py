@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import s3fs
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from typer.testing import CliRunner
 
 from diffpir_flow.cli.app import app
@@ -35,7 +36,7 @@ def test_no_storage_secret_reaches_the_prefect_api(
     )
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(limit=200)
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="secret-check")))
     ours = [run for run in runs if "secret-check" in (run.name or "")]
     assert {run.name for run in ours} >= {"sr2-secret-check-evaluate", "sr2-secret-check-evaluate-shards"}, [
         r.name for r in ours

@@ -170,21 +170,24 @@ def _names_say_variant_and_task(flow_run_id, out: Path, tmp_path: Path, data: st
     """The comparison's runs, artifacts and exports name the variant and the task (four sub-flows used to share one
     name, and export needed one of four hashes)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter
     from typer.testing import CliRunner
 
     from diffpir_flow.cli.app import app
 
+    wanted = {f"{data}-dps-num-steps-3-inpaint-box-report", f"{data}-diffpir-inpaint-box-shards"}
     with get_client(sync_client=True) as client:
         parent = client.read_flow_run(flow_run_id)
         children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]}))
-        keys = {a.key for a in client.read_artifacts() if a.key}
+        # asked by key: the session's server holds every test's artifacts, more than one unfiltered page
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=sorted(wanted))))
+        keys = {a.key for a in found}
     assert parent.name == f"compare-4-variants-1-tasks-{data}-evaluate"
     assert sorted(run.name for run in children if run.name.endswith("-shards")) == [
         f"{variant}-inpaint-box-{data}-evaluate-shards"
         for variant in ("ddrm-timesteps=3", "diffpir", "dpir-iter_num=3", "dps-num_steps=3")
     ]
-    assert {f"{data}-dps-num-steps-3-inpaint-box-report", f"{data}-diffpir-inpaint-box-shards"} <= keys
+    assert wanted <= keys
     plans = {plan.variant: plan for plan in read_plans(str(out), {})}
     assert sorted(plans) == ["ddrm timesteps=3", "diffpir", "dpir iter_num=3", "dps num_steps=3"]
     runner = CliRunner()
