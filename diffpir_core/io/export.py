@@ -142,8 +142,8 @@ def export_images(
     started = time.perf_counter()
     store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record)
     out_options = out_storage_options if out_storage_options is not None else storage_options
-    files = _planned_files(store, refs, array, check_records, names, identities)
-    check_destination(out_uri, out_options, files, overwrite=overwrite)
+    records = _done_records(store, refs, array, identities) if check_records else None
+    check_destination(out_uri, out_options, _planned_files(refs, names, records), overwrite=overwrite)
     fs, root = filesystem(out_uri, out_options)
     local = "file" in fs.protocol
     written = 0
@@ -153,8 +153,8 @@ def export_images(
     quarantined: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-encode") as pool:
         for ref in refs:
-            record = _done_record(store, ref, array, identities) if check_records else None
-            if check_records and record is None:
+            record = None if records is None else records[ref.key]
+            if records is not None and record is None:
                 skipped.append(ref.key)
                 continue
             left_out = record.quarantined if record is not None else {}
@@ -263,9 +263,9 @@ def export_conflicts(
     """Raise :class:`ExportConflict` when :func:`export_images` with these arguments would meet one (checked before
     anything is written; a command exporting several jobs checks them all first)."""
     store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record)
-    files = _planned_files(store, refs, array, check_records, names, identities)
+    records = _done_records(store, refs, array, identities) if check_records else None
     out_options = out_storage_options if out_storage_options is not None else storage_options
-    check_destination(out_uri, out_options, files, overwrite=overwrite)
+    check_destination(out_uri, out_options, _planned_files(refs, names, records), overwrite=overwrite)
 
 
 def _sources(
@@ -278,21 +278,23 @@ def _sources(
     return store, refs, names, array != IMAGES if require_record is None else require_record
 
 
+def _done_records(
+    store: DatasetStore, refs: Sequence[ShardRef], array: str, identities: Mapping[str, Mapping[str, str]] | None
+) -> dict[str, ShardRecord | None]:
+    """The record that makes each shard done (None: not done), read once for the destination check and the export."""
+    return {ref.key: _done_record(store, ref, array, identities) for ref in refs}
+
+
 def _planned_files(
-    store: DatasetStore,
-    refs: Sequence[ShardRef],
-    array: str,
-    check_records: bool,
-    names: dict[str, str],
-    identities: Mapping[str, Mapping[str, str]] | None,
+    refs: Sequence[ShardRef], names: dict[str, str], records: Mapping[str, ShardRecord | None] | None
 ) -> set[str]:
     """The files (relative to the destination) an export may write: ``ids.csv`` and the files of every image not
-    left out (a shard not done, an image its record quarantines); read from the records alone."""
+    left out (a shard not done, an image its record quarantines); ``records`` None: no records are checked."""
     files = {MAPPING_FILE}
     for ref in refs:
         left_out: Collection[str] = ()
-        if check_records:
-            record = _done_record(store, ref, array, identities)
+        if records is not None:
+            record = records[ref.key]
             if record is None:
                 continue
             left_out = record.quarantined
