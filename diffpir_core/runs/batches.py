@@ -40,7 +40,8 @@ class ShardInputs:
 
     ``noise_sigma``: one σ per image when the images have their own (restore mode with a manifest), else None
     (the config's). ``quarantined``: images (id -> reason) whose operator data is missing or unfit; they keep
-    placeholder data in ``params`` and are not restored (their output rows stay empty).
+    placeholder data in ``params`` and are not restored (their output rows stay empty). ``samples``: the
+    posterior sample each row draws (its noise seeded by :func:`sample_seed`; None = sample 0 for every row).
     """
 
     ids: list[str]
@@ -48,6 +49,7 @@ class ShardInputs:
     params: dict[str, torch.Tensor] = field(default_factory=dict)
     noise_sigma: list[float] | None = None
     quarantined: dict[str, str] = field(default_factory=dict)
+    samples: list[int] | None = None
 
     def batch(self, start: int, stop: int) -> ShardInputs:
         """Images ``start:stop``; per-image parameters (first dim = images) sliced, shared ones passed whole."""
@@ -61,7 +63,16 @@ class ShardInputs:
         ids = [self.ids[i] for i in indices]
         sigma = None if self.noise_sigma is None else [self.noise_sigma[i] for i in indices]
         quarantined = {i: self.quarantined[i] for i in ids if i in self.quarantined}
-        return ShardInputs(ids, self.y[index], params, sigma, quarantined)
+        samples = None if self.samples is None else [self.samples[i] for i in indices]
+        return ShardInputs(ids, self.y[index], params, sigma, quarantined, samples)
+
+    def replicated(self, samples: Sequence[int]) -> ShardInputs:
+        """Every image once per posterior sample of ``samples`` (image-major: the samples of an image are neighbours,
+        so they share a batch where the batch size allows); quarantined images are left out."""
+        kept = self.kept()
+        rows = self.select([i for i in kept for _ in samples])
+        rows.samples = [k for _ in kept for k in samples]
+        return rows
 
     def kept(self) -> list[int]:
         """Positions of the images that are restored (all but the quarantined ones)."""
@@ -132,6 +143,12 @@ def image_seed(job_seed: int, image_id: str) -> int:
     """A 63-bit seed for one image, stable across runs, shard sizes and machines."""
     digest = hashlib.sha256(f"{job_seed}:{image_id}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def sample_seed(job_seed: int, image_id: str, sample: int) -> int:
+    """The seed of posterior sample ``sample`` of one image: sample 0 is :func:`image_seed` (the plain job's
+    restoration), the others are derived from (seed, id, sample) alike (no id holds a NUL, so none collides)."""
+    return image_seed(job_seed, image_id if sample == 0 else f"{image_id}\x00sample {sample}")
 
 
 def degradation_seed(job_seed: int, image_id: str) -> int:
@@ -276,7 +293,11 @@ def restore_batch(
     images' own restored size (padded for the network and cropped back when ``pad``; an operator with a canvas, a
     non-circular boundary, fits the network by itself and is not padded). Per-image σ reach the configs that have a
     ``noise_sigma`` (DPS has none)."""
-    generators = [torch.Generator(device=device).manual_seed(image_seed(seed, i)) for i in inputs.ids]
+    samples = inputs.samples or [0] * len(inputs.ids)
+    generators = [
+        torch.Generator(device=device).manual_seed(sample_seed(seed, i, k))
+        for i, k in zip(inputs.ids, samples, strict=True)
+    ]
     height, width = inputs.y.shape[-2:]
     params = {k: v.to(device) for k, v in inputs.params.items()}
     y = inputs.y.to(device)

@@ -92,6 +92,26 @@ def done_shards(
     return out.done_records(refs, plan.restored_array, identities.by_shard)
 
 
+SAMPLES_PREFIX = "samples"
+STD_ARRAY = "std"
+
+
+def sample_array(k: int) -> str:
+    """The array of posterior sample ``k`` of a job with ``uncertainty``: ``samples/<k>``."""
+    return f"{SAMPLES_PREFIX}/{k}"
+
+
+def sample_identity(identity: dict[str, str], k: int) -> dict[str, str]:
+    """The record identity of posterior sample ``k`` of a shard: the shard's, without the sample count and estimate
+    (a sample does not depend on them: a job that raises K keeps the samples it has), plus ``k``."""
+    return {**{key: value for key, value in identity.items() if key != "uncertainty"}, "sample": str(k)}
+
+
+def done_samples(out: DatasetStore, ref: ShardRef, identity: dict[str, str], count: int) -> list[int]:
+    """The posterior samples ``k < count`` of shard ``ref`` whose record for :func:`sample_identity` exists."""
+    return [k for k in range(count) if out.record_matches(ref, sample_array(k), sample_identity(identity, k))]
+
+
 def find_done(
     job: Job | None, plan: JobPlan, source: DatasetStore | None, out: DatasetStore, refs: Sequence[ShardRef]
 ) -> dict[str, RecordStamp]:

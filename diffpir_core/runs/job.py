@@ -33,6 +33,7 @@ from diffpir_core.runs.options import (
     RunnerSpec,
     Strict,
     TilingOptions,
+    UncertaintyOptions,
 )
 from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, resolve_job_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
@@ -109,6 +110,9 @@ class Job(Strict):
     ingest: IngestOptions = Field(default_factory=IngestOptions)
     tiling: TilingOptions = Field(default_factory=TilingOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
+    uncertainty: UncertaintyOptions | None = Field(
+        None, description="K posterior samples per image, their estimate, std and calibration; null = off"
+    )
     dispatch: DispatchOptions = Field(default_factory=DispatchOptions)
     retries: int = Field(2, ge=0, le=20, description="retries of a shard after a transient error")
     retry_delay_s: float = Field(5.0, ge=0.0, le=3600.0, description="first retry delay; doubles per retry")
@@ -161,6 +165,11 @@ class Job(Strict):
                     f"metrics: {bad} need ground truth, which mode restore does not have; "
                     "use [consistency] or mode evaluate"
                 )
+        if self.uncertainty is not None and self.uncertainty.calibration and self.mode != "restore":
+            raise ValueError(
+                "uncertainty.calibration: only restore mode takes a calibration file (evaluate mode fits one); "
+                "set mode: restore or uncertainty.calibration: null"
+            )
         for task in [self.task, *(self.tasks or [])]:
             task.apply_mode_defaults(self.mode)
         self.task.check_mode(self.mode)
@@ -266,6 +275,8 @@ class Job(Strict):
         }
         if self.method != "diffpir":
             identity["method"] = self.method
+        if self.uncertainty is not None:  # K and the estimate name the records, not the folder (docs/uncertainty.md)
+            identity["uncertainty"] = "samples"
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     @field_serializer("storage_options", when_used="json")
@@ -375,11 +386,19 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> Job:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """``data`` with its relative local paths (input, output, prior, task.kernel, task.mask) resolved from ``base``."""
-    task = data.get("task")
-    for node, key in [(data, "input"), (data, "output"), (data, "prior"), (task, "kernel"), (task, "mask")]:
+    """``data`` with its relative local paths (input, output, prior, task.kernel, task.mask,
+    uncertainty.calibration) resolved from ``base``."""
+    task, uncertainty = data.get("task"), data.get("uncertainty")
+    for node, key in [
+        (data, "input"),
+        (data, "output"),
+        (data, "prior"),
+        (task, "kernel"),
+        (task, "mask"),
+        (uncertainty, "calibration"),
+    ]:
         if isinstance(node, dict) and key in node:
-            node[key] = _resolve_relative(node[key], base, always=key in ("input", "output"))
+            node[key] = _resolve_relative(node[key], base, always=key in ("input", "output", "calibration"))
     return data
 
 

@@ -110,3 +110,36 @@ class ReportOptions(Strict):
         8, ge=0, le=256, description="images shown large: degraded | baseline | restored | truth, with crops"
     )
     extremes: int = Field(4, ge=0, le=50, description="best and worst images by PSNR gain over the baseline (each)")
+
+
+class UncertaintyOptions(Strict):
+    """K posterior samples per image: their estimate and per-pixel standard deviation, calibrated in evaluate mode
+    (docs/uncertainty.md)."""
+
+    samples: int = Field(
+        ..., ge=1, le=64, description="posterior samples per image, 2 to 64 (each costs the sampler's NFEs)"
+    )
+    estimate: Literal["mean", "first"] = Field(
+        "mean", description="the restored image: mean of the K samples, or sample 0 (the plain job's restoration)"
+    )
+    calibration: str | None = Field(
+        None, description="restore mode: a calibration.json an evaluate job fitted; null = uncalibrated std maps"
+    )
+    alpha: float = Field(0.1, gt=0.0, lt=1.0, description="at most this share of an image's pixels outside")
+    delta: float = Field(0.1, gt=0.0, lt=1.0, description="the guarantee fails on at most this share of images")
+    calibration_fraction: float = Field(
+        0.25, gt=0.0, lt=1.0, description="evaluate mode: share of images (by id hash) that fit the scale"
+    )
+
+    @model_validator(mode="after")
+    def _two_samples(self) -> "UncertaintyOptions":
+        if self.samples < 2:
+            raise ValueError(
+                f"samples must be 2 to 64 when uncertainty is on (one sample has no spread), got {self.samples}; "
+                "remove `uncertainty` for a plain restoration"
+            )
+        return self
+
+    def identity(self) -> str:
+        """What the job's estimate and std depend on besides the samples: ``K=4,mean``."""
+        return f"K={self.samples},{self.estimate}"

@@ -104,6 +104,7 @@ class JobPlan(BaseModel):
     method: str = "diffpir"
     sampler: dict[str, Any] = {}  # the method's config, resolved once when planned (workers never read the prior card)
     sampler_sources: dict[str, str] = {}  # where each of its values came from
+    uncertainty: str | None = None  # ``K=4,mean`` of a job with posterior samples (their estimate is ``restored``)
 
     def sampler_settings(self) -> ResolvedSampler:
         """The sampler settings resolved when the cell was planned (task preset → prior card → job)."""
@@ -111,13 +112,22 @@ class JobPlan(BaseModel):
         return ResolvedSampler(config, dict(self.sampler_sources), self.method)
 
     def identity(self, input_checksum: str) -> dict[str, str]:
-        """What a shard record must carry: job, model, code and the checksum of the shard's input."""
-        return {
+        """What a shard record must carry: job, model, code and the checksum of the shard's input; with posterior
+        samples also their count and the estimate (``restored`` and ``std`` depend on them, a sample does not)."""
+        identity = {
             "job_hash": self.job_hash,
             "model_sha256": self.model_sha256,
             "code_version": self.code_version,
             "input": input_checksum,
         }
+        if self.uncertainty is not None:
+            identity["uncertainty"] = self.uncertainty
+        return identity
+
+    @property
+    def samples(self) -> int:
+        """Posterior samples per image: ``K`` of ``uncertainty``, 1 for a plain job."""
+        return 1 if self.uncertainty is None else int(self.uncertainty.split(",")[0].removeprefix("K="))
 
     @property
     def measurements(self) -> str:

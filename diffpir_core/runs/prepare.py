@@ -12,6 +12,7 @@ from typing import Any
 from diffpir_core.io import DatasetStore, IngestSummary, StoreError, ingest, refresh
 from diffpir_core.io.outputs import claim_output, output_lock
 from diffpir_core.io.uris import filesystem, join, redact_uri
+from diffpir_core.runs.done import STD_ARRAY, sample_array
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.plan import (
     CODE_VERSION,
@@ -25,6 +26,7 @@ from diffpir_core.runs.plan import (
 )
 from diffpir_core.runs.priors import prior_sha256, resolve_device
 from diffpir_core.runs.threads import planned_threads
+from diffpir_core.runs.uncertainty import STD_DTYPE, check_calibration
 
 
 def input_is_store(job: Job) -> bool:
@@ -119,6 +121,7 @@ def plan_job(job: Job, input_store: str, shared_measurements: bool = False, vari
     ``shared_measurements`` (a comparison's variant): evaluate-mode measurements go into the store the task's
     variants share (``diffpir_core.runs.plan.shared_measurement_location``) instead of the job's own;
     ``variant`` is its name."""
+    check_calibration(job)
     device = resolve_device(job.device)
     source = DatasetStore.open(input_store, job.storage_options)
     job_hash = job.job_hash()
@@ -150,10 +153,16 @@ def plan_job(job: Job, input_store: str, shared_measurements: bool = False, vari
         method=job.method,
         sampler=settings.config.model_dump(mode="json"),
         sampler_sources=settings.sources,
+        uncertainty=None if job.uncertainty is None else job.uncertainty.identity(),
     )
     scale = job.output_scale()
     for group in source.groups():
-        out.create_array(group.name, plan.restored_array, (group.height * scale, group.width * scale, 3), "uint8")
+        shape = (group.height * scale, group.width * scale, 3)
+        out.create_array(group.name, plan.restored_array, shape, "uint8")
+        if job.uncertainty is not None:
+            for k in range(job.uncertainty.samples):
+                out.create_array(group.name, sample_array(k), shape, "uint8")
+            out.create_array(group.name, STD_ARRAY, shape, STD_DTYPE)
         if prefix is not None:
             for name, (shape, dtype) in job.task.measurement_arrays(
                 group.height, group.width, job.storage_options

@@ -34,12 +34,21 @@ def watching(listener: StepListener) -> Iterator[None]:
 
 
 class ShardMeter:
-    """Counts one shard's restoration by sampler step; ``steps`` is the sampler's steps per image (its NFEs)."""
+    """Counts one shard's restoration by sampler step; ``steps`` is the sampler's steps per restored row (its NFEs),
+    ``ids`` labels the rows; ``per_image`` rows make one image (a job with K posterior samples restores K rows per
+    image, so an image costs K × NFEs and is done when its K rows are)."""
 
     def __init__(
-        self, shard: str, ids: list[str], steps: int, log: logging.Logger | logging.LoggerAdapter, every_s: float = 1.0
+        self,
+        shard: str,
+        ids: list[str],
+        steps: int,
+        log: logging.Logger | logging.LoggerAdapter,
+        every_s: float = 1.0,
+        per_image: int = 1,
     ) -> None:
         self.shard, self.ids, self.steps, self._log, self._every_s = shard, ids, max(1, steps), log, every_s
+        self.per_image = max(1, per_image)
         self._batch_started = time.perf_counter()
         self._told = 0.0
 
@@ -51,7 +60,7 @@ class ShardMeter:
         with _LOCK:
             listeners = list(_LISTENERS)
         for listener in listeners:
-            listener(self.shard, done)
+            listener(self.shard, done / self.per_image)
 
     def step(self, start: int, stop: int, index: int) -> None:
         """The batch of images ``start:stop`` finished sampler step ``index`` (0-based)."""

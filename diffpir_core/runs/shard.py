@@ -23,7 +23,15 @@ import torch
 
 from diffpir_core.io import DatasetStore, ShardRecord, ShardRef
 from diffpir_core.runs.batches import ShardInputs, restore_batchwise
-from diffpir_core.runs.done import Identities, done_shards, given_data, shard_identities, shard_identity
+from diffpir_core.runs.done import (
+    STD_ARRAY,
+    Identities,
+    done_samples,
+    done_shards,
+    given_data,
+    shard_identities,
+    shard_identity,
+)
 from diffpir_core.runs.failures import describe
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import prepare_measurements
@@ -31,6 +39,7 @@ from diffpir_core.runs.plan import JobPlan
 from diffpir_core.runs.priors import get_prior
 from diffpir_core.runs.progress import ShardMeter
 from diffpir_core.runs.scoring import rows_of, scoring_key
+from diffpir_core.runs.uncertainty import by_sample, write_samples
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +66,7 @@ class Prepared:
     skipped: dict[str, Any] | None = None
     prepared: float = 0.0
     threads: int = 0  # torch threads the model restored it with (set by restore_prepared)
+    have: list[int] = field(default_factory=list)  # posterior samples already done (a job with ``uncertainty``)
 
 
 def _identity(job: Job, plan: JobPlan, source: DatasetStore, shard: ShardRef) -> tuple[str, dict[str, str], Any]:
@@ -106,39 +116,53 @@ def prepare_shard(job: Job, plan: JobPlan, source: DatasetStore, out: DatasetSto
     inputs = prepare_measurements(job, plan, source, out, shard, checksum, given)
     for image_id, reason in inputs.quarantined.items():
         log.warning("shard %s: quarantined %s: %s", shard.key, image_id, reason)
-    return Prepared(shard, started, checksum, identity, inputs, prepared=time.perf_counter())
+    have = done_samples(out, shard, identity, plan.samples) if plan.uncertainty else []
+    return Prepared(shard, started, checksum, identity, inputs, prepared=time.perf_counter(), have=have)
 
 
 def restore_prepared(
     job: Job, plan: JobPlan, item: Prepared, logger: logging.Logger | logging.LoggerAdapter = log
 ) -> tuple[np.ndarray, dict[str, float], int]:
     """Step 3a: the model restores the shard (the prior is loaded once per process). Returns (pixels, timings, batch);
-    the torch threads it ran with go into ``item.threads``; ``logger`` gets a line per finished image."""
+    the torch threads it ran with go into ``item.threads``; ``logger`` gets a line per finished image. A job with
+    ``uncertainty`` restores the posterior samples the shard lacks: pixels (missing samples, n, H, W, 3)."""
     loading = time.perf_counter()
+    assert item.inputs is not None
+    inputs, batch = item.inputs, job.batch_size
+    missing = [k for k in range(plan.samples) if k not in item.have]
+    if plan.uncertainty:  # every image once per missing sample, the samples of an image in one batch
+        inputs, batch = item.inputs.replicated(missing), job.batch_size * max(1, len(missing))
     prior = get_prior(job.prior, plan.model_sha256, plan.device)  # applies the process's threads in this thread
     item.threads = torch.get_num_threads()
     config = plan.sampler_settings().config
     sample_start = time.perf_counter()
-    assert item.inputs is not None
-    meter = ShardMeter(item.ref.key, [item.inputs.ids[k] for k in item.inputs.kept()], config.nfes, logger)
-    restored, batch_size = restore_batchwise(
-        prior.unet,
-        item.inputs,
-        job.task,
-        config,
-        seed=job.seed,
-        batch_size=job.batch_size,
-        device=plan.device,
-        precision=job.precision,
-        fit=job.fit(),
-        method=job.method,
-        meter=meter,
+    samples = inputs.samples or [0] * len(inputs.ids)
+    labels = [f"{inputs.ids[r]}" + (f" sample {samples[r]}" if plan.uncertainty else "") for r in inputs.kept()]
+    meter = ShardMeter(item.ref.key, labels, config.nfes, logger, per_image=max(1, len(missing)))
+    restored, batch_size = (
+        restore_batchwise(
+            prior.unet,
+            inputs,
+            job.task,
+            config,
+            seed=job.seed,
+            batch_size=batch,
+            device=plan.device,
+            precision=job.precision,
+            fit=job.fit(),
+            method=job.method,
+            meter=meter,
+        )
+        if inputs.ids
+        else (np.zeros((0, 1, 1, 3), np.uint8), batch)  # every sample is there: the estimate and std are not
     )
     timings = {
         "prepare": item.prepared - item.started,
         "load_prior": sample_start - loading,
         "sample": time.perf_counter() - sample_start,
     }
+    if plan.uncertainty:
+        restored = by_sample(item.inputs, restored, len(missing), job.task.output_scale)
     return np.ascontiguousarray(restored), timings, batch_size
 
 
@@ -154,9 +178,19 @@ def write_restored(
     attempt: int,
 ) -> dict[str, Any]:
     """Step 3b: the whole shard, its metric rows, then its record (never before the data); returns its ``restored``
-    manifest. Rows that cannot be computed here are left to the metrics phase, which reports why."""
+    manifest. Rows that cannot be computed here are left to the metrics phase, which reports why. A job with
+    ``uncertainty`` gets ``restored`` as the new samples: they and their records first, then the std and its record,
+    then the estimate as the ``restored`` array and its record (the one the done decision asks for)."""
     assert item.inputs is not None
     writing = time.perf_counter()
+    samples: dict[str, Any] = {}
+    if plan.uncertainty and job.uncertainty is not None:
+        restored, std, computed = write_samples(
+            out, plan, item.ref, item.identity, restored, item.have, job.uncertainty.estimate
+        )
+        checksum = out.write_shard_output(item.ref, STD_ARRAY, std)
+        out.write_record(item.ref, STD_ARRAY, checksum=checksum, identity=item.identity)
+        samples = {"samples": {"computed": computed, "reused": sorted(item.have)}}
     written = out.write_shard_output(item.ref, plan.restored_array, restored)
     timings = {**timings, "write": time.perf_counter() - writing}
     scored: dict[str, Any] = {}
@@ -178,6 +212,7 @@ def write_restored(
             "batch_size": batch_size,
             "threads": item.threads,
             "quarantined": item.inputs.quarantined,
+            **samples,
             **scored,
         },
     )
@@ -191,6 +226,7 @@ def write_restored(
         threads=item.threads,
         sample_seconds=round(timings["sample"], 3),
         quarantined=item.inputs.quarantined,
+        **samples,
         **scored,
     )
 
