@@ -11,7 +11,7 @@ from diffpir_core.reporting.images import ReportSample, png_data_uri
 from diffpir_core.reporting.outcome import image_outcome, nothing_restored, outcome_line
 from diffpir_core.reporting.plots import ShardTiming
 from diffpir_core.reporting.selection import ImagePicks, pick_images
-from diffpir_core.reporting.summary import ReportFacts, build_summary, metric_names
+from diffpir_core.reporting.summary import ReportFacts, ReportSection, build_summary, metric_names
 from diffpir_core.reporting.text import markdown_table, metrics_csv, render_markdown, to_json, verdict
 from diffpir_core.reporting.ui import FileLink, Throughput, file_links, links_markdown, markdown_strip, progress_line
 from diffpir_core.reporting.write import REPORT_FILES, ReportFiles, write_report
@@ -24,6 +24,7 @@ __all__ = [
     "ReportFiles",
     "ReportSample",
     "ReportFacts",
+    "ReportSection",
     "ShardTiming",
     "Throughput",
     "build_summary",

@@ -102,9 +102,11 @@ def render_pages(
     timeline: Sequence[ShardTiming] = (),
     href: str | None = None,
     card_samples: int = CARD_SAMPLES,
+    extra: Sequence[str] = (),
 ) -> tuple[str, str]:
     """The report page and its card (see the module docstring), sharing the rendered samples and plots;
-    the card's title links ``href`` and it shows the first ``card_samples`` samples."""
+    the card's title links ``href`` and it shows the first ``card_samples`` samples; ``extra``: HTML fragments of a
+    kind of job's own section (after the samples, in the page and the card)."""
     method = _method(summary)
     results = _results(summary)
     blocks = [_sample_block(sample, method) for sample in samples]
@@ -125,6 +127,7 @@ def render_pages(
     ]
     if blocks:
         body += ["<h2>Samples</h2>", _SAMPLES_NOTE, *blocks]
+    body += extra
     if extremes is not None and (extremes.best or extremes.worst):
         body += _extremes(extremes, method)
     body += distributions
@@ -139,6 +142,7 @@ def render_pages(
         *results,
         *distributions,
         *blocks[:card_samples],
+        *extra,
         "</section>",
     ]
     return _page(f"DiffPIR report: {summary['task']}", body), "\n".join(card) + "\n"

@@ -51,6 +51,17 @@ class ReportFacts:
     quarantined: Sequence[Mapping[str, Any]] = ()
 
 
+@dataclass(frozen=True)
+class ReportSection:
+    """A section a kind of job adds to its report: ``data`` goes into the summary under ``key``, ``markdown`` into
+    report.md and ``html`` (fragments) into report.html and its card, after the samples."""
+
+    key: str
+    data: Mapping[str, Any]
+    markdown: str
+    html: Sequence[str] = ()
+
+
 def metric_names(rows: Sequence[Row]) -> list[str]:
     """Numeric metric columns present in ``rows``: known metrics first, others in first-seen order."""
     seen: dict[str, None] = {}

@@ -4,7 +4,7 @@ report options (strict pydantic models: an unknown key is an error naming it).""
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from diffpir_core.runs.batches import Fit
 
@@ -116,9 +116,7 @@ class UncertaintyOptions(Strict):
     """K posterior samples per image: their estimate and per-pixel standard deviation, calibrated in evaluate mode
     (docs/uncertainty.md)."""
 
-    samples: int = Field(
-        ..., ge=1, le=64, description="posterior samples per image, 2 to 64 (each costs the sampler's NFEs)"
-    )
+    samples: int = Field(..., description="posterior samples per image, 2 to 64 (each costs the sampler's NFEs)")
     estimate: Literal["mean", "first"] = Field(
         "mean", description="the restored image: mean of the K samples, or sample 0 (the plain job's restoration)"
     )
@@ -131,14 +129,15 @@ class UncertaintyOptions(Strict):
         0.25, gt=0.0, lt=1.0, description="evaluate mode: share of images (by id hash) that fit the scale"
     )
 
-    @model_validator(mode="after")
-    def _two_samples(self) -> "UncertaintyOptions":
-        if self.samples < 2:
-            raise ValueError(
-                f"samples must be 2 to 64 when uncertainty is on (one sample has no spread), got {self.samples}; "
-                "remove `uncertainty` for a plain restoration"
-            )
-        return self
+    @field_validator("samples", mode="before")
+    @classmethod
+    def _samples(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 64:
+            return v
+        raise ValueError(
+            f"must be a whole number from 2 to 64 (one sample has no spread), got {v!r}; remove `uncertainty` for "
+            "a plain restoration"
+        )
 
     def identity(self) -> str:
         """What the job's estimate and std depend on besides the samples: ``K=4,mean``."""

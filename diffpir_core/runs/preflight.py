@@ -12,7 +12,8 @@ and the fix, so that ``diffpir run`` stops in one line instead of failing shard 
 * ``input``: the folder or prefix exists; a local one holds images (or is a Zarr store), and per-image kernel or mask
   files (restore mode) cover the first images with files of their size (a note when some would be quarantined);
 * ``prior``: the weights file is there (shipped, downloaded, or the path given);
-* ``runner.cluster_class``: its module is installed (``dask_cuda`` is a separate package).
+* ``runner.cluster_class``: its module is installed (``dask_cuda`` is a separate package);
+* ``uncertainty.calibration``: the file loads and was fitted for the job's task, prior, method, sampler, K, estimate.
 
 ``diffpir run --dry-run`` runs the same checks.
 """
@@ -216,12 +217,13 @@ def restored_sizes(job: Job, limit: int = INPUT_SAMPLE) -> list[tuple[int, int]]
 
 def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
     """What the run costs per image, in tile forwards: NFEs × tiles per network call (a photo larger than the prior's
-    training size is restored tile by tile, every step)."""
+    training size is restored tile by tile, every step) × posterior samples (``uncertainty.samples``)."""
     lines = []
     for run in job.cells():
         if run.job is None:
             continue
-        nfes = run.job.sampler_config().nfes
+        samples = 1 if run.job.uncertainty is None else run.job.uncertainty.samples
+        nfes = run.job.sampler_config().nfes * samples
         trained = prior_image_size(run.job.prior)
         tiles = [run.job.fit().tiles(height, width, trained) for height, width in sizes] or [1]
         per_image = nfes * sum(tiles) / len(tiles)
@@ -229,7 +231,9 @@ def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
         largest = max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
         shape = f" ({largest[1]}x{largest[0]} restored, {trained}-px prior)" if largest and trained else ""
         lines.append(
-            f"cost: {where}{nfes} network calls per image x {max(tiles)} tile forward(s) each{shape} = about "
+            f"cost: {where}{nfes} network calls per image"
+            + (f" ({samples} posterior samples x {nfes // samples})" if samples > 1 else "")
+            + f" x {max(tiles)} tile forward(s) each{shape} = about "
             f"{per_image:,.0f} tile forwards per image"
             + (f", {per_image * len(sizes):,.0f} for the {len(sizes)} image(s) checked" if sizes else "")
         )
@@ -277,6 +281,17 @@ def check_cluster_class(job: Job) -> str | None:
     )
 
 
+def check_uncertainty(job: Job) -> str | None:
+    """``uncertainty.calibration``: the calibration file loads and was fitted for this job's settings."""
+    from diffpir_core.runs.uncertainty import check_calibration
+
+    try:
+        check_calibration(job)
+    except ValueError as err:
+        return str(err) if str(err).startswith("uncertainty.") else f"uncertainty.calibration: {err}"
+    return None
+
+
 def preflight(job: Job) -> tuple[list[str], list[str]]:
     """(every problem the checks above find, notes worth a line), one line each, field first; no problem = the job
     may start."""
@@ -285,6 +300,7 @@ def preflight(job: Job) -> tuple[list[str], list[str]]:
         check_dask_address(job),
         check_task_files(job),
         check_cluster_class(job),
+        check_uncertainty(job),
         *check_storage(job),
     ]
     found += check_prior(job)
