@@ -6,13 +6,16 @@ S3 credentials come from the environment (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_A
 """
 
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from tqdm import tqdm
 
 from diffpir_core.io import IMAGES, DatasetStore, SizePolicy, StoreError, export_conflicts, export_images, ingest
 from diffpir_core.io.uris import StorageOptions, is_local, join
+
+if TYPE_CHECKING:
+    from diffpir_core.runs.uncertainty import ExportPart
 
 EndpointOption = Annotated[
     str | None, typer.Option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 API endpoint (MinIO, moto, ...)")
@@ -99,14 +102,25 @@ def export_command(
     every: Annotated[
         bool, typer.Option("--all", help="every job that matches, each into OUT_URI/<variant>-<task>")
     ] = False,
+    what: Annotated[
+        Literal["restored", "std", "samples"],
+        typer.Option(
+            "--what",
+            help="a job's restored images (a job with uncertainty: its estimate), its std heatmaps (named "
+            "calibrated/uncalibrated, with colour-scale.json and colour-bar.png), or its K posterior samples "
+            "(into sample-<k>/)",
+        ),
+    ] = "restored",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace files of the same names in OUT_URI")] = False,
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Write a job's restored images (or a store's images) as PNG files named after the original ids."""
     from diffpir_core.runs.done import job_identities  # here: the job plans are only needed by export
     from diffpir_core.runs.plan import export_source, matching_plans
+    from diffpir_core.runs.uncertainty import export_parts
 
     options = _options(store, endpoint_url)
+    out_options = _options(out_uri, endpoint_url)
     try:
         if every:
             plans = matching_plans(store, options or {}, job, variant, task)
@@ -118,40 +132,45 @@ def export_command(
             folders = {
                 key: join(out_uri, re.sub(r"[^\w.=-]+", "-", label).strip("-")) for key, label in labels.items()
             }
-            for plan in plans:  # every destination checked before anything is written
+            items = [(plan, folders[plan.job_hash], export_parts(plan, what, options or {})) for plan in plans]
+        else:
+            located = export_source(store, options or {}, job, variant, task)
+            if located is None or array is not None:
+                if what != "restored":
+                    raise ValueError(f"--what {what} exports a job's uncertainty; {store} is no job output")
+                default = "restored" if located is None else located.restored_array
+                default = IMAGES if located is None and _has_images(store, options) else default
+                source = store if located is None else located.output_store
+                identities = (
+                    job_identities(located, options or {})
+                    if located is not None and array == located.restored_array
+                    else None
+                )
+                _export(source, out_uri, array or default, options, endpoint_url, identities, overwrite)
+                return
+            items = [(located, out_uri, export_parts(located, what, options or {}))]
+        for plan, folder, parts in items:  # every destination checked before anything is written
+            for part in parts:
                 export_conflicts(
                     plan.output_store,
-                    folders[plan.job_hash],
-                    array=plan.restored_array,
+                    join(folder, part.folder) if part.folder else folder,
+                    array=part.array,
                     storage_options=options,
-                    out_storage_options=_options(out_uri, endpoint_url),
+                    out_storage_options=out_options,
                     overwrite=overwrite,
-                    identities=job_identities(plan, options or {}),
+                    identities=part.identities,
+                    suffix=part.suffix,
                 )
-            for plan in plans:
-                typer.echo(f"{plan.variant or plan.title} on {plan.task}: -> {folders[plan.job_hash]}")
-                identities = job_identities(plan, options or {})
-                _export(
-                    plan.output_store,
-                    folders[plan.job_hash],
-                    plan.restored_array,
-                    options,
-                    endpoint_url,
-                    identities,
-                    overwrite,
-                )
-            return
-        located = export_source(store, options or {}, job, variant, task)
-        if located is not None:
-            store, default = located.output_store, located.restored_array
-        else:
-            default = IMAGES if _has_images(store, options) else "restored"
-        identities = (
-            job_identities(located, options or {}) if located is not None and (array or default) == default else None
-        )
     except (StoreError, ValueError) as err:
         raise typer.BadParameter(str(err)) from err
-    _export(store, out_uri, array or default, options, endpoint_url, identities, overwrite)
+    for plan, folder, parts in items:
+        if every:
+            typer.echo(f"{plan.variant or plan.title} on {plan.task}: -> {folder}")
+        for part in parts:
+            destination = join(folder, part.folder) if part.folder else folder
+            _export(
+                plan.output_store, destination, part.array, options, endpoint_url, part.identities, overwrite, part
+            )
 
 
 def _export(
@@ -162,9 +181,11 @@ def _export(
     endpoint_url: str | None,
     identities: dict[str, dict[str, str]] | None,
     overwrite: bool,
+    part: "ExportPart | None" = None,
 ) -> None:
     """Export ``array`` of ``store`` into ``out_uri`` with a progress bar, then say what was written and left out;
-    ``identities``: a job's shard identities (only its done shards are exported)."""
+    ``identities``: a job's shard identities (only its done shards are exported); ``part``: how a job's uncertainty
+    is pictured (its renderer, name suffix and the colour-scale legend written beside the PNGs)."""
     with tqdm(desc="export", unit="image") as bar:
         try:
             summary = export_images(
@@ -176,7 +197,13 @@ def _export(
                 identities=identities,
                 progress=bar.update,
                 overwrite=overwrite,
+                render=None if part is None else part.render,
+                suffix="" if part is None else part.suffix,
             )
+            if part is not None and part.legend is not None:
+                from diffpir_core.runs.uncertainty import write_legend
+
+                write_legend(out_uri, part.legend, _options(out_uri, endpoint_url))
         except (StoreError, ValueError) as err:
             raise typer.BadParameter(str(err)) from err
     typer.echo(

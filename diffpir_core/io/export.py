@@ -125,6 +125,8 @@ def export_images(
     workers: int = 4,
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
+    render: Callable[[np.ndarray], np.ndarray] | None = None,
+    suffix: str = "",
 ) -> ExportSummary:
     """Write every image of ``array`` as ``<out_uri>/<id>.png`` (made safe, see the module docstring) and the
     id -> file mapping as ``<out_uri>/ids.csv``.
@@ -137,10 +139,13 @@ def export_images(
     ends with a :class:`StoreError` naming it and the fix. ``out_storage_options`` default to ``storage_options``.
     Raises :class:`StoreError` when there is nothing to export (no such array, no images, no finished shard), and
     :class:`ExportConflict` before writing anything when the destination holds files of the names it would write
-    (unless ``overwrite``) or a folder where a file goes (or the reverse).
+    (unless ``overwrite``) or a folder where a file goes (or the reverse). ``render`` turns one image of ``array``
+    into the RGB uint8 picture written (e.g. a heatmap of a std map); ``suffix`` goes before ``.png`` in every name
+    (``a.std-uncalibrated.png``).
     """
     started = time.perf_counter()
-    store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record)
+    store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record, suffix)
+    picture = render or (lambda image: to_rgb_uint8(np.asarray(image)))
     out_options = out_storage_options if out_storage_options is not None else storage_options
     records = _done_records(store, refs, array, identities) if check_records else None
     check_destination(out_uri, out_options, _planned_files(refs, names, records), overwrite=overwrite)
@@ -168,7 +173,7 @@ def export_images(
                 damaged.append(ref.key)
                 continue
             ids = [ref.ids[i] for i in rows]
-            encoded = list(pool.map(lambda image: encode_png(to_rgb_uint8(np.asarray(image))), data[rows]))
+            encoded = list(pool.map(lambda image: encode_png(picture(image)), data[rows]))
             files = {join(root, names[image_id]): payload for image_id, payload in zip(ids, encoded, strict=True)}
             if local:
                 for parent in {posixpath.dirname(path) for path in files}:
@@ -259,22 +264,26 @@ def export_conflicts(
     require_record: bool | None = None,
     identities: Mapping[str, Mapping[str, str]] | None = None,
     overwrite: bool = False,
+    suffix: str = "",
 ) -> None:
     """Raise :class:`ExportConflict` when :func:`export_images` with these arguments would meet one (checked before
     anything is written; a command exporting several jobs checks them all first)."""
-    store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record)
+    store, refs, names, check_records = _sources(store_uri, array, storage_options, require_record, suffix)
     records = _done_records(store, refs, array, identities) if check_records else None
     out_options = out_storage_options if out_storage_options is not None else storage_options
     check_destination(out_uri, out_options, _planned_files(refs, names, records), overwrite=overwrite)
 
 
 def _sources(
-    store_uri: str, array: str, storage_options: StorageOptions | None, require_record: bool | None
+    store_uri: str, array: str, storage_options: StorageOptions | None, require_record: bool | None, suffix: str = ""
 ) -> tuple[DatasetStore, list[ShardRef], dict[str, str], bool]:
-    """The store, its shards holding ``array``, every id's file name, and whether records are checked."""
+    """The store, its shards holding ``array``, every id's file name (``suffix`` before ``.png``), and whether
+    records are checked."""
     store = DatasetStore.open(store_uri, storage_options)
     refs = _shards_with(store, array)
     names = png_names([image_id for ref in refs for image_id in ref.ids])
+    if suffix:
+        names = {image_id: name.removesuffix(".png") + suffix + ".png" for image_id, name in names.items()}
     return store, refs, names, array != IMAGES if require_record is None else require_record
 
 

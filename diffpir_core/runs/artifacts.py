@@ -9,6 +9,7 @@ from diffpir_core.runs.job import Job
 from diffpir_core.runs.plan import JobPlan
 from diffpir_core.runs.report import artifact_key
 from diffpir_core.runs.results import CellResult, all_failed, shard_table, shown_shards
+from diffpir_core.runs.uncertainty import coverage_sentence
 
 
 def _failures(failed: dict[str, ShardFailure], title: str = "") -> str:
@@ -38,12 +39,14 @@ def cell_title(job: Job, plan: JobPlan) -> str:
 
 
 def report_artifact(job: Job, plan: JobPlan, result: CellResult, report: dict[str, Any]) -> dict[str, Any]:
-    """``create_markdown_artifact`` arguments for a cell's report: the summary table, the verdict, samples, files,
-    failed shards."""
+    """``create_markdown_artifact`` arguments for a cell's report: the summary table, the verdict, the uncertainty's
+    coverage in one sentence (a job with ``uncertainty``), samples, files, failed shards."""
     sentence = verdict(report["summary"])
+    coverage = report["summary"].get("coverage")
     markdown = (
         f"# {cell_title(job, plan)} on {job.dataset_name()} ({job.mode})\n\n{markdown_table([report['summary']])}\n"
         + (f"{sentence}\n\n" if sentence else "")
+        + (f"{coverage_sentence(coverage)}\n\n" if coverage else "")
         + (f"## Samples\n\n{report['strip']}\n" if report["strip"] else "")
         + f"## Report files\n\nOutput: `{job.output}`\n\n{report['links']}"
         + _failures(result.failed, "## Failed shards\n")

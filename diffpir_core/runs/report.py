@@ -40,6 +40,7 @@ from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import measurement_inputs
 from diffpir_core.runs.plan import JobPlan, comparison_folder, quarantined_images
 from diffpir_core.runs.scoring import baseline_selected, degraded_psnr
+from diffpir_core.runs.uncertainty import uncertainty_section
 
 
 def artifact_key(job: Job, suffix: str, variant: str | None = None) -> str:
@@ -147,7 +148,7 @@ def write_job_report(
         task=job.task.title(),
         dataset=job.dataset_name(),
         prior=job.prior,
-        nfes=plan.sampler_settings().nfes,
+        nfes=plan.sampler_settings().nfes * plan.samples,
         wall_seconds=wall_seconds,
         mode=job.mode,
         baseline=job.task.BASELINE,
@@ -172,6 +173,7 @@ def write_job_report(
         extremes=extremes,
         timeline=_timeline(job, plan, done),
         storage_options=job.storage_options,
+        sections=[] if job.uncertainty is None else [uncertainty_section(job, plan, done, samples)],
     )
     return {
         "uris": files.uris,

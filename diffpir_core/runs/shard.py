@@ -185,11 +185,12 @@ def write_restored(
     writing = time.perf_counter()
     samples: dict[str, Any] = {}
     if plan.uncertainty and job.uncertainty is not None:
+        quarantined = {"quarantined": item.inputs.quarantined}
         restored, std, computed = write_samples(
-            out, plan, item.ref, item.identity, restored, item.have, job.uncertainty.estimate
+            out, plan, item.ref, item.identity, restored, item.have, job.uncertainty.estimate, quarantined
         )
         checksum = out.write_shard_output(item.ref, STD_ARRAY, std)
-        out.write_record(item.ref, STD_ARRAY, checksum=checksum, identity=item.identity)
+        out.write_record(item.ref, STD_ARRAY, checksum=checksum, identity=item.identity, metrics=quarantined)
         samples = {"samples": {"computed": computed, "reused": sorted(item.have)}}
     written = out.write_shard_output(item.ref, plan.restored_array, restored)
     timings = {**timings, "write": time.perf_counter() - writing}
