@@ -15,7 +15,7 @@ from diffpir_core.io import IMAGES, DatasetStore, SizePolicy, StoreError, export
 from diffpir_core.io.uris import StorageOptions, is_local, join
 
 if TYPE_CHECKING:
-    from diffpir_core.runs.uncertainty import ExportPart
+    from diffpir_core.runs.uncertainty_report import ExportPart
 
 EndpointOption = Annotated[
     str | None, typer.Option("--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 API endpoint (MinIO, moto, ...)")
@@ -117,7 +117,7 @@ def export_command(
     """Write a job's restored images (or a store's images) as PNG files named after the original ids."""
     from diffpir_core.runs.done import job_identities  # here: the job plans are only needed by export
     from diffpir_core.runs.plan import export_source, matching_plans
-    from diffpir_core.runs.uncertainty import export_parts
+    from diffpir_core.runs.uncertainty_report import export_parts
 
     options = _options(store, endpoint_url)
     out_options = _options(out_uri, endpoint_url)
@@ -201,7 +201,7 @@ def _export(
                 suffix="" if part is None else part.suffix,
             )
             if part is not None and part.legend is not None:
-                from diffpir_core.runs.uncertainty import write_legend
+                from diffpir_core.runs.uncertainty_report import write_legend
 
                 write_legend(out_uri, part.legend, _options(out_uri, endpoint_url))
         except (StoreError, ValueError) as err:

@@ -40,7 +40,7 @@ from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import measurement_inputs
 from diffpir_core.runs.plan import JobPlan, comparison_folder, quarantined_images
 from diffpir_core.runs.scoring import baseline_selected, degraded_psnr
-from diffpir_core.runs.uncertainty import uncertainty_section
+from diffpir_core.runs.uncertainty_report import uncertainty_section
 
 
 def artifact_key(job: Job, suffix: str, variant: str | None = None) -> str:
