@@ -150,10 +150,13 @@ def image_maps(job: Job, plan: JobPlan, refs: list[ShardRef], ids: set[str] | No
     return maps
 
 
-def coverage(job: Job, plan: JobPlan, done: list[ShardRef]) -> dict[str, Any]:
+def coverage(
+    job: Job, plan: JobPlan, done: list[ShardRef], maps: dict[str, ImageMaps] | None = None
+) -> dict[str, Any]:
     """The ``coverage`` entry of a job's summary. Evaluate mode: the scale q̂ fitted on the calibration split (written
     to ``<job folder>/calibration.json``) and measured on the other images; too few calibration images is said, with
-    how many are needed. Restore mode: the calibration file's scale, or ``calibrated: false`` (maps uncalibrated)."""
+    how many are needed. Restore mode: the calibration file's scale, or ``calibrated: false`` (maps uncalibrated).
+    ``maps``: evaluate mode's :func:`image_maps` of ``done`` when the caller has read them already."""
     options = job.uncertainty
     assert options is not None
     entry: dict[str, Any] = {"samples": options.samples, "estimate": options.estimate, "alpha": options.alpha}
@@ -169,8 +172,8 @@ def coverage(job: Job, plan: JobPlan, done: list[ShardRef]) -> dict[str, Any]:
             "n_calibration": calibration.n_calibration,
             "calibration_file": options.calibration,
         }
-    maps = image_maps(job, plan, done)
-    split = {i: calibration_split(i, options.calibration_fraction, job.seed) for i in maps}
+    maps = image_maps(job, plan, done) if maps is None else maps
+    split = {i: in_calibration(job, i) for i in maps}
     scores = [image_score(m.abs_error, m.std, options.alpha) for i, m in maps.items() if split[i]]
     tests = [m for i, m in maps.items() if not split[i]]
     entry.update(n_calibration=len(scores), n_test=len(tests), calibration_fraction=options.calibration_fraction)
@@ -212,6 +215,12 @@ def coverage(job: Job, plan: JobPlan, done: list[ShardRef]) -> dict[str, Any]:
     measured.pop("pixel_coverage")  # one value per image: metrics.csv's size, not the summary's
     covered = round(measured["image_coverage"] * len(tests))
     return {**entry, **measured, "covered_images": covered}
+
+
+def in_calibration(job: Job, image_id: str) -> bool:
+    """Whether evaluate mode fits the scale on ``image_id`` (else measures it there): a hash of (seed, id)."""
+    assert job.uncertainty is not None
+    return calibration_split(image_id, job.uncertainty.calibration_fraction, job.seed)
 
 
 def coverage_sentence(entry: dict[str, Any]) -> str:

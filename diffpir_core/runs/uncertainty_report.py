@@ -3,6 +3,7 @@ degraded | estimate | std heatmap | |error| heatmap on one colour scale, the err
 ``diffpir export --what std|samples`` writes. The numbers come from :mod:`diffpir_core.runs.uncertainty`."""
 
 import json
+from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
@@ -18,8 +19,10 @@ from diffpir_core.reporting import ReportSample, ReportSection, png_data_uri
 from diffpir_core.reporting.uncertainty import (
     colour_bar_rgb,
     coverage_table_markdown,
-    error_vs_std_plot,
+    error_vs_std_png,
     heatmap_rgb,
+    shared_vmax,
+    uncertainty_caption,
     uncertainty_row,
 )
 from diffpir_core.runs.done import STD_ARRAY, job_identities, sample_array, sample_identity
@@ -32,6 +35,7 @@ from diffpir_core.runs.uncertainty import (
     coverage,
     coverage_sentence,
     image_maps,
+    in_calibration,
 )
 from diffpir_core.uncertainty.calibration import load_calibration
 
@@ -109,7 +113,8 @@ def write_legend(out_uri: str, legend: dict[str, Any], storage_options: dict[str
     fs, root = filesystem(out_uri, storage_options)
     fs.makedirs(root, exist_ok=True)
     put_atomic(fs, join(root, SCALE_FILE), (json.dumps(legend, indent=1) + "\n").encode())
-    put_atomic(fs, join(root, "colour-bar.png"), encode_png(colour_bar_rgb(legend["vmax"])))
+    bar = colour_bar_rgb(legend["vmax"], 160, "half-width" if legend["scale"] is not None else "std")
+    put_atomic(fs, join(root, "colour-bar.png"), encode_png(bar))
 
 
 def _shown_map(maps: ImageMaps, scale: float | None) -> np.ndarray:
@@ -120,32 +125,48 @@ def _shown_map(maps: ImageMaps, scale: float | None) -> np.ndarray:
 
 def uncertainty_section(job: Job, plan: JobPlan, done: list[ShardRef], samples: list[ReportSample]) -> ReportSection:
     """The report's uncertainty: ``coverage`` in summary.json (:func:`coverage`), the sentence, the coverage table,
-    and per sample image degraded | estimate | std (or calibrated half-width) heatmap | |error| heatmap on one colour
-    scale with its bar, and the error-vs-std plot of those images."""
-    entry = coverage(job, plan, done)
+    per sample image degraded | estimate | std (or calibrated half-width) heatmap | |error| heatmap (evaluate mode) on
+    one colour scale with its bar, and the error-vs-std plot of the test images (evaluate mode, calibrated)."""
+    maps = image_maps(job, plan, done) if job.mode == "evaluate" else None
+    entry = coverage(job, plan, done, maps)
     scale = entry.get("scale") if entry.get("calibrated") else None
-    label = "calibrated half-width q̂·std" if scale is not None else f"std ({UNCALIBRATED})"
-    maps = image_maps(job, plan, done, {sample.id for sample in samples})
-    pictured = [(sample, maps[sample.id]) for sample in samples if sample.id in maps]
+    options = job.uncertainty
+    assert options is not None
+    caption = uncertainty_caption(scale, options.alpha, options.delta)
+    label = "half-width q̂·std" if scale is not None else f"std, {UNCALIBRATED}"
+    shown_ids = {sample.id for sample in samples}
+    pictured_maps = image_maps(job, plan, done, shown_ids) if maps is None else maps
+    pictured = [(sample, pictured_maps[sample.id]) for sample in samples if sample.id in pictured_maps]
     shown = [_shown_map(m, scale) for _, m in pictured]
     errors = [None if m.abs_error is None else m.abs_error.mean(axis=-1) for _, m in pictured]
-    vmax = max([float(np.percentile(v, 99)) for v in shown + [e for e in errors if e is not None]] + [1e-3])
+    vmax = shared_vmax(shown + [e for e in errors if e is not None])
     sentence = coverage_sentence(entry)
-    html = [f"<h2>Uncertainty: {escape(label)}</h2>", f"<p>{escape(sentence)}</p>"]
-    markdown = f"## Uncertainty: {label}\n\n{sentence}\n"
+    html = [f"<h2>Uncertainty: {escape(label)}</h2>", f"<p>{escape(sentence)}</p>", f"<p>{escape(caption)}</p>"]
+    markdown = f"## Uncertainty: {label}\n\n{sentence}\n\nMaps: {caption}.\n"
     if "image_coverage" in entry:
         table = coverage_table_markdown(entry)
-        markdown += f"\n{table}\n"
-        html.append(f"<pre>{escape(table)}</pre>")
+        markdown += f"\n{table}"
+        html.append(_html_table(table))
     if pictured:
         columns = "degraded | estimate | " + label + (" | |error|" if errors[0] is not None else "")
-        html.append(f"<p>{escape(columns)}; one colour scale, 0 to {vmax:.3f} on the [0, 1] pixel scale:</p>")
-        html.append(f'<img alt="colour bar" src="{png_data_uri(colour_bar_rgb(vmax))}">')
+        html.append(f"<p>{escape(columns)}, one colour scale (0 to {vmax:.3f}, [0, 1] pixel scale):</p>")
         for (sample, _), std, error in zip(pictured, shown, errors, strict=True):
-            row = uncertainty_row(sample.degraded, sample.restored, std, error, vmax)
+            row = uncertainty_row(sample.degraded, sample.restored, std, error, vmax, label=label.split(",")[0])
             html.append(f'<figure><img alt="{escape(sample.id)}" src="{png_data_uri(row)}">')
             html.append(f"<figcaption>{escape(sample.id)}</figcaption></figure>")
-        if errors[0] is not None:
-            plot = error_vs_std_plot(shown, [e for e in errors if e is not None])
-            html.append(f'<img alt="error vs std" src="{png_data_uri(plot)}">')
+    if maps is not None and scale is not None:
+        tests = [m for image_id, m in maps.items() if not in_calibration(job, image_id)]
+        if tests:
+            plot = error_vs_std_png([m.std for m in tests], [m.abs_error for m in tests], scale)
+            html.append(f'<img alt="error against std" src="data:image/png;base64,{b64encode(plot).decode()}">')
     return ReportSection("coverage", entry, markdown, html)
+
+
+def _html_table(markdown: str) -> str:
+    """A markdown table (header, rule, rows) as an HTML table."""
+    lines = [
+        [cell.strip().replace("\\|", "|") for cell in line.strip("|").split(" | ")] for line in markdown.splitlines()
+    ]
+    head = "".join(f"<th>{escape(cell)}</th>" for cell in lines[0])
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in lines[2:])
+    return f"<table><tr>{head}</tr>{body}</table>"

@@ -76,7 +76,7 @@ def test_uncalibrated_std_is_labelled_and_exported_with_the_overwrite_checks(
     assert result.exit_code == 0, result.output
     folder = _job_dir(out)
     assert json.loads((folder / "summary.json").read_text())["coverage"]["label"] == "uncalibrated"
-    assert "std (uncalibrated)" in (folder / "report.md").read_text()
+    assert "## Uncertainty: std, uncalibrated" in (folder / "report.md").read_text()
     assert "uncalibrated" in (folder / "report.html").read_text()
 
     said = _export(out, tmp_path / "std", "--what", "std")
