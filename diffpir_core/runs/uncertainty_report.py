@@ -39,7 +39,7 @@ from diffpir_core.runs.uncertainty import (
 )
 from diffpir_core.uncertainty.calibration import load_calibration
 
-EXPORT_VMAX = {"std": 0.1, "half-width": 0.2}
+EXPORT_VMAX = {"std": 0.1, "half-width": 0.5}
 """The top of the heatmap colour scale of ``diffpir export --what std`` on the [0, 1] pixel scale, by quantity: one
 fixed scale, so that the PNGs of one job (and of several jobs) compare."""
 SCALE_FILE = "colour-scale.json"
