@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from diffpir_core.io import DatasetStore
+from diffpir_core.runs.batches import image_seed, sample_seed
 from diffpir_core.runs.done import STD_ARRAY, sample_array, sample_identity
 from diffpir_core.runs.job import JobError
 from diffpir_core.runs.measurements import measurement_inputs
@@ -44,6 +45,7 @@ def test_sample_zero_is_the_plain_restoration_and_the_others_differ(make_job, im
     sampled, _ = _run(make_job(images, tmp_path / "k3", uncertainty={"samples": 3}))
     restored, samples = _array(plain, "restored"), [_array(sampled, sample_array(k)) for k in range(3)]
     for image_id, image in restored.items():
+        assert sample_seed(0, image_id, 0) == image_seed(0, image_id)  # the seed plain jobs have always had
         np.testing.assert_array_equal(samples[0][image_id], image)  # bit for bit
         assert not np.array_equal(samples[1][image_id], image)
         assert not np.array_equal(samples[2][image_id], samples[1][image_id])
