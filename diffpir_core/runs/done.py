@@ -112,6 +112,15 @@ def done_samples(out: DatasetStore, ref: ShardRef, identity: dict[str, str], cou
     return [k for k in range(count) if out.record_matches(ref, sample_array(k), sample_identity(identity, k))]
 
 
+def uncertainty_records(plan: JobPlan, identity: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """(array, record identity) of what a done shard of a job with posterior samples holds besides ``restored``: its
+    ``std`` and each sample (none for a plain job)."""
+    if plan.uncertainty is None:
+        return []
+    samples = [(sample_array(k), sample_identity(identity, k)) for k in range(plan.samples)]
+    return [(STD_ARRAY, identity), *samples]
+
+
 def find_done(
     job: Job | None, plan: JobPlan, source: DatasetStore | None, out: DatasetStore, refs: Sequence[ShardRef]
 ) -> dict[str, RecordStamp]:

@@ -1,5 +1,6 @@
 """``diffpir verify OUTPUT``: read every done shard of every job in an output and check its data against the
-checksum in its record: the restored shards (done as :mod:`diffpir_core.runs.done` decides) and the stored
+checksum in its record: the restored shards (done as :mod:`diffpir_core.runs.done` decides; with posterior samples
+also their std and samples, whose damage makes the shard not done) and the stored
 measurements (a job's own, and a comparison's shared store, each shard once).
 
 A shard whose data differs or cannot be read is damaged (changed behind the store's back: disk or copy corruption,
@@ -13,7 +14,7 @@ from typing import Any
 
 from diffpir_core.io import DamagedShard, DatasetStore, ShardRecord, ShardRef
 from diffpir_core.io.uris import redact_uri
-from diffpir_core.runs.done import job_identities
+from diffpir_core.runs.done import job_identities, uncertainty_records
 from diffpir_core.runs.plan import JobPlan, read_plans
 
 
@@ -44,6 +45,9 @@ def verify_output(output: str, storage_options: dict[str, Any] | None = None, *,
             if ref.key in done:
                 record = out.read_record(ref, plan.restored_array, identities[ref.key])
                 _check(result, plan, out, ref, plan.restored_array, record, forget)
+                for name, identity in uncertainty_records(plan, identities[ref.key]):
+                    if _check(result, plan, out, ref, name, out.read_record(ref, name, identity), forget) and forget:
+                        out.delete_record(ref, plan.restored_array)  # not done: the re-run restores what is damaged
         if plan.measurement_prefix is not None:
             _check_measurements(result, plan, options, forget, seen)
     return result
@@ -71,9 +75,10 @@ def _check(
     name: str,
     record: ShardRecord | None,
     forget: bool,
-) -> None:
+) -> bool:
+    """Check one recorded shard of array ``name`` (none: nothing to check); True when it is damaged."""
     if record is None:
-        return
+        return False
     result.checked += 1
     try:
         store.read_verified(ref, name, record)
@@ -90,3 +95,5 @@ def _check(
                 "error": str(err),
             }
         )
+        return True
+    return False

@@ -20,6 +20,7 @@ from diffpir_core.runs.preflight import cost_lines, preflight
 from diffpir_core.runs.prepare import ingest_input, plan_job
 from diffpir_core.runs.uncertainty import coverage, coverage_sentence
 from diffpir_core.runs.unit import run_unit
+from diffpir_core.runs.verify import verify_output
 
 
 def _run(job: Any) -> tuple[JobPlan, dict[str, dict[str, Any]]]:
@@ -195,3 +196,20 @@ def test_the_cost_is_k_times_the_nfes(make_job, images: Path) -> None:
     (sampled,) = cost_lines(make_job(images, uncertainty={"samples": 4}), [(32, 32)])
     assert plain.startswith("cost: 3 network calls per image x")
     assert sampled.startswith("cost: 12 network calls per image (4 posterior samples x 3) x")
+
+
+def test_a_damaged_sample_is_found_by_verify_and_only_it_is_restored_again(
+    make_job, images: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    plan, _ = _run(make_job(images, out, uncertainty={"samples": 2}))
+    (shard_object,) = (Path(plan.output_store) / "groups" / "32x32" / "samples" / "1" / "c").glob("0/*/*/*")
+    data = bytearray(shard_object.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard_object.write_bytes(bytes(data))
+    found = verify_output(str(out))
+    assert [(d["array"], d["shard"]) for d in found.damaged] == [("samples/1", "32x32/000000")]
+    _, manifests = _run(make_job(images, out, uncertainty={"samples": 2}))
+    assert manifests["32x32/000000"]["samples"] == {"computed": [1], "reused": [0]}
+    assert manifests["32x32/000001"]["status"] == "skipped"
+    assert verify_output(str(out)).damaged == []
