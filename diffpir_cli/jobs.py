@@ -280,7 +280,8 @@ def _effective_sampler(job: Job) -> str:
             continue
         settings = run.job.sampler_settings()
         values = settings.config.model_dump(mode="json")
-        lines.append(f"# effective {run.method} settings{title} ({settings.config.nfes} network calls per image):")
+        per = "image" if run.job.uncertainty is None else f"sample, {run.job.uncertainty.samples} samples per image"
+        lines.append(f"# effective {run.method} settings{title} ({settings.config.nfes} network calls per {per}):")
         sources = dict(settings.sources)
         if getattr(run.job.task, "noise_sigma", None) == AUTO_SIGMA and "noise_sigma" in sources:
             values["noise_sigma"], sources["noise_sigma"] = "auto", "task (estimated per image from its measurement)"

@@ -72,6 +72,7 @@ def test_uncalibrated_std_is_labelled_and_exported_with_the_overwrite_checks(
     runner = CliRunner()
     dry = runner.invoke(app, ["run", str(job_file), "--dry-run"])
     assert "cost: 6 network calls per image (2 posterior samples x 3)" in dry.output, dry.output
+    assert "(3 network calls per sample, 2 samples per image)" in dry.output
     result = runner.invoke(app, ["run", str(job_file)])
     assert result.exit_code == 0, result.output
     folder = _job_dir(out)
