@@ -81,16 +81,19 @@ def downscale_u8(image: np.ndarray, factor: float) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def held_out_tiles(size: int = 64, names: Sequence[str] = HELD_OUT_IMAGES) -> dict[str, np.ndarray]:
+def held_out_tiles(
+    size: int = 64, names: Sequence[str] = HELD_OUT_IMAGES, short_side: int | None = None
+) -> dict[str, np.ndarray]:
     """Non-overlapping ``size`` x ``size`` uint8 tiles of the held-out photos, keyed ``name_k``.
 
-    Each photo is downscaled to a short side of 2 * ``size`` and cut row-major into whole tiles
-    (astronaut: 4, coffee and chelsea: 6 each at size 64). Used by the quality check and the demo.
+    Each photo is downscaled to a short side of ``short_side`` (default 2 * ``size``) and cut row-major into whole
+    tiles (astronaut: 4, coffee and chelsea: 6 each at size 64; 16, 24 and 24 at short side 256). Used by the
+    quality check, the demo and the uncertainty bench.
     """
     tiles: dict[str, np.ndarray] = {}
     for name in names:
         image = load_rgb_u8(name)
-        small = downscale_u8(image, 2 * size / min(image.shape[:2]))
+        small = downscale_u8(image, (short_side or 2 * size) / min(image.shape[:2]))
         rows, cols = small.shape[0] // size, small.shape[1] // size
         for k in range(rows * cols):
             r, c = divmod(k, cols)

@@ -193,9 +193,11 @@ def split_average(
 ) -> dict[str, Any]:
     """Image coverage averaged over ``splits`` random calibration/test splits of the same per-image scores.
 
-    One split's coverage is a noisy draw around its expectation; the average over many splits estimates the
-    expectation the guarantee is about (with exchangeable, tie-free scores it is ⌈(n + 1)(1 − δ)⌉/(n + 1) for n
-    calibration images). Returns ``mean_image_coverage``, ``std_image_coverage`` (across splits), ``mean_scale``,
+    One split's coverage is a noisy draw around its expectation; the average over many splits removes that noise.
+    With distinct scores the expectation over random splits is ⌈(n + 1)(1 − δ)⌉/(n + 1) for n calibration images
+    whatever the scores are (the held-out image's rank among n + 1 randomly chosen ones is uniform), so the average
+    checks the procedure and shows the split-to-split spread; it cannot show that new images are exchangeable with
+    these. Returns ``mean_image_coverage``, ``std_image_coverage`` (across splits), ``mean_scale``,
     ``splits``, ``n_calibration``, ``n_test`` and ``target`` (``image_coverage`` and ``image_coverage_upper``).
     """
     values = np.asarray(scores, dtype=np.float64).ravel()

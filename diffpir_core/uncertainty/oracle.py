@@ -62,6 +62,24 @@ class GaussianPrior:
         self.shape = tuple(shape)
         self._factor = np.linalg.cholesky(self.cov)
 
+    @classmethod
+    def demo(
+        cls, shape: tuple[int, int, int] = (3, 8, 8), correlation_length: float = 0.0, seed: int = 0
+    ) -> GaussianPrior:
+        """The oracle prior of the tests and the bench: means uniform in [0.35, 0.65] and stds in [0.04, 0.1] (so
+        samples rarely leave [0, 1]); with ``correlation_length`` > 0, correlation exp(−distance/length) between
+        pixels and 0.8 between the channels of a pixel, else independent pixels (diagonal Σ)."""
+        size = int(np.prod(shape))
+        rng = np.random.default_rng(seed)
+        mean, std = rng.uniform(0.35, 0.65, size), rng.uniform(0.04, 0.1, size)
+        if correlation_length <= 0:
+            return cls(mean, np.diag(std**2), shape)
+        rows, cols = np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+        points = np.stack([rows.ravel(), cols.ravel()], axis=1)
+        spatial = np.exp(-np.linalg.norm(points[:, None] - points[None], axis=-1) / correlation_length)
+        channels = np.full((shape[0], shape[0]), 0.8) + 0.2 * np.eye(shape[0])
+        return cls(mean, std[:, None] * np.kron(channels, spatial) * std[None], shape)
+
     def denoiser(self) -> GaussianEpsilon:
         """The exact ε-predicting "UNet" for this prior (in eval mode)."""
         return GaussianEpsilon(self).eval()

@@ -23,22 +23,6 @@ MASK = box_mask(8, 8, 2, 2, 4, 4)  # 1 = known: a 4x4 hole in the middle
 HOLE = np.broadcast_to(MASK.numpy() == 0, SHAPE)
 
 
-def diagonal_prior() -> GaussianPrior:
-    rng = np.random.default_rng(0)
-    return GaussianPrior(rng.uniform(0.35, 0.65, SIZE), np.diag(rng.uniform(0.04, 0.1, SIZE) ** 2), SHAPE)
-
-
-def correlated_prior(length: float = 1.5, channel_correlation: float = 0.8) -> GaussianPrior:
-    """Exponential correlation over pixel distance, and between channels, on the diagonal prior's variances."""
-    rng = np.random.default_rng(0)
-    mean, std = rng.uniform(0.35, 0.65, SIZE), rng.uniform(0.04, 0.1, SIZE)
-    rows, cols = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
-    points = np.stack([rows.ravel(), cols.ravel()], axis=1)
-    spatial = np.exp(-np.linalg.norm(points[:, None] - points[None], axis=-1) / length)
-    channels = np.full((3, 3), channel_correlation) + (1 - channel_correlation) * np.eye(3)
-    return GaussianPrior(mean, std[:, None] * np.kron(channels, spatial) * std[None], SHAPE)
-
-
 def samples(model: torch.nn.Module, operator, y: torch.Tensor, config: DiffPIRConfig, count: int, seed: int):
     """``count`` DiffPIR samples of each image of ``y`` (one generator per sample), shape (images, count, C, H, W)."""
     batch = y.repeat_interleave(count, dim=0)
@@ -78,7 +62,7 @@ def mean_and_error(values: np.ndarray) -> tuple[float, float]:
 
 def inpainting_spread(config: DiffPIRConfig, count: int):
     """Per-pixel sample std over ``count`` samples of one noiseless inpainting measurement, with the prior."""
-    prior = diagonal_prior()
+    prior = GaussianPrior.demo(SHAPE)
     operator = Inpainting(MASK)
     y = operator.A(prior.sample(1, np.random.default_rng(1)))
     spread = samples(prior.denoiser(), operator, y, config, count, seed=2)[0].std(axis=0, ddof=1)
@@ -123,7 +107,7 @@ def sr_draws() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """|error| and std of the K-sample mean for GROUPS × (N_CAL + N_TEST) fresh images of a correlated prior, SR ×2
     with σ = 0.05 (fresh x and fresh measurement noise per image), DiffPIR at its default ζ with 20 steps."""
     torch.set_num_threads(1)
-    prior = correlated_prior()
+    prior = GaussianPrior.demo(SHAPE, correlation_length=1.5)
     operator = SuperResolution(2, kernel=torch.full((2, 2), 0.25))
     rng = np.random.default_rng(3)
     x = prior.sample(GROUPS * (N_CAL + N_TEST), rng)
