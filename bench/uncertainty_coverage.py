@@ -3,8 +3,8 @@
 For SR ×4 (σ = 0.05) and box inpainting, each 64×64 tile of the held-out photos (``skimage.data`` astronaut, coffee
 and chelsea, which the demo prior never saw, reduced to a short side of ``--short-side`` and cut into tiles) is
 degraded as an evaluate-mode job degrades it (seeded by its id) and restored K times with DiffPIR, one generator per
-sample (sample 0 seeded as a job seeds the image, sample k by the id and k). The estimate is the mean of the K
-samples (clamped to [0, 1]), the std their per-pixel standard deviation. An id-hashed 25 % split fits q̂
+sample (seeded as a job with ``uncertainty`` seeds them: ``runs.batches.sample_seed``). The estimate is the mean of
+the K samples (clamped to [0, 1]), the std their per-pixel standard deviation. An id-hashed 25 % split fits q̂
 (α = δ = 0.1); the other tiles measure image coverage (target ≥ 90 %), mean pixel coverage, mean band width and the
 std–|error| correlation. The average over ``--splits`` random splits of the same scores is printed too: with distinct
 scores its expectation is ⌈(n + 1)(1 − δ)⌉/(n + 1) for any set of images (a check of the procedure, not of the
@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 
 from bench.results import write_results
 from diffpir_core.models import load_prior
-from diffpir_core.runs.batches import image_seed, inputs_from_arrays, synthesise
+from diffpir_core.runs.batches import image_seed, inputs_from_arrays, sample_seed, synthesise
 from diffpir_core.sampling import resolve_job_sampler, restore_with
 from diffpir_core.task_kinds import TaskSpec
 from diffpir_core.training import held_out_tiles
@@ -43,11 +43,6 @@ TASKS: dict[str, dict[str, Any]] = {
     "inpaint-box": {"kind": "inpaint", "mask": "box", "noise_sigma": 0.0},
 }
 ALPHA = DELTA = 0.1
-
-
-def sample_seed(seed: int, image_id: str, k: int) -> int:
-    """Sample 0 as a job seeds the image; sample k > 0 by (seed, id, k)."""
-    return image_seed(seed, image_id if k == 0 else f"{image_id}#sample{k}")
 
 
 def restore_samples(unet: torch.nn.Module, task, config, image_id: str, arrays, samples: int, seed: int):
