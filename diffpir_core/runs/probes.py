@@ -28,7 +28,7 @@ from diffpir_core.runs.job import Job
 
 SURE = "sure"
 """The metric whose rows need the probe."""
-EPSILON_PER_SIGMA = 0.5
+EPSILON_PER_SIGMA = 0.2
 """ε / σ: small enough that A x̂ is close to linear over the nudge (the bias it leaves is measured in
 ``tests/core/tuning``), large enough that the stored x̂'s uint8 rounding and float32 noise stay small next to it."""
 EPSILON_FLOOR = 1e-3
