@@ -29,6 +29,7 @@ from diffpir_core.io.uris import filesystem, is_local, join, local_path, redact_
 from diffpir_core.models import prior_image_size, prior_path
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.options import DaskRunner
+from diffpir_core.runs.probes import restorations_per_image
 
 INPUT_SAMPLE = 64
 """Images whose per-image kernel/mask files the preflight reads (the run checks every one, and quarantines)."""
@@ -223,7 +224,9 @@ def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
         if run.job is None:
             continue
         samples = 1 if run.job.uncertainty is None else run.job.uncertainty.samples
-        nfes = run.job.sampler_config().nfes * samples
+        base = run.job.sampler_config().nfes
+        nfes = base * samples * restorations_per_image(run.job)  # SURE's probe restores every image a second time
+        probe = " (2 restorations: sure)" if nfes > base * samples else ""
         trained = prior_image_size(run.job.prior)
         tiles = [run.job.fit().tiles(height, width, trained) for height, width in sizes] or [1]
         per_image = nfes * sum(tiles) / len(tiles)
@@ -231,7 +234,7 @@ def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
         largest = max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
         shape = f" ({largest[1]}x{largest[0]} restored, {trained}-px prior)" if largest and trained else ""
         lines.append(
-            f"cost: {where}{nfes} network calls per image"
+            f"cost: {where}{nfes} network calls per image{probe}"
             + (f" ({samples} posterior samples x {nfes // samples})" if samples > 1 else "")
             + f" x {max(tiles)} tile forward(s) each{shape} = about "
             f"{per_image:,.0f} tile forwards per image"

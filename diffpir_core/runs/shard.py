@@ -37,6 +37,7 @@ from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import prepare_measurements
 from diffpir_core.runs.plan import JobPlan
 from diffpir_core.runs.priors import get_prior
+from diffpir_core.runs.probes import divergences, restorations_per_image
 from diffpir_core.runs.progress import ShardMeter
 from diffpir_core.runs.scoring import rows_of, scoring_key
 from diffpir_core.runs.uncertainty import by_sample, write_samples
@@ -67,6 +68,7 @@ class Prepared:
     prepared: float = 0.0
     threads: int = 0  # torch threads the model restored it with (set by restore_prepared)
     have: list[int] = field(default_factory=list)  # posterior samples already done (a job with ``uncertainty``)
+    divergence: dict[str, float] = field(default_factory=dict)  # SURE's probe's, by image id (``sure`` asked for)
 
 
 def _identity(job: Job, plan: JobPlan, source: DatasetStore, shard: ShardRef) -> tuple[str, dict[str, str], Any]:
@@ -163,6 +165,12 @@ def restore_prepared(
     }
     if plan.uncertainty:
         restored = by_sample(item.inputs, restored, len(missing), job.task.output_scale)
+    if restorations_per_image(job) > 1:  # SURE's probe: a second restoration of every image
+        probing = time.perf_counter()
+        item.divergence = divergences(
+            job, prior.unet, item.inputs, restored, config, batch_size=batch_size, device=plan.device
+        )
+        timings["sure_probe"] = time.perf_counter() - probing
     return np.ascontiguousarray(restored), timings, batch_size
 
 
@@ -197,7 +205,7 @@ def write_restored(
     scored: dict[str, Any] = {}
     try:
         scored = {
-            "rows": rows_of(job, plan, source, item.ref, item.inputs, restored, timings["sample"]),
+            "rows": rows_of(job, plan, source, item.ref, item.inputs, restored, timings["sample"], item.divergence),
             "scored": scoring_key(job),
         }
     except Exception as err:
@@ -214,6 +222,7 @@ def write_restored(
             "threads": item.threads,
             "quarantined": item.inputs.quarantined,
             **samples,
+            **({"divergence": item.divergence} if item.divergence else {}),
             **scored,
         },
     )
