@@ -36,6 +36,8 @@ from diffpir_core.runs.options import (
 )
 from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, resolve_job_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
+from diffpir_core.tuning.space import TuneSpec, tune_problem
+from diffpir_core.tuning.tuned import tuned_layer, valid_for
 
 JOB_SCHEMA_VERSION = 1
 FULL_REFERENCE_METRICS = frozenset({"psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid"})
@@ -78,6 +80,12 @@ class Job(Strict):
     )
     tasks: list[TaskSpec] | None = Field(
         None, description="comparison: the tasks every variant runs on (null = [task])"
+    )
+    tune: TuneSpec | None = Field(
+        None, description="tuning job: search settings of the method on a subset of the images (docs/tuning.md)"
+    )
+    tuned: str | None = Field(
+        None, description="a tuned settings file (a tuning job's tuned.json): its values go under the job's sampler"
     )
     shard_size: int = Field(16, ge=1, le=4096)
     batch_size: int = Field(4, ge=1, le=1024)
@@ -164,13 +172,15 @@ class Job(Strict):
         for task in [self.task, *(self.tasks or [])]:
             task.apply_mode_defaults(self.mode)
         self.task.check_mode(self.mode)
+        if self.tune is not None and (problem := tune_problem(self)):
+            raise ValueError(problem)
         if self.ingest.size_policy in ("center_crop", "resize") and self.ingest.size is None:
             raise ValueError(f"ingest.size: required with ingest.size_policy {self.ingest.size_policy}")
         if self.is_comparison():
             self.cells()  # every variant's settings validated, names unique
             return self
         try:
-            self.sampler_settings()
+            self.sampler_settings()  # a tuned file's ValueError names it
         except ValidationError as err:
             raise ValueError("sampler: " + format_validation_error(err).replace("\n", "; ")) from None
         if problem := operator_problem(self.method, self.task, self.storage_options):
@@ -204,9 +214,16 @@ class Job(Strict):
         return ["psnr", "ssim"] if self.mode == "evaluate" else ["consistency", "piqe", "niqe"]
 
     def sampler_settings(self) -> ResolvedSampler:
-        """The effective settings of the job's method and where each came from: task preset → prior card →
-        ``sampler`` (:func:`resolve_job_sampler`)."""
-        return resolve_job_sampler(self.task, self.method, self.prior, self.sampler)
+        """The effective settings of the job's method and where each came from: task preset → prior card → the
+        ``tuned`` file (read and checked against this job here) → ``sampler`` (:func:`resolve_job_sampler`)."""
+        tuned = None
+        if self.tuned is not None:
+            wanted = valid_for(self.task, self.task_identity(), self.prior, self.method)
+            try:
+                tuned = (f"tuned {self.tuned}", tuned_layer(self.tuned, wanted, self.storage_options))
+            except ValueError as err:
+                raise ValueError(f"tuned: {err}") from None
+        return resolve_job_sampler(self.task, self.method, self.prior, self.sampler, tuned)
 
     def sampler_config(self) -> BaseModel:
         """The config of the job's method it samples with (``DiffPIRConfig`` for DiffPIR; see
@@ -375,11 +392,13 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> Job:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """``data`` with its relative local paths (input, output, prior, task.kernel, task.mask) resolved from ``base``."""
+    """``data`` with its relative local paths (input, output, prior, tuned, task.kernel, task.mask) resolved from
+    ``base``."""
     task = data.get("task")
-    for node, key in [(data, "input"), (data, "output"), (data, "prior"), (task, "kernel"), (task, "mask")]:
+    places = [(data, "input"), (data, "output"), (data, "prior"), (data, "tuned"), (task, "kernel"), (task, "mask")]
+    for node, key in places:
         if isinstance(node, dict) and key in node:
-            node[key] = _resolve_relative(node[key], base, always=key in ("input", "output"))
+            node[key] = _resolve_relative(node[key], base, always=key in ("input", "output", "tuned"))
     return data
 
 
