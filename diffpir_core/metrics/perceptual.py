@@ -44,6 +44,12 @@ class LPIPSScorer:
         return distances.reshape(out.shape[0]).double().cpu().numpy()
 
 
+def missing_lpips_weights() -> MetricUnavailable | None:
+    """Why LPIPS cannot run offline here (its VGG16 weights are not in the torch hub cache), or None: the cheap check
+    a job makes before any work, without importing torchvision or building the network."""
+    return missing_weights("LPIPS", VGG16_FILE, VGG16_URL)
+
+
 def load_lpips(device: str | torch.device = "cpu", *, allow_download: bool = False) -> LPIPSScorer | MetricUnavailable:
     """The LPIPS-VGG scorer for ``device``, or why it cannot be built here (never raises).
 
@@ -56,7 +62,7 @@ def load_lpips(device: str | torch.device = "cpu", *, allow_download: bool = Fal
     module = import_optional("LPIPS", "lpips")
     if isinstance(module, MetricUnavailable):
         return module
-    if not allow_download and (missing := missing_weights("LPIPS", VGG16_FILE, VGG16_URL)):
+    if not allow_download and (missing := missing_lpips_weights()):
         return missing
     try:
         network = module.LPIPS(net="vgg", verbose=False).eval().to(device)
