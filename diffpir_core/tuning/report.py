@@ -298,7 +298,8 @@ def completed_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(f"{row['trial']:>5}  {row['state']:<8} {_cell(row.get(objective)):>12}  {settings_label(params)}")
     lines += [
         f"completed: {counts['trials']} trial(s), {counts['complete']} complete, {counts['pruned']} pruned; "
-        f"best trial {best['trial']}: {objective} {format_number(best['value'])} with {settings_label(best['params'])}",
+        f"best trial {best['trial']}: {objective} {format_number(best['value'])} with "
+        f"{settings_label(best['params'])}",
         f"tuned: {summary['tuned']} (use it with `tuned:` in a job)",
         f"report: {summary['report']}",
     ]
