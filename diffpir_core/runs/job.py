@@ -36,6 +36,7 @@ from diffpir_core.runs.options import (
 )
 from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, resolve_job_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
+from diffpir_core.tuning.objectives import NOISE_METRICS, noise_problem
 from diffpir_core.tuning.space import TuneSpec, tune_problem
 from diffpir_core.tuning.tuned import tuned_layer, valid_for
 
@@ -100,8 +101,27 @@ class Job(Strict):
     )
     runner: RunnerSpec = Field(default_factory=LocalRunner)
     metrics: (
-        list[Literal["psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid", "consistency", "niqe", "piqe"]] | None
-    ) = Field(None, description="null = [psnr, ssim] for evaluate, [consistency, piqe, niqe] for restore")
+        list[
+            Literal[
+                "psnr",
+                "psnr_y",
+                "ssim",
+                "ssim_y",
+                "lpips",
+                "fid",
+                "consistency",
+                "discrepancy",
+                "sure",
+                "niqe",
+                "piqe",
+            ]
+        ]
+        | None
+    ) = Field(
+        None,
+        description="null = [psnr, ssim] for evaluate, [consistency, piqe, niqe] for restore; discrepancy and sure "
+        "(σ > 0; sure restores every image twice) in both modes (docs/metrics.md)",
+    )
     seed: int = Field(0, ge=0)
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
@@ -171,6 +191,9 @@ class Job(Strict):
                 )
         for task in [self.task, *(self.tasks or [])]:
             task.apply_mode_defaults(self.mode)
+        for name in sorted(NOISE_METRICS & set(self.metrics or ())):
+            if problem := noise_problem(f"metrics: {name}", name, self):
+                raise ValueError(problem)
         self.task.check_mode(self.mode)
         if self.tune is not None and (problem := tune_problem(self)):
             raise ValueError(problem)

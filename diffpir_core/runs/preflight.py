@@ -28,6 +28,7 @@ from diffpir_core.io.uris import filesystem, is_local, join, local_path, redact_
 from diffpir_core.models import prior_image_size, prior_path
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.options import DaskRunner
+from diffpir_core.runs.probes import restorations_per_image
 
 INPUT_SAMPLE = 64
 """Images whose per-image kernel/mask files the preflight reads (the run checks every one, and quarantines)."""
@@ -221,7 +222,9 @@ def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
     for run in job.cells():
         if run.job is None:
             continue
-        nfes = run.job.sampler_config().nfes
+        base = run.job.sampler_config().nfes
+        nfes = base * restorations_per_image(run.job)  # SURE's probe restores every image a second time
+        probe = " (2 restorations: sure)" if nfes > base else ""
         trained = prior_image_size(run.job.prior)
         tiles = [run.job.fit().tiles(height, width, trained) for height, width in sizes] or [1]
         per_image = nfes * sum(tiles) / len(tiles)
@@ -229,7 +232,7 @@ def cost_lines(job: Job, sizes: list[tuple[int, int]]) -> list[str]:
         largest = max(sizes, key=lambda hw: hw[0] * hw[1]) if sizes else None
         shape = f" ({largest[1]}x{largest[0]} restored, {trained}-px prior)" if largest and trained else ""
         lines.append(
-            f"cost: {where}{nfes} network calls per image x {max(tiles)} tile forward(s) each{shape} = about "
+            f"cost: {where}{nfes} network calls per image{probe} x {max(tiles)} tile forward(s) each{shape} = about "
             f"{per_image:,.0f} tile forwards per image"
             + (f", {per_image * len(sizes):,.0f} for the {len(sizes)} image(s) checked" if sizes else "")
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,11 +25,11 @@ from diffpir_core.metrics import (
     BLIND_METRICS,
     blind_scores,
     float_to_uint8,
-    measurement_rms,
     score_batch,
     uint8_to_float,
 )
 from diffpir_core.metrics.batch import CONSISTENCY_COLUMN
+from diffpir_core.metrics.consistency import discrepancy, residual_power, sure
 from diffpir_core.runs.batches import ShardInputs
 from diffpir_core.runs.done import read_checked
 from diffpir_core.runs.job import Job
@@ -37,6 +37,9 @@ from diffpir_core.runs.measurements import measurement_inputs
 from diffpir_core.runs.plan import JobPlan
 from diffpir_core.task_kinds import TaskKind
 
+MEASUREMENT_METRICS = ("consistency", "discrepancy", "sure")
+"""Metrics of the restoration against its measurement (no ground truth): ``consistency`` (column
+``measurement_rms``), ``discrepancy`` and ``sure`` (with ``prediction_error`` beside it in evaluate mode)."""
 HIGHER_IS_BETTER = {"psnr": 1.0, "psnr_y": 1.0, "ssim": 1.0, "ssim_y": 1.0, "lpips": -1.0, "niqe": -1.0, "piqe": -1.0}
 """Metrics that get a ``gain_`` column, with the sign that makes a positive gain an improvement."""
 
@@ -67,16 +70,18 @@ def score_images(
     metrics: Sequence[str],
     *,
     device: str = "cpu",
+    divergence: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per image of ``inputs``: metrics of ``restored_u8`` (n, H, W, 3), the baseline's, the gains.
 
     ``metrics`` are job metric names; ``fid`` is dataset-level and skipped, ``consistency`` becomes
-    ``measurement_rms``. Full-reference metrics need ``truth_u8`` (evaluate mode).
+    ``measurement_rms``. Full-reference metrics need ``truth_u8`` (evaluate mode). ``sure`` needs each image's
+    divergence from SURE's probe (``runs.probes``, by id); an image without one has no ``sure`` value.
     """
-    pixel = [name for name in metrics if name not in ("consistency", "fid", *BLIND_METRICS)]
+    pixel = [name for name in metrics if name not in ("fid", *MEASUREMENT_METRICS, *BLIND_METRICS)]
     blind = [name for name in metrics if name in BLIND_METRICS]
-    consistency = "consistency" in metrics
-    rows = _score(task, inputs, uint8_to_float(restored_u8), truth_u8, pixel, consistency, device, blind)
+    measured = [name for name in metrics if name in MEASUREMENT_METRICS]
+    rows = _score(task, inputs, uint8_to_float(restored_u8), truth_u8, pixel, measured, device, blind, divergence)
     if blind:  # the degraded input at its own size (an enlarged copy would score the enlargement)
         _add_blind(rows, float_to_uint8(inputs.y), blind, prefix="degraded_")
     if inputs.noise_sigma is not None:  # the σ each image was restored with (a manifest's or the estimate)
@@ -85,14 +90,15 @@ def score_images(
     height, width = restored_u8.shape[1:3]
     fraction = task.baseline_fraction(height, width, inputs.params)
     chosen = [i for i, image_id in enumerate(inputs.ids) if baseline_selected(image_id, fraction)]
-    if not chosen or not (pixel or consistency or blind):
+    baseline_measured = [name for name in measured if name != "sure"]  # the baseline has no probe
+    if not chosen or not (pixel or baseline_measured or blind):
         return rows
     subset = inputs.select(chosen)
     restored_baseline = task.baseline(subset.y, subset.params, subset.noise_sigma)
     baseline = uint8_to_float(float_to_uint8(restored_baseline))  # stored like the restoration
     truth = None if truth_u8 is None else truth_u8[chosen]
     for i, values in zip(
-        chosen, _score(task, subset, baseline, truth, pixel, consistency, device, blind), strict=True
+        chosen, _score(task, subset, baseline, truth, pixel, baseline_measured, device, blind), strict=True
     ):
         row = rows[i]
         for name, value in values.items():
@@ -108,12 +114,13 @@ def _score(
     images: torch.Tensor,
     truth_u8: np.ndarray | None,
     pixel: Sequence[str],
-    consistency: bool,
+    measured: Sequence[str],
     device: str,
     blind: Sequence[str] = (),
+    divergence: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rows of metric values of float images (n, 3, H, W) against ``truth_u8`` and the measurement, and the blind
-    scores ``blind`` of the images alone."""
+    """Rows of metric values of float images (n, 3, H, W) against ``truth_u8`` and the measurement (``measured``:
+    the :data:`MEASUREMENT_METRICS` asked for), and the blind scores ``blind`` of the images alone."""
     rows: list[dict[str, Any]] = [{} for _ in inputs.ids]
     if blind:
         _add_blind(rows, float_to_uint8(images), blind)
@@ -121,12 +128,38 @@ def _score(
         scores = score_batch(images, truth_u8, pixel, border=task.metric_border, device=device)
         for row, values in zip(rows, scores.rows(), strict=True):
             row.update(values)
-    if consistency:
-        operator = task.operator(inputs.params)
-        rms = measurement_rms(operator, images, inputs.y.to(torch.float32))
-        for row, value in zip(rows, rms, strict=True):
-            row[CONSISTENCY_COLUMN] = float(value)
+    if measured:
+        for name, values in _measurement_scores(task, inputs, images, truth_u8, measured, divergence).items():
+            for row, value in zip(rows, values, strict=True):
+                row[name] = None if math.isnan(value) else float(value)
     return rows
+
+
+def _measurement_scores(
+    task: TaskKind,
+    inputs: ShardInputs,
+    images: torch.Tensor,
+    truth_u8: np.ndarray | None,
+    measured: Sequence[str],
+    divergence: Mapping[str, float] | None,
+) -> dict[str, np.ndarray]:
+    """Column -> per-image values of the ``measured`` metrics (NaN where an image has none: σ = 0 for the
+    discrepancy, no probe divergence for SURE); with ground truth, SURE comes with the error it estimates,
+    ``prediction_error`` = ‖A(x̂ − x)‖² / m."""
+    operator = task.operator(inputs.params)
+    power = residual_power(operator, images, inputs.y.to(torch.float32))
+    sigmas = task.sigmas(len(inputs.ids), inputs.noise_sigma)
+    columns: dict[str, np.ndarray] = {}
+    if "consistency" in measured:
+        columns[CONSISTENCY_COLUMN] = np.sqrt(power)
+    if "discrepancy" in measured:
+        columns["discrepancy"] = discrepancy(power, sigmas)
+    if "sure" in measured:
+        found = divergence or {}
+        columns["sure"] = sure(power, sigmas, np.array([found.get(i, math.nan) for i in inputs.ids]))
+        if truth_u8 is not None:
+            columns["prediction_error"] = residual_power(operator, images, operator.A(uint8_to_float(truth_u8)))
+    return columns
 
 
 def _add_blind(rows: list[dict[str, Any]], images_u8: np.ndarray, metrics: Sequence[str], prefix: str = "") -> None:
@@ -174,9 +207,11 @@ def rows_of(
     inputs: ShardInputs,
     restored: np.ndarray,
     sample_seconds: float | None,
+    divergence: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per restored image of ``shard``: id, shard, the job's metrics with the baseline's and the gain, sampling
-    seconds per image (quarantined images were not restored: no rows for them)."""
+    seconds per image (quarantined images were not restored: no rows for them); ``divergence``: SURE's probe's, by
+    image id (``runs.probes``)."""
     kept = inputs.kept()
     if not kept:
         return []
@@ -184,7 +219,9 @@ def rows_of(
     if len(kept) < shard.size:
         inputs, restored = inputs.select(kept), restored[kept]
         truth = None if truth is None else truth[kept]
-    scores = score_images(job.task, inputs, restored, truth, job.effective_metrics(), device=plan.device)
+    scores = score_images(
+        job.task, inputs, restored, truth, job.effective_metrics(), device=plan.device, divergence=divergence
+    )
     seconds = None if sample_seconds is None else sample_seconds / len(kept)
     return [
         {"id": image_id, "shard": shard.key, "task": job.task_label(), **values, "seconds": seconds}
@@ -199,4 +236,5 @@ def score_shard(job: Job, plan: JobPlan, shard: ShardRef) -> list[dict[str, Any]
     out = DatasetStore.open(plan.output_store, job.storage_options)
     restored, record = read_checked(out, shard, plan.restored_array)
     inputs = measurement_inputs(job, plan, source, out, shard)
-    return rows_of(job, plan, source, shard, inputs, restored, record.timings.get("sample", 0.0))
+    sample = record.timings.get("sample", 0.0)
+    return rows_of(job, plan, source, shard, inputs, restored, sample, record.metrics.get("divergence"))

@@ -29,6 +29,7 @@ from diffpir_core.runs.job import Job
 from diffpir_core.runs.measurements import prepare_measurements
 from diffpir_core.runs.plan import JobPlan
 from diffpir_core.runs.priors import get_prior
+from diffpir_core.runs.probes import divergences, restorations_per_image
 from diffpir_core.runs.progress import ShardMeter
 from diffpir_core.runs.scoring import rows_of, scoring_key
 
@@ -57,6 +58,7 @@ class Prepared:
     skipped: dict[str, Any] | None = None
     prepared: float = 0.0
     threads: int = 0  # torch threads the model restored it with (set by restore_prepared)
+    divergence: dict[str, float] = field(default_factory=dict)  # SURE's probe's, by image id (``sure`` asked for)
 
 
 def _identity(job: Job, plan: JobPlan, source: DatasetStore, shard: ShardRef) -> tuple[str, dict[str, str], Any]:
@@ -139,6 +141,12 @@ def restore_prepared(
         "load_prior": sample_start - loading,
         "sample": time.perf_counter() - sample_start,
     }
+    if restorations_per_image(job) > 1:  # SURE's probe: a second restoration of every image
+        probing = time.perf_counter()
+        item.divergence = divergences(
+            job, prior.unet, item.inputs, restored, config, batch_size=batch_size, device=plan.device
+        )
+        timings["sure_probe"] = time.perf_counter() - probing
     return np.ascontiguousarray(restored), timings, batch_size
 
 
@@ -162,7 +170,7 @@ def write_restored(
     scored: dict[str, Any] = {}
     try:
         scored = {
-            "rows": rows_of(job, plan, source, item.ref, item.inputs, restored, timings["sample"]),
+            "rows": rows_of(job, plan, source, item.ref, item.inputs, restored, timings["sample"], item.divergence),
             "scored": scoring_key(job),
         }
     except Exception as err:
@@ -178,6 +186,7 @@ def write_restored(
             "batch_size": batch_size,
             "threads": item.threads,
             "quarantined": item.inputs.quarantined,
+            **({"divergence": item.divergence} if item.divergence else {}),
             **scored,
         },
     )

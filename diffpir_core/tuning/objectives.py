@@ -60,8 +60,8 @@ rather than per-image distances: one setting serves every image, and images that
 out as they would in one large image). ``sure``: the mean SURE estimate of the per-entry prediction risk
 ‖A(x̂ − x)‖² / m."""
 
-NOISE_OBJECTIVES = frozenset({"discrepancy", "sure"})
-"""Objectives calibrated against the measurement's noise: they need σ > 0."""
+NOISE_METRICS = frozenset({"discrepancy", "sure"})
+"""Metrics (and objectives) calibrated against the measurement's noise: they need σ > 0."""
 
 
 def objective_problem(name: str, job: Job) -> str | None:
@@ -83,18 +83,25 @@ def objective_problem(name: str, job: Job) -> str | None:
         )
     if name == "lpips" and (unavailable := _lpips_unavailable()):
         return f"objective lpips: {unavailable.message}"
-    if name in NOISE_OBJECTIVES:
-        for field, task in _tasks(job):
-            if task.noise_sigma != AUTO_SIGMA and float(task.noise_sigma) == 0.0:
-                return (
-                    f"objective {name}: {field}.noise_sigma is 0 ({task.label()}), so there is no noise to calibrate "
-                    f"against; set {field}.noise_sigma to the measurements' noise level (or auto to estimate it per "
-                    "image), or tune on psnr with a mode evaluate job on held-out images like yours"
-                )
+    if name in NOISE_METRICS:
+        return noise_problem(f"objective {name}", name, job)
+    return None
+
+
+def noise_problem(label: str, name: str, job: Job) -> str | None:
+    """Why metric ``name`` of :data:`NOISE_METRICS` cannot be computed for ``job`` (``label`` starts the message), or
+    None: a task of the job with σ = 0 (no noise to calibrate against); for ``sure`` also a precision below fp32."""
+    for field, task in _tasks(job):
+        if task.noise_sigma != AUTO_SIGMA and float(task.noise_sigma) == 0.0:
+            return (
+                f"{label}: {field}.noise_sigma is 0 ({task.label()}), so there is no noise to calibrate against; set "
+                f"{field}.noise_sigma to the measurements' noise level (or auto to estimate it per image), or tune on "
+                "psnr with a mode evaluate job on held-out images like yours"
+            )
     if name == "sure" and job.precision != "fp32":
         return (
-            f"objective sure: precision {job.precision} rounds the restoration by more than SURE's probe moves it, "
-            "so its divergence would measure rounding; use precision fp32"
+            f"{label}: precision {job.precision} rounds the restoration by more than SURE's probe moves it, so its "
+            "divergence would measure rounding; use precision fp32"
         )
     return None
 
