@@ -217,7 +217,7 @@ def _trials_plot(records: Sequence[TrialRecord], objective: str, chosen: int, ma
     _star(axes, records, chosen, "number", "value")
     axes.set_xlabel("trial")
     axes.set_ylabel(objective)
-    axes.set_title(f"{objective} per trial (x: pruned, line: best so far)", fontsize=10)
+    axes.set_title(f"{objective} per trial (x: pruned, first stage only; line: best so far)", fontsize=10)
     axes.spines[["top", "right"]].set_visible(False)
     return _svg_uri(figure)
 
@@ -240,7 +240,7 @@ def _parameter_plot(
         axes.set_xscale("log")
     axes.set_xlabel(setting_label(parameter))
     axes.set_ylabel(label)
-    axes.set_title(f"{label} against {setting_label(parameter)}", fontsize=10)
+    axes.set_title(f"{label} against {setting_label(parameter)} (x: pruned, first stage only)", fontsize=10)
     axes.spines[["top", "right"]].set_visible(False)
     return _svg_uri(figure)
 
