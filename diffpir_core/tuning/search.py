@@ -130,9 +130,25 @@ def study_of(job: Job, records: Sequence[TrialRecord], sampler_seed: int | None 
     return study
 
 
+def starting_point(job: Job) -> dict[str, Any] | None:
+    """The job's own values of the searched settings (task preset → prior card → tuned file → ``sampler:``) when
+    each lies in its range or among its choices, else None: the first trial runs them, so the tuned settings are
+    never worse on the subset than those the job would run without tuning."""
+    config = job.sampler_config()
+    point = {name: getattr(config, name) for name in job.tune.params}  # type: ignore[union-attr]
+    for name, spec in job.tune.params.items():  # type: ignore[union-attr]
+        inside = point[name] in spec.choices if spec.choices is not None else spec.low <= point[name] <= spec.high
+        if not inside:
+            return None
+    return point
+
+
 def next_params(job: Job, records: Sequence[TrialRecord]) -> dict[str, Any]:
-    """The settings of the next trial: TPE's proposal given every finished trial, seeded by the tuning seed and
-    their number (the same proposal whenever the same trials are finished)."""
+    """The settings of the next trial: the job's own values first (:func:`starting_point`, when they lie in the
+    space), then TPE's proposal given every finished trial, seeded by the tuning seed and their number (the same
+    proposal whenever the same trials are finished)."""
+    if not records and (start := starting_point(job)) is not None:
+        return start
     seed = job.tune.seed * 100_003 + len(records)  # type: ignore[union-attr]
     trial = study_of(job, records, sampler_seed=seed).ask(distributions(job))
     return dict(trial.params)

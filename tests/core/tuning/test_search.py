@@ -71,3 +71,10 @@ def test_the_subset_is_picked_by_id_whatever_the_order() -> None:
         Subset(ids=["img000.png", "nope.png"]).pick(ids)
     with pytest.raises(ValueError, match="tune.subset.count: 50 images asked for, the input has 40"):
         Subset(count=50).pick(ids)
+
+
+def test_the_first_trial_runs_the_jobs_own_values_when_they_lie_in_the_space() -> None:
+    on_card = {**JOB, "tune": {"params": {"lambda_": {"low": 0.5, "high": 30}, "zeta": {"low": 0.1, "high": 1.0}}}}
+    assert next_params(parse_job(on_card), []) == {"lambda_": 2.0, "zeta": 1.0}  # the demo card's SR values
+    outside = {**on_card, "sampler": {"zeta": 0.05}}
+    assert next_params(parse_job(outside), [])["zeta"] != 0.05
