@@ -167,7 +167,8 @@ def _markdown(job: Job, summary: Mapping[str, Any]) -> str:
 
 
 def _cell(value: Any) -> str:
-    return format_number(value) if isinstance(value, float) else ("" if value is None else str(value))
+    """A table cell: numbers to 5 significant digits (SURE's values are a few thousandths), None empty."""
+    return f"{value:.5g}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
 def _html(job: Job, records: Sequence[TrialRecord], summary: Mapping[str, Any]) -> str:
