@@ -38,7 +38,12 @@ def test_tuned_file_round_trip(make_job, image_writer, tmp_path: Path) -> None:
     """The tuned file holds the best complete trial's settings, objective and identity; a job naming it runs with
     those values (its plan says so, and its hash is that of the same values given in ``sampler:``)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterType,
+        FlowRunFilter,
+    )
 
     images = tmp_path / "images"
     image_writer(images, 6, seed=1)
@@ -64,11 +69,17 @@ def test_tuned_file_round_trip(make_job, image_writer, tmp_path: Path) -> None:
     assert len(tuned["subset"]) == 4 and tuned["trials"] == 3
     table = json.loads((tmp_path / "tuned" / tuning_folder(job) / "summary.json").read_text())["trials"]
     assert [row["psnr"] for row in table] == [r.value for r in records] == [row["psnr"] for row in summary["trials"]]
+    flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [state.state_details.flow_run_id]})
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [flow_run_id]}))
+        progress = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), type=ArtifactFilterType(any_=["progress"])
+            )
         )
     assert sorted(r.name.split("-lambda_")[0] for r in children) == ["trial-0", "trial-1", "trial-2"]
+    (artifact,) = progress  # the trials, counted in the parent run
+    assert artifact.data == 100.0 and artifact.description.startswith("3/3 trials (0 pruned); best psnr")
 
     user = make_job(images, tmp_path / "use", tuned=str(tmp_path / "tuned" / "tuned.json"))
     settings = user.sampler_settings()
