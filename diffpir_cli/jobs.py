@@ -57,6 +57,11 @@ def run(
     sizes = restored_sizes(job)
     if dry_run:
         typer.echo(job.to_yaml() + _effective_sampler(job))
+        if job.tune is not None:
+            from diffpir_core.tuning.report import plan_lines
+
+            for line in plan_lines(job):
+                typer.echo(line)
         for line in cost_lines(job, sizes):
             typer.echo(line)
     problems, notes = preflight(job)  # before any Prefect server starts: each a permanent error, said in one line
@@ -147,6 +152,11 @@ def run(
     summary = summary if isinstance(summary, dict) else {}
     if changes := summary.get("input_changes"):
         typer.echo("input: " + ", ".join(f"{count} {what}" for what, count in changes.items()))
+    if state.is_completed() and summary.get("tuned"):
+        from diffpir_core.tuning.report import completed_lines
+
+        typer.echo("\n".join(completed_lines(summary)))
+        return
     if state.is_completed():
         if table := _results_table(summary, job):
             typer.echo(table)

@@ -88,6 +88,26 @@ def score_and_report(job: Job, result: CellResult, wall_seconds: float) -> None:
     plan: JobPlan = result.plan  # type: ignore[assignment]
     manifests, failed = result.manifests, result.failed
     done = [ref for ref in result.refs if ref.key in manifests and manifests[ref.key].get("checksum")]
+    by_shard = shard_rows(job, plan, done, manifests, failed)
+    scored = [ref for ref in done if ref.key not in failed]
+    result.rows = [row for ref in scored for row in by_shard.get(ref.key, [])]
+    report = with_job_retries(write_job_report, job)(
+        job, plan, quote(scored), quote(result.rows), failed, wall_seconds
+    )
+    result.summary, result.report_uris = report["summary"], report["uris"]
+    create_table_artifact(**shards_artifact(job, plan, result))
+    create_markdown_artifact(**report_artifact(job, plan, result, report))
+
+
+def shard_rows(
+    job: Job,
+    plan: JobPlan,
+    done: list[ShardRef],
+    manifests: dict[str, dict[str, Any]],
+    failed: dict[str, Any],
+) -> dict[str, list[dict[str, Any]]]:
+    """The metric rows of each finished shard of ``done``: those its unit kept in its record, else ``unit-metrics``
+    (cached per data checksum); a shard whose scoring failed is added to ``failed`` instead."""
     key = scoring_key(job)
     by_shard = {ref.key: manifests[ref.key]["rows"] for ref in done if manifests[ref.key].get("scored") == key}
     units = work_units([ref for ref in done if ref.key not in by_shard], None, METRIC_SLOTS)
@@ -101,11 +121,4 @@ def score_and_report(job: Job, result: CellResult, wall_seconds: float) -> None:
         else:
             err = rows if isinstance(rows, BaseException) else RuntimeError(future.state.message)
             failed.update({ref.key: shard_failure(ref.key, err, what="metrics") for ref in unit})
-    scored = [ref for ref in done if ref.key not in failed]
-    result.rows = [row for ref in scored for row in by_shard.get(ref.key, [])]
-    report = with_job_retries(write_job_report, job)(
-        job, plan, quote(scored), quote(result.rows), failed, wall_seconds
-    )
-    result.summary, result.report_uris = report["summary"], report["uris"]
-    create_table_artifact(**shards_artifact(job, plan, result))
-    create_markdown_artifact(**report_artifact(job, plan, result, report))
+    return by_shard

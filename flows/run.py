@@ -42,6 +42,7 @@ from diffpir_flow.flows.credentials import block_credentials
 from diffpir_flow.flows.naming import job_run_name, shards_run_name
 from diffpir_flow.flows.progress import ShardProgress
 from diffpir_flow.flows.runners import build_task_runner, gpu_annotations
+from diffpir_flow.flows.tune import run_tuning
 from diffpir_flow.tasks.retries import with_job_retries
 from diffpir_flow.tasks.units import restore_unit
 
@@ -125,7 +126,7 @@ def run(job: Job, shards: list[str] | None = None, force: bool = False, credenti
     ``credentials_block``: name of a Prefect Secret block with the storage credentials (``flows.credentials``);
     without it they come from the worker's environment.
     A comparison (``variants``/``tasks``) runs ``run-shards`` once per cell on the shared measurements, then one
-    table of all of them."""
+    table of all of them; a tuning job (``tune``) runs one ``tune-trial`` sub-flow per trial (``flows.tune``)."""
 
     def restore(cell_job: Job, plan: JobPlan, label: str) -> tuple[list[ShardRef], dict[str, Any]]:
         out = DatasetStore.open(plan.output_store, job.storage_options)
@@ -140,4 +141,6 @@ def run(job: Job, shards: list[str] | None = None, force: bool = False, credenti
         return refs, outcome.unquote()
 
     with changed_environment(block_credentials(credentials_block)):
+        if job.tune is not None:
+            return run_tuning(job, force)
         return run_cells(job, restore, force)

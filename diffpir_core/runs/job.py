@@ -38,6 +38,8 @@ from diffpir_core.runs.options import (
 from diffpir_core.sampling import METHODS, ResolvedSampler, check_overrides, resolve_job_sampler
 from diffpir_core.task_kinds import TaskSpec, default_task
 from diffpir_core.tuning.objectives import NOISE_METRICS, noise_problem
+from diffpir_core.tuning.space import TuneSpec, tune_problem
+from diffpir_core.tuning.tuned import tuned_layer, valid_for
 
 JOB_SCHEMA_VERSION = 1
 FULL_REFERENCE_METRICS = frozenset({"psnr", "psnr_y", "ssim", "ssim_y", "lpips", "fid"})
@@ -80,6 +82,12 @@ class Job(Strict):
     )
     tasks: list[TaskSpec] | None = Field(
         None, description="comparison: the tasks every variant runs on (null = [task])"
+    )
+    tune: TuneSpec | None = Field(
+        None, description="tuning job: search settings of the method on a subset of the images (docs/tuning.md)"
+    )
+    tuned: str | None = Field(
+        None, description="a tuned settings file (a tuning job's tuned.json): its values go under the job's sampler"
     )
     shard_size: int = Field(16, ge=1, le=4096)
     batch_size: int = Field(4, ge=1, le=1024)
@@ -201,13 +209,15 @@ class Job(Strict):
                 "drop sure from metrics, or uncertainty"
             )
         self.task.check_mode(self.mode)
+        if self.tune is not None and (problem := tune_problem(self)):
+            raise ValueError(problem)
         if self.ingest.size_policy in ("center_crop", "resize") and self.ingest.size is None:
             raise ValueError(f"ingest.size: required with ingest.size_policy {self.ingest.size_policy}")
         if self.is_comparison():
             self.cells()  # every variant's settings validated, names unique
             return self
         try:
-            self.sampler_settings()
+            self.sampler_settings()  # a tuned file's ValueError names it
         except ValidationError as err:
             raise ValueError("sampler: " + format_validation_error(err).replace("\n", "; ")) from None
         if problem := operator_problem(self.method, self.task, self.storage_options):
@@ -241,9 +251,16 @@ class Job(Strict):
         return ["psnr", "ssim"] if self.mode == "evaluate" else ["consistency", "piqe", "niqe"]
 
     def sampler_settings(self) -> ResolvedSampler:
-        """The effective settings of the job's method and where each came from: task preset → prior card →
-        ``sampler`` (:func:`resolve_job_sampler`)."""
-        return resolve_job_sampler(self.task, self.method, self.prior, self.sampler)
+        """The effective settings of the job's method and where each came from: task preset → prior card → the
+        ``tuned`` file (read and checked against this job here) → ``sampler`` (:func:`resolve_job_sampler`)."""
+        tuned = None
+        if self.tuned is not None:
+            wanted = valid_for(self.task, self.task_identity(), self.prior, self.method)
+            try:
+                tuned = (f"tuned {self.tuned}", tuned_layer(self.tuned, wanted, self.storage_options))
+            except ValueError as err:
+                raise ValueError(f"tuned: {err}") from None
+        return resolve_job_sampler(self.task, self.method, self.prior, self.sampler, tuned)
 
     def sampler_config(self) -> BaseModel:
         """The config of the job's method it samples with (``DiffPIRConfig`` for DiffPIR; see
@@ -414,19 +431,21 @@ def load_job(path: str | Path, overrides: list[str] | None = None) -> Job:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
-    """``data`` with its relative local paths (input, output, prior, task.kernel, task.mask,
+    """``data`` with its relative local paths (input, output, prior, tuned, task.kernel, task.mask,
     uncertainty.calibration) resolved from ``base``."""
     task, uncertainty = data.get("task"), data.get("uncertainty")
-    for node, key in [
+    places = [
         (data, "input"),
         (data, "output"),
         (data, "prior"),
+        (data, "tuned"),
         (task, "kernel"),
         (task, "mask"),
         (uncertainty, "calibration"),
-    ]:
+    ]
+    for node, key in places:
         if isinstance(node, dict) and key in node:
-            node[key] = _resolve_relative(node[key], base, always=key in ("input", "output", "calibration"))
+            node[key] = _resolve_relative(node[key], base, always=key in ("input", "output", "tuned", "calibration"))
     return data
 
 

@@ -1,4 +1,4 @@
-"""The effective sampler settings of a job: task preset → prior card → the job's ``sampler:`` overrides.
+"""The effective sampler settings of a job: task preset → prior card → tuned file → the job's ``sampler:``.
 
 A job's ``sampler:`` section holds settings of its method's config (``sampling.methods``), every one
 optional: :func:`check_overrides` validates them field by field against that config (same types, bounds
@@ -9,7 +9,8 @@ says where each value came from, for ``diffpir run --dry-run`` and the run recor
 The layers are the same for every method: the task kind's preset for the method (``TaskKind.PRESETS[method]``, the
 values of the method's reference code for that kind), the prior card's recommendation
 (``card.sampler.<method>.<kind>``;
-a card's ``sampler.<kind>`` is DiffPIR's), then the job's settings. :func:`resolve_job_sampler` is the one place a
+a card's ``sampler.<kind>`` is DiffPIR's), the values of a tuned file the job names (``tuned:``), then the job's
+settings. :func:`resolve_job_sampler` is the one place a
 job's settings are resolved (it reads the prior card); its :class:`ResolvedSampler` is what the run layer keeps.
 """
 
@@ -106,9 +107,11 @@ def resolve_sampler(
     *,
     method: str,
     card_name: str = "prior card",
+    tuned: tuple[str, Mapping[str, Any]] | None = None,
 ) -> ResolvedSampler:
-    """Merge the layers (later wins) into a validated config of ``method``; the noise level is the task's."""
-    layers = [("task preset", preset), (card_name, card), ("job", overrides)]
+    """Merge the layers (later wins) into a validated config of ``method``; the noise level is the task's.
+    ``tuned``: (its label, e.g. ``tuned /path/tuned.json``, its values), a layer between the card and the job."""
+    layers = [("task preset", preset), (card_name, card), *([tuned] if tuned else []), ("job", overrides)]
     values: dict[str, Any] = {}
     config_fields = get_method(method).config.model_fields
     sources = dict.fromkeys(config_fields, "default")
@@ -122,9 +125,16 @@ def resolve_sampler(
     return ResolvedSampler(config, sources, method)
 
 
-def resolve_job_sampler(task: TaskKind, method: str, prior: str, overrides: Mapping[str, Any]) -> ResolvedSampler:
+def resolve_job_sampler(
+    task: TaskKind,
+    method: str,
+    prior: str,
+    overrides: Mapping[str, Any],
+    tuned: tuple[str, Mapping[str, Any]] | None = None,
+) -> ResolvedSampler:
     """The settings ``method`` samples ``task`` with on ``prior``: the kind's preset for the method → the prior card's
-    recommendation (read here) → ``overrides`` (a job's ``sampler:``), with the task's known noise level.
+    recommendation (read here) → ``tuned`` (a tuned file's label and values, ``diffpir_core.tuning.tuned``) →
+    ``overrides`` (a job's ``sampler:``), with the task's known noise level.
 
     The one resolution of a job's sampler: resolve it once where the job is planned and hand the result on, so that
     what runs is what the plan, the dry run and the records show."""
@@ -135,4 +145,5 @@ def resolve_job_sampler(task: TaskKind, method: str, prior: str, overrides: Mapp
         task.known_sigma,
         method=method,
         card_name=f"prior card ({prior})",
+        tuned=tuned,
     )
