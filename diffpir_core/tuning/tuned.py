@@ -101,7 +101,7 @@ def differences(tuned: ValidFor, wanted: ValidFor) -> list[str]:
             lines.append(f"{name}: tuned for {getattr(tuned, name)!r}, this job has {getattr(wanted, name)!r}")
     for key in sorted(set(tuned.task) | set(wanted.task)):
         if key != "noise_sigma" and tuned.task.get(key) != wanted.task.get(key):
-            lines.append(f"task.{key}: tuned for {tuned.task.get(key)!r}, this job has {wanted.task.get(key)!r}")
+            lines.append(f"task.{key}: tuned for {_shown(tuned.task, key)}, this job has {_shown(wanted.task, key)}")
     return lines
 
 
@@ -114,3 +114,9 @@ def tuned_layer(uri: str, wanted: ValidFor, storage_options: Mapping[str, Any]) 
             f"{uri} was tuned for another job: {'; '.join(problems)}. Tune for this job (docs/tuning.md) or drop tuned"
         )
     return dict(tuned.sampler)
+
+
+def _shown(task: dict[str, Any], key: str) -> str:
+    """A task field's value for a message; a field the identity leaves out is the task's default (e.g. the circular
+    boundary)."""
+    return repr(task[key]) if key in task else "the default"
