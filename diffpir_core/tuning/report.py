@@ -21,7 +21,14 @@ from diffpir_core.reporting.text import _md_escape, format_number, setting_label
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.plan import write_text
 from diffpir_core.sampling import method_config
-from diffpir_core.tuning.search import TrialRecord, best_record, objective_of, settings_label, tuning_folder
+from diffpir_core.tuning.search import (
+    TrialRecord,
+    best_record,
+    objective_of,
+    settings_label,
+    trial_metrics,
+    tuning_folder,
+)
 from diffpir_core.tuning.space import most_nfes
 from diffpir_core.tuning.tuned import TunedObjective, TunedSettings, valid_for, write_tuned
 
@@ -50,7 +57,8 @@ def budget_line(job: Job, images: int) -> str:
     """The tuning's budget: trials × subset images × the most network calls per image a trial can take."""
     tune = job.tune
     base = job.sampler_config().model_dump(exclude={"noise_sigma"})
-    nfes = most_nfes(job.method, base, tune.params, job.task.known_sigma)  # type: ignore[union-attr]
+    runs = 2 if "sure" in trial_metrics(job) else 1  # SURE's probe restores each image a second time
+    nfes = runs * most_nfes(job.method, base, tune.params, job.task.known_sigma)  # type: ignore[union-attr]
     total = tune.trials * images * nfes  # type: ignore[union-attr]
     return (
         f"budget: {tune.trials} trials x {images} subset image(s) x at most {nfes} network calls = at most "  # type: ignore[union-attr]
