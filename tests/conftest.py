@@ -5,6 +5,8 @@ import importlib.util
 import io
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -217,3 +219,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def spawn_cli_run() -> Callable[[Path, dict[str, str]], subprocess.Popen]:
+    """Start ``diffpir run JOB_FILE`` in a child process with ``env`` (stderr piped, for the tests that kill it)."""
+
+    def spawn(job_file: Path, env: dict[str, str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "run", str(job_file)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    return spawn

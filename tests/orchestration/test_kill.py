@@ -3,8 +3,6 @@ shard and the output equals that of an uninterrupted run."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,8 +11,6 @@ import numpy as np
 from diffpir_core.runs.read import read_restored
 from diffpir_flow.flows.run import run
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _records(output: Path) -> dict[str, int]:
     """Record file -> mtime (ns) of every restored-shard record in the output."""
@@ -22,7 +18,7 @@ def _records(output: Path) -> dict[str, int]:
 
 
 def test_killed_job_resumes_without_recomputing_finished_shards(
-    prefect_api: str, make_job, image_writer, tmp_path: Path
+    prefect_api: str, make_job, image_writer, tmp_path: Path, spawn_cli_run
 ) -> None:
     images = tmp_path / "images"
     image_writer(images, 16, seed=3)
@@ -36,13 +32,7 @@ def test_killed_job_resumes_without_recomputing_finished_shards(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "OMP_NUM_THREADS": "1",
     }
-    child = subprocess.Popen(
-        [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "run", str(job_file)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    child = spawn_cli_run(job_file, env)
     try:
         deadline = time.monotonic() + 240
         while len(_records(tmp_path / "killed")) < 2:

@@ -10,15 +10,11 @@ server with its parent. Either way no server process is left 10 s later, and a r
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _servers(pid: int) -> list[psutil.Process]:
@@ -42,7 +38,9 @@ def _records(output: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_no_prefect_server_outlives_a_signalled_run(signum: int, make_job, image_writer, tmp_path: Path) -> None:
+def test_no_prefect_server_outlives_a_signalled_run(
+    signum: int, make_job, image_writer, tmp_path: Path, spawn_cli_run
+) -> None:
     images = tmp_path / "images"
     image_writer(images, 12, seed=5)
     output = tmp_path / "out"
@@ -57,13 +55,7 @@ def test_no_prefect_server_outlives_a_signalled_run(signum: int, make_job, image
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",  # the default 20 s is short on 2 loaded cores
         OMP_NUM_THREADS="1",
     )
-    child = subprocess.Popen(
-        [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "run", str(job_file)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    child = spawn_cli_run(job_file, env)
     try:
         deadline = time.monotonic() + 120
         servers: list[psutil.Process] = []

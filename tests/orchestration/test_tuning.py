@@ -5,8 +5,6 @@ finished trial again. Tiny prior, 32×32 images, 3 sampler steps: the tests meas
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from diffpir_core.tuning.search import read_records, tuning_folder
 from diffpir_flow.cli.app import app
 from diffpir_flow.flows.run import run
 
-REPO = Path(__file__).resolve().parents[2]
 LAMBDA = {"low": 0.5, "high": 30.0, "log": True}
 
 
@@ -180,7 +177,7 @@ def test_pruning_stops_trials_in_an_absurd_region_after_their_first_images(
 
 
 def test_killed_tuning_resumes_without_running_finished_trials(
-    prefect_api: str, make_job, image_writer, tmp_path: Path
+    prefect_api: str, make_job, image_writer, tmp_path: Path, spawn_cli_run
 ) -> None:
     images = tmp_path / "images"
     image_writer(images, 4, seed=4)
@@ -195,13 +192,7 @@ def test_killed_tuning_resumes_without_running_finished_trials(
         "OMP_NUM_THREADS": "1",
     }
     trials = tmp_path / "killed" / tuning_folder(job) / "trials"
-    child = subprocess.Popen(
-        [sys.executable, "-c", "from diffpir_flow.cli.app import main; main()", "run", str(job_file)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    child = spawn_cli_run(job_file, env)
     try:
         deadline = time.monotonic() + 240
         while len(list(trials.glob("*.json"))) < 2:
