@@ -29,7 +29,7 @@ from diffpir_core.tuning.search import (
     trial_metrics,
     tuning_folder,
 )
-from diffpir_core.tuning.space import most_nfes
+from diffpir_core.tuning.space import most_nfes, tune_of
 from diffpir_core.tuning.tuned import TunedObjective, TunedSettings, valid_for, write_tuned
 
 TUNED_FILE = "tuned.json"
@@ -55,14 +55,14 @@ def trials_table(job: Job, records: Sequence[TrialRecord]) -> list[dict[str, Any
 
 def budget_line(job: Job, images: int) -> str:
     """The tuning's budget: trials × subset images × the most network calls per image a trial can take."""
-    tune = job.tune
+    tune = tune_of(job)
     base = job.sampler_config().model_dump(exclude={"noise_sigma"})
     runs = 2 if "sure" in trial_metrics(job) else 1  # SURE's probe restores each image a second time
-    nfes = runs * most_nfes(job.method, base, tune.params, job.task.known_sigma)  # type: ignore[union-attr]
-    total = tune.trials * images * nfes  # type: ignore[union-attr]
+    nfes = runs * most_nfes(job.method, base, tune.params, job.task.known_sigma)
+    total = tune.trials * images * nfes
     return (
-        f"budget: {tune.trials} trials x {images} subset image(s) x at most {nfes} network calls = at most "  # type: ignore[union-attr]
-        f"{total:,} network calls (pruned trials stop after their first {tune.stages(images)[0]} image(s))"  # type: ignore[union-attr]
+        f"budget: {tune.trials} trials x {images} subset image(s) x at most {nfes} network calls = at most "
+        f"{total:,} network calls (pruned trials stop after their first {tune.stages(images)[0]} image(s))"
     )
 
 
@@ -75,7 +75,7 @@ def progress_line(job: Job, records: Sequence[TrialRecord]) -> str:
         if best
         else ""
     )
-    return f"{min(len(records), job.tune.trials)}/{job.tune.trials} trials ({pruned} pruned){where}"  # type: ignore[union-attr]
+    return f"{min(len(records), tune_of(job).trials)}/{tune_of(job).trials} trials ({pruned} pruned){where}"
 
 
 def tuned_settings(job: Job, records: Sequence[TrialRecord], subset: Sequence[str]) -> TunedSettings | None:
@@ -182,7 +182,7 @@ def _cell(value: Any) -> str:
 def _html(job: Job, records: Sequence[TrialRecord], summary: Mapping[str, Any]) -> str:
     objective = summary["objective"]["name"]
     plots = [_trials_plot(records, objective, summary["best"]["trial"], _maximise(job))]
-    for name, spec in job.tune.params.items():  # type: ignore[union-attr]
+    for name, spec in tune_of(job).params.items():
         plots.append(_parameter_plot(records, name, objective, summary["best"]["trial"], spec.log, "value"))
         if objective != "psnr" and any(r.psnr is not None for r in records):
             plots.append(_parameter_plot(records, name, "psnr", summary["best"]["trial"], spec.log, "psnr"))
@@ -275,22 +275,22 @@ def _star(axes: Any, records: Sequence[TrialRecord], chosen: int, x: str, what: 
 def plan_lines(job: Job) -> list[str]:
     """What a tuning job will do, for ``diffpir run --dry-run``: objective, parameters, subset, stages, budget, and
     where the trials and the tuned file go."""
-    tune = job.tune
-    images = tune.subset.size()  # type: ignore[union-attr]
+    tune = tune_of(job)
+    images = tune.subset.size()
     objective = objective_of(job)
     ranges = [
         f"{name} in {spec.choices}"
         if spec.choices is not None
         else f"{name} in [{spec.low:g}, {spec.high:g}]{' (log)' if spec.log else ''}"
-        for name, spec in tune.params.items()  # type: ignore[union-attr]
+        for name, spec in tune.params.items()
     ]
-    subset = f"{images} image(s) picked by a hash of their ids" if tune.subset.ids is None else "the listed ids"  # type: ignore[union-attr]
-    stages = tune.stages(images)  # type: ignore[union-attr]
+    subset = f"{images} image(s) picked by a hash of their ids" if tune.subset.ids is None else "the listed ids"
+    stages = tune.stages(images)
     pruning = (
         f"median pruning after the first {stages[0]} image(s)" if tune.prune and len(stages) > 1 else "no pruning"
-    )  # type: ignore[union-attr]
+    )
     return [
-        f"tuning: {tune.trials} trials of Optuna TPE (seed {tune.seed}) over {'; '.join(ranges)}",  # type: ignore[union-attr]
+        f"tuning: {tune.trials} trials of Optuna TPE (seed {tune.seed}) over {'; '.join(ranges)}",
         f"tuning: objective {objective.name} ({objective.direction}) on {subset}, the rest held out; {pruning}",
         f"tuning: {budget_line(job, images)}",
         f"tuning: trials kept in {join(job.output, tuning_folder(job))}/trials; best settings to "

@@ -32,7 +32,7 @@ from diffpir_core.io.uris import filesystem, join
 from diffpir_core.runs.job import Job
 from diffpir_core.runs.plan import JobPlan, ShardSelection, read_text, write_text
 from diffpir_core.tuning.objectives import OBJECTIVES, Objective
-from diffpir_core.tuning.space import ParamRange, is_int, objective_name
+from diffpir_core.tuning.space import ParamRange, is_int, objective_name, tune_of
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # a trial's line is the flow's to log, once
 
@@ -64,14 +64,14 @@ class TrialRecord(BaseModel):
 
 def objective_of(job: Job) -> Objective:
     """The objective ``job``'s tuning scores trials by (checked when the job was validated)."""
-    return OBJECTIVES[objective_name(job.tune, job.mode) or ""]  # type: ignore[arg-type]
+    return OBJECTIVES[objective_name(tune_of(job), job.mode) or ""]  # type: ignore[arg-type]
 
 
 def tuning_hash(job: Job) -> str:
     """The identity of a tuning: the job it tunes (its hash: input, task, prior, settings, seed, ...), the search
     space, objective, subset, stages, pruning and seed; not the number of trials, so that a re-run with more trials
     continues the same search."""
-    spec = job.tune.model_dump(mode="json", exclude={"trials"})  # type: ignore[union-attr]
+    spec = tune_of(job).model_dump(mode="json", exclude={"trials"})
     base = Job.model_validate(job.model_dump(exclude={"tune"}))
     identity = {"job": base.job_hash(), "tune": spec, "objective": objective_of(job).name}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -98,7 +98,7 @@ def trial_job(job: Job, params: Mapping[str, Any]) -> Job:
 
 def distributions(job: Job) -> dict[str, optuna.distributions.BaseDistribution]:
     """The Optuna distribution of each parameter: categorical for choices, int or float (log or not) for ranges."""
-    return {name: _distribution(job.method, name, spec) for name, spec in job.tune.params.items()}  # type: ignore[union-attr]
+    return {name: _distribution(job.method, name, spec) for name, spec in tune_of(job).params.items()}
 
 
 def _distribution(method: str, name: str, spec: ParamRange) -> optuna.distributions.BaseDistribution:
@@ -112,7 +112,7 @@ def _distribution(method: str, name: str, spec: ParamRange) -> optuna.distributi
 def study_of(job: Job, records: Sequence[TrialRecord], sampler_seed: int | None = None) -> optuna.Study:
     """An in-memory study of ``job``'s tuning holding ``records`` (TPE sampler seeded with ``sampler_seed``; median
     pruner)."""
-    trials = job.tune.trials  # type: ignore[union-attr]
+    trials = tune_of(job).trials
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=max(2, min(10, trials // 3)))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=max(1, min(5, trials // 4)), n_warmup_steps=0)
     study = optuna.create_study(direction=objective_of(job).direction, sampler=sampler, pruner=pruner)
@@ -135,8 +135,8 @@ def starting_point(job: Job) -> dict[str, Any] | None:
     each lies in its range or among its choices, else None: the first trial runs them, so the tuned settings are
     never worse on the subset than those the job would run without tuning."""
     config = job.sampler_config()
-    point = {name: getattr(config, name) for name in job.tune.params}  # type: ignore[union-attr]
-    for name, spec in job.tune.params.items():  # type: ignore[union-attr]
+    point = {name: getattr(config, name) for name in tune_of(job).params}
+    for name, spec in tune_of(job).params.items():
         inside = point[name] in spec.choices if spec.choices is not None else spec.low <= point[name] <= spec.high
         if not inside:
             return None
@@ -149,7 +149,7 @@ def next_params(job: Job, records: Sequence[TrialRecord]) -> dict[str, Any]:
     proposal whenever the same trials are finished)."""
     if not records and (start := starting_point(job)) is not None:
         return start
-    seed = job.tune.seed * 100_003 + len(records)  # type: ignore[union-attr]
+    seed = tune_of(job).seed * 100_003 + len(records)
     trial = study_of(job, records, sampler_seed=seed).ask(distributions(job))
     return dict(trial.params)
 
@@ -157,7 +157,7 @@ def next_params(job: Job, records: Sequence[TrialRecord]) -> dict[str, Any]:
 def should_prune(job: Job, records: Sequence[TrialRecord], params: Mapping[str, Any], step: int, value: float) -> bool:
     """Whether the median pruner stops a trial with ``params`` whose objective after stage ``step`` is ``value``,
     given the finished trials ``records`` (never when the job's ``prune`` is off, or the value is not a number)."""
-    if not job.tune.prune or math.isnan(value):  # type: ignore[union-attr]
+    if not tune_of(job).prune or math.isnan(value):
         return False
     study = study_of(job, records)
     study.enqueue_trial(dict(params))
@@ -221,7 +221,7 @@ def stage_selections(job: Job, plan: JobPlan, subset: Sequence[str]) -> list[Sha
     ``subset`` (the pruning point), then the rest (``TuneSpec.stages``)."""
     key_of = {ref.ids[0]: ref.key for ref in DatasetStore.open(plan.output_store, job.storage_options).shards()}
     selections, start = [], 0
-    for size in job.tune.stages(len(subset)):  # type: ignore[union-attr]
+    for size in tune_of(job).stages(len(subset)):
         selections.append(ShardSelection.of_keys([key_of[image_id] for image_id in subset[start : start + size]]))
         start += size
     return selections

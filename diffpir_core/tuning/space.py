@@ -160,6 +160,14 @@ def objective_name(tune: TuneSpec, mode: str) -> str | None:
     return tune.objective or ("psnr" if mode == "evaluate" else None)
 
 
+def tune_of(job: Any) -> TuneSpec:
+    """The ``tune:`` section of a tuning job (a :class:`~diffpir_core.runs.job.Job`); a job without one is a
+    programming error here."""
+    if job.tune is None:
+        raise ValueError("not a tuning job: it has no tune: section")
+    return job.tune
+
+
 def tune_problem(job: Any) -> str | None:
     """Why ``job`` (a :class:`~diffpir_core.runs.job.Job` with ``tune``) cannot be tuned, checked before any work:
     a comparison, a parameter that is no setting of the method or a range it does not allow, an objective that
