@@ -33,9 +33,10 @@ STD_DTYPE = "float16"
 """The std array's dtype: on the [0, 1] pixel scale, 11 significant bits (a std of one 8-bit step keeps 3 digits)."""
 CALIBRATION_FILE = "calibration.json"
 UNCALIBRATED = "uncalibrated"
-_OPERATOR_DATA = ("mask", "mask_ratio", "box_fraction", "boundary")
-"""Task fields a calibration ignores: where masks come from (synthesised in evaluate mode, files in restore mode) and
-the boundary (circular in evaluate mode, reflect by default in restore mode)."""
+_OPERATOR_DATA = ("mask", "mask_ratio", "box_fraction")
+"""Task fields a calibration ignores: where masks come from (synthesised in evaluate mode, files in restore mode). The
+boundary counts: it changes the data step, so a calibration for restore mode's default ``reflect`` is fitted by an
+evaluate job that sets ``task.boundary: reflect``."""
 
 
 def by_sample(inputs: ShardInputs, rows: np.ndarray, count: int, scale: int) -> np.ndarray:
@@ -89,7 +90,7 @@ def write_samples(
 
 def calibration_identity(job: Job) -> dict[str, Any]:
     """What a calibration fitted on ``job`` is valid for (``Calibration.identity``): task (without where its masks
-    come from and the boundary, :data:`_OPERATOR_DATA`), prior, method, sampler settings, K, estimate, precision."""
+    come from, :data:`_OPERATOR_DATA`), prior, method, sampler settings, K, estimate, precision."""
     assert job.uncertainty is not None
     task = {key: value for key, value in job.task_identity().items() if key not in _OPERATOR_DATA}
     return {

@@ -301,7 +301,7 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
 
 
 def _shown(value: Any) -> str:
-    return "absent" if value is _ABSENT else json.dumps(value, sort_keys=True, default=str)
+    return "the default (not set)" if value is _ABSENT else json.dumps(value, sort_keys=True, default=str)
 
 
 def calibration_mismatch(cal: Calibration, identity: Mapping[str, Any]) -> list[str]:

@@ -31,7 +31,8 @@ def _export(output: Path, destination: Path, *options: str) -> str:
 def test_evaluate_calibrates_and_restore_mode_takes_the_file(make_job, image_writer, tmp_path: Path) -> None:
     image_writer(tmp_path / "img", 12)
     fit = {"samples": 2, "calibration_fraction": 0.5, "delta": 0.25}
-    job = make_job(tmp_path / "img", tmp_path / "eval", name="uq", uncertainty=fit)
+    reflect = {"kind": "sr", "scale": 2, "noise_sigma": 0.05, "boundary": "reflect"}  # restore mode's default
+    job = make_job(tmp_path / "img", tmp_path / "eval", name="uq", task=reflect, uncertainty=fit)
     state = run_flow(job=job, return_state=True)
     assert state.is_completed(), state.message
     folder = _job_dir(tmp_path / "eval")

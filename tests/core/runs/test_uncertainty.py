@@ -149,9 +149,18 @@ def test_restore_mode_takes_a_matching_calibration_and_refuses_another(make_job,
     image_writer(tmp_path / "img", 12)
     job, plan = _evaluate(make_job, tmp_path / "img", tmp_path / "eval", calibration_fraction=0.5, delta=0.25)
     fitted = coverage(job, plan, DatasetStore.open(plan.output_store).shards())["calibration_file"]
-    restore = {"mode": "restore", "metrics": ["consistency"]}
+    circular = {"kind": "sr", "scale": 2, "noise_sigma": 0.05, "boundary": "circular"}  # the evaluate job's data step
+    restore = {"mode": "restore", "metrics": ["consistency"], "task": circular}
     ok = make_job(tmp_path / "img", tmp_path / "r", **restore, uncertainty={"samples": 2, "calibration": fitted})
     assert not [p for p in preflight(ok)[0] if p.startswith("uncertainty")]
+    reflect = make_job(
+        tmp_path / "img",
+        tmp_path / "r1",
+        **{**restore, "task": {**circular, "boundary": "reflect"}},
+        uncertainty={"samples": 2, "calibration": fitted},
+    )
+    (problem,) = [p for p in preflight(reflect)[0] if p.startswith("uncertainty")]
+    assert 'task.boundary: calibrated the default (not set), job "reflect"' in problem
     other = make_job(
         tmp_path / "img",
         tmp_path / "r2",

@@ -227,9 +227,9 @@ def test_mismatch_names_each_field_with_both_values() -> None:
     }
     assert calibration_mismatch(cal, job) == [
         'prior: calibrated "demo", job "ffhq"',
-        "sampler.eta: calibrated absent, job 0.5",
+        "sampler.eta: calibrated the default (not set), job 0.5",
         "samples: calibrated 8, job 4",
         "task.noise_sigma: calibrated 0.05, job 0.1",
     ]
     without = {key: value for key, value in IDENTITY.items() if key != "estimate"}
-    assert calibration_mismatch(cal, without) == ['estimate: calibrated "mean", job absent']
+    assert calibration_mismatch(cal, without) == ['estimate: calibrated "mean", job the default (not set)']
