@@ -168,6 +168,8 @@ def coverage(
             return {**entry, "calibrated": False, "label": UNCALIBRATED}
         return {
             **entry,
+            "alpha": calibration.alpha,  # the promise is the calibration's, whatever the restore job's alpha, delta
+            "delta": calibration.delta,
             "calibrated": True,
             "scale": calibration.scale,
             "n_calibration": calibration.n_calibration,

@@ -130,9 +130,7 @@ def uncertainty_section(job: Job, plan: JobPlan, done: list[ShardRef], samples: 
     maps = image_maps(job, plan, done) if job.mode == "evaluate" else None
     entry = coverage(job, plan, done, maps)
     scale = entry.get("scale") if entry.get("calibrated") else None
-    options = job.uncertainty
-    assert options is not None
-    caption = uncertainty_caption(scale, options.alpha, options.delta)
+    caption = uncertainty_caption(scale, entry["alpha"], entry["delta"])  # the calibration file's in restore mode
     label = "half-width q̂·std" if scale is not None else f"std, {UNCALIBRATED}"
     shown_ids = {sample.id for sample in samples}
     pictured_maps = image_maps(job, plan, done, shown_ids) if maps is None else maps

@@ -58,6 +58,8 @@ def test_evaluate_calibrates_and_restore_mode_takes_the_file(make_job, image_wri
     assert run_flow(job=restore, return_state=True).is_completed()
     restored = json.loads((_job_dir(tmp_path / "restore") / "summary.json").read_text())["coverage"]
     assert restored["calibrated"] and restored["scale"] == json.loads(calibration.read_text())["scale"]
+    assert restored["delta"] == 0.25  # the promise is the calibration's, not the restore job's default delta 0.1
+    assert "with probability ≥ 75%" in (_job_dir(tmp_path / "restore") / "report.md").read_text()
     _export(tmp_path / "restore", tmp_path / "std", "--what", "std")
     assert len(list((tmp_path / "std").glob("*.half-width-calibrated.png"))) == 12
     assert json.loads((tmp_path / "std" / "colour-scale.json").read_text())["label"] == "calibrated"
